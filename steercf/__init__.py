@@ -1,0 +1,3 @@
+"""steercf: steerable collaborative filtering with sparse autoencoders."""
+
+__version__ = "0.1.0"
