@@ -1,0 +1,439 @@
+"""Implicit-feedback interaction data: a binary user x item matrix plus item metadata and tags.
+
+`from_dataframe` applies the binarisation protocol of the paper: ratings >= `min_rating`
+become positives, duplicate (user, item) pairs collapse to one, users with fewer than
+`min_user_positives` positives are dropped, then items left without a positive are dropped.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from steercf.errors import InputError, UnknownIdError
+
+_MAX_IDS_SHOWN = 10
+
+
+@dataclass(eq=False)  # fields are arrays: compare by identity rather than raise
+class ItemTags:
+    """A bag of tags per item.
+
+    Attributes:
+        matrix: (n_items, n_tags) float32 CSR counts; rows aligned to `InteractionData.item_ids`.
+        names: (n_tags,) tag names (str), column order of `matrix`.
+    """
+
+    matrix: sp.csr_matrix
+    names: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.matrix = sp.csr_matrix(self.matrix, dtype=np.float32)
+        self.names = np.asarray(self.names, dtype=str)
+        if self.matrix.shape[1] != len(self.names):
+            raise InputError(
+                f"tag matrix has {self.matrix.shape[1]} columns but {len(self.names)} tag names"
+            )
+
+    @property
+    def n_tags(self) -> int:
+        return len(self.names)
+
+    def filter(self, min_count: int = 1) -> ItemTags:
+        """Keep only tags applied at least `min_count` times in total (column sum).
+
+        Returns a new ItemTags with the same rows and a subset of the columns, in the same order.
+        """
+        totals = np.asarray(self.matrix.sum(axis=0)).ravel()
+        keep = np.flatnonzero(totals >= min_count)
+        return ItemTags(matrix=self.matrix[:, keep].tocsr(), names=self.names[keep])
+
+    def index(self, name: str) -> int:
+        """Column of tag `name`.
+
+        An exact match wins; otherwise a unique case-insensitive match is accepted.
+        Raises UnknownIdError listing the closest tag names when there is none.
+        """
+        position = self._positions.get(name)
+        if position is not None:
+            return position
+        folded = self._folded_positions.get(str(name).casefold())
+        if folded is not None and len(folded) == 1:
+            return folded[0]
+        close = difflib.get_close_matches(str(name), list(self._positions), n=5, cutoff=0.6)
+        hint = f"; close matches: {', '.join(repr(c) for c in close)}" if close else ""
+        raise UnknownIdError(f"unknown tag {name!r} (among {self.n_tags} tags){hint}")
+
+    def items_with(self, name: str) -> np.ndarray:
+        """Sorted item indices (rows) that carry tag `name` at least once: (n,) int64."""
+        column = self.matrix[:, self.index(name)]
+        return np.sort(column.nonzero()[0]).astype(np.int64)
+
+    def tags_of(self, item_index: int) -> list[str]:
+        """Names of the tags an item carries, in column order."""
+        row = self.matrix[int(item_index)]
+        return [str(n) for n in self.names[np.sort(row.indices[row.data > 0])]]
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {str(n): i for i, n in enumerate(self.names)}
+
+    @cached_property
+    def _folded_positions(self) -> dict[str, list[int]]:
+        folded: dict[str, list[int]] = {}
+        for i, n in enumerate(self.names):
+            folded.setdefault(str(n).casefold(), []).append(i)
+        return folded
+
+
+@dataclass(eq=False)  # fields are arrays: compare by identity rather than raise
+class InteractionData:
+    """Binary implicit feedback with the original ids and item metadata.
+
+    Attributes:
+        matrix: (n_users, n_items) float32 CSR; 1.0 marks a positive interaction. Indices are
+            sorted, there are no explicit zeros and no duplicate entries.
+        user_ids: (n_users,) original user ids, row index -> id.
+        item_ids: (n_items,) original item ids, column index -> id.
+        items: one row per column of `matrix`, same order, indexed by the original item id;
+            has at least a "title" column (str).
+        tags: named item tag sets, e.g. "genres", "tags", "kg", rows aligned to `item_ids`.
+        tag_applications: raw user tag rows (columns user, item, tag; original ids) when the
+            source has them, so that tag counts can later be recomputed on a training split.
+        name: a short label for the data set.
+    """
+
+    matrix: sp.csr_matrix
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    items: pd.DataFrame
+    tags: dict[str, ItemTags] = field(default_factory=dict)
+    tag_applications: pd.DataFrame | None = None
+    name: str = "interactions"
+
+    def __post_init__(self) -> None:
+        self.matrix = sp.csr_matrix(self.matrix, dtype=np.float32)
+        self.user_ids = np.asarray(self.user_ids)
+        self.item_ids = np.asarray(self.item_ids)
+        n_users, n_items = self.matrix.shape
+        if len(self.user_ids) != n_users or len(self.item_ids) != n_items:
+            raise InputError(
+                f"matrix is {n_users} x {n_items} but there are {len(self.user_ids)} user ids "
+                f"and {len(self.item_ids)} item ids"
+            )
+        if len(self.items) != n_items:
+            raise InputError(f"items has {len(self.items)} rows, expected one per item ({n_items})")
+        if "title" not in self.items.columns:
+            raise InputError("items must have a 'title' column")
+        for tag_name, tag_set in self.tags.items():
+            if tag_set.matrix.shape[0] != n_items:
+                raise InputError(
+                    f"tags[{tag_name!r}] has {tag_set.matrix.shape[0]} rows, expected {n_items}"
+                )
+
+    @property
+    def n_users(self) -> int:
+        return int(self.matrix.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.matrix.shape[1])
+
+    def user_index(self, ids: Any) -> np.ndarray:
+        """Original user id(s) -> row indices (int64, same shape as `ids`; 0-d for a scalar).
+
+        Raises UnknownIdError naming the unknown ids (up to 10 of them).
+        """
+        return _lookup(self._user_lookup, ids, "user")
+
+    def item_index(self, ids: Any) -> np.ndarray:
+        """Original item id(s) -> column indices (int64, same shape as `ids`; 0-d for a scalar).
+
+        Raises UnknownIdError naming the unknown ids (up to 10 of them).
+        """
+        return _lookup(self._item_lookup, ids, "item")
+
+    def titles(self, item_indices: Any) -> list[str]:
+        """Titles of the items at the given column indices (a scalar gives a one-element list)."""
+        indices = np.atleast_1d(np.asarray(item_indices)).ravel()
+        if indices.size and (
+            not np.issubdtype(indices.dtype, np.integer)
+            or indices.min() < -self.n_items
+            or indices.max() >= self.n_items
+        ):
+            raise InputError(f"item indices must be integers in [0, {self.n_items})")
+        titles = self.items["title"].to_numpy()
+        return [str(t) for t in titles[indices]]
+
+    @cached_property
+    def _user_lookup(self) -> pd.Index:
+        return pd.Index(self.user_ids)
+
+    @cached_property
+    def _item_lookup(self) -> pd.Index:
+        return pd.Index(self.item_ids)
+
+
+def _lookup(index: pd.Index, ids: Any, kind: str) -> np.ndarray:
+    """Positions of `ids` in `index`, coercing "196" <-> 196 when the id types differ."""
+    query = np.asarray(ids)
+    flat = query.ravel()
+    positions = index.get_indexer(flat)
+    missing = positions < 0
+    if missing.any():
+        # ids typed on a command line arrive as strings; ids from a CSV may be ints
+        coerced = _coerce_like(flat[missing], index)
+        if coerced is not None:
+            positions[missing] = index.get_indexer(coerced)
+            missing = positions < 0
+    if missing.any():
+        unknown = pd.unique(flat[missing])
+        shown = ", ".join(repr(_plain(u)) for u in unknown[:_MAX_IDS_SHOWN])
+        more = (
+            f" (and {len(unknown) - _MAX_IDS_SHOWN} more)" if len(unknown) > _MAX_IDS_SHOWN else ""
+        )
+        raise UnknownIdError(
+            f"unknown {kind} id{'s' if len(unknown) > 1 else ''}: {shown}{more}; "
+            f"the data set has {len(index)} {kind}s"
+        )
+    return positions.astype(np.int64).reshape(query.shape)
+
+
+def _coerce_like(values: np.ndarray, index: pd.Index) -> np.ndarray | None:
+    """`values` converted to the type of the index ids, or None when that is not possible."""
+    try:
+        if pd.api.types.is_integer_dtype(index.dtype):
+            numeric = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
+            if numeric.isna().any() or (numeric % 1 != 0).any():
+                return None
+            return numeric.astype(np.int64).to_numpy()
+        if index.dtype == object or pd.api.types.is_string_dtype(index.dtype):
+            return np.array([str(_plain(v)) for v in values], dtype=object)
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value, so messages print 5 rather than np.int64(5)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def sorted_unique_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Factorise ids into codes of their sorted unique values.
+
+    Numeric ids (or strings that all parse as numbers) sort numerically, others as strings,
+    so that row and column order never depends on the input row order.
+
+    Returns:
+        codes: (len(values),) int64, position of each value in `uniques`.
+        uniques: (n_unique,) the distinct ids in sorted order, original values and dtype.
+    """
+    codes, uniques = pd.factorize(values, sort=False)
+    uniques = np.asarray(uniques)
+    order = _sort_order(uniques)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[codes], uniques[order]
+
+
+def _sort_order(uniques: np.ndarray) -> np.ndarray:
+    if uniques.dtype.kind in "iufb":
+        return np.argsort(uniques, kind="stable")
+    as_str = np.array([str(u) for u in uniques], dtype=object)
+    numeric = pd.to_numeric(pd.Series(uniques, dtype=object), errors="coerce").to_numpy(float)
+    if not np.isnan(numeric).any():
+        # numeric-looking string ids: order by value, ties ("1" vs "01") by text
+        return np.lexsort((as_str, numeric))
+    return np.argsort(as_str, kind="stable")
+
+
+def from_dataframe(
+    df: pd.DataFrame,
+    user_col: str = "user",
+    item_col: str = "item",
+    rating_col: str | None = None,
+    min_rating: float = 4.0,
+    min_user_positives: int = 5,
+    items: pd.DataFrame | None = None,
+    name: str = "dataframe",
+) -> InteractionData:
+    """Binarise a table of (user, item[, rating]) rows into InteractionData.
+
+    Protocol: a row is positive when its rating is >= `min_rating` (every row when `rating_col`
+    is None); duplicate (user, item) pairs count once; users with fewer than
+    `min_user_positives` positives are dropped; items with no remaining positive are dropped.
+    Users and items are sorted by id (numerically when the ids are numbers).
+
+    Args:
+        df: one row per interaction.
+        items: optional item metadata indexed by item id; reindexed to the kept items. Items
+            missing from it (or without a title) get their id as title.
+
+    Returns:
+        InteractionData with a (n_users, n_items) float32 binary CSR matrix.
+
+    Raises:
+        InputError: missing columns, empty frame, NaN ids or ratings, non-numeric ratings,
+            or no user left after filtering.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise InputError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    wanted = [user_col, item_col] + ([rating_col] if rating_col is not None else [])
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise InputError(
+            f"missing column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "
+            f"the frame has columns {list(map(str, df.columns))}"
+        )
+    if len(df) == 0:
+        raise InputError("the interaction frame is empty")
+    if min_user_positives < 0:
+        raise InputError(f"min_user_positives must be >= 0, got {min_user_positives}")
+
+    for col in (user_col, item_col):
+        n_nan = int(df[col].isna().sum())
+        if n_nan:
+            raise InputError(f"column {col!r} has {n_nan} missing (NaN) id(s)")
+
+    users = df[user_col].to_numpy()
+    item_values = df[item_col].to_numpy()
+    if rating_col is not None:
+        ratings = _numeric_ratings(df[rating_col], rating_col)
+        positive = ratings >= min_rating
+        if not positive.any():
+            raise InputError(
+                f"no rating is >= min_rating={min_rating} (ratings range from "
+                f"{np.min(ratings):g} to {np.max(ratings):g}); no user is left"
+            )
+        users, item_values = users[positive], item_values[positive]
+
+    user_codes, user_ids = sorted_unique_codes(users)
+    item_codes, item_ids = sorted_unique_codes(item_values)
+
+    # One int64 key per (user, item): np.unique both removes duplicates and sorts by user, then
+    # item, which is exactly CSR order.
+    n_all_items = len(item_ids)
+    keys = np.unique(user_codes * n_all_items + item_codes)
+    user_codes, item_codes = keys // n_all_items, keys % n_all_items
+
+    per_user = np.bincount(user_codes, minlength=len(user_ids))
+    keep_user = per_user >= min_user_positives
+    if not keep_user.any():
+        raise InputError(
+            f"no user has at least min_user_positives={min_user_positives} positives "
+            f"(the most any user has is {per_user.max()}); lower min_user_positives"
+        )
+    kept = keep_user[user_codes]
+    user_codes, item_codes = user_codes[kept], item_codes[kept]
+
+    # Renumber densely; both maps are monotonic so the CSR order is preserved.
+    user_map = np.cumsum(keep_user) - 1
+    item_used = np.zeros(n_all_items, dtype=bool)
+    item_used[item_codes] = True
+    item_map = np.cumsum(item_used) - 1
+    rows, cols = user_map[user_codes], item_map[item_codes]
+    user_ids, item_ids = user_ids[keep_user], item_ids[item_used]
+
+    indptr = np.zeros(len(user_ids) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=len(user_ids)), out=indptr[1:])
+    matrix = sp.csr_matrix(
+        (np.ones(len(cols), dtype=np.float32), cols.astype(np.int32), indptr),
+        shape=(len(user_ids), len(item_ids)),
+    )
+    matrix.has_sorted_indices = True
+
+    return InteractionData(
+        matrix=matrix,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        items=align_items(items, item_ids),
+        name=name,
+    )
+
+
+def _numeric_ratings(column: pd.Series, name: str) -> np.ndarray:
+    """The rating column as float64, with InputErrors for non-numbers and NaN."""
+    if not pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+        converted = pd.to_numeric(column, errors="coerce")
+        bad = converted.isna() & column.notna()
+        if bad.any():
+            examples = ", ".join(repr(v) for v in pd.unique(column[bad])[:5])
+            raise InputError(f"rating column {name!r} has non-numeric values: {examples}")
+        column = converted
+    values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    n_nan = int(np.isnan(values).sum())
+    if n_nan:
+        raise InputError(f"rating column {name!r} has {n_nan} missing (NaN) rating(s)")
+    return values
+
+
+def align_items(items: pd.DataFrame | None, item_ids: np.ndarray) -> pd.DataFrame:
+    """Item metadata reindexed to `item_ids`, with a str "title" (the id when unknown).
+
+    Returns a frame with one row per id, in the order of `item_ids`, indexed by the ids.
+    """
+    index = pd.Index(item_ids, name="item")
+    if items is None:
+        frame = pd.DataFrame(index=index)
+    else:
+        frame = items[~items.index.duplicated(keep="first")].reindex(index)
+        frame.index.name = "item"
+    fallback = pd.Series([str(_plain(i)) for i in item_ids], index=index)
+    if "title" in frame.columns:
+        frame["title"] = frame["title"].where(frame["title"].notna(), fallback).astype(str)
+    else:
+        frame.insert(0, "title", fallback)
+    return frame
+
+
+def tags_from_pairs(
+    pair_items: Iterable[Any] | np.ndarray,
+    pair_tags: Iterable[Any] | np.ndarray,
+    item_ids: np.ndarray,
+    names: Iterable[str] | None = None,
+    unique: bool = False,
+) -> ItemTags:
+    """Build ItemTags from parallel arrays of (item id, tag name) rows.
+
+    Each row adds one to the (item, tag) count; with `unique=True` repeated rows count once.
+    Rows whose item is not in `item_ids`, or whose tag is not in `names`, are ignored.
+
+    Args:
+        pair_items: (n_rows,) original item ids.
+        pair_tags: (n_rows,) tag names.
+        item_ids: (n_items,) the matrix columns the rows of the result align to.
+        names: tag vocabulary in column order; default: sorted distinct tags of kept rows.
+
+    Returns:
+        ItemTags with an (n_items, n_tags) float32 count matrix.
+    """
+    pairs = pd.DataFrame(
+        {"item": np.asarray(pair_items), "tag": np.asarray(pair_tags, dtype=object)}
+    )
+    pairs["row"] = pd.Index(item_ids).get_indexer(pairs["item"])
+    pairs = pairs[(pairs["row"] >= 0) & pairs["tag"].notna()]
+    if unique:
+        pairs = pairs.drop_duplicates(["row", "tag"])
+    if names is None:
+        vocabulary = np.sort(pairs["tag"].astype(str).unique())
+    else:
+        vocabulary = np.asarray(list(names), dtype=str)
+    columns = pd.Index(vocabulary).get_indexer(pairs["tag"].astype(str))
+    in_vocabulary = columns >= 0
+    matrix = sp.csr_matrix(
+        (
+            np.ones(int(in_vocabulary.sum()), dtype=np.float32),
+            (pairs["row"].to_numpy()[in_vocabulary], columns[in_vocabulary]),
+        ),
+        shape=(len(item_ids), len(vocabulary)),
+    )
+    matrix.sum_duplicates()  # duplicates become counts
+    return ItemTags(matrix=matrix, names=vocabulary)
