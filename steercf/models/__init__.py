@@ -1,0 +1,10 @@
+"""Recommenders sharing one interface (see :mod:`steercf.models.base`)."""
+
+from steercf.models.base import CFAE, Recommender, load_model
+from steercf.models.ease import EASE
+from steercf.models.elsa import ELSA
+from steercf.models.popularity import Popularity
+
+MODEL_KINDS: dict[str, type[Recommender]] = {m.kind: m for m in (ELSA, EASE, Popularity)}
+
+__all__ = ["CFAE", "EASE", "ELSA", "MODEL_KINDS", "Popularity", "Recommender", "load_model"]
