@@ -110,7 +110,9 @@ def load_model_dir(
     return kind, config, tensors
 
 
-def require_tensors(tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], path) -> None:
+def require_tensors(
+    tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], path
+) -> None:
     """Check that every named tensor is present with the expected shape."""
     for name, shape in shapes.items():
         if name not in tensors:

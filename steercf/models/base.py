@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from steercf.errors import InputError
+from steercf.errors import InputError, ModelFileError
 from steercf.io import load_model_dir, save_model_dir
 
 # torch warns on every CSR tensor that the layout is "beta"; we rely only on sparse.mm.
@@ -168,17 +168,23 @@ class Recommender(ABC):
     def _from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor], path):
         """Rebuild a fitted model; validate shapes against ``config``."""
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted model as a directory of safetensors + JSON (atomically)."""
+    def save(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+        """Write the fitted model as a directory of safetensors + JSON (atomically).
+
+        Args:
+            metadata: JSON-serialisable facts stored alongside (the CLI records the data
+                set and split seed here); defaults to ``self.metadata_`` if set.
+        """
         self._check_fitted()
         config, tensors = self._state()
+        config["metadata"] = metadata if metadata is not None else getattr(self, "metadata_", {})
         save_model_dir(path, self.kind, config, tensors)
 
     @classmethod
     def load(cls, path: str | os.PathLike):
         """Read a model saved by :meth:`save`; raises ModelFileError on a bad file."""
-        kind, config, tensors = load_model_dir(path, cls.kind)
-        return cls._from_state(config, tensors, path)
+        _, config, tensors = load_model_dir(path, cls.kind)
+        return _restore(cls, config, tensors, path)
 
 
 class CFAE(Recommender):
@@ -203,4 +209,13 @@ def load_model(path: str | os.PathLike) -> Recommender:
     from steercf.models import MODEL_KINDS  # late import: the registry imports the models
 
     kind, config, tensors = load_model_dir(path, tuple(MODEL_KINDS))
-    return MODEL_KINDS[kind]._from_state(config, tensors, path)
+    return _restore(MODEL_KINDS[kind], config, tensors, path)
+
+
+def _restore(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor], path) -> Recommender:
+    try:
+        model = cls._from_state(config, tensors, path)
+    except (KeyError, TypeError) as err:
+        raise ModelFileError(f"{path}: model config is incomplete or malformed ({err})") from err
+    model.metadata_ = config.get("metadata", {})
+    return model

@@ -1,0 +1,5 @@
+import sys
+
+from steercf.cli import main
+
+sys.exit(main())

@@ -1,0 +1,199 @@
+"""Command-line interface: ``steercf demo|train|evaluate|recommend``.
+
+Every command reads data through :func:`steercf.data.load_dataset`, so ``--data`` takes
+``ml-100k`` (embedded), a GroupLens name (downloaded once, cached) or a directory / file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from steercf.data import InteractionData, load_dataset
+from steercf.errors import InputError, SteerCFError
+from steercf.evaluation import evaluate, split_users
+from steercf.experiment import DEFAULT_GRIDS, MODELS, fit_model, select_on_validation
+from steercf.models import Recommender, load_model
+from steercf.reporting import format_table
+
+
+def item_fingerprint(data: InteractionData) -> str:
+    """Short hash of the item id order: a model only fits data with the same columns."""
+    return hashlib.sha1("\x1f".join(map(str, data.item_ids)).encode()).hexdigest()[:16]
+
+
+def _data_args(parser: argparse.ArgumentParser, default: str | None = "ml-100k") -> None:
+    parser.add_argument(
+        "--data", default=default, help="ml-100k | GroupLens name | directory | file"
+    )
+    parser.add_argument(
+        "--min-rating", type=float, default=4.0, help="ratings >= this are positives"
+    )
+    parser.add_argument("--min-user-positives", type=int, default=5)
+
+
+def _load(args: argparse.Namespace, metadata: dict[str, Any] | None = None) -> InteractionData:
+    spec = args.data or (metadata or {}).get("data")
+    if spec is None:
+        raise InputError("no data set given: pass --data")
+    min_rating = (metadata or {}).get("min_rating", args.min_rating)
+    min_pos = (metadata or {}).get("min_user_positives", args.min_user_positives)
+    return load_dataset(spec, min_rating=min_rating, min_user_positives=min_pos)
+
+
+def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise InputError(f"--param takes key=value, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def _check_matches(model: Recommender, data: InteractionData) -> None:
+    fingerprint = getattr(model, "metadata_", {}).get("item_fingerprint")
+    if model.n_items_ != data.n_items or (fingerprint and fingerprint != item_fingerprint(data)):
+        raise InputError(
+            f"the model was fitted on other items ({model.n_items_} items) than data set "
+            f"{data.name!r} ({data.n_items} items); pass the --data it was trained on"
+        )
+
+
+# ---- commands --------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    data = _load(args)
+    split = split_users(data.matrix, seed=args.seed)
+    params = {"seed": args.seed, **_parse_params(args.param)}
+    if args.model == "popularity":
+        params.pop("seed")
+    if args.tune:
+        chosen = select_on_validation(args.model, split, progress=not args.quiet, **params)
+        model = chosen.model
+        print(f"chosen on validation users: {chosen.params} (recall@20 {chosen.val_score:.4f})")
+    else:
+        model = fit_model(args.model, split, progress=not args.quiet, **params)
+    metadata = {
+        "data": args.data,
+        "min_rating": args.min_rating,
+        "min_user_positives": args.min_user_positives,
+        "seed": args.seed,
+        "item_fingerprint": item_fingerprint(data),
+    }
+    model.save(args.out, metadata=metadata)
+    print(f"saved {model.kind} to {args.out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    model = load_model(args.model_dir)
+    metadata = getattr(model, "metadata_", {})
+    data = _load(args, metadata if args.data is None else None)
+    _check_matches(model, data)
+    split = split_users(data.matrix, seed=metadata.get("seed", args.seed))
+    inputs, targets = (
+        (split.test_input, split.test_target)
+        if args.split == "test"
+        else (split.val_input, split.val_target)
+    )
+    result = evaluate(model, inputs, targets, ks=tuple(args.k), progress=not args.quiet)
+    rows = [
+        {"metric": name, "mean": result.mean(name), "sem": result.sem(name)}
+        for name in result.per_user
+    ]
+    print(
+        f"{model.kind} on {data.name}, {args.split} users ({len(next(iter(result.per_user.values())))})"
+    )
+    print(format_table(rows))
+
+
+def cmd_recommend(args: argparse.Namespace) -> None:
+    model = load_model(args.model_dir)
+    data = _load(args, getattr(model, "metadata_", {}) if args.data is None else None)
+    _check_matches(model, data)
+    rows = data.user_index(np.asarray(args.user, dtype=object))
+    rows = np.atleast_1d(rows)
+    ids, scores = model.recommend(data.matrix[rows], N=args.n)
+    for user, user_row, items, item_scores in zip(args.user, rows, ids, scores, strict=True):
+        print(f"user {user} ({data.matrix[user_row].nnz} items in history):")
+        for rank, (item, score) in enumerate(zip(items, item_scores, strict=True), 1):
+            print(f"  {rank:>2}. {data.titles([item])[0]}  [{data.item_ids[item]}]  {score:.3f}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from steercf.demo import run_demo
+
+    run_demo(quick=args.quick, seed=args.seed, progress=not args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="steercf", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="train, evaluate and compare models on MovieLens 100K")
+    demo.add_argument("--quick", action="store_true", help="small settings (seconds)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
+
+    train = sub.add_parser("train", help="fit a model on the training users of a data set")
+    _data_args(train)
+    train.add_argument("--model", choices=sorted(MODELS), default="elsa")
+    train.add_argument("--out", required=True, help="model directory to write")
+    train.add_argument("--seed", type=int, default=0, help="split and training seed")
+    train.add_argument("--param", action="append", default=[], help="hyperparameter key=value")
+    train.add_argument(
+        "--tune",
+        action="store_true",
+        help=f"grid-search on validation users (grids: {json.dumps(DEFAULT_GRIDS)})",
+    )
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="Recall/nDCG of a saved model under the protocol")
+    ev.add_argument("model_dir")
+    _data_args(ev, default=None)
+    ev.add_argument("--seed", type=int, default=0, help="split seed if the model has none stored")
+    ev.add_argument("--split", choices=["test", "val"], default="test")
+    ev.add_argument("-k", "--k", type=int, action="append", default=None)
+    ev.set_defaults(func=cmd_evaluate)
+
+    rec = sub.add_parser("recommend", help="top-N items for users of the data set")
+    rec.add_argument("model_dir")
+    _data_args(rec, default=None)
+    rec.add_argument("--user", action="append", required=True, help="original user id")
+    rec.add_argument("-n", type=int, default=10)
+    rec.set_defaults(func=cmd_recommend)
+
+    for command in (demo, train, ev, rec):
+        command.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "k", None) is None and args.command == "evaluate":
+        args.k = [20]
+    started = time.perf_counter()
+    try:
+        args.func(args)
+    except SteerCFError as err:
+        print(f"steercf: error: {err}", file=sys.stderr)
+        return 2
+    if not getattr(args, "quiet", False):
+        print(f"({time.perf_counter() - started:.1f}s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The study loop shared by the CLI, the demo and the benchmarks: build a model by name,
+pick its hyperparameters on validation users, report test metrics."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from steercf.errors import InputError
+from steercf.evaluation import Split, evaluate
+from steercf.models import EASE, ELSA, Popularity, Recommender
+
+MODELS: dict[str, Callable[..., Recommender]] = {
+    "popularity": Popularity,
+    "ease": EASE,
+    "elsa": ELSA,
+}
+
+# Validation grids. Small on purpose: validation sets of MovieLens 100K / latest-small
+# hold ~60-90 users, so finer grids mostly fit noise.
+DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
+    "popularity": {},
+    "ease": {"l2": [50.0, 100.0, 200.0, 300.0, 500.0, 1000.0]},
+    "elsa": {
+        "factors": [512, 1024],
+        "lr": [1e-3],
+        "batch_size": [64],
+        "epochs": [100],
+        "patience": [5],
+    },
+}
+
+
+def make_model(name: str, **params: Any) -> Recommender:
+    """Instantiate a recommender by name (``popularity``, ``ease``, ``elsa``)."""
+    if name not in MODELS:
+        raise InputError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    return MODELS[name](**params)
+
+
+def fit_model(name: str, split: Split, progress: bool = False, **params: Any) -> Recommender:
+    """Fit on the split's training users (validation users' full rows drive early stopping)."""
+    if name == "elsa":
+        params.setdefault("progress", progress)
+    return make_model(name, **params).fit(split.train, split.val_full)
+
+
+@dataclass
+class Selection:
+    """Outcome of a validation grid search."""
+
+    model: Recommender
+    params: dict[str, Any]
+    val_score: float
+    trials: list[tuple[dict[str, Any], float]]
+
+
+def select_on_validation(
+    name: str,
+    split: Split,
+    grid: dict[str, list[Any]] | None = None,
+    metric: str = "recall@20",
+    progress: bool = False,
+    **fixed: Any,
+) -> Selection:
+    """Fit every grid point on training users and keep the best by ``metric`` on
+    validation users. Test users are never looked at.
+
+    Args:
+        grid: ``{param: [values]}``; defaults to :data:`DEFAULT_GRIDS`.
+        fixed: parameters passed to every model (e.g. ``seed``).
+    """
+    grid = DEFAULT_GRIDS.get(name, {}) if grid is None else grid
+    k = int(metric.split("@")[1])
+    best: Selection | None = None
+    trials = []
+    keys = list(grid)
+    for values in itertools.product(*(grid[key] for key in keys)):
+        params = {**fixed, **dict(zip(keys, values, strict=True))}
+        model = fit_model(name, split, progress=progress, **params)
+        score = evaluate(model, split.val_input, split.val_target, ks=(k,)).mean(metric)
+        trials.append((params, score))
+        if best is None or score > best.val_score:
+            best = Selection(model, params, score, trials)
+    assert best is not None
+    return best
+
+
+def test_metrics(model: Recommender, split: Split, ks: tuple[int, ...] = (20,)) -> dict[str, float]:
+    """Mean and standard error of Recall@K / nDCG@K on the split's test users."""
+    return evaluate(model, split.test_input, split.test_target, ks=ks).summary()
+
+
+test_metrics.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

@@ -1,0 +1,45 @@
+"""The command line, end to end on real data."""
+
+from __future__ import annotations
+
+import pytest
+
+from steercf.cli import main
+
+
+@pytest.fixture(scope="module")
+def ease_dir(tmp_path_factory, ):
+    out = tmp_path_factory.mktemp("cli") / "ease"
+    assert main(["train", "--model", "ease", "--param", "l2=300", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_train_evaluate_recommend_round_trip(ease_dir, capsys):
+    assert main(["evaluate", str(ease_dir), "-k", "10", "-k", "20", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "recall@20" in out and "ndcg@10" in out
+    recall = float(next(line for line in out.splitlines() if line.startswith("recall@20")).split()[1])
+    assert 0.2 < recall < 0.7
+    assert main(["recommend", str(ease_dir), "--user", "196", "-n", "3", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 4 and "user 196" in out and "(19" in out  # titles carry years
+
+
+def test_cli_errors_are_clear_and_exit_2(ease_dir, capsys, shared_data):
+    assert main(["recommend", str(ease_dir), "--user", "no-such-user", "--quiet"]) == 2
+    assert "no-such-user" in capsys.readouterr().err
+    other = str(shared_data / "ml-latest-small")
+    assert main(["evaluate", str(ease_dir), "--data", other, "--quiet"]) == 2
+    assert "fitted on other items" in capsys.readouterr().err
+    assert main(["evaluate", str(ease_dir.parent / "missing"), "--quiet"]) == 2
+    assert "no model directory" in capsys.readouterr().err
+    assert main(["train", "--model", "ease", "--param", "oops", "--out", "x", "--quiet"]) == 2
+    assert "key=value" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_quick_prints_a_results_table(capsys):
+    assert main(["demo", "--quick", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    for name in ("popularity", "ease", "elsa", "recall@20"):
+        assert name in out
