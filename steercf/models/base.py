@@ -159,14 +159,16 @@ class Recommender(ABC):
         return top_n(scores, rows if filter_seen else None, N, filter_items)
 
     # ---- persistence -------------------------------------------------------------
-    @abstractmethod
+    # Single-directory models implement these two; composite models (a spliced CFAE +
+    # SAE) override save/load instead.
     def _state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """(config, tensors) that fully describe the fitted model."""
+        raise NotImplementedError(f"{type(self).__name__} overrides save() instead")
 
     @classmethod
-    @abstractmethod
     def _from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor], path):
         """Rebuild a fitted model; validate shapes against ``config``."""
+        raise NotImplementedError(f"{cls.__name__} overrides load() instead")
 
     def save(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
         """Write the fitted model as a directory of safetensors + JSON (atomically).
@@ -208,7 +210,11 @@ def load_model(path: str | os.PathLike) -> Recommender:
     """Load any steercf recommender from its directory, dispatching on the stored kind."""
     from steercf.models import MODEL_KINDS  # late import: the registry imports the models
 
-    kind, config, tensors = load_model_dir(path, tuple(MODEL_KINDS))
+    kind, config, tensors = load_model_dir(path, (*MODEL_KINDS, "Spliced"))
+    if kind == "Spliced":
+        from steercf.spliced import SplicedRecommender  # builds on the models, not vice versa
+
+        return SplicedRecommender._from_parts(config, path)
     return _restore(MODEL_KINDS[kind], config, tensors, path)
 
 

@@ -1,0 +1,314 @@
+"""A collaborative autoencoder with a sparse autoencoder spliced between its encoder and
+decoder: ``scores(x) = decode(SAE(encode(x)))``.
+
+The CFAE is trained first and frozen; the SAE is trained on the CFAE's embeddings of
+training users. Each user then *is* a sparse code: a few active latents ("neurons")
+out of thousands, which later modules label with concepts and steer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from steercf.errors import InputError, ModelFileError
+from steercf.io import load_model_dir, save_model_dir
+from steercf.models.base import CFAE, Recommender, UserRows, as_user_rows, top_n
+from steercf.models.elsa import thin_rows
+from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig, train_sae
+
+
+@dataclass
+class SparseCode:
+    """The active latents of a batch of users, strongest first.
+
+    Attributes:
+        values: (n_users, m) activations, descending per row (0 pads rows with fewer).
+        indices: (n_users, m) latent ids.
+    """
+
+    values: np.ndarray
+    indices: np.ndarray
+
+    def of(self, user: int) -> list[tuple[int, float]]:
+        """``[(latent, activation), ...]`` of one row, active latents only."""
+        return [
+            (int(i), float(v))
+            for i, v in zip(self.indices[user], self.values[user], strict=True)
+            if v > 0
+        ]
+
+
+def tensor_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """Content hash of a model's tensors: ties an SAE to the exact CFAE it was trained on."""
+    digest = hashlib.sha1()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def augmented_rows(
+    user_items: sp.csr_matrix, copies: int, rng: np.random.Generator
+) -> sp.csr_matrix:
+    """The rows plus ``copies`` random sub-histories of each.
+
+    Each copy keeps a share of the user's items drawn uniformly from (0, 1) (at least one
+    item), so the SAE also sees short, partial histories like those of test users and
+    single-item probes, not only the few hundred full histories of a small data set.
+
+    Args:
+        user_items: (n, n_items) CSR without empty rows.
+
+    Returns:
+        ((1 + copies) * n, n_items) CSR.
+    """
+    parts = [user_items]
+    for _ in range(copies):
+        drop = rng.random(user_items.shape[0])
+        drop_per_entry = np.repeat(drop, np.diff(user_items.indptr))
+        keep = rng.random(user_items.nnz) >= drop_per_entry
+        parts.append(_keep_entries(user_items, keep))
+    return sp.vstack(parts, format="csr")
+
+
+def _keep_entries(rows: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
+    starts = rows.indptr[:-1]
+    nonempty = np.diff(rows.indptr) > 0
+    kept_per_row = np.add.reduceat(keep.astype(np.int64), starts[nonempty]) if keep.size else []
+    lost = np.zeros(rows.shape[0], dtype=bool)
+    lost[nonempty] = np.asarray(kept_per_row) == 0
+    keep = keep.copy()
+    keep[starts[lost]] = True  # a row that lost everything keeps its first item
+    out = rows.copy()
+    out.data = np.where(keep, rows.data, 0).astype(np.float32)
+    out.eliminate_zeros()
+    return out
+
+
+class SplicedRecommender(Recommender):
+    """A trained CFAE with an SAE between encoder and decoder.
+
+    Args:
+        base: a CFAE (ELSA, or EASE with ``rank`` set); fitted in :meth:`fit` if it is not.
+        sae_config: the SAE (``d_in`` is filled in from the base); default TopK,
+            8x width, k=16.
+        train_config: SAE training settings (default :class:`TrainConfig`).
+        augment: random sub-histories per training user added to the SAE's training
+            rows (0 = full histories only, the published recipe).
+        seed: seeds the augmentation and the SAE.
+        progress: show tqdm bars.
+    """
+
+    kind = "Spliced"
+
+    def __init__(
+        self,
+        base: CFAE,
+        sae_config: SAEConfig | dict[str, Any] | None = None,
+        train_config: TrainConfig | None = None,
+        augment: int = 8,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
+        if not isinstance(base, CFAE):
+            raise InputError(f"base must be a CFAE (ELSA or EASE), got {type(base).__name__}")
+        self.base = base
+        self.sae_config = sae_config
+        self.train_config = train_config
+        self.augment = augment
+        self.seed = seed
+        self.progress = progress
+
+    # ---- training ------------------------------------------------------------------
+    def fit(
+        self, user_items: sp.csr_matrix, val_user_items: sp.csr_matrix | None = None
+    ) -> SplicedRecommender:
+        """Fit the base if needed, then train the SAE on its embeddings of ``user_items``
+        (plus augmented sub-histories); ``val_user_items`` rows drive early stopping.
+
+        Sets ``sae_``, ``history_``, ``n_items_``."""
+        if not hasattr(self.base, "n_items_"):
+            self.base.fit(user_items, val_user_items)
+        rows = as_user_rows(user_items, self.base.n_items_, allow_empty=True)
+        rows = rows[np.diff(rows.indptr) > 0]
+        if self.augment < 0:
+            raise InputError(f"augment must be >= 0, got {self.augment}")
+        rng = np.random.default_rng(self.seed)
+        train_rows = augmented_rows(rows, self.augment, rng)
+        z_train = self._embed(train_rows)
+        z_val = None
+        if val_user_items is not None:
+            val = as_user_rows(val_user_items, self.base.n_items_, allow_empty=True)
+            val = val[np.diff(val.indptr) > 0]
+            # validate on the kind of input the SAE meets at test time: partial histories
+            z_val = self._embed(sp.vstack([val, thin_rows(val, 0.2, rng)], format="csr"))
+        config = self._resolved_sae_config()
+        train_config = self.train_config or TrainConfig(seed=self.seed, progress=self.progress)
+        result = train_sae(z_train, config, train_config, x_val=z_val)
+        self.sae_ = result.sae.eval()
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+        self.n_items_ = self.base.n_items_
+        return self
+
+    def _resolved_sae_config(self) -> SAEConfig:
+        given = self.sae_config
+        if isinstance(given, SAEConfig):
+            given = given.to_dict()
+        settings = {"k": 16, "expansion": 8, **(given or {})}
+        if settings.get("d_in", self.base.d_) != self.base.d_:
+            raise InputError(
+                f"SAE d_in {settings['d_in']} does not match the base embedding width {self.base.d_}"
+            )
+        settings["d_in"] = self.base.d_
+        return SAEConfig.from_dict(settings)
+
+    def _embed(self, rows: sp.csr_matrix, batch_size: int = 4096) -> torch.Tensor:
+        with torch.no_grad():
+            parts = [
+                self.base.encode(rows[s : s + batch_size])
+                for s in range(0, rows.shape[0], batch_size)
+            ]
+        return torch.cat(parts)
+
+    # ---- inference -----------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "sae_"):
+            raise InputError("SplicedRecommender is not fitted yet; call fit() first")
+
+    def encode(self, user_items: UserRows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """SAE codes of user rows.
+
+        Args:
+            user_items: (n_users, n_items).
+
+        Returns:
+            ``(codes (n, n_latents), mean (n, 1), std (n, 1))``; pass all three to
+            :meth:`decode` (the SAE standardises each embedding and undoes it after).
+        """
+        self._check_fitted()
+        rows = as_user_rows(user_items, self.n_items_, allow_empty=True)
+        with torch.no_grad():
+            return self.sae_.encode(self.base.encode(rows))
+
+    def decode(self, codes: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """(n, n_latents) codes -> (n, n_items) item scores through the SAE decoder and
+        the CFAE decoder."""
+        self._check_fitted()
+        with torch.no_grad():
+            return self.base.decode(self.sae_.decode(codes, mean, std))
+
+    def score(self, user_items: sp.csr_matrix) -> torch.Tensor:
+        return self.decode(*self.encode(user_items))
+
+    def sparse_code(self, user_items: UserRows, top: int | None = None) -> SparseCode:
+        """The active latents of each user, strongest first (``top`` per row; default k)."""
+        codes, _, _ = self.encode(user_items)
+        if top is None:
+            top = max(int((codes > 0).sum(1).max()), 1)
+        values, indices = codes.topk(min(top, codes.shape[1]), dim=1)
+        return SparseCode(values.numpy(), indices.numpy())
+
+    def recommend_from_codes(
+        self,
+        codes: torch.Tensor,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        seen: sp.csr_matrix | None,
+        N: int = 20,
+        filter_items: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-N from (possibly edited) codes; ``seen`` (n, n_items) stays masked."""
+        return top_n(self.decode(codes, mean, std), seen, N, filter_items)
+
+    @property
+    def n_latents(self) -> int:
+        self._check_fitted()
+        return self.sae_.config.n_latents
+
+    # ---- persistence ----------------------------------------------------------------
+    def save(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+        """One directory: the spliced config, ``base/`` (the CFAE) and ``sae/``."""
+        self._check_fitted()
+        base_config, base_tensors = self.base._state()
+        sae_kind, sae_config, sae_tensors = self.sae_.model_parts()
+        config = {
+            "augment": self.augment,
+            "seed": self.seed,
+            "base_kind": self.base.kind,
+            "base_fingerprint": tensor_fingerprint(base_tensors),
+            "sae_fingerprint": tensor_fingerprint(sae_tensors),
+            "metadata": metadata if metadata is not None else getattr(self, "metadata_", {}),
+        }
+        children = {
+            "base": (self.base.kind, base_config, base_tensors),
+            "sae": (sae_kind, sae_config, sae_tensors),
+        }
+        save_model_dir(path, self.kind, config, {}, children=children)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SplicedRecommender:
+        """Read a spliced model; refuses an SAE or base swapped in from another model."""
+        _, config, _ = load_model_dir(path, cls.kind)
+        return cls._from_parts(config, path)
+
+    @classmethod
+    def _from_parts(cls, config: dict[str, Any], path) -> SplicedRecommender:
+        from steercf.models import MODEL_KINDS
+
+        path = os.fspath(path)
+        base_kind, base_config, base_tensors = load_model_dir(
+            os.path.join(path, "base"), tuple(k for k in MODEL_KINDS if k != "Popularity")
+        )
+        try:
+            if base_kind != config["base_kind"]:
+                raise ModelFileError(
+                    f"{path}: base is a {base_kind}, config says {config['base_kind']}"
+                )
+            if tensor_fingerprint(base_tensors) != config["base_fingerprint"]:
+                raise ModelFileError(
+                    f"{path}: the base CFAE is not the one this model was built on"
+                )
+        except KeyError as err:
+            raise ModelFileError(f"{path}: spliced config lacks {err}") from err
+        base = MODEL_KINDS[base_kind]._from_state(base_config, base_tensors, path)
+        sae = SparseAutoencoder.load(os.path.join(path, "sae"))
+        if tensor_fingerprint(sae.state_dict()) != config["sae_fingerprint"]:
+            raise ModelFileError(
+                f"{path}: the SAE was not trained on this model's CFAE (it comes from another model)"
+            )
+        return cls.from_parts(
+            base,
+            sae,
+            augment=config["augment"],
+            seed=config["seed"],
+            metadata=config.get("metadata", {}),
+        )
+
+    @classmethod
+    def from_parts(
+        cls,
+        base: CFAE,
+        sae: SparseAutoencoder,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> SplicedRecommender:
+        """Join a fitted CFAE and a trained SAE, checking that their widths agree."""
+        if not hasattr(base, "n_items_"):
+            raise InputError("the base CFAE is not fitted")
+        if sae.config.d_in != base.d_:
+            raise InputError(
+                f"SAE input width {sae.config.d_in} does not match the CFAE embedding width {base.d_}"
+            )
+        model = cls(base, sae.config, **kwargs)
+        model.sae_ = sae.eval()
+        model.n_items_ = base.n_items_
+        model.metadata_ = metadata or {}
+        return model
