@@ -20,8 +20,10 @@ from steercf.data import InteractionData, load_dataset
 from steercf.errors import InputError, SteerCFError
 from steercf.evaluation import evaluate, split_users
 from steercf.experiment import DEFAULT_GRIDS, MODELS, fit_model, select_on_validation
-from steercf.models import Recommender, load_model
+from steercf.models import CFAE, EASE, Recommender, load_model
 from steercf.reporting import format_table
+from steercf.sae import TrainConfig
+from steercf.spliced import SplicedRecommender
 
 
 def item_fingerprint(data: InteractionData) -> str:
@@ -107,15 +109,64 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if args.split == "test"
         else (split.val_input, split.val_target)
     )
-    result = evaluate(model, inputs, targets, ks=tuple(args.k), progress=not args.quiet)
-    rows = [
-        {"metric": name, "mean": result.mean(name), "sem": result.sem(name)}
-        for name in result.per_user
-    ]
-    print(
-        f"{model.kind} on {data.name}, {args.split} users ({len(next(iter(result.per_user.values())))})"
-    )
+    ks = tuple(args.k)
+    result = evaluate(model, inputs, targets, ks=ks, progress=not args.quiet)
+    n_users = len(next(iter(result.per_user.values())))
+    if isinstance(model, SplicedRecommender):
+        # the point of a spliced model is what the SAE costs: show the base beside it
+        base = evaluate(model.base, inputs, targets, ks=ks)
+        rows = [
+            {
+                "metric": name,
+                f"base {model.base.kind}": base.mean(name),
+                "spliced": result.mean(name),
+                "difference": result.mean(name) - base.mean(name),
+                "sem": result.sem(name),
+            }
+            for name in result.per_user
+        ]
+    else:
+        rows = [
+            {"metric": name, "mean": result.mean(name), "sem": result.sem(name)}
+            for name in result.per_user
+        ]
+    print(f"{model.kind} on {data.name}, {args.split} users ({n_users})")
     print(format_table(rows))
+
+
+def cmd_train_sae(args: argparse.Namespace) -> None:
+    base = load_model(args.model_dir)
+    if not isinstance(base, CFAE):
+        raise InputError(
+            f"{args.model_dir} holds a {base.kind}; train-sae needs ELSA or low-rank EASE"
+        )
+    if isinstance(base, EASE) and base.rank is None:
+        raise InputError("EASE without rank has no bottleneck; train it with --param rank=256")
+    metadata = dict(getattr(base, "metadata_", {}))
+    data = _load(args, metadata if args.data is None else None)
+    _check_matches(base, data)
+    split = split_users(data.matrix, seed=metadata.get("seed", args.seed))
+    sae_config = {
+        "k": args.k,
+        "expansion": args.expansion,
+        "activation": args.activation,
+    }
+    train_config = TrainConfig(
+        loss=args.loss,
+        aux_coef=args.aux_coef,
+        max_epochs=args.max_epochs,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    model = SplicedRecommender(
+        base, sae_config, train_config, augment=args.augment, seed=args.seed
+    ).fit(split.train, split.val_full)
+    model.save(args.out, metadata=metadata)
+    final = model.history_[model.best_epoch_]
+    print(
+        f"saved {base.kind}+SAE ({model.n_latents} latents, k={args.k}) to {args.out}; "
+        f"best epoch {model.best_epoch_}, val cosine {final.get('val_cosine', float('nan')):.4f}"
+    )
 
 
 def cmd_recommend(args: argparse.Namespace) -> None:
@@ -167,6 +218,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-k", "--k", type=int, action="append", default=None)
     ev.set_defaults(func=cmd_evaluate)
 
+    tsae = sub.add_parser(
+        "train-sae", help="splice an SAE into a saved CFAE (ELSA / low-rank EASE)"
+    )
+    tsae.add_argument("model_dir", help="a model saved by `steercf train`")
+    tsae.add_argument("--out", required=True, help="spliced model directory to write")
+    _data_args(tsae, default=None)
+    tsae.add_argument("--seed", type=int, default=0, help="split seed if the model has none stored")
+    tsae.add_argument("--k", type=int, default=16, help="active latents per user")
+    tsae.add_argument("--expansion", type=int, default=8, help="latents per embedding dimension")
+    tsae.add_argument("--activation", choices=["topk", "batchtopk", "relu"], default="topk")
+    tsae.add_argument("--loss", choices=["cosine", "mse", "nmse"], default="cosine")
+    tsae.add_argument("--aux-coef", type=float, default=1 / 32, help="AuxK weight (0: off)")
+    tsae.add_argument("--augment", type=int, default=8, help="sub-histories per training user")
+    tsae.add_argument("--max-epochs", type=int, default=1000)
+    tsae.set_defaults(func=cmd_train_sae)
+
     rec = sub.add_parser("recommend", help="top-N items for users of the data set")
     rec.add_argument("model_dir")
     _data_args(rec, default=None)
@@ -174,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-n", type=int, default=10)
     rec.set_defaults(func=cmd_recommend)
 
-    for command in (demo, train, ev, rec):
+    for command in (demo, train, ev, tsae, rec):
         command.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

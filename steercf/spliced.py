@@ -21,7 +21,7 @@ from steercf.errors import InputError, ModelFileError
 from steercf.io import load_model_dir, save_model_dir
 from steercf.models.base import CFAE, Recommender, UserRows, as_user_rows, top_n
 from steercf.models.elsa import thin_rows
-from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig, train_sae
+from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig, activation_counts, train_sae
 
 
 @dataclass
@@ -227,6 +227,20 @@ class SplicedRecommender(Recommender):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-N from (possibly edited) codes; ``seen`` (n, n_items) stays masked."""
         return top_n(self.decode(codes, mean, std), seen, N, filter_items)
+
+    def item_embeddings(self) -> torch.Tensor:
+        """(n_items, d) the base CFAE's embedding of each item's one-hot row."""
+        self._check_fitted()
+        return self._embed(sp.identity(self.n_items_, format="csr", dtype=np.float32))
+
+    def dead_latents(self, user_items: sp.csr_matrix) -> np.ndarray:
+        """(n_latents,) bool: latents active on no row of ``user_items`` (e.g. the training
+        users) and on no single-item input: neurons no user or item can ever express."""
+        self._check_fitted()
+        rows = as_user_rows(user_items, self.n_items_, allow_empty=True)
+        fired = activation_counts(self.sae_, self._embed(rows))
+        fired += activation_counts(self.sae_, self.item_embeddings())
+        return fired == 0
 
     @property
     def n_latents(self) -> int:

@@ -1,0 +1,132 @@
+"""The SAE spliced between a CFAE's encoder and decoder, on MovieLens 100K."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from steercf.data import load_ml100k
+from steercf.errors import InputError, ModelFileError
+from steercf.evaluation import evaluate, split_users
+from steercf.models import EASE, ELSA, load_model
+from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig
+from steercf.spliced import SplicedRecommender, augmented_rows
+
+SAE = {"k": 8, "expansion": 4}
+
+
+def quick_train(seed: int = 0) -> TrainConfig:
+    return TrainConfig(max_epochs=40, patience=5, seed=seed, progress=False)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return split_users(load_ml100k().matrix, seed=0)
+
+
+@pytest.fixture(scope="module")
+def base(split):
+    return ELSA(factors=48, lr=3e-3, batch_size=64, epochs=6, progress=False).fit(
+        split.train, split.val_full
+    )
+
+
+@pytest.fixture(scope="module")
+def spliced(split, base):
+    return SplicedRecommender(base, SAE, quick_train(), augment=2).fit(split.train, split.val_full)
+
+
+def test_spliced_model_recommends_close_to_its_base_from_sparse_codes(split, base, spliced):
+    codes, mean, std = spliced.encode(split.test_input)
+    assert codes.shape == (split.test_input.shape[0], 48 * 4)
+    assert ((codes > 0).sum(1) == 8).all()  # TopK: exactly k active neurons per user
+    torch.testing.assert_close(
+        spliced.score(split.test_input), base.decode(spliced.sae_.decode(codes, mean, std))
+    )
+    r_base = evaluate(base, split.test_input, split.test_target).mean("recall@20")
+    r_spliced = evaluate(spliced, split.test_input, split.test_target).mean("recall@20")
+    assert r_spliced > r_base - 0.06
+    ids, _ = spliced.recommend(split.test_input[:10], N=20)
+    for user, items in enumerate(ids):
+        assert not set(items) & set(split.test_input[user].indices)
+
+
+def test_sparse_code_is_a_first_class_result(split, spliced):
+    code = spliced.sparse_code(split.test_input[:5])
+    assert code.values.shape == code.indices.shape == (5, 8)
+    assert (np.diff(code.values, axis=1) <= 0).all()
+    dense, _, _ = spliced.encode(split.test_input[:5])
+    for user in range(5):
+        for latent, value in code.of(user):
+            assert dense[user, latent].item() == pytest.approx(value)
+
+
+def test_augmentation_adds_sub_histories_that_are_subsets(split):
+    rows = split.train[:50]
+    out = augmented_rows(rows, 3, np.random.default_rng(0))
+    assert out.shape == (200, rows.shape[1])
+    assert (np.diff(out.indptr) > 0).all()
+    for copy in range(1, 4):
+        part = out[copy * 50 : (copy + 1) * 50]
+        assert (part - part.multiply(rows)).nnz == 0  # only items the user had
+    assert out[50:].nnz < 3 * rows.nnz
+
+
+def test_dead_latents_cover_users_and_single_items(split, spliced):
+    dead = spliced.dead_latents(split.train)
+    assert dead.shape == (spliced.n_latents,)
+    codes = spliced.sae_.encode(spliced.item_embeddings())[0]
+    assert not dead[np.flatnonzero((codes > 0).any(0).numpy())].any()
+
+
+def test_save_load_round_trip_and_swapped_parts_are_refused(tmp_path, split, base, spliced):
+    spliced.save(tmp_path / "a", metadata={"seed": 0})
+    loaded = load_model(tmp_path / "a")
+    assert isinstance(loaded, SplicedRecommender) and loaded.metadata_ == {"seed": 0}
+    a = spliced.recommend(split.test_input[:10])[0]
+    assert np.array_equal(a, loaded.recommend(split.test_input[:10])[0])
+
+    other = SplicedRecommender(base, SAE, quick_train(seed=1), augment=0).fit(split.train)
+    other.save(tmp_path / "b")
+    shutil.rmtree(tmp_path / "a" / "sae")
+    shutil.copytree(tmp_path / "b" / "sae", tmp_path / "a" / "sae")
+    with pytest.raises(ModelFileError, match="SAE was not trained on this model's CFAE"):
+        load_model(tmp_path / "a")
+
+    other_base = ELSA(factors=48, epochs=1, progress=False, seed=5).fit(split.train)
+    SplicedRecommender.from_parts(other_base, other.sae_).save(tmp_path / "c")
+    shutil.rmtree(tmp_path / "b" / "base")
+    shutil.copytree(tmp_path / "c" / "base", tmp_path / "b" / "base")
+    with pytest.raises(ModelFileError, match="base CFAE is not the one"):
+        load_model(tmp_path / "b")
+
+
+def test_width_mismatches_and_bad_embeddings_get_clear_errors(split, base, spliced):
+    wide = SparseAutoencoder(SAEConfig(d_in=64, k=4, expansion=2))
+    with pytest.raises(
+        InputError, match="SAE input width 64 does not match the CFAE embedding width 48"
+    ):
+        SplicedRecommender.from_parts(base, wide)
+    with pytest.raises(InputError, match="d_in 64 does not match"):
+        SplicedRecommender(base, {"d_in": 64}).fit(split.train)
+    with pytest.raises(InputError, match="k = 500 is larger than the number of latents"):
+        SplicedRecommender(base, {"k": 500, "expansion": 2}).fit(split.train)
+    with pytest.raises(InputError, match="NaN"):
+        spliced.sae_.encode(torch.full((2, 48), float("nan")))
+    with pytest.raises(InputError, match="item columns"):
+        spliced.recommend(sp.csr_matrix((1, 7), dtype=np.float32))
+    with pytest.raises(InputError, match="CFAE"):
+        SplicedRecommender(object())  # type: ignore[arg-type]
+
+
+def test_low_rank_ease_can_host_an_sae(split):
+    ease = EASE(l2=300.0, rank=32).fit(split.train)
+    model = SplicedRecommender(ease, {"k": 8, "expansion": 4}, quick_train(), augment=1)
+    model.fit(split.train, split.val_full)
+    r_base = evaluate(ease, split.val_input, split.val_target).mean("recall@20")
+    r_spliced = evaluate(model, split.val_input, split.val_target).mean("recall@20")
+    assert r_spliced > r_base - 0.08
