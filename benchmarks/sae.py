@@ -1,0 +1,187 @@
+"""What splicing an SAE into a CFAE costs, per SAE recipe.
+
+Per data set and seed: split users (protocol), fit the base (ELSA; and a low-rank EASE
+for the reference recipe), train one SAE per setting on the base's embeddings of the
+training users, and report test Recall/nDCG@20 of base and spliced model, the drop,
+the reconstruction cosine on test users and the dead-latent fraction (never active on a
+training user nor on a single-item input).
+
+Settings vary one thing at a time from the reference ``arch=topk,k=16,width=8x,aux=on,
+aug=on``: k in {8, 32}, BatchTopK, AuxK off, augmentation off, and the published recipe
+(aux off, aug off).
+
+    python benchmarks/sae.py [--quick] [--seeds 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from steercf.data import load_dataset
+from steercf.evaluation import evaluate, split_users
+from steercf.experiment import base_params, make_model
+from steercf.reporting import format_table, write_records
+from steercf.sae import TrainConfig, sae_metrics
+from steercf.spliced import SplicedRecommender
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATASETS = ["ml-100k", "ml-latest-small"]
+REFERENCE = {"arch": "topk", "k": 16, "aux": "on", "aug": "on"}
+VARIANTS = [
+    {},
+    {"k": 8},
+    {"k": 32},
+    {"arch": "batchtopk"},
+    {"aux": "off"},
+    {"aug": "off"},
+    {"aux": "off", "aug": "off"},
+]
+AUGMENT_COPIES = 8
+
+
+def setting_name(setting: dict) -> str:
+    return f"arch={setting['arch']},k={setting['k']},width=8x,aux={setting['aux']},aug={setting['aug']}"
+
+
+def run_one(base, split, setting: dict, seed: int, quick: bool) -> dict[str, float]:
+    train_config = TrainConfig(
+        aux_coef=1 / 32 if setting["aux"] == "on" else 0.0,
+        max_epochs=5 if quick else 1000,
+        seed=seed,
+        progress=False,
+    )
+    model = SplicedRecommender(
+        base,
+        {"k": setting["k"], "expansion": 8, "activation": setting["arch"]},
+        train_config,
+        augment=AUGMENT_COPIES if setting["aug"] == "on" else 0,
+        seed=seed,
+    ).fit(split.train, split.val_full)
+    result = evaluate(model, split.test_input, split.test_target)
+    quality = sae_metrics(model.sae_, model.base.encode(split.test_input))
+    return {
+        "recall@20": result.mean("recall@20"),
+        "ndcg@20": result.mean("ndcg@20"),
+        "cosine": quality["cosine"],
+        "dead_fraction": float(model.dead_latents(split.train).mean()),
+        "epochs": len(model.history_),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="one seed, ML-100K, 2 settings, 5 epochs"
+    )
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--datasets", nargs="+", default=DATASETS)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    seeds = range(1 if args.quick else args.seeds)
+    datasets = args.datasets[:1] if args.quick else args.datasets
+    variants = VARIANTS[:2] if args.quick else VARIANTS
+
+    records: list[dict] = []
+
+    def add(dataset, model, metric, value, seed, setting, n):
+        records.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "metric": metric,
+                "value": float(value),
+                "seed": seed,
+                "setting": setting,
+                "n": n,
+            }
+        )
+
+    for dataset in datasets:
+        data = load_dataset(dataset, data_dir=SHARED_DATA)
+        for seed in seeds:
+            split = split_users(data.matrix, seed=seed)
+            n_test = int(split.test_input.shape[0])
+            bases = {
+                "elsa": make_model(
+                    "elsa", **base_params(dataset, "elsa", quick=args.quick), seed=seed
+                )
+            }
+            bases["ease_lowrank"] = make_model(
+                "ease", **base_params(dataset, "ease_lowrank"), seed=seed
+            )
+            for base_name, base in bases.items():
+                base.fit(split.train, split.val_full)
+                base_result = evaluate(base, split.test_input, split.test_target)
+                base_recall = base_result.mean("recall@20")
+                for variant in variants if base_name == "elsa" else [{}]:
+                    setting = {**REFERENCE, **variant}
+                    started = time.perf_counter()
+                    out = run_one(base, split, setting, seed, args.quick)
+                    name = setting_name(setting)
+                    add(dataset, base_name, "base_recall@20", base_recall, seed, name, n_test)
+                    add(
+                        dataset,
+                        base_name,
+                        "base_ndcg@20",
+                        base_result.mean("ndcg@20"),
+                        seed,
+                        name,
+                        n_test,
+                    )
+                    for metric in ("recall@20", "ndcg@20", "cosine", "dead_fraction"):
+                        add(dataset, base_name, metric, out[metric], seed, name, n_test)
+                    add(
+                        dataset,
+                        base_name,
+                        "recall@20_drop",
+                        base_recall - out["recall@20"],
+                        seed,
+                        name,
+                        n_test,
+                    )
+                    print(
+                        f"{dataset} seed {seed} {base_name} {name}: base {base_recall:.4f} "
+                        f"spliced {out['recall@20']:.4f} cos {out['cosine']:.3f} "
+                        f"dead {out['dead_fraction']:.3f} ({out['epochs']} epochs, "
+                        f"{time.perf_counter() - started:.0f}s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+
+    rows = []
+    keys = sorted(
+        {(r["dataset"], r["model"], r["setting"]) for r in records},
+        key=lambda k: (k[0], k[1] != "elsa"),
+    )
+    for dataset, model, setting in keys:
+        row = {"dataset": dataset, "base": model, "setting": setting.replace(",width=8x", "")}
+        for metric in (
+            "base_recall@20",
+            "recall@20",
+            "recall@20_drop",
+            "ndcg@20",
+            "cosine",
+            "dead_fraction",
+        ):
+            values = [
+                r["value"]
+                for r in records
+                if (r["dataset"], r["model"], r["setting"], r["metric"])
+                == (dataset, model, setting, metric)
+            ]
+            row[metric] = float(np.mean(values))
+        rows.append(row)
+    print(f"Test users, mean over {len(seeds)} seed(s); width 8x the base embedding:")
+    print(format_table(rows))
+    if args.json:
+        write_records(args.json, records)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
