@@ -1,0 +1,372 @@
+"""Human-readable neuron labels, stored with the model as ``labels.json``.
+
+A live neuron (one that fires for at least one single-item history) is labelled by its
+best concepts under a mapping (default "best characterizes") from each concept source,
+plus the titles of the items that activate it most, e.g.
+``Horror, Thriller | Scream (1996); Halloween (1978); Candyman (1992)``.
+
+The labels file sits inside the spliced model's directory and records the SAE's
+fingerprint and width, so labels of another model (or of a retrained one) are refused
+on load instead of silently describing the wrong neurons.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from steercf.concepts.mapping import (
+    ItemActs,
+    as_activations,
+    available_sources,
+    concept_tags,
+    map_concepts,
+    top_items,
+)
+from steercf.data import InteractionData, ItemTags
+from steercf.errors import InputError, ModelFileError
+
+LABELS_FILE = "labels.json"
+LABELS_FORMAT = "steercf-neuron-labels"
+LABELS_VERSION = 1
+DEAD_TEXT = "(dead: fires for no single item)"
+
+
+@dataclass
+class NeuronLabel:
+    """What one neuron stands for.
+
+    Attributes:
+        neuron: the neuron (SAE latent) id.
+        live: whether it fires for at least one single-item history.
+        n_items: number of items whose one-hot history activates it.
+        concepts: ``[(source, concept, score), ...]``, best first within each source.
+        top_items: ``[(item id, title, activation), ...]``, strongest first; the item id is
+            the data set's original id, as a string.
+        text: the one-line label.
+    """
+
+    neuron: int
+    live: bool
+    n_items: int = 0
+    concepts: list[tuple[str, str, float]] = field(default_factory=list)
+    top_items: list[tuple[str, str, float]] = field(default_factory=list)
+    text: str = DEAD_TEXT
+
+
+@dataclass
+class NeuronLabels:
+    """Labels of every neuron of one model (``labels[i].neuron == i``).
+
+    Attributes:
+        labels: one :class:`NeuronLabel` per neuron, in neuron order.
+        mapping: the concept mapping the labels were chosen by.
+        sources: the concept sources used.
+        sae_fingerprint: the model's SAE fingerprint (``config.json``), or None.
+    """
+
+    labels: list[NeuronLabel]
+    mapping: str = "best_characterizes"
+    sources: list[str] = field(default_factory=list)
+    sae_fingerprint: str | None = None
+
+    @property
+    def n_neurons(self) -> int:
+        return len(self.labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, neuron: int) -> NeuronLabel:
+        if isinstance(neuron, bool) or not isinstance(neuron, (int, np.integer)):
+            raise InputError(f"a neuron is an integer id, got {neuron!r}")
+        if not 0 <= int(neuron) < len(self.labels):
+            raise InputError(
+                f"neuron {neuron} out of range: the model has {len(self.labels)} neurons "
+                f"(0..{len(self.labels) - 1})"
+            )
+        return self.labels[int(neuron)]
+
+    def live(self) -> list[NeuronLabel]:
+        """The labels of live neurons, in neuron order."""
+        return [label for label in self.labels if label.live]
+
+
+def label_text(
+    concepts: Sequence[tuple[str, str, float]], titles: Sequence[str], per_source: int = 2
+) -> str:
+    """``"concept, concept; source: concept | title; title"``: the first source's concepts
+    bare, later sources prefixed by their name (so genres read plainly)."""
+    parts: list[str] = []
+    seen: dict[str, list[str]] = {}
+    for source, concept, _ in concepts:
+        seen.setdefault(source, [])
+        if len(seen[source]) < per_source:
+            seen[source].append(concept)
+    for i, (source, names) in enumerate(seen.items()):
+        parts.append(", ".join(names) if i == 0 else f"{source}: {', '.join(names)}")
+    text = "; ".join(parts)
+    if titles:
+        text = f"{text} | {'; '.join(titles)}" if text else "; ".join(titles)
+    return text or "(no concept)"
+
+
+def label_neurons(
+    item_acts: ItemActs,
+    titles: Sequence[str],
+    concept_sets: Mapping[str, ItemTags],
+    item_ids: Sequence[Any] | None = None,
+    mapping: str = "best_characterizes",
+    top_concepts: int = 3,
+    top_titles: int = 3,
+    sae_fingerprint: str | None = None,
+) -> NeuronLabels:
+    """Label every neuron from its concepts and its top items.
+
+    Args:
+        item_acts: (n_items, n_neurons) non-negative SAE item activations.
+        titles: (n_items,) item titles.
+        concept_sets: ``source -> ItemTags`` (n_items rows each).
+        item_ids: (n_items,) original ids (default: the item index).
+        mapping: a key of :data:`~steercf.concepts.mapping.MAPPINGS`.
+        top_concepts: concepts kept per source per neuron.
+        top_titles: top items kept per neuron (the text shows them all).
+        sae_fingerprint: stamped into the labels so that they can be matched to the model.
+
+    Returns:
+        :class:`NeuronLabels` with one entry per neuron; dead neurons get
+        ``live=False`` and a fixed text.
+    """
+    acts = as_activations(item_acts)
+    if len(titles) != acts.shape[0]:
+        raise InputError(f"{len(titles)} titles for {acts.shape[0]} items")
+    ids = [str(i) for i in (item_ids if item_ids is not None else range(acts.shape[0]))]
+    mappings = {source: map_concepts(acts, tags, mapping) for source, tags in concept_sets.items()}
+    tops = top_items(acts, top_titles)
+    active_counts = (acts > 0).sum(axis=0)
+    labels = []
+    for neuron in range(acts.shape[1]):
+        if active_counts[neuron] == 0:
+            labels.append(NeuronLabel(neuron, live=False))
+            continue
+        concepts = [
+            (source, name, score)
+            for source, result in mappings.items()
+            for name, score in result.concepts_for(neuron, top_concepts)
+            if score > 0
+        ]
+        items = [(ids[i], str(titles[i]), float(acts[i, neuron])) for i in tops[neuron] if i >= 0]
+        labels.append(
+            NeuronLabel(
+                neuron=neuron,
+                live=True,
+                n_items=int(active_counts[neuron]),
+                concepts=concepts,
+                top_items=items,
+                text=label_text(concepts, [t for _, t, _ in items]),
+            )
+        )
+    return NeuronLabels(labels, mapping, list(concept_sets), sae_fingerprint)
+
+
+def label_model(
+    model: Any,
+    data: InteractionData,
+    train_users: np.ndarray | None = None,
+    sources: Sequence[str] | None = None,
+    mapping: str = "best_characterizes",
+    **options: Any,
+) -> NeuronLabels:
+    """Labels for a fitted SplicedRecommender from the concept sources of ``data``.
+
+    Args:
+        model: the spliced model (its ``n_items_`` must match ``data``).
+        data: the data set it was trained on.
+        train_users: ``Split.train_users``: user tags are counted from these users only.
+        sources: concept sources (default: every source ``data`` has).
+        options: passed to :func:`label_neurons` (top_concepts, top_titles).
+    """
+    from steercf.concepts.report import sae_item_activations
+    from steercf.spliced import tensor_fingerprint
+
+    if model.n_items_ != data.n_items:
+        raise InputError(f"the model scores {model.n_items_} items but the data has {data.n_items}")
+    concept_sets = {
+        source: concept_tags(data, source, train_users)
+        for source in (sources or available_sources(data))
+    }
+    return label_neurons(
+        sae_item_activations(model),
+        data.titles(np.arange(data.n_items)),
+        concept_sets,
+        item_ids=data.item_ids,
+        mapping=mapping,
+        sae_fingerprint=tensor_fingerprint(model.sae_.state_dict()),
+        **options,
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# Storage
+# ----------------------------------------------------------------------------------------
+def _model_identity(model_dir: Path) -> tuple[str | None, int | None]:
+    """(SAE fingerprint, number of latents) of a spliced model directory, from its JSON
+    configs only (no tensors are read)."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text())["config"]
+        sae = json.loads((model_dir / "sae" / "config.json").read_text())["config"]
+    except FileNotFoundError as err:
+        raise ModelFileError(
+            f"{model_dir} is not a spliced model directory (missing {err.filename})"
+        ) from err
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise ModelFileError(f"{model_dir}: unreadable model config: {err}") from err
+    width = sae.get("width")
+    n_latents = width if width is not None else sae.get("expansion", 0) * sae.get("d_in", 0)
+    return config.get("sae_fingerprint"), int(n_latents) if n_latents else None
+
+
+def save_labels(model_dir: str | os.PathLike, labels: NeuronLabels) -> Path:
+    """Write ``labels.json`` into a spliced model's directory, atomically.
+
+    Raises:
+        ModelFileError: not a spliced model directory, or labels for another model
+            (different SAE fingerprint or number of neurons).
+    """
+    model_dir = Path(model_dir)
+    fingerprint, n_latents = _model_identity(model_dir)
+    _check_identity(labels, fingerprint, n_latents, model_dir)
+    payload = {
+        "format": LABELS_FORMAT,
+        "version": LABELS_VERSION,
+        "n_neurons": labels.n_neurons,
+        "sae_fingerprint": labels.sae_fingerprint or fingerprint,
+        "mapping": labels.mapping,
+        "sources": labels.sources,
+        "labels": [asdict(label) for label in labels.labels],
+    }
+    # temp file in the same directory + os.replace: readers see the old or the new file
+    with tempfile.NamedTemporaryFile(
+        "w", dir=model_dir, prefix=".labels.", suffix=".tmp", delete=False, encoding="utf-8"
+    ) as tmp:
+        json.dump(payload, tmp, ensure_ascii=False)
+    os.replace(tmp.name, model_dir / LABELS_FILE)
+    return model_dir / LABELS_FILE
+
+
+def load_labels(model_dir: str | os.PathLike) -> NeuronLabels:
+    """Read and validate ``labels.json`` of a spliced model directory.
+
+    Raises:
+        ModelFileError: no labels file (the message says how to make one), corrupt JSON,
+            a wrong format or version, or labels of another model / another width.
+    """
+    model_dir = Path(model_dir)
+    path = model_dir / LABELS_FILE
+    fingerprint, n_latents = _model_identity(model_dir)
+    if not path.is_file():
+        raise ModelFileError(
+            f"{model_dir} has no neuron labels ({LABELS_FILE}); create them with "
+            "steercf.concepts.save_labels(model_dir, label_model(model, data))"
+        )
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        if payload.get("format") != LABELS_FORMAT:
+            raise ModelFileError(f"{path} is not a steercf neuron labels file")
+        if payload.get("version") != LABELS_VERSION:
+            raise ModelFileError(
+                f"{path} has labels version {payload.get('version')}; "
+                f"this steercf reads version {LABELS_VERSION}"
+            )
+        labels = NeuronLabels(
+            labels=[_label_from_json(entry) for entry in payload["labels"]],
+            mapping=str(payload.get("mapping", "best_characterizes")),
+            sources=[str(s) for s in payload.get("sources", [])],
+            sae_fingerprint=payload.get("sae_fingerprint"),
+        )
+        declared = int(payload["n_neurons"])
+    except ModelFileError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise ModelFileError(f"corrupt labels file {path}: {err}") from err
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelFileError(f"corrupt labels file {path}: bad or missing field {err}") from err
+    if declared != labels.n_neurons:
+        raise ModelFileError(
+            f"corrupt labels file {path}: declares {declared} neurons but holds {labels.n_neurons}"
+        )
+    if any(label.neuron != i for i, label in enumerate(labels.labels)):
+        raise ModelFileError(f"corrupt labels file {path}: neurons are not listed in order")
+    _check_identity(labels, fingerprint, n_latents, model_dir)
+    return labels
+
+
+def _label_from_json(entry: dict[str, Any]) -> NeuronLabel:
+    return NeuronLabel(
+        neuron=int(entry["neuron"]),
+        live=bool(entry["live"]),
+        n_items=int(entry.get("n_items", 0)),
+        concepts=[(str(s), str(c), float(v)) for s, c, v in entry.get("concepts", [])],
+        top_items=[(str(i), str(t), float(v)) for i, t, v in entry.get("top_items", [])],
+        text=str(entry["text"]),
+    )
+
+
+def _check_identity(
+    labels: NeuronLabels, fingerprint: str | None, n_latents: int | None, model_dir: Path
+) -> None:
+    if n_latents is not None and labels.n_neurons != n_latents:
+        raise ModelFileError(
+            f"the labels describe {labels.n_neurons} neurons but the model in {model_dir} "
+            f"has {n_latents}; relabel it"
+        )
+    if labels.sae_fingerprint and fingerprint and labels.sae_fingerprint != fingerprint:
+        raise ModelFileError(
+            f"the labels were made for another SAE (fingerprint {labels.sae_fingerprint}, "
+            f"the model in {model_dir} has {fingerprint}); relabel it"
+        )
+
+
+# ----------------------------------------------------------------------------------------
+# Display
+# ----------------------------------------------------------------------------------------
+def format_neurons(labels: NeuronLabels, top: int | None = None, dead: bool = False) -> str:
+    """One line per live neuron (``dead=True``: all): ``neuron  items  label``; the
+    ``top`` neurons firing for the most items first when ``top`` is given, else in id order."""
+    chosen = labels.labels if dead else labels.live()
+    if top is not None:
+        chosen = sorted(chosen, key=lambda label: (-label.n_items, label.neuron))[:top]
+    width = len(str(max(labels.n_neurons - 1, 0)))
+    lines = [f"{label.neuron:>{width}}  {label.n_items:>5} items  {label.text}" for label in chosen]
+    n_live = len(labels.live())
+    header = f"{n_live} live of {labels.n_neurons} neurons (labels by {labels.mapping})"
+    return "\n".join([header, *lines])
+
+
+def format_neuron(labels: NeuronLabels, neuron: int) -> str:
+    """A multi-line description of one neuron: label, concepts with scores, top items."""
+    label = labels[neuron]
+    lines = [f"neuron {label.neuron}: {label.text}"]
+    if not label.live:
+        return lines[0]
+    lines.append(f"  fires for {label.n_items} single-item histories")
+    if label.concepts:
+        lines.append(f"  concepts ({labels.mapping}):")
+        lines += [f"    {source:<8} {name}  {score:.4f}" for source, name, score in label.concepts]
+    if label.top_items:
+        lines.append("  top items:")
+        lines += [f"    {title} [id {item}]  {value:.4f}" for item, title, value in label.top_items]
+    return "\n".join(lines)
+
+
+def print_neuron(labels: NeuronLabels, neuron: int, file: TextIO | None = None) -> None:
+    """Print :func:`format_neuron` (to stdout by default)."""
+    print(format_neuron(labels, neuron), file=file or sys.stdout)

@@ -1,0 +1,401 @@
+"""Concept <-> neuron mappings, monosemanticity measures, controls and neuron labels."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from steercf.concepts import (
+    MAPPINGS,
+    activation_auc,
+    activation_correlation,
+    best_characterizes,
+    concept_tags,
+    concepts_report,
+    format_comparison,
+    format_neuron,
+    format_neurons,
+    format_report,
+    format_reports,
+    label_model,
+    label_neurons,
+    load_labels,
+    model_activations,
+    monosemanticity_report,
+    most_unique,
+    plot_reports,
+    save_labels,
+    signed_split,
+    specificity,
+    tag_unit_means,
+    tags_from_applications,
+    tags_from_mapping,
+    tfidf,
+    top_item_precision,
+)
+from steercf.concepts.mapping import get_mapping, map_concepts
+from steercf.concepts.report import SPECIFICITY_KEYS, random_orthogonal
+from steercf.data import ItemTags, load_dataset
+from steercf.errors import InputError, ModelFileError, UnknownIdError
+from steercf.evaluation import split_users
+from steercf.models import ELSA
+from steercf.sae import TrainConfig
+from steercf.spliced import SplicedRecommender
+
+# ---- the toy case ----------------------------------------------------------------------
+# 4 items, 2 tags, 3 neurons. Items 0-1 carry "action", items 2-3 carry "drama".
+# Neuron 0 fires on everything (strongly), neuron 1 only on the action items (weakly),
+# neuron 2 only on the drama items (weakly).
+TOY_ACTS = np.array(
+    [
+        [2.0, 1.0, 0.0],
+        [4.0, 1.0, 0.0],
+        [3.0, 0.0, 1.0],
+        [3.0, 0.0, 1.0],
+    ]
+)
+TOY_TAGS = ItemTags(
+    sp.csr_matrix(np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=np.float32)),
+    np.array(["action", "drama"]),
+)
+# A = P S (tag rows of T normalised): mean activation over each tag's items
+TOY_A = np.array([[3.0, 1.0, 0.0], [3.0, 0.0, 1.0]])
+
+
+def test_tfidf_matches_the_reference_formula():
+    x = np.array([[1.0, 0.0], [3.0, 2.0]])  # 2 terms x 2 documents
+    # tf: columns normalised -> [[1/4, 0], [3/4, 1]]; df = [1, 2]; N = 2
+    idf = np.array([math.log(3 / 2) + 1, math.log(3 / 3) + 1])
+    expected = np.array([[0.25, 0.0], [0.75, 1.0]]) * idf[:, None]
+    np.testing.assert_allclose(tfidf(x), expected)
+
+
+def test_best_characterizes_on_the_toy_case():
+    mapping = best_characterizes(TOY_ACTS, TOY_TAGS)
+    # tfidf(A^T): neurons are terms, tags documents. Tag columns of A^T sum to 4 and 4:
+    # tf = [[3/4, 3/4], [1/4, 0], [0, 1/4]]. Neuron 0 is non-zero for both tags (df 2,
+    # idf ln(3/3) + 1 = 1); neurons 1 and 2 for one (idf ln(3/2) + 1).
+    rare = math.log(3 / 2) + 1
+    expected = np.array([[0.75, 0.25 * rare, 0.0], [0.75, 0.0, 0.25 * rare]])
+    np.testing.assert_allclose(mapping.scores, expected)
+    # the strong, shared neuron 0 best characterizes both tags ...
+    assert mapping.neurons_for("action", top=1) == [(0, pytest.approx(0.75))]
+    assert mapping.neurons_for("drama")[0][0] == 0
+    assert [n for n, _ in mapping.neurons_for("drama")] == [0, 2, 1]
+    # ... and the neuron -> label direction reads columns: neuron 1 is "action"
+    assert mapping.concepts_for(1)[0] == ("action", pytest.approx(0.25 * rare))
+    assert mapping.concepts_for(2)[0][0] == "drama"
+    assert mapping.concepts_for(0)[0][0] == "action"  # tie 0.75/0.75: lower index first
+    np.testing.assert_array_equal(mapping.best_neurons(), [0, 0])
+    np.testing.assert_array_equal(mapping.top_concepts(), [0, 0, 1])
+
+
+def test_most_unique_on_the_toy_case():
+    mapping = most_unique(TOY_ACTS, TOY_TAGS)
+    # tfidf(A): tags are terms, neurons documents. Neuron columns of A sum to 6, 1, 1:
+    # tf = [[1/2, 1, 0], [1/2, 0, 1]]; each tag is non-zero in 2 of 3 neurons:
+    # idf = ln(4/3) + 1.
+    idf = math.log(4 / 3) + 1
+    expected = np.array([[0.5, 1.0, 0.0], [0.5, 0.0, 1.0]]) * idf
+    np.testing.assert_allclose(mapping.scores, expected)
+    # the neuron that is *only* about a tag wins, unlike "best characterizes"
+    assert mapping.neurons_for("action", top=1) == [(1, pytest.approx(idf))]
+    assert mapping.neurons_for("drama", top=1)[0][0] == 2
+    np.testing.assert_array_equal(mapping.best_neurons(), [1, 2])
+
+
+def test_tag_counts_weight_the_tag_means():
+    # item 1 carries "action" 3 times: A[action] = (1 * S[0] + 3 * S[1]) / 4
+    counts = TOY_TAGS.matrix.toarray()
+    counts[1, 0] = 3
+    means = tag_unit_means(TOY_ACTS, sp.csr_matrix(counts))
+    np.testing.assert_allclose(means[0], (TOY_ACTS[0] + 3 * TOY_ACTS[1]) / 4)
+    np.testing.assert_allclose(tag_unit_means(TOY_ACTS, TOY_TAGS), TOY_A)
+
+
+def test_top_item_precision_on_the_toy_case():
+    mapping = top_item_precision(TOY_ACTS, TOY_TAGS, k=2)
+    # neuron 0's top 2 items: item 1 (4.0) then item 2 (3.0, tie with item 3: lower index)
+    # -> one action, one drama. Neuron 1: items 0, 1 (both action). Neuron 2: items 2, 3.
+    expected = np.array([[0.5, 1.0, 0.0], [0.5, 0.0, 1.0]])
+    np.testing.assert_allclose(mapping.scores, expected)
+    assert mapping.neurons_for("action", top=1) == [(1, 1.0)]
+
+
+def test_top_item_precision_uses_only_active_items():
+    acts = np.array([[0.0], [1.0], [0.0], [0.0]])  # fires on item 1 only
+    mapping = top_item_precision(acts, TOY_TAGS, k=3)
+    np.testing.assert_allclose(mapping.scores[:, 0], [1.0, 0.0])  # 1 of 1, not 1 of 3
+
+
+def test_activation_auc_and_correlation_on_the_toy_case():
+    auc = activation_auc(TOY_ACTS, TOY_TAGS)
+    # neuron 0 for action: positives {2, 4} vs negatives {3, 3}: 2 of 4 pairs won -> 0.5
+    # neuron 1 separates action perfectly (1.0), neuron 2 is its mirror (0.0)
+    np.testing.assert_allclose(auc.scores, [[0.5, 1.0, 0.0], [0.5, 0.0, 1.0]])
+    corr = activation_correlation(TOY_ACTS, TOY_TAGS)
+    np.testing.assert_allclose(corr.scores[:, 1:], [[1.0, -1.0], [-1.0, 1.0]], atol=1e-12)
+    assert corr.scores[0, 0] == pytest.approx(0.0, abs=1e-12)  # mean 3 on both sides
+    assert auc.neurons_for("drama", top=1)[0][0] == 2
+
+
+def test_auc_handles_ties_with_mid_ranks():
+    acts = np.array([[1.0], [0.0], [1.0], [0.0]])
+    # action = items {0, 1} with {1, 0}; drama items {1, 0}: every pair ties or splits
+    auc = activation_auc(acts, TOY_TAGS)
+    # pairs (pos, neg): (1,1) tie .5, (1,0) win 1, (0,1) loss 0, (0,0) tie .5 -> 2/4
+    np.testing.assert_allclose(auc.scores[:, 0], [0.5, 0.5])
+
+
+def test_mapping_registry_and_both_directions():
+    assert {"best_characterizes", "most_unique", "top_item_precision", "activation_auc"} <= set(
+        MAPPINGS
+    )
+    for name in MAPPINGS:
+        mapping = map_concepts(TOY_ACTS, TOY_TAGS, name)
+        assert mapping.name == name
+        assert mapping.scores.shape == (2, 3)
+        assert len(mapping.neurons_for("action", top=5)) == 3
+        assert len(mapping.concepts_for(2, top=5)) == 2
+    with pytest.raises(UnknownIdError, match="most_unique"):
+        get_mapping("most_uniqe")
+
+
+def test_unknown_concept_lists_close_matches():
+    mapping = best_characterizes(TOY_ACTS, TOY_TAGS)
+    with pytest.raises(UnknownIdError, match="close matches: 'action'") as err:
+        mapping.neurons_for("acton")
+    assert "unknown concept 'acton'" in str(err.value)
+    assert mapping.neurons_for("ACTION") == mapping.neurons_for("action")  # case-blind
+    with pytest.raises(UnknownIdError, match="no close match"):
+        mapping.neurons_for("zzzz")
+    with pytest.raises(InputError, match="out of range"):
+        mapping.concepts_for(3)
+    with pytest.raises(InputError):
+        mapping.concepts_for(-1)
+
+
+def test_dead_neurons_are_never_returned():
+    acts = np.hstack([TOY_ACTS, np.zeros((4, 1))])
+    mapping = activation_auc(acts, TOY_TAGS)  # a dead neuron's AUC would be 0.5
+    assert 3 not in [n for n, _ in mapping.neurons_for("action", top=10)]
+    assert mapping.concepts_for(3) == []
+
+
+def test_inputs_are_validated():
+    with pytest.raises(InputError, match="non-negative"):
+        best_characterizes(-TOY_ACTS, TOY_TAGS)
+    with pytest.raises(InputError, match="rows"):
+        best_characterizes(TOY_ACTS[:3], TOY_TAGS)
+    # torch tensors are accepted
+    mapping = best_characterizes(torch.tensor(TOY_ACTS), TOY_TAGS)
+    assert mapping.best_neurons().tolist() == [0, 0]
+
+
+# ---- specificity and the report -----------------------------------------------------------
+def test_specificity_formulas():
+    one_hot = specificity(np.array([[1.0, 0.0], [0.0, 2.0]]))
+    # background p̄ = [1/2, 1/2]: H(p̄) = ln 2; each row has H = 0 -> decrease 1, KL ln 2
+    np.testing.assert_allclose(one_hot.entropy, [0.0, 0.0])
+    np.testing.assert_allclose(one_hot.decrease, [1.0, 1.0])
+    np.testing.assert_allclose(one_hot.kl, [math.log(2)] * 2)
+    flat = specificity(np.array([[1.0, 1.0], [2.0, 2.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(flat.decrease[:2], [0.0, 0.0], atol=1e-12)
+    assert np.isnan(flat.decrease[2])  # an all-zero row has no distribution
+    mixed = specificity(np.array([[3.0, 1.0], [1.0, 1.0]]))
+    # mean KL = H(p̄) - mean H (the identity the module docstring relies on)
+    assert mixed.kl.mean() == pytest.approx(mixed.background_entropy - mixed.entropy.mean())
+
+
+def test_report_on_the_toy_case():
+    report = monosemanticity_report(TOY_ACTS, TOY_TAGS, model="toy", source="genres", k=2)
+    assert report.n_live == 3 and report.n_concepts == 2
+    # labels from tfidf(A^T) rows: neuron 0 -> action (tie), 1 -> action, 2 -> drama
+    np.testing.assert_array_equal(report.unit_label, [0, 0, 1])
+    # precision@2 of the labels: neuron 0 {1, 2} -> 1/2, neuron 1 {0, 1} -> 1, neuron 2 -> 1
+    np.testing.assert_allclose(report.unit_precision, [0.5, 1.0, 1.0])
+    assert report.summary["label_precision@10"] == pytest.approx(2.5 / 3)
+    assert report.summary["distinct_best_neurons"] == 1  # neuron 0 for both
+    assert report.summary["labelled_concepts"] == 2
+    # neurons 1 and 2 put all their mass on one tag, neuron 0 is split evenly, exactly like
+    # the background p̄ = mean([.5, .5], [1, 0], [0, 1]) = [.5, .5]
+    np.testing.assert_allclose(report.neurons.decrease, [0.0, 1.0, 1.0], atol=1e-12)
+    np.testing.assert_allclose(report.neurons.kl, [0.0, math.log(2), math.log(2)], atol=1e-12)
+    assert report.summary["coverage"] == 1.0
+    records = report.records("toy-data")
+    assert {r["dataset"] for r in records} == {"toy-data/genres"}
+    assert {r["metric"] for r in records} == {
+        "entropy_decrease_mean",
+        "kl_mean",
+        "label_precision@10",
+        "distinct_best_neurons",
+        "labelled_concepts",
+        "coverage",
+    }
+    text = format_report(report, titles=["A", "B", "C", "D"])
+    assert "label precision@2" in text and "most specific neurons" in text
+
+
+def test_signed_split_and_rotation_controls():
+    x = np.array([[1.0, -2.0], [0.0, 3.0]])
+    split = signed_split(x)
+    np.testing.assert_array_equal(split, [[1, 0, 0, 2], [0, 3, 0, 0]])
+    np.testing.assert_allclose(split[:, :2] - split[:, 2:], x)  # lossless
+    q = random_orthogonal(5, seed=1)
+    np.testing.assert_allclose(q @ q.T, np.eye(5), atol=1e-10)
+
+
+# ---- tag sources ---------------------------------------------------------------------------
+def test_user_tags_from_training_users_only():
+    applications = pd.DataFrame(
+        {
+            "user": [1, 1, 2, 3, 3],
+            "item": [10, 20, 10, 20, 30],
+            "tag": ["Funny", "funny ", "dark", "secret", "funny"],
+        }
+    )
+    tags = tags_from_applications(applications, np.array([10, 20, 30]), users=[1, 2])
+    # user 3 is held out: "secret" and the (30, funny) application must not appear
+    assert list(tags.names) == ["dark", "funny"]
+    np.testing.assert_array_equal(tags.matrix.toarray(), [[1, 1], [0, 1], [0, 0]])
+    everyone = tags_from_applications(applications, np.array([10, 20, 30]), min_count=2)
+    assert list(everyone.names) == ["funny"]  # "Funny" and "funny " merge; 3 applications
+
+
+def test_user_supplied_mapping():
+    tags = tags_from_mapping({1: ["x", "y"], 2: "x", 3: {"y": 2}, 99: "x"}, np.array([1, 2, 3]))
+    assert list(tags.names) == ["x", "y"]
+    np.testing.assert_array_equal(tags.matrix.toarray(), [[1, 1], [1, 0], [0, 2]])
+    frame = pd.DataFrame({"item": [1, 2], "tag": ["x", "y"]})
+    assert list(tags_from_mapping(frame, np.array([1, 2])).names) == ["x", "y"]
+    with pytest.raises(InputError):
+        tags_from_mapping(["x"], np.array([1]))
+
+
+def test_latest_small_user_tags_leak_nothing_from_held_out_users(shared_data):
+    data = load_dataset("ml-latest-small", data_dir=shared_data)
+    split = split_users(data.matrix, seed=0)
+    tags = concept_tags(data, "tags", train_users=split.train_users, min_count=1)
+    applied = data.tag_applications
+    train_ids = set(data.user_ids[split.train_users])
+    held = applied[~applied["user"].isin(train_ids)]
+    kept = applied[applied["user"].isin(train_ids)]
+    assert len(held) > 0  # the check below is not vacuous
+    only_held = set(held["tag"]) - set(kept["tag"])
+    assert only_held and not only_held & set(tags.names)
+    assert tags.matrix.sum() == len(kept)  # every training application counted once
+    genres = concept_tags(data, "genres")
+    assert "(no genres listed)" not in set(genres.names)
+    with pytest.raises(UnknownIdError, match="'genres'"):
+        concept_tags(data, "genre")
+
+
+# ---- a real (small) model ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ml100k_model():
+    torch.manual_seed(0)
+    data = load_dataset("ml-100k")
+    split = split_users(data.matrix, seed=0)
+    base = ELSA(factors=48, epochs=6, patience=3, progress=False).fit(split.train, split.val_full)
+    model = SplicedRecommender(
+        base,
+        {"k": 8, "expansion": 4},
+        TrainConfig(max_epochs=15, progress=False),
+        augment=2,
+        progress=False,
+    ).fit(split.train, split.val_full)
+    return data, split, model
+
+
+def test_sae_beats_both_controls_on_ml100k(ml100k_model, tmp_path):
+    data, split, model = ml100k_model
+    reports = concepts_report(model, data, sources=["genres", "kg"], train_users=split.train_users)
+    by = {(r.source, r.model): r for r in reports}
+    assert len(by) == 6
+    assert by[("genres", "dense")].n_units == 2 * 48  # positive and negative halves
+    assert by[("genres", "random_rotation")].n_units == 2 * model.n_latents
+    for source in ("genres", "kg"):
+        sae = by[(source, "sae")].summary
+        for control in ("dense", "random_rotation"):
+            other = by[(source, control)].summary
+            for key in (*SPECIFICITY_KEYS, "label_precision@10", "coverage"):
+                assert sae[key] >= other[key], (source, control, key)
+            for key in SPECIFICITY_KEYS:  # by a wide margin, not a hair
+                assert sae[key] > 2 * other[key], (source, control, key)
+    table = format_comparison(reports)
+    assert "margin" in table and "kg" in table
+    text = format_reports(reports, titles=data.titles(np.arange(data.n_items)))
+    assert text.startswith("SAE vs controls") and "sae vs kg" in text
+    path = plot_reports(reports, tmp_path / "plots.png")
+    assert path.stat().st_size > 0
+
+
+def test_controls_are_the_same_code_path(ml100k_model):
+    data, _, model = ml100k_model
+    acts = model_activations(model, seed=3)
+    assert set(acts) == {"sae", "dense", "random_rotation"}
+    assert all((a >= 0).all() and a.shape[0] == data.n_items for a in acts.values())
+    # rotating then un-splitting recovers the SAE codes times Q
+    q = random_orthogonal(model.n_latents, seed=3)
+    rotated = acts["random_rotation"]
+    half = rotated.shape[1] // 2
+    np.testing.assert_allclose(
+        rotated[:, :half] - rotated[:, half:], acts["sae"] @ q, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_labels_round_trip_and_validation(ml100k_model, tmp_path):
+    data, split, model = ml100k_model
+    labels = label_model(model, data, train_users=split.train_users, sources=["genres", "kg"])
+    assert labels.n_neurons == model.n_latents
+    live = labels.live()
+    assert live and all(label.text and label.top_items for label in live)
+    first = live[0]
+    assert first.top_items[0][1] in first.text  # the top item's title is in the label
+    assert any(source == "genres" for source, _, _ in first.concepts)
+
+    model_dir = tmp_path / "model"
+    model.save(model_dir)
+    save_labels(model_dir, labels)
+    loaded = load_labels(model_dir)
+    assert loaded == labels
+    assert f"neuron {first.neuron}: {first.text}" in format_neuron(loaded, first.neuron)
+    assert format_neurons(loaded).splitlines()[0].startswith(f"{len(live)} live of")
+    with pytest.raises(InputError, match="out of range"):
+        format_neuron(loaded, model.n_latents)
+
+    path = model_dir / "labels.json"
+    payload = json.loads(path.read_text())
+    path.write_text(path.read_text()[:100])
+    with pytest.raises(ModelFileError, match="corrupt labels"):
+        load_labels(model_dir)
+    payload["labels"] = payload["labels"][:-1]
+    payload["n_neurons"] -= 1
+    path.write_text(json.dumps(payload))
+    with pytest.raises(ModelFileError, match="neurons but the model"):
+        load_labels(model_dir)
+    path.unlink()
+    with pytest.raises(ModelFileError, match="no neuron labels"):
+        load_labels(model_dir)
+    # labels of another SAE (same width) are refused
+    labels.sae_fingerprint = "0" * 16
+    with pytest.raises(ModelFileError, match="another SAE"):
+        save_labels(model_dir, labels)
+
+
+def test_label_neurons_on_the_toy_case():
+    acts = np.hstack([TOY_ACTS[:, 1:], np.zeros((4, 1))])  # neurons: action, drama, dead
+    labels = label_neurons(
+        acts, ["Die Hard", "Speed", "Hamlet", "Lear"], {"genres": TOY_TAGS}, item_ids=[5, 6, 7, 8]
+    )
+    assert labels[0].text.startswith("action") and "Die Hard" in labels[0].text
+    assert labels[1].concepts[0][:2] == ("genres", "drama")
+    assert labels[1].top_items[0] == ("7", "Hamlet", 1.0)
+    assert not labels[2].live and labels[2].n_items == 0
+    assert [label.neuron for label in labels.live()] == [0, 1]
