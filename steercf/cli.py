@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -162,6 +163,10 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
         base, sae_config, train_config, augment=args.augment, seed=args.seed
     ).fit(split.train, split.val_full)
     model.save(args.out, metadata=metadata)
+    from steercf.concepts import label_model, save_labels
+
+    # label neurons now so they travel with the model (`steercf neurons` reads them)
+    save_labels(args.out, label_model(model, data, train_users=split.train_users))
     final = model.history_[model.best_epoch_]
     print(
         f"saved {base.kind}+SAE ({model.n_latents} latents, k={args.k}) to {args.out}; "
@@ -180,6 +185,55 @@ def cmd_recommend(args: argparse.Namespace) -> None:
         print(f"user {user} ({data.matrix[user_row].nnz} items in history):")
         for rank, (item, score) in enumerate(zip(items, item_scores, strict=True), 1):
             print(f"  {rank:>2}. {data.titles([item])[0]}  [{data.item_ids[item]}]  {score:.3f}")
+
+
+def _load_spliced(args: argparse.Namespace):
+    """A saved spliced model, its data set and the split it was trained under."""
+    model = load_model(args.model_dir)
+    if not isinstance(model, SplicedRecommender):
+        raise InputError(
+            f"{args.model_dir} holds a {model.kind}; this command needs a spliced model "
+            "(make one with `steercf train-sae`)"
+        )
+    metadata = getattr(model, "metadata_", {})
+    data = _load(args, metadata if args.data is None else None)
+    _check_matches(model, data)
+    split = split_users(data.matrix, seed=metadata.get("seed", args.seed))
+    return model, data, split
+
+
+def cmd_concepts(args: argparse.Namespace) -> None:
+    from steercf.concepts import concepts_report, format_reports, plot_reports
+
+    model, data, split = _load_spliced(args)
+    reports = concepts_report(model, data, sources=args.source, train_users=split.train_users)
+    print(format_reports(reports, titles=data.titles(np.arange(data.n_items))))
+    if args.plot:
+        print(f"plots: {plot_reports(reports, args.plot, title=data.name)}")
+
+
+def _labels(args: argparse.Namespace):
+    """Labels stored with the model, computed and stored on first use."""
+    from steercf.concepts import label_model, load_labels, save_labels
+
+    if (Path(args.model_dir) / "labels.json").exists():
+        return load_labels(args.model_dir)
+    model, data, split = _load_spliced(args)
+    labels = label_model(model, data, train_users=split.train_users)
+    save_labels(args.model_dir, labels)
+    return labels
+
+
+def cmd_neurons(args: argparse.Namespace) -> None:
+    from steercf.concepts import format_neurons
+
+    print(format_neurons(_labels(args), top=args.top, dead=args.dead))
+
+
+def cmd_neuron(args: argparse.Namespace) -> None:
+    from steercf.concepts import format_neuron
+
+    print(format_neuron(_labels(args), args.neuron))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -234,6 +288,31 @@ def build_parser() -> argparse.ArgumentParser:
     tsae.add_argument("--max-epochs", type=int, default=1000)
     tsae.set_defaults(func=cmd_train_sae)
 
+    concepts = sub.add_parser("concepts", help="monosemanticity report of a spliced model")
+    concepts.add_argument("model_dir")
+    _data_args(concepts, default=None)
+    concepts.add_argument("--seed", type=int, default=0, help="split seed if none is stored")
+    concepts.add_argument(
+        "--source", action="append", default=None, help="genres | kg | tags (default: all)"
+    )
+    concepts.add_argument("--plot", help="write distribution plots to this PNG")
+    concepts.set_defaults(func=cmd_concepts)
+
+    neurons = sub.add_parser("neurons", help="labels of a spliced model's neurons")
+    neurons.add_argument("model_dir")
+    _data_args(neurons, default=None)
+    neurons.add_argument("--seed", type=int, default=0, help="split seed if none is stored")
+    neurons.add_argument("--top", type=int, default=30, help="how many neurons to list")
+    neurons.add_argument("--dead", action="store_true", help="also list dead neurons")
+    neurons.set_defaults(func=cmd_neurons)
+
+    neuron = sub.add_parser("neuron", help="one neuron: label, concepts, top items")
+    neuron.add_argument("model_dir")
+    neuron.add_argument("neuron", type=int)
+    _data_args(neuron, default=None)
+    neuron.add_argument("--seed", type=int, default=0, help="split seed if none is stored")
+    neuron.set_defaults(func=cmd_neuron)
+
     rec = sub.add_parser("recommend", help="top-N items for users of the data set")
     rec.add_argument("model_dir")
     _data_args(rec, default=None)
@@ -241,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-n", type=int, default=10)
     rec.set_defaults(func=cmd_recommend)
 
-    for command in (demo, train, ev, tsae, rec):
+    for command in (demo, train, ev, tsae, concepts, neurons, neuron, rec):
         command.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

@@ -237,3 +237,80 @@ def neuron_contributions(
         per_item = model.base.decode(directions)  # (n_active, n_items)
     out[active] = per_item[:, torch.as_tensor(np.asarray(items, dtype=np.int64))]
     return out
+
+
+# ---- concepts as knobs ------------------------------------------------------------------
+
+
+class ConceptKnobs:
+    """Turns concept names into knobs through a concept -> neuron mapping.
+
+    Args:
+        mapping: a :class:`steercf.concepts.ConceptMapping` of the model's neurons.
+        top_neurons: spread each concept over its best ``m`` neurons, weighted by their
+            (positive) mapping scores; 1 is the published single-neuron steering.
+    """
+
+    def __init__(self, mapping, top_neurons: int = 1) -> None:
+        if top_neurons < 1:
+            raise InputError(f"top_neurons must be >= 1, got {top_neurons}")
+        self.mapping = mapping
+        self.top_neurons = top_neurons
+
+    @classmethod
+    def for_model(
+        cls,
+        model,
+        data,
+        source: str = "genres",
+        mapping: str = "best_characterizes",
+        train_users: np.ndarray | None = None,
+        top_neurons: int = 1,
+    ) -> ConceptKnobs:
+        """Build the mapping of ``model``'s neurons to the ``source`` tags of ``data``."""
+        from steercf.concepts import concept_tags, map_concepts
+        from steercf.concepts.report import sae_item_activations
+
+        tags = concept_tags(data, source, train_users)
+        return cls(map_concepts(sae_item_activations(model), tags, mapping), top_neurons)
+
+    def knob(self, concept: str | int, strength: float) -> Knob:
+        """The knob of one concept (UnknownIdError with close matches if unknown)."""
+        ranked = self.mapping.neurons_for(concept, top=self.top_neurons)
+        if not ranked:
+            raise InputError(f"concept {concept!r} has no live neuron to steer")
+        neurons = [n for n, _ in ranked]
+        scores = np.array([max(score, 0.0) for _, score in ranked])
+        weights = scores if scores.sum() > 0 else None
+        name = str(self.mapping.tag_names[self.mapping.concept_index(concept)])
+        return Knob.of(neurons, strength, weights, name=name)
+
+    def parse(self, spec: str, default_strength: float = 0.3) -> Knob:
+        """Parse a knob spec: ``+Horror`` (toward, default strength), ``-Comedy`` (away,
+        full removal), ``+Horror:0.2``, ``-Comedy:0.5``; ``neuron:N`` instead of a
+        concept name steers one neuron."""
+        spec = spec.strip()
+        if not spec or spec[0] not in "+-":
+            raise InputError(f"knob {spec!r} must start with + (toward) or - (away)")
+        sign = 1.0 if spec[0] == "+" else -1.0
+        body = spec[1:]
+        strength = default_strength if sign > 0 else 1.0
+        head, _, tail = body.rpartition(":")
+        if head and _is_number(tail):
+            body, strength = head, float(tail)
+        if strength < 0:
+            raise InputError(f"knob {spec!r}: give the direction with +/- and a positive strength")
+        if body.startswith("neuron:"):
+            neuron = body.split(":", 1)[1]
+            if not neuron.isdigit():
+                raise InputError(f"knob {spec!r}: neuron id must be an integer")
+            return Knob.of(int(neuron), sign * strength, name=body)
+        return self.knob(body, sign * strength)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
