@@ -236,6 +236,81 @@ def cmd_neuron(args: argparse.Namespace) -> None:
     print(format_neuron(_labels(args), args.neuron))
 
 
+def _user_row(data: InteractionData, user: str):
+    row = int(np.atleast_1d(data.user_index(np.asarray([user], dtype=object)))[0])
+    return data.matrix[row]
+
+
+def _neuron_text(labels, neuron: int) -> str:
+    return labels[neuron].text if labels is not None else f"neuron {neuron}"
+
+
+def cmd_steer(args: argparse.Namespace) -> None:
+    from steercf.steering import ConceptKnobs, compare, explain_items
+
+    model, data, split = _load_spliced(args)
+    knobs_from = ConceptKnobs.for_model(
+        model, data, args.source, args.mapping, split.train_users, top_neurons=args.top_neurons
+    )
+    knobs = [knobs_from.parse(spec) for spec in args.concept]
+    history = _user_row(data, args.user)
+    result = compare(model, history, knobs, rule=args.rule, N=args.n)
+    labels = _labels(args)
+    turned = ", ".join(
+        f"{k.name} {k.strength:+.2f} (neurons {', '.join(map(str, k.neurons))})" for k in knobs
+    )
+    print(f"user {args.user}, steering {turned} with the {args.rule} rule ({args.mapping}):")
+    entered = set(result.entered(0))
+    why = dict(
+        zip(
+            result.after_ids[0].tolist(),
+            explain_items(model, history, result.after_ids[0], knobs, args.rule),
+            strict=True,
+        )
+    )
+    for rank in range(args.n):
+        before = data.titles([result.before_ids[0, rank]])[0]
+        item = int(result.after_ids[0, rank])
+        mark = "+" if item in entered else " "
+        print(f"  {rank + 1:>2}. {before[:42]:<42} | {mark} {data.titles([item])[0]}")
+        if item in entered and why[item]:
+            neuron = why[item][0][0]
+            print(
+                f"  {'':>46} |     because of neuron {neuron}: {_neuron_text(labels, neuron)[:70]}"
+            )
+    left = result.left(0)
+    print(f"left the list: {'; '.join(data.titles(left)) if left else 'nothing'}")
+
+
+def cmd_explain(args: argparse.Namespace) -> None:
+    from steercf.concepts import concept_tags, map_concepts
+    from steercf.concepts.report import sae_item_activations
+    from steercf.steering import explain_items, user_concepts
+
+    model, data, split = _load_spliced(args)
+    mapping = map_concepts(
+        sae_item_activations(model),
+        concept_tags(data, args.source, split.train_users),
+        args.mapping,
+    )
+    labels = _labels(args)
+    history = _user_row(data, args.user)
+    concepts = user_concepts(model, history, mapping)
+    print(
+        f"user {args.user} ({history.nnz} items): " + ", ".join(f"{c} {w:.2f}" for c, w in concepts)
+    )
+    print("active neurons:")
+    for neuron, value in model.sparse_code(history).of(0)[: args.neurons]:
+        print(f"  {neuron:>5}  {value:.3f}  {_neuron_text(labels, neuron)[:90]}")
+    ids, scores = model.recommend(history, N=args.n)
+    print("recommendations (top contributing neurons):")
+    for item, score, why in zip(
+        ids[0], scores[0], explain_items(model, history, ids[0]), strict=True
+    ):
+        reasons = ", ".join(f"{n} ({c:.2f})" for n, c in why)
+        print(f"  {data.titles([item])[0][:50]:<50} {score:.3f}  <- {reasons}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from steercf.demo import run_demo
 
@@ -313,6 +388,35 @@ def build_parser() -> argparse.ArgumentParser:
     neuron.add_argument("--seed", type=int, default=0, help="split seed if none is stored")
     neuron.set_defaults(func=cmd_neuron)
 
+    steer = sub.add_parser("steer", help="turn concept knobs for a user; before/after lists")
+    steer.add_argument("model_dir")
+    _data_args(steer, default=None)
+    steer.add_argument("--seed", type=int, default=0, help="split seed if none is stored")
+    steer.add_argument("--user", required=True, help="original user id")
+    steer.add_argument(
+        "--concept",
+        action="append",
+        required=True,
+        help='"+Horror" (toward), "-Comedy" (remove), "+Horror:0.2", "+neuron:12:0.3"',
+    )
+    steer.add_argument("--source", default="genres", help="concept source: genres | kg | tags")
+    steer.add_argument("--mapping", default="best_characterizes")
+    steer.add_argument("--top-neurons", type=int, default=1, help="neurons per concept")
+    steer.add_argument("--rule", choices=["convex", "additive"], default="convex")
+    steer.add_argument("-n", type=int, default=10)
+    steer.set_defaults(func=cmd_steer)
+
+    explain = sub.add_parser("explain", help="a user's concepts, neurons and why each item")
+    explain.add_argument("model_dir")
+    _data_args(explain, default=None)
+    explain.add_argument("--seed", type=int, default=0, help="split seed if none is stored")
+    explain.add_argument("--user", required=True, help="original user id")
+    explain.add_argument("--source", default="genres")
+    explain.add_argument("--mapping", default="best_characterizes")
+    explain.add_argument("--neurons", type=int, default=8, help="active neurons to show")
+    explain.add_argument("-n", type=int, default=10)
+    explain.set_defaults(func=cmd_explain)
+
     rec = sub.add_parser("recommend", help="top-N items for users of the data set")
     rec.add_argument("model_dir")
     _data_args(rec, default=None)
@@ -320,14 +424,25 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-n", type=int, default=10)
     rec.set_defaults(func=cmd_recommend)
 
-    for command in (demo, train, ev, tsae, concepts, neurons, neuron, rec):
+    for command in (demo, train, ev, tsae, concepts, neurons, neuron, steer, explain, rec):
         command.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
+def _join_negative_knobs(argv: list[str]) -> list[str]:
+    """``--concept -Comedy`` would read as an unknown option; glue it to its flag."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--concept" and arg.startswith("-"):
+            out[-1] = f"--concept={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_knobs(sys.argv[1:] if argv is None else list(argv)))
     if getattr(args, "k", None) is None and args.command == "evaluate":
         args.k = [20]
     started = time.perf_counter()

@@ -23,12 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from steercf.errors import InputError
 
 RULES = ("convex", "additive")
-MAX_ADDITIVE = 10.0
+MAX_ADDITIVE = 5.0  # "full strength": five times the user's total activation
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,56 @@ def neuron_contributions(
 # ---- concepts as knobs ------------------------------------------------------------------
 
 
+DECODER_EFFECT = "decoder_effect"
+
+
+def decoder_effect(model, item_tags, tag_names=None):
+    """Concept <-> neuron mapping by what a neuron *does* to recommendations.
+
+    The input-side mappings (:data:`steercf.concepts.MAPPINGS`) ask which items make a
+    neuron fire. Steering needs the output side: turning neuron ``n`` up adds
+    ``u_n = dec(W_dec[n])`` to every item's score (both decoders are linear). The score
+    of concept ``t`` for neuron ``n`` is the correlation over items between ``u_n`` and
+    membership in ``t``: high when the neuron lifts the concept's items above the rest.
+
+    Args:
+        model: a fitted spliced recommender.
+        item_tags: ItemTags (n_items, n_tags) or a CSR matrix with ``tag_names``.
+
+    Returns:
+        a :class:`steercf.concepts.ConceptMapping` named ``"decoder_effect"``; units are
+        live when they fire on some single-item history (as for the other mappings).
+    """
+    from steercf.concepts import ConceptMapping
+    from steercf.concepts.report import sae_item_activations
+    from steercf.data import ItemTags
+
+    if isinstance(item_tags, ItemTags):
+        counts, names = item_tags.matrix, item_tags.names
+    else:
+        counts = sp.csr_matrix(item_tags)
+        names = np.asarray(
+            tag_names if tag_names is not None else [f"tag{i}" for i in range(counts.shape[1])]
+        )
+    if counts.shape[0] != model.n_items_:
+        raise InputError(
+            f"{counts.shape[0]} item tag rows but the model scores {model.n_items_} items"
+        )
+    with torch.no_grad():
+        effects = model.base.decode(model.sae_.W_dec).double().numpy()  # (n_latents, n_items)
+    has = (counts > 0).astype(np.float64).tocsc()
+    n_items = effects.shape[1]
+    share = np.asarray(has.sum(axis=0)).ravel() / n_items  # (n_tags,)
+    mean, std = effects.mean(axis=1), effects.std(axis=1)  # (n_latents,)
+    covariance = np.asarray(has.T @ effects.T) / n_items - share[:, None] * mean[None, :]
+    denominator = np.sqrt(share * (1 - share))[:, None] * std[None, :]
+    scores = np.divide(
+        covariance, denominator, out=np.zeros_like(covariance), where=denominator > 1e-12
+    )
+    live = (sae_item_activations(model) > 0).any(axis=0)
+    return ConceptMapping(DECODER_EFFECT, scores, np.asarray(names, dtype=str), live)
+
+
 class ConceptKnobs:
     """Turns concept names into knobs through a concept -> neuron mapping.
 
@@ -272,6 +323,8 @@ class ConceptKnobs:
         from steercf.concepts.report import sae_item_activations
 
         tags = concept_tags(data, source, train_users)
+        if mapping == DECODER_EFFECT:
+            return cls(decoder_effect(model, tags), top_neurons)
         return cls(map_concepts(sae_item_activations(model), tags, mapping), top_neurons)
 
     def knob(self, concept: str | int, strength: float) -> Knob:
@@ -314,3 +367,53 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# ---- explanations -------------------------------------------------------------------------
+
+
+def user_concepts(model, user_items, mapping, top: int = 5) -> list[tuple[str, float]]:
+    """A user's top concepts: each active neuron votes for its best concepts (mapping
+    scores rescaled to sum 1 per neuron) with its activation.
+
+    Args:
+        user_items: (1, n_items) one user's history.
+        mapping: a :class:`steercf.concepts.ConceptMapping` of the model's neurons.
+
+    Returns:
+        ``[(concept, weight), ...]`` strongest first; weights sum to at most 1.
+    """
+    code = model.sparse_code(user_items)
+    votes: dict[str, float] = {}
+    total = float(code.values[0].sum()) or 1.0
+    for neuron, activation in code.of(0):
+        ranked = [(c, s) for c, s in mapping.concepts_for(neuron, top=3) if s > 0]
+        mass = sum(s for _, s in ranked)
+        for concept, score in ranked:
+            votes[concept] = votes.get(concept, 0.0) + activation / total * score / mass
+    return sorted(votes.items(), key=lambda kv: -kv[1])[:top]
+
+
+def explain_items(
+    model,
+    user_items,
+    items: Sequence[int],
+    knobs: Sequence[Knob] = (),
+    rule: str = "convex",
+    top: int = 3,
+) -> list[list[tuple[int, float]]]:
+    """For each listed item, the neurons that add most to its score for this user
+    (after applying ``knobs``, so a steered list is explained by the steered code).
+
+    Returns:
+        per item, ``[(neuron, contribution), ...]`` largest first.
+    """
+    codes, _, std = model.encode(user_items)
+    if knobs:
+        codes = steer_codes(codes, knobs, rule)
+    contributions = neuron_contributions(model, codes[0], std[0], np.asarray(items))
+    out = []
+    for column in contributions.T:
+        best = torch.argsort(column, descending=True)[:top]
+        out.append([(int(n), float(column[n])) for n in best if column[n] > 0])
+    return out
