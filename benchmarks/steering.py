@@ -1,0 +1,222 @@
+"""Steering evaluation (published protocol) on MovieLens 100K and ml-latest-small.
+
+Per data set: fit ELSA and splice the reference SAE (TopK, k=16, 8x, AuxK, augmented);
+then for each concept mapping, steering rule and neurons-per-concept, sweep the strength
+and report personal / segment Recall@20 and the target share; steer away from each
+user's dominant concept to measure suppression; time steered vs unsteered top-20.
+
+    python benchmarks/steering.py [--quick] [--json out.json] [--plot steering.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from steercf.concepts import MAPPINGS, concept_tags
+from steercf.data import load_dataset
+from steercf.evaluation import split_users
+from steercf.experiment import base_params, make_model
+from steercf.reporting import format_table, write_records
+from steercf.sae import TrainConfig
+from steercf.spliced import SplicedRecommender
+from steercf.steering import DECODER_EFFECT, MAX_ADDITIVE, ConceptKnobs
+from steercf.steering_eval import steering_latency, steering_sweep, suppression
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TARGETS = [("ml-100k", "genres"), ("ml-latest-small", "genres"), ("ml-latest-small", "tags")]
+STRENGTHS = {
+    "convex": [0.0, 0.1, 0.2, 0.3, 0.35, 0.4, 0.5],
+    "additive": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0],
+}
+FULL_AWAY = {"convex": -1.0, "additive": -MAX_ADDITIVE}
+
+
+def best_point(sweep: list[dict]) -> dict:
+    """The strength with the largest segment gain whose personal recall keeps >= 95 %."""
+    base = sweep[0]
+    ok = [r for r in sweep if r["personal_recall@20"] >= 0.95 * base["personal_recall@20"]]
+    best = max(ok, key=lambda r: r["segment_recall@20"])
+    return {
+        "strength": best["strength"],
+        "personal_kept": best["personal_recall@20"] / base["personal_recall@20"],
+        "segment_gain": best["segment_recall@20"] / max(base["segment_recall@20"], 1e-12),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="ML-100K genres, 2 mappings, tiny models"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--plot", type=Path, help="trade-off curves (PNG)")
+    args = parser.parse_args(argv)
+    targets = TARGETS[:1] if args.quick else TARGETS
+    mappings = ["best_characterizes", DECODER_EFFECT] if args.quick else [*MAPPINGS, DECODER_EFFECT]
+    neuron_counts = [1, 8] if args.quick else [1, 8, 32]
+
+    records: list[dict] = []
+    summary: list[dict] = []
+    curves: dict[str, list[dict]] = {}
+    models: dict[str, tuple] = {}
+    for dataset, source in targets:
+        if dataset not in models:
+            data = load_dataset(dataset, data_dir=SHARED_DATA)
+            split = split_users(data.matrix, seed=args.seed)
+            base = make_model(
+                "elsa", **base_params(dataset, "elsa", quick=args.quick), seed=args.seed
+            )
+            train = TrainConfig(
+                max_epochs=5 if args.quick else 1000, seed=args.seed, progress=False
+            )
+            model = SplicedRecommender(
+                base, {"k": 16}, train, augment=2 if args.quick else 8, seed=args.seed
+            )
+            models[dataset] = (data, split, model.fit(split.train, split.val_full))
+        data, split, model = models[dataset]
+        tags = concept_tags(data, source, split.train_users)
+        name = f"{dataset}/{source}"
+        for mapping in mappings:
+            for top in neuron_counts:
+                knobs = ConceptKnobs.for_model(model, data, source, mapping, split.train_users, top)
+                for rule, strengths in STRENGTHS.items():
+                    setting = f"mapping={mapping},rule={rule},neurons={top}"
+                    sweep = steering_sweep(model, split, tags.matrix, knobs, strengths, rule)
+                    curves[f"{name} {setting}"] = sweep
+                    for point in sweep:
+                        for metric in (
+                            "personal_recall@20",
+                            "personal_ndcg@20",
+                            "segment_recall@20",
+                            "segment_ndcg@20",
+                            "target_share@20",
+                        ):
+                            records.append(
+                                {
+                                    "dataset": name,
+                                    "model": "elsa+sae",
+                                    "metric": metric,
+                                    "value": point[metric],
+                                    "seed": args.seed,
+                                    "setting": f"alpha={point['strength']},{setting}",
+                                    "n": point["n_users"],
+                                }
+                            )
+                    away = suppression(model, split, tags.matrix, knobs, FULL_AWAY[rule], rule)
+                    records.append(
+                        {
+                            "dataset": name,
+                            "model": "elsa+sae",
+                            "metric": "suppressed_share@20",
+                            "value": away["suppressed_share@20"],
+                            "seed": args.seed,
+                            "setting": f"alpha={FULL_AWAY[rule]},{setting}",
+                            "n": split.test_input.shape[0],
+                        }
+                    )
+                    records.append(
+                        {
+                            "dataset": name,
+                            "model": "elsa+sae",
+                            "metric": "suppressed_share@20",
+                            "value": away["suppressed_share_before@20"],
+                            "seed": args.seed,
+                            "setting": f"alpha=0,{setting}",
+                            "n": split.test_input.shape[0],
+                        }
+                    )
+                    best = best_point(sweep)
+                    summary.append(
+                        {
+                            "dataset": name,
+                            "mapping": mapping,
+                            "rule": rule,
+                            "neurons": top,
+                            "segment_0": sweep[0]["segment_recall@20"],
+                            "alpha*": best["strength"],
+                            "segment_gain": best["segment_gain"],
+                            "personal_kept": best["personal_kept"],
+                            "suppression_drop": away["drop"],
+                        }
+                    )
+        # latency: one user and a batch of 1,000 (test users repeated), best knob type
+        knobs = ConceptKnobs.for_model(model, data, source, DECODER_EFFECT, split.train_users, 8)
+        knob = knobs.knob(int(np.argmax(np.asarray(tags.matrix.sum(axis=0)).ravel())), 0.3)
+        for batch in (1, 1000):
+            rows = split.test_input[np.arange(batch) % split.test_input.shape[0]]
+            timing = steering_latency(model, rows, knob)
+            for kind in ("unsteered", "steered"):
+                records.append(
+                    {
+                        "dataset": name,
+                        "model": "elsa+sae",
+                        "metric": "latency_ms",
+                        "value": timing[f"{kind}_ms"],
+                        "setting": f"{kind},batch={batch}",
+                        "n": batch,
+                    }
+                )
+            print(
+                f"{name} latency batch={batch}: unsteered {timing['unsteered_ms']:.1f} ms, "
+                f"steered {timing['steered_ms']:.1f} ms (+{timing['steered_ms'] / timing['unsteered_ms'] - 1:.0%})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    print(
+        "Best strength keeping >= 95% of personal Recall@20 (segment gain = segment recall / unsteered);"
+    )
+    print("suppression drop = 1 - share of the suppressed tag at full strength away / unsteered:")
+    print(format_table(summary))
+    if args.plot:
+        plot_curves(curves, args.plot)
+        print(f"plot: {args.plot}")
+    if args.json:
+        write_records(args.json, records)
+    return 0
+
+
+def plot_curves(curves: dict[str, list[dict]], path: Path) -> None:
+    """Personal vs segment Recall@20 as strength grows, one panel per data set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({key.split(" ")[0] for key in curves})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        for key, sweep in curves.items():
+            if (
+                not key.startswith(dataset + " ")
+                or ",neurons=1" in key
+                and "decoder" not in key
+                and "best_char" not in key
+            ):
+                continue
+            ax.plot(
+                [p["segment_recall@20"] for p in sweep],
+                [p["personal_recall@20"] for p in sweep],
+                marker=".",
+                label=key.split(" ", 1)[1].replace("mapping=", ""),
+                alpha=0.8,
+            )
+        ax.axhline(0.95 * sweep[0]["personal_recall@20"], color="grey", ls=":", lw=1)
+        ax.set(title=dataset, xlabel="segment Recall@20", ylabel="personal Recall@20")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    started = time.perf_counter()
+    code = main()
+    print(f"({time.perf_counter() - started:.0f}s)", file=sys.stderr)
+    sys.exit(code)
