@@ -7,11 +7,16 @@ One item matrix ``A`` (n_items x d) with unit-norm rows; ``encode(x) = x A`` and
 Training never densifies the interaction matrix and computes the gradient by hand: one
 epoch then costs little more than its five matrix products (x A, z A^T, G A, G^T z,
 x^T gz), where autograd would add a dozen full passes over the (batch x items) scores.
-``tests/test_models.py`` checks the hand gradient against autograd.
+The remaining overhead is kept small by touching the batch's non-zeros only through 1-D
+``index_add_``/``index_select`` on flat positions, reusing the (batch x items) score
+buffer and the gradient buffer across batches (:class:`Workspace`), an MKL ``addmm_`` for
+x^T gz, and the fused Adam kernel (``benchmarks/speed.py`` measures epoch vs floor).
+``tests/test_elsa.py`` checks the hand gradient against autograd.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -20,8 +25,30 @@ import torch
 from tqdm.auto import tqdm
 
 from steercf.errors import InputError
+from steercf.evaluation import _hold_out, ndcg_at_k, recall_at_k
 from steercf.io import require_tensors
-from steercf.models.base import CFAE, UserRows, as_user_rows, csr_to_torch
+from steercf.models.base import CFAE, UserRows, as_user_rows, csr_to_torch, top_n
+
+# Recommended hyperparameters per data set, chosen on validation users of the protocol
+# (``split_users`` seeds 0-4, early stopping on ``split.val_full``); pass as
+# ``ELSA(**PRESETS[name])`` and ``fit(split.train, split.val_full)``. Why these values: see
+# "Small data sets" in the ELSA docstring.
+PRESETS: dict[str, dict[str, Any]] = {
+    # 943 users x 1682 items: the published recipe with a batch small enough to take
+    # ~12 steps per epoch.
+    "ml-100k": {"factors": 512, "lr": 1e-3, "batch_size": 64, "epochs": 100, "patience": 5},
+    # 603 users x 6298 items, 59 % of items seen <= 2 times in training: a narrower
+    # bottleneck (128 < 482 training users) stops the model memorising single users.
+    "ml-latest-small": {
+        "factors": 128,
+        "lr": 1e-3,
+        "batch_size": 64,
+        "epochs": 60,
+        "patience": 5,
+    },
+    # Large data (ML-20M/25M): the published configuration.
+    "ml-25m": {"factors": 1024, "lr": 3e-4, "batch_size": 1024, "epochs": 25, "patience": 3},
+}
 
 
 def elsa_loss_and_grad(
@@ -29,6 +56,7 @@ def elsa_loss_and_grad(
     items: torch.Tensor,
     need_grad: bool = True,
     input_rows: sp.csr_matrix | None = None,
+    workspace: Workspace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """ELSA loss (mean over users) and its gradient with respect to ``items``.
 
@@ -37,29 +65,34 @@ def elsa_loss_and_grad(
         items: (n_items, d) item matrix A.
         input_rows: (b, n_items) what the encoder sees, a subset of ``rows`` (denoising);
             defaults to ``rows`` (the published loss).
+        workspace: scratch buffers reused between calls (the training loop passes one);
+            the returned gradient then lives in it and is overwritten by the next call.
 
     Returns:
         ``(loss, grad)``: a scalar and (n_items, d), or None without ``need_grad``.
     """
-    b = rows.shape[0]
+    b, n_items = rows.shape
     device = items.device
-    seen = rows if input_rows is None else input_rows
-    x_in = csr_to_torch(seen, device)
-    seen_row = torch.from_numpy(np.repeat(np.arange(b), np.diff(seen.indptr))).to(device)
-    seen_col = torch.from_numpy(seen.indices.astype(np.int64)).to(device)
-    seen_val = torch.from_numpy(seen.data.astype(np.float32)).to(device)
-    row_of = torch.from_numpy(np.repeat(np.arange(b), np.diff(rows.indptr))).to(device)
-    col = torch.from_numpy(rows.indices.astype(np.int64)).to(device)
-    val = torch.from_numpy(rows.data.astype(np.float32)).to(device)
+    workspace = Workspace() if workspace is None else workspace
+    rows = _canonical(rows)
+    seen = rows if input_rows is None else _canonical(input_rows)
+    # Non-zeros are addressed by their flat position row * n_items + col in the (b, n_items)
+    # score buffer and touched with 1-D index_add_ / index_select: 2-D advanced indexing
+    # (``index_put_(accumulate=True)``, ``residual[row, col]``, even ``norm[row]``) goes
+    # through a generic kernel that is 10-500x slower on CPU for these sizes.
+    seen_pos, seen_val, _ = _flat_nonzeros(seen, device)
+    pos, val, row_of = _flat_nonzeros(rows, device)
 
-    z = torch.sparse.mm(x_in, items)  # (b, d)
-    residual = z @ items.T  # (b, n_items): becomes r = relu(x A A^T - x) in place
-    residual.index_put_((seen_row, seen_col), -seen_val, accumulate=True)
+    z = torch.sparse.mm(csr_to_torch(seen, device), items)  # (b, d)
+    residual = workspace.get("scores", (b, n_items), device)
+    torch.mm(z, items.T, out=residual)  # becomes r = relu(x A A^T - x) in place
+    flat = residual.view(-1)
+    flat.index_add_(0, seen_pos, seen_val, alpha=-1.0)
     residual.relu_()
     r_norm = torch.linalg.vector_norm(residual, dim=1)  # (b,)
     x_norm = torch.zeros(b, device=device).index_add_(0, row_of, val * val).sqrt_()
-    x_unit = val / x_norm[row_of]  # non-zeros of normalize(x)
-    r_at_x = residual[row_of, col]
+    x_unit = val / x_norm.index_select(0, row_of)  # non-zeros of normalize(x)
+    r_at_x = flat.index_select(0, pos)
     dot = torch.zeros(b, device=device).index_add_(0, row_of, r_at_x * x_unit)
     safe_norm = r_norm.clamp_min(1e-12)
     # |normalize(r) - normalize(x)|^2 = 2 - 2 cos, or 1 when r == 0 (normalize(0) = 0).
@@ -71,13 +104,56 @@ def elsa_loss_and_grad(
     # d loss_u / d r = -2 (x_unit / |r| - (r . x_unit) r / |r|^3), masked by relu' (r > 0);
     # the dense term vanishes where r == 0 by itself, the sparse term needs the mask.
     grad_scores = residual.mul_((2 * dot / safe_norm**3 / b)[:, None])  # reuses the buffer
-    sparse_term = -2 * x_unit / safe_norm[row_of] / b * (r_at_x > 0)
-    grad_scores.index_put_((row_of, col), sparse_term, accumulate=True)
+    sparse_term = -2 * x_unit / safe_norm.index_select(0, row_of) / b * (r_at_x > 0)
+    flat.index_add_(0, pos, sparse_term)
     grad_z = grad_scores @ items  # (b, d)
-    grad_items = grad_scores.T @ z  # decoder side, (n_items, d)
-    x_t = csr_to_torch(seen.T.tocsr(), device)
-    grad_items += torch.sparse.mm(x_t, grad_z)  # encoder side
+    grad_items = workspace.get("grad", tuple(items.shape), device)
+    torch.mm(grad_scores.T, z, out=grad_items)  # decoder side, (n_items, d)
+    # Encoder side X^T grad_z: torch's sparse.mm on a tall CSR is slow on CPU (~10x), the
+    # MKL-backed addmm_ accumulating straight into the gradient is not.
+    grad_items.addmm_(csr_to_torch(seen.T.tocsr(), device), grad_z)
     return loss, grad_items
+
+
+class Workspace:
+    """Scratch buffers reused across batches.
+
+    A fresh (b, n_items) score matrix per batch costs an allocation that the OS backs
+    page by page (tens of milliseconds at 1024 x 20k); reusing one buffer avoids it."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """A contiguous float32 tensor of ``shape`` (contents undefined)."""
+        numel = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < numel or buffer.device != device:
+            buffer = torch.empty(numel, device=device)
+            self._buffers[name] = buffer
+        return buffer[:numel].view(shape)
+
+
+def _canonical(rows: sp.csr_matrix) -> sp.csr_matrix:
+    """CSR with sorted, unique column indices per row (duplicates summed)."""
+    rows = rows.tocsr()
+    if not rows.has_canonical_format:
+        rows = rows.copy()
+        rows.sum_duplicates()
+    return rows
+
+
+def _flat_nonzeros(
+    rows: sp.csr_matrix, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(flat positions, values, row of each non-zero)``, each (nnz,), of a (b, n) CSR."""
+    row_of = np.repeat(np.arange(rows.shape[0], dtype=np.int64), np.diff(rows.indptr))
+    positions = row_of * rows.shape[1] + rows.indices
+    return (
+        torch.from_numpy(positions).to(device),
+        torch.from_numpy(rows.data.astype(np.float32, copy=False)).to(device),
+        torch.from_numpy(row_of).to(device),
+    )
 
 
 class ELSA(CFAE):
@@ -88,15 +164,46 @@ class ELSA(CFAE):
         lr: Adam learning rate.
         batch_size: users per step.
         epochs: maximum epochs.
-        patience: epochs without a validation-loss improvement before stopping (needs
+        patience: epochs without a validation improvement before stopping (needs
             validation rows in ``fit``).
         input_dropout: share of each training user's items hidden from the encoder (but
             kept as targets) at every step. 0 is the published loss; on small data sets
             a denoising share regularises and mimics the partial histories seen at test
             time. Choose it on validation users.
         betas: Adam betas (the published code uses 0.9, 0.99).
-        seed: seeds initialisation and batch order.
+        monitor: early-stopping criterion on the validation users: ``"loss"`` (the
+            published choice) or a ranking metric ``"recall@K"`` / ``"ndcg@K"``, computed
+            on a fixed seeded 20 % hold-out of each validation user's items.
+        seed: seeds initialisation, batch order, dropout and the monitor's hold-out.
         progress: show a tqdm bar.
+
+    Small data sets (what we found on MovieLens latest-small, 603 users x 6298 items):
+
+    * The defaults are the published large-data recipe. With 482 training users a batch
+      of 1024 is one Adam step per epoch, so 25 epochs barely move A from its random
+      start (val Recall@20 ~0.06). Use a small batch (64) and lr 1e-3 (``PRESETS``).
+    * The validation loss bottoms out several epochs before validation recall peaks:
+      the cosine loss also charges score mass on every non-target item, the ranking only
+      its order at the top. ``monitor="recall@20"`` follows the ranking instead, but
+      with ~60 validation users one epoch's recall has a standard error of ~0.02, so it
+      stops on noise about as often as on signal; over 5 seeds it did not beat the loss
+      (val 0.267 vs 0.269 at d=512). The loss stays the default.
+    * Rare items: 59 % of items have <= 2 training interactions and 8 % none (8.6 % of
+      validation targets are such never-seen items, unreachable for any model). Adam
+      scales each row's step by its own gradient history, so an item seen by one user
+      moves as fast as a popular one and its row is fitted to that user; ELSA then puts
+      ~9 % of its top-20 on items seen <= 2 times (EASE, whose ridge term shrinks
+      them: 0 %). Excluding such items from the lists recovers only ~0.01 recall, so
+      this is not the main gap. A narrower bottleneck (d=128 instead of 512, fewer
+      dimensions than training users) regularises best among what we tried.
+    * Unit-norm rows cannot express item popularity through the norm (EASE's columns
+      can); ELSA's lists are less popular than EASE's (median training count of
+      recommended items 53-63 vs 82), which costs recall on a popularity-heavy split.
+
+    Measured on ml-latest-small (5 seeds of the protocol, 2-core CPU, mean over seeds):
+    preset d=128: val Recall@20 0.276, test Recall@20 0.269, nDCG@20 0.236; d=512
+    (same lr/batch): val 0.269, test 0.258-0.264; d=64: val 0.268 (3 seeds). EASE with
+    l2 chosen on validation: val ~0.31. The gap of ~0.03-0.04 is not closed.
     """
 
     kind = "ELSA"
@@ -110,6 +217,7 @@ class ELSA(CFAE):
         patience: int = 3,
         input_dropout: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.99),
+        monitor: str = "loss",
         seed: int = 0,
         device: str = "cpu",
         progress: bool = True,
@@ -121,36 +229,60 @@ class ELSA(CFAE):
         self.patience = patience
         self.input_dropout = input_dropout
         self.betas = betas
+        self.monitor = monitor
         self.seed = seed
         self.device = device
         self.progress = progress
 
-    def fit(self, user_items: sp.csr_matrix, val_user_items: sp.csr_matrix | None = None) -> ELSA:
-        """Train on (n_users, n_items) interactions; with ``val_user_items`` (validation
-        users' full rows) stop early on their loss and keep the best epoch.
-
-        Sets ``items_`` (n_items, factors) and ``history_`` (per-epoch losses)."""
+    def _check_params(self) -> None:
         if self.factors < 1 or self.batch_size < 1 or self.epochs < 1:
-            raise InputError("factors, batch_size and epochs must be >= 1")
+            raise InputError(
+                f"factors, batch_size and epochs must be >= 1, got {self.factors}, "
+                f"{self.batch_size}, {self.epochs}"
+            )
+        if self.patience < 1:
+            raise InputError(f"patience must be >= 1, got {self.patience}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InputError(f"lr must be a positive finite number, got {self.lr}")
+        if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise InputError(f"betas must be two numbers in [0, 1), got {self.betas}")
         if not 0.0 <= self.input_dropout < 1.0:
             raise InputError(f"input_dropout must be in [0, 1), got {self.input_dropout}")
-        rows = as_user_rows(user_items, user_items.shape[1], allow_empty=True)
+        _parse_monitor(self.monitor)
+
+    def fit(self, user_items: sp.csr_matrix, val_user_items: sp.csr_matrix | None = None) -> ELSA:
+        """Train on (n_users, n_items) interactions; with ``val_user_items`` (validation
+        users' full rows) stop early on ``monitor`` and keep the best epoch.
+
+        Sets ``items_`` (n_items, factors), ``history_`` (per-epoch records) and
+        ``best_epoch_``."""
+        self._check_params()
+        rows = _canonical(as_user_rows(user_items, user_items.shape[1], allow_empty=True))
         rows = rows[np.diff(rows.indptr) > 0]  # an empty history carries no signal
         if rows.shape[0] == 0:
             raise InputError("no user with an interaction to train on")
         n_items = rows.shape[1]
-        val = None
-        if val_user_items is not None:
-            val = as_user_rows(val_user_items, n_items, allow_empty=True, name="val_user_items")
-            val = val[np.diff(val.indptr) > 0]
         generator = torch.Generator().manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
+        validator = None
+        if val_user_items is not None:
+            val = as_user_rows(val_user_items, n_items, allow_empty=True, name="val_user_items")
+            val = _canonical(val[np.diff(val.indptr) > 0])
+            if val.shape[0]:
+                validator = _Validator(val, self.monitor, self.batch_size, self.seed)
+        device = torch.device(self.device)
         items = torch.randn(n_items, self.factors, generator=generator)
-        items = torch.nn.functional.normalize(items, dim=1).to(self.device).requires_grad_(True)
-        optimizer = torch.optim.Adam([items], lr=self.lr, betas=self.betas)
+        items = torch.nn.functional.normalize(items, dim=1).to(device).requires_grad_(True)
+        # The fused kernel does Adam's whole update in one pass over the parameters; the
+        # default per-tensor CPU path makes ~10 passes and costs about as much as a batch's
+        # matrix products at 20k x 512.
+        optimizer = torch.optim.Adam(
+            [items], lr=self.lr, betas=self.betas, fused=device.type in ("cpu", "cuda")
+        )
+        workspace = Workspace()
 
         self.history_: list[dict[str, float]] = []
-        best_loss, best_items, stale = float("inf"), items.detach().clone(), 0
+        best_score, best_items, best_epoch, stale = -math.inf, items.detach().clone(), 0, 0
         bar = tqdm(range(self.epochs), desc="ELSA", disable=not self.progress)
         for epoch in bar:
             order = torch.randperm(rows.shape[0], generator=generator).numpy()
@@ -158,41 +290,32 @@ class ELSA(CFAE):
             for start in range(0, len(order), self.batch_size):
                 batch = rows[np.sort(order[start : start + self.batch_size])]
                 thinned = thin_rows(batch, self.input_dropout, rng) if self.input_dropout else None
-                loss, grad = elsa_loss_and_grad(batch, items.detach(), input_rows=thinned)
-                items.grad = _remove_parallel(grad, items.detach())
+                loss, grad = elsa_loss_and_grad(
+                    batch, items.detach(), input_rows=thinned, workspace=workspace
+                )
+                items.grad = _remove_parallel_(grad, items.detach())
                 optimizer.step()
                 with torch.no_grad():
-                    items.copy_(torch.nn.functional.normalize(items, dim=1))
+                    _normalize_rows_(items)
                 total += loss.item() * batch.shape[0]
             record = {"epoch": epoch, "train_loss": total / rows.shape[0]}
-            if val is not None and val.shape[0]:
-                record["val_loss"] = self._mean_loss(val, items.detach())
-                if record["val_loss"] < best_loss - 1e-6:
-                    best_loss, best_items, stale = record["val_loss"], items.detach().clone(), 0
+            if validator is not None:
+                record.update(validator(items.detach(), workspace))
+                score = validator.score(record)
+                if score > best_score + 1e-6:
+                    best_score, best_epoch, stale = score, epoch, 0
+                    best_items = items.detach().clone()
                 else:
                     stale += 1
             self.history_.append(record)
             bar.set_postfix({k: round(v, 5) for k, v in record.items() if k != "epoch"})
-            if val is not None and stale >= self.patience:
+            if validator is not None and stale >= self.patience:
                 break
-        self.items_ = best_items if val is not None else items.detach().clone()
-        self.best_epoch_ = (
-            min(self.history_, key=lambda r: r["val_loss"])["epoch"]
-            if val is not None
-            else len(self.history_) - 1
-        )
+        items.grad = None
+        self.items_ = best_items if validator is not None else items.detach().clone()
+        self.best_epoch_ = best_epoch if validator is not None else len(self.history_) - 1
         self.n_items_, self.d_ = n_items, self.factors
         return self
-
-    def _mean_loss(self, rows: sp.csr_matrix, items: torch.Tensor) -> float:
-        total = 0.0
-        with torch.no_grad():
-            for start in range(0, rows.shape[0], self.batch_size):
-                batch = rows[start : start + self.batch_size]
-                total += (
-                    elsa_loss_and_grad(batch, items, need_grad=False)[0].item() * batch.shape[0]
-                )
-        return total / rows.shape[0]
 
     def encode(self, user_items: UserRows) -> torch.Tensor:
         self._check_fitted()
@@ -214,6 +337,7 @@ class ELSA(CFAE):
             "patience": self.patience,
             "input_dropout": self.input_dropout,
             "betas": list(self.betas),
+            "monitor": self.monitor,
             "seed": self.seed,
             "n_items": self.n_items_,
         }
@@ -230,6 +354,7 @@ class ELSA(CFAE):
             patience=config["patience"],
             input_dropout=config["input_dropout"],
             betas=tuple(config["betas"]),
+            monitor=config.get("monitor", "loss"),
             seed=config["seed"],
         )
         model.items_ = tensors["items"].float()
@@ -237,10 +362,79 @@ class ELSA(CFAE):
         return model
 
 
-def _remove_parallel(grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Drop each gradient row's component along its (unit-norm) parameter row, so a step
-    moves along the sphere instead of changing the norm the renormalisation undoes."""
-    return grad - (grad * rows).sum(dim=1, keepdim=True) * rows
+def _remove_parallel_(grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Drop, in place, each gradient row's component along its (unit-norm) parameter row,
+    so a step moves along the sphere instead of changing the norm the renormalisation
+    undoes. Returns ``grad``."""
+    # einsum runs the row-wise dots as a batched matmul, without the (n_items, d)
+    # temporary of (grad * rows).sum(1) (3x faster at 20k x 512).
+    parallel = torch.einsum("ij,ij->i", grad, rows).unsqueeze(1)  # (n_items, 1)
+    return grad.addcmul_(parallel, rows, value=-1.0)
+
+
+def _normalize_rows_(items: torch.Tensor) -> None:
+    """Rescale each row of (n_items, d) ``items`` to unit L2 norm, in place."""
+    items.div_(torch.linalg.vector_norm(items, dim=1, keepdim=True).clamp_min_(1e-12))
+
+
+def _parse_monitor(monitor: str) -> tuple[str, int]:
+    """``"loss"`` -> ("loss", 0); ``"recall@20"`` -> ("recall", 20)."""
+    if monitor == "loss":
+        return "loss", 0
+    name, _, k = monitor.partition("@")
+    if name in ("recall", "ndcg") and k.isdigit() and int(k) >= 1:
+        return name, int(k)
+    raise InputError(f"monitor must be 'loss', 'recall@K' or 'ndcg@K', got {monitor!r}")
+
+
+class _Validator:
+    """Per-epoch validation: the ELSA loss on the validation users' full rows and, when
+    monitoring a ranking metric, that metric on a fixed hold-out of their items.
+
+    The hold-out mirrors the evaluation protocol (20 % of each user's items, rounded up,
+    hidden as targets) and is drawn once from ``seed``, so every epoch is judged on the
+    same targets."""
+
+    def __init__(self, rows: sp.csr_matrix, monitor: str, batch_size: int, seed: int) -> None:
+        self.rows = rows  # (n_val, n_items) canonical CSR, no empty rows
+        self.metric, self.k = _parse_monitor(monitor)
+        self.batch_size = batch_size
+        if self.metric != "loss":
+            given, target = _hold_out(rows, 0.2, np.random.default_rng([seed, 1]))
+            keep = (np.diff(given.indptr) > 0) & (np.diff(target.indptr) > 0)
+            if not keep.any():
+                raise InputError(
+                    f"monitor={monitor!r} needs validation users with at least 2 interactions"
+                )
+            self.given, self.target = given[keep], target[keep]
+
+    def __call__(self, items: torch.Tensor, workspace: Workspace) -> dict[str, float]:
+        """``{"val_loss": ..., ["val_recall@K": ...]}`` for (n_items, d) ``items``."""
+        total = 0.0
+        with torch.no_grad():
+            for start in range(0, self.rows.shape[0], self.batch_size):
+                batch = self.rows[start : start + self.batch_size]
+                loss, _ = elsa_loss_and_grad(batch, items, need_grad=False, workspace=workspace)
+                total += loss.item() * batch.shape[0]
+            record = {"val_loss": total / self.rows.shape[0]}
+            if self.metric != "loss":
+                per_user = []
+                measure = recall_at_k if self.metric == "recall" else ndcg_at_k
+                for start in range(0, self.given.shape[0], self.batch_size):
+                    given = self.given[start : start + self.batch_size]
+                    scores = torch.sparse.mm(csr_to_torch(given, items.device), items) @ items.T
+                    ranked, _ = top_n(scores, given, self.k)
+                    per_user.append(
+                        measure(ranked, self.target[start : start + self.batch_size], self.k)
+                    )
+                record[f"val_{self.metric}@{self.k}"] = float(np.mean(np.concatenate(per_user)))
+        return record
+
+    def score(self, record: dict[str, float]) -> float:
+        """Higher is better: minus the loss, or the ranking metric."""
+        if self.metric == "loss":
+            return -record["val_loss"]
+        return record[f"val_{self.metric}@{self.k}"]
 
 
 def thin_rows(rows: sp.csr_matrix, drop: float, rng: np.random.Generator) -> sp.csr_matrix:

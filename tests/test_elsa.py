@@ -1,0 +1,191 @@
+"""ELSA: the hand-written gradient, training determinism, early stopping, persistence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from steercf.errors import InputError
+from steercf.models.elsa import ELSA, PRESETS, Workspace, elsa_loss_and_grad, thin_rows
+
+
+def _random_rows(n_users: int, n_items: int, density: float, seed: int) -> sp.csr_matrix:
+    """(n_users, n_items) binary CSR with every row non-empty."""
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((n_users, n_items)) < density).astype(np.float32)
+    dense[np.arange(n_users), rng.integers(0, n_items, n_users)] = 1.0
+    return sp.csr_matrix(dense)
+
+
+def _autograd_loss_and_grad(
+    rows: sp.csr_matrix, items: torch.Tensor, input_rows: sp.csr_matrix | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The published loss written densely, differentiated by autograd (float64)."""
+    a = items.detach().double().requires_grad_(True)
+    x = torch.from_numpy(rows.toarray()).double()
+    x_in = x if input_rows is None else torch.from_numpy(input_rows.toarray()).double()
+    r = torch.relu(x_in @ a @ a.T - x_in)
+    diff = torch.nn.functional.normalize(r, dim=1) - torch.nn.functional.normalize(x, dim=1)
+    loss = (diff**2).sum(dim=1).mean()
+    loss.backward()
+    return loss.detach(), a.grad
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The toy problems are tiny: extra intra-op threads only add synchronisation, which
+    dominates (and turns erratic) on a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def toy() -> sp.csr_matrix:
+    """120 users x 40 items with a block structure, so the model has something to learn."""
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 4, 120)
+    dense = (rng.random((120, 40)) < 0.05).astype(np.float32)
+    for user, group in enumerate(groups):
+        block = np.arange(group * 10, group * 10 + 10)
+        dense[user, rng.choice(block, 5, replace=False)] = 1.0
+    return sp.csr_matrix(dense)
+
+
+@pytest.mark.parametrize("denoise", [False, True])
+def test_hand_gradient_matches_autograd(denoise: bool) -> None:
+    rows = _random_rows(37, 53, 0.15, seed=1)
+    # values other than 1 exercise the normalisation of x
+    rows.data = np.random.default_rng(2).uniform(0.5, 2.0, rows.nnz).astype(np.float32)
+    items = torch.nn.functional.normalize(
+        torch.randn(53, 8, generator=torch.Generator().manual_seed(0)), dim=1
+    )
+    input_rows = thin_rows(rows, 0.5, np.random.default_rng(0)) if denoise else None
+    if denoise:
+        assert input_rows.nnz < rows.nnz
+    loss, grad = elsa_loss_and_grad(rows, items, input_rows=input_rows)
+    ref_loss, ref_grad = _autograd_loss_and_grad(rows, items, input_rows)
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_hand_gradient_with_reused_workspace_and_smaller_batch() -> None:
+    """A workspace sized by a bigger earlier batch must not leak into a smaller one."""
+    items = torch.nn.functional.normalize(
+        torch.randn(30, 6, generator=torch.Generator().manual_seed(1)), dim=1
+    )
+    workspace = Workspace()
+    elsa_loss_and_grad(_random_rows(50, 30, 0.3, seed=4), items, workspace=workspace)
+    rows = _random_rows(9, 30, 0.2, seed=5)
+    loss, grad = elsa_loss_and_grad(rows, items, workspace=workspace)
+    ref_loss, ref_grad = _autograd_loss_and_grad(rows, items)
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_duplicate_entries_are_summed_like_a_dense_row() -> None:
+    """A non-canonical CSR (duplicate column entries) means the summed dense row."""
+    rows = sp.csr_matrix(
+        (np.ones(4, np.float32), np.array([2, 2, 5, 1]), np.array([0, 3, 4])), shape=(2, 8)
+    )
+    items = torch.nn.functional.normalize(
+        torch.randn(8, 4, generator=torch.Generator().manual_seed(2)), dim=1
+    )
+    loss, grad = elsa_loss_and_grad(rows, items)
+    ref_loss, ref_grad = _autograd_loss_and_grad(sp.csr_matrix(rows.toarray()), items)
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_training_is_deterministic_given_seed(toy: sp.csr_matrix) -> None:
+    params = dict(factors=8, lr=1e-2, batch_size=32, epochs=3, input_dropout=0.2, progress=False)
+    a = ELSA(seed=7, **params).fit(toy)
+    b = ELSA(seed=7, **params).fit(toy)
+    c = ELSA(seed=8, **params).fit(toy)
+    assert torch.equal(a.items_, b.items_)
+    assert not torch.equal(a.items_, c.items_)
+
+
+@pytest.mark.parametrize("monitor", ["loss", "recall@5"])
+def test_early_stopping_restores_best_epoch(toy: sp.csr_matrix, monitor: str) -> None:
+    train, val = toy[:90], toy[90:]
+    # a large learning rate makes validation worsen after a few epochs
+    model = ELSA(
+        factors=16,
+        lr=0.1,
+        batch_size=16,
+        epochs=30,
+        patience=2,
+        monitor=monitor,
+        seed=0,
+        progress=False,
+    ).fit(train, val)
+    key = "val_loss" if monitor == "loss" else "val_recall@5"
+    values = [record[key] for record in model.history_]
+    best = int(np.argmin(values)) if monitor == "loss" else int(np.argmax(values))
+    assert model.best_epoch_ == best
+    assert len(model.history_) == min(30, best + 1 + 2)  # stopped `patience` epochs later
+    # the kept items give back the best epoch's validation loss
+    loss, _ = elsa_loss_and_grad(val, model.items_, need_grad=False)
+    assert loss.item() == pytest.approx(model.history_[model.best_epoch_]["val_loss"], rel=1e-5)
+
+
+def test_unit_norm_rows_after_fit(toy: sp.csr_matrix) -> None:
+    model = ELSA(factors=12, lr=5e-2, batch_size=20, epochs=4, seed=1, progress=False).fit(toy)
+    norms = torch.linalg.vector_norm(model.items_, dim=1)
+    torch.testing.assert_close(norms, torch.ones_like(norms), rtol=0, atol=1e-5)
+    assert model.items_.shape == (toy.shape[1], 12)
+
+
+def test_training_lowers_the_loss(toy: sp.csr_matrix) -> None:
+    model = ELSA(factors=16, lr=1e-2, batch_size=16, epochs=8, seed=0, progress=False).fit(toy)
+    assert model.history_[-1]["train_loss"] < model.history_[0]["train_loss"] - 0.05
+
+
+def test_save_load_round_trip(toy: sp.csr_matrix, tmp_path: Path) -> None:
+    model = ELSA(
+        factors=8, lr=1e-2, batch_size=32, epochs=2, monitor="ndcg@10", seed=3, progress=False
+    )
+    model.fit(toy[:100], toy[100:])
+    model.save(tmp_path / "elsa")
+    loaded = ELSA.load(tmp_path / "elsa")
+    assert torch.equal(loaded.items_, model.items_)
+    assert (loaded.factors, loaded.lr, loaded.monitor) == (8, 1e-2, "ndcg@10")
+    ids, scores = model.recommend(toy[100:], N=5)
+    ids2, scores2 = loaded.recommend(toy[100:], N=5)
+    np.testing.assert_array_equal(ids, ids2)
+    np.testing.assert_allclose(scores, scores2)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"factors": 0},
+        {"batch_size": 0},
+        {"epochs": 0},
+        {"patience": 0},
+        {"lr": 0.0},
+        {"lr": float("nan")},
+        {"betas": (0.9, 1.0)},
+        {"input_dropout": 1.0},
+        {"input_dropout": -0.1},
+        {"monitor": "precision@20"},
+        {"monitor": "recall@0"},
+        {"monitor": "recall"},
+    ],
+)
+def test_bad_hyperparameters_raise_input_error(toy: sp.csr_matrix, params: dict) -> None:
+    with pytest.raises(InputError):
+        ELSA(progress=False, **params).fit(toy)
+
+
+def test_presets_are_valid_constructor_arguments() -> None:
+    for name, params in PRESETS.items():
+        model = ELSA(progress=False, **params)
+        model._check_params()
+        assert name
