@@ -81,10 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--variants", type=int, nargs="+", help="indices into VARIANTS (default: all)"
+    )
     args = parser.parse_args(argv)
     seeds = range(1 if args.quick else args.seeds)
     datasets = args.datasets[:1] if args.quick else args.datasets
     variants = VARIANTS[:2] if args.quick else VARIANTS
+    if args.variants:
+        variants = [VARIANTS[i] for i in args.variants]
 
     records: list[dict] = []
 
@@ -144,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                         name,
                         n_test,
                     )
+                    if args.json:  # keep what is done if a long run is interrupted
+                        write_records(args.json, records)
                     print(
                         f"{dataset} seed {seed} {base_name} {name}: base {base_recall:.4f} "
                         f"spliced {out['recall@20']:.4f} cos {out['cosine']:.3f} "

@@ -11,6 +11,7 @@ from typing import Any
 from steercf.errors import InputError
 from steercf.evaluation import Split, evaluate
 from steercf.models import EASE, ELSA, Popularity, Recommender
+from steercf.models.elsa import PRESETS as ELSA_PRESETS
 
 MODELS: dict[str, Callable[..., Recommender]] = {
     "popularity": Popularity,
@@ -33,18 +34,18 @@ DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
 }
 
 
-# Per-data-set settings chosen on validation users of seeds 0-4 (benchmarks/accuracy.py
-# shows the search); used where a benchmark needs one good base model, not a search.
+# Per-data-set settings chosen on validation users of seeds 0-4 (ELSA's search is
+# documented in steercf/models/elsa.py); used where one good base model is needed.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "ml-100k": {
-        "elsa": {"factors": 256, "lr": 1e-3, "batch_size": 64, "epochs": 100, "patience": 5},
+        "elsa": ELSA_PRESETS["ml-100k"],
         "ease": {"l2": 300.0},
         "ease_lowrank": {"l2": 300.0, "rank": 256},
     },
     "ml-latest-small": {
-        "elsa": {"factors": 256, "lr": 1e-3, "batch_size": 64, "epochs": 100, "patience": 5},
+        "elsa": ELSA_PRESETS["ml-latest-small"],
         "ease": {"l2": 100.0},
-        "ease_lowrank": {"l2": 100.0, "rank": 256},
+        "ease_lowrank": {"l2": 100.0, "rank": 128},
     },
 }
 
