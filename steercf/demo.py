@@ -1,18 +1,24 @@
-"""The quick-start demo: MovieLens 100K (embedded), protocol split, three models,
-one results table and one user's recommendations."""
+"""The quick-start demo: MovieLens 100K (embedded), protocol split, the baselines, ELSA
+with an SAE spliced in, one results table, and one user steered toward a genre."""
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from steercf.data import load_ml100k
 from steercf.evaluation import split_users
-from steercf.experiment import fit_model, select_on_validation, test_metrics
+from steercf.experiment import base_params, fit_model, select_on_validation, test_metrics
 from steercf.reporting import format_table
+from steercf.sae import TrainConfig
+from steercf.spliced import SplicedRecommender
+from steercf.steering import DECODER_EFFECT, ConceptKnobs, compare
 
 
 def run_demo(quick: bool = False, seed: int = 0, progress: bool = True) -> list[dict]:
-    """Train popularity, EASE and ELSA on MovieLens 100K and print test metrics.
+    """Train popularity, EASE, ELSA and ELSA+SAE on MovieLens 100K, print test metrics
+    and steer one test user toward Horror.
 
     Returns the table rows (one dict per model)."""
     data = load_ml100k()
@@ -23,19 +29,29 @@ def run_demo(quick: bool = False, seed: int = 0, progress: bool = True) -> list[
         f"{split.train.shape[0]} train / {split.val_input.shape[0]} val / "
         f"{split.test_input.shape[0]} test users"
     )
-    rows = []
-    elsa_params = dict(factors=512, lr=1e-3, batch_size=64, epochs=10 if quick else 100, patience=5)
+    elsa_params = base_params("ml-100k", "elsa", quick=quick)
+    elsa_params["progress"] = progress
+    sae_train = TrainConfig(max_epochs=10 if quick else 1000, seed=seed, progress=progress)
+    models: dict = {}
     runs = [
         ("popularity", lambda: (fit_model("popularity", split), {})),
         ("ease", lambda: _tuned("ease", split, quick, seed)),
+        ("elsa", lambda: (fit_model("elsa", split, seed=seed, **elsa_params), elsa_params)),
         (
-            "elsa",
-            lambda: (fit_model("elsa", split, progress, seed=seed, **elsa_params), elsa_params),
+            "elsa+sae",
+            lambda: (
+                SplicedRecommender(
+                    models["elsa"], {"k": 16}, sae_train, augment=2 if quick else 8, seed=seed
+                ).fit(split.train, split.val_full),
+                {"k": 16, "latents": 8 * elsa_params["factors"]},
+            ),
         ),
     ]
+    rows = []
     for name, run in runs:
         started = time.perf_counter()
         model, params = run()
+        models[name] = model
         seconds = time.perf_counter() - started
         metrics = test_metrics(model, split)
         rows.append(
@@ -46,19 +62,25 @@ def run_demo(quick: bool = False, seed: int = 0, progress: bool = True) -> list[
                 "ndcg@20": metrics["ndcg@20"],
                 "± ": metrics["ndcg@20_sem"],
                 "fit_s": f"{seconds:.1f}",
-                "params": ", ".join(f"{k}={v}" for k, v in params.items() if k != "seed"),
+                "params": ", ".join(
+                    f"{k}={v}" for k, v in params.items() if k not in ("seed", "progress")
+                ),
             }
         )
     print("\nTest users, mean ± standard error:")
     print(format_table(rows))
 
-    user_row = int(split.test_users[0])
-    history = split.test_input[0]
-    ids, _ = model.recommend(history, N=5)
-    print(
-        f"\nUser {data.user_ids[user_row]} liked e.g.: {'; '.join(data.titles(history.indices[:5]))}"
-    )
-    print(f"ELSA recommends: {'; '.join(data.titles(ids[0]))}")
+    spliced = models["elsa+sae"]
+    knobs = ConceptKnobs.for_model(spliced, data, "genres", DECODER_EFFECT, split.train_users, 8)
+    history = split.test_input[:1]
+    result = compare(spliced, history, [knobs.knob("Horror", 0.4)], N=5)
+    user = data.user_ids[split.test_users[0]]
+    print(f"\nUser {user} liked e.g.: {'; '.join(data.titles(history.indices[:4]))}")
+    print(f"  ELSA+SAE recommends: {'; '.join(data.titles(result.before_ids[0]))}")
+    print(f"  steered +Horror 0.4: {'; '.join(data.titles(result.after_ids[0]))}")
+    code = spliced.sparse_code(history)
+    active = ", ".join(f"{n}:{v:.2f}" for n, v in code.of(0)[:6])
+    print(f"  sparse code ({np.count_nonzero(code.values[0])} active neurons): {active} ...")
     return rows
 
 

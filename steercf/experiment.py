@@ -52,10 +52,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 def base_params(dataset: str, model: str, quick: bool = False) -> dict[str, Any]:
     """Preset hyperparameters of ``model`` for ``dataset`` (ML-100K's for unknown sets);
-    ``quick`` caps training epochs for smoke runs."""
+    ``quick`` caps training epochs and width for smoke runs."""
     params = dict(PRESETS.get(dataset, PRESETS["ml-100k"])[model])
     if quick and "epochs" in params:
         params["epochs"] = 3
+        params["factors"] = min(params.get("factors", 128), 128)  # a 1,024-latent SAE
     if "epochs" in params:
         params["progress"] = False
     return params
