@@ -203,12 +203,12 @@ class ELSA(CFAE):
     Measured (5 seeds of the protocol, test users, mean over seeds; EASE's l2 picked per
     seed on validation users from 10..1000):
 
-    ===============  ==========================  ==========================
+    ===============  ============================  ============================
     data set         ELSA preset: val / R / nDCG  EASE: val / R@20 / nDCG@20
-    ===============  ==========================  ==========================
+    ===============  ============================  ============================
     ml-100k          0.398 / 0.348 / 0.308        0.427 / 0.387 / 0.344
     ml-latest-small  0.276 / 0.269 / 0.236        0.312 / 0.313 / 0.291
-    ===============  ==========================  ==========================
+    ===============  ============================  ============================
 
     On ml-latest-small d=512 gave val 0.269 and d=64 val 0.268 (3 seeds). The gap to EASE
     (~0.04 on both) is not closed; early stopping on the validation loss picks epoch 3-4
