@@ -8,9 +8,13 @@ from steercf.cli import main
 
 
 @pytest.fixture(scope="module")
-def ease_dir(tmp_path_factory, ):
+def ease_dir(
+    tmp_path_factory,
+):
     out = tmp_path_factory.mktemp("cli") / "ease"
-    assert main(["train", "--model", "ease", "--param", "l2=300", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(["train", "--model", "ease", "--param", "l2=300", "--out", str(out), "--quiet"]) == 0
+    )
     return out
 
 
@@ -18,7 +22,9 @@ def test_train_evaluate_recommend_round_trip(ease_dir, capsys):
     assert main(["evaluate", str(ease_dir), "-k", "10", "-k", "20", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "recall@20" in out and "ndcg@10" in out
-    recall = float(next(line for line in out.splitlines() if line.startswith("recall@20")).split()[1])
+    recall = float(
+        next(line for line in out.splitlines() if line.startswith("recall@20")).split()[1]
+    )
     assert 0.2 < recall < 0.7
     assert main(["recommend", str(ease_dir), "--user", "196", "-n", "3", "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -43,3 +49,73 @@ def test_demo_quick_prints_a_results_table(capsys):
     out = capsys.readouterr().out
     for name in ("popularity", "ease", "elsa", "recall@20"):
         assert name in out
+
+
+@pytest.mark.slow
+def test_spliced_workflow_end_to_end(tmp_path, capsys):
+    base, spliced = tmp_path / "elsa", tmp_path / "spliced"
+    params = ["--param", "factors=32", "--param", "epochs=3", "--param", "batch_size=64"]
+    assert main(["train", "--model", "elsa", *params, "--out", str(base), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train-sae",
+                str(base),
+                "--out",
+                str(spliced),
+                "--k",
+                "4",
+                "--expansion",
+                "4",
+                "--max-epochs",
+                "8",
+                "--augment",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (spliced / "labels.json").exists()  # labels travel with the model
+    capsys.readouterr()
+
+    assert main(["evaluate", str(spliced), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "base ELSA" in out and "spliced" in out and "difference" in out
+
+    assert main(["neurons", str(spliced), "--top", "5", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "live of 128 neurons" in out and len(out.strip().splitlines()) == 6
+
+    assert main(["concepts", str(spliced), "--source", "genres", "--quiet"]) == 0
+    assert "entropy" in capsys.readouterr().out.lower()
+
+    assert (
+        main(
+            [
+                "steer",
+                str(spliced),
+                "--user",
+                "196",
+                "--concept",
+                "+Horror",
+                "--concept",
+                "-Comedy:0.5",
+                "--mapping",
+                "decoder_effect",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "Horror +0.30" in out and "Comedy -0.50" in out and "left the list" in out
+
+    assert main(["explain", str(spliced), "--user", "196", "-n", "3", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "active neurons" in out and out.count("<-") == 3
+
+    assert main(["steer", str(spliced), "--user", "196", "--concept", "+Horrorr", "--quiet"]) == 2
+    assert "Horror" in capsys.readouterr().err  # unknown concept: close matches named
+    assert main(["steer", str(base), "--user", "196", "--concept", "+Horror", "--quiet"]) == 2
+    assert "needs a spliced model" in capsys.readouterr().err
