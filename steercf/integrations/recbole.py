@@ -1,0 +1,517 @@
+"""steercf models as RecBole 1.2.1 general recommenders, and a runner for them.
+
+RecBole's own ``run_recbole`` only finds models inside ``recbole.model``, and importing
+``recbole.quick_start`` imports ray (broken with numpy >= 2 and without
+``pkg_resources``). :func:`run_recbole` here is the same pipeline (config, data set,
+RecBole's split, trainer, evaluation) built from RecBole's lower-level pieces; it takes a
+model class or the name of a RecBole model and never imports ray::
+
+    from steercf.integrations.recbole import SteerCFSplicedELSA, run_recbole
+
+    result = run_recbole(SteerCFSplicedELSA, dataset="ml-100k",
+                         config_dict={"elsa_epochs": 20, "show_progress": False})
+    result["test_result"]["ndcg@10"]
+
+The steercf models are closed-form (EASE) or train themselves (ELSA, the SAE), so, like
+RecBole's EASE, they are ``ModelType.TRADITIONAL`` with one dummy parameter: the model
+is fitted once, in ``__init__``, on the training split's interaction matrix
+(``dataset.inter_matrix(form="csr")``, padding user/item 0 included) and RecBole's
+trainer then runs one epoch of a zero loss. A spliced model trains its CFAE and then the
+SAE on that CFAE's embeddings of the training users, all inside this flow.
+
+Scores for validation and test users are computed from their *training* interactions,
+as RecBole's EASE does; RecBole itself sets the padding item and each user's history
+(training, plus validation items at test time) to -inf before ranking, so the models
+mask nothing themselves.
+
+Configuration keys (RecBole config dict or YAML; defaults in each class's ``defaults``):
+
+``SteerCFEASE`` / ``SteerCFSplicedEASE``
+    ``reg_weight`` (RecBole EASE's name for the ridge, default 250 as RecBole),
+    ``rank`` (low-rank factorisation; required width for the spliced model).
+``SteerCFELSA`` / ``SteerCFSplicedELSA``
+    ``elsa_factors``, ``elsa_lr``, ``elsa_batch_size``, ``elsa_epochs``,
+    ``elsa_input_dropout`` (RecBole's own ``epochs`` / ``learning_rate`` are left to
+    RecBole's trainer).
+spliced models
+    ``sae_k``, ``sae_expansion``, ``sae_augment``, ``sae_max_epochs``,
+    ``sae_patience``, plus ``sae_options`` / ``sae_train_options`` (dicts merged into
+    :class:`~steercf.sae.SAEConfig` / :class:`~steercf.sae.TrainConfig`).
+
+``seed`` (RecBole's) seeds the steercf models too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType, ModelType, get_trainer, init_seed
+
+from steercf.errors import InputError, UnknownIdError
+from steercf.integrations import build_knobs, is_steerable, score_rows
+from steercf.models import EASE, ELSA
+from steercf.models.base import Recommender
+from steercf.sae import TrainConfig
+from steercf.spliced import SplicedRecommender
+from steercf.steering import Knob
+
+__all__ = [
+    "RecBoleRun",
+    "SteerCFEASE",
+    "SteerCFELSA",
+    "SteerCFRecommender",
+    "SteerCFSplicedEASE",
+    "SteerCFSplicedELSA",
+    "run_recbole",
+    "train_recbole",
+]
+
+
+class SteerCFRecommender(GeneralRecommender):
+    """Base class: a steercf model fitted once on RecBole's training interactions.
+
+    Subclasses set ``defaults`` (config key -> default value) and implement
+    :meth:`build`. After construction:
+
+    Attributes:
+        steercf_model: the fitted steercf recommender (full steercf API: ``save``,
+            ``sparse_code``, :func:`steercf.steering.compare`, ...).
+        interaction_matrix: (n_users, n_items) float32 CSR training interactions in
+            RecBole's internal ids (row / column 0 are RecBole's padding).
+        fit_seconds: wall time of the steercf fit.
+    """
+
+    input_type = InputType.POINTWISE
+    type = ModelType.TRADITIONAL
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, config: Config, dataset: Any) -> None:
+        super().__init__(config, dataset)
+        # RecBole's optimiser needs one parameter; the loss never depends on it.
+        self.dummy_param = torch.nn.Parameter(torch.zeros(1))
+        self.interaction_matrix = dataset.inter_matrix(form="csr").astype(np.float32)
+        self.params = {
+            key: config[key] if key in config else value for key, value in self.defaults.items()
+        }
+        self.seed = int(config["seed"]) if config["seed"] is not None else 0
+        self._user_tokens = np.asarray(dataset.field2id_token[dataset.uid_field])
+        self._item_tokens = np.asarray(dataset.field2id_token[dataset.iid_field])
+        model = self.build(self.params, self.seed)
+        start = time.perf_counter()
+        model.fit(self.interaction_matrix)
+        self.fit_seconds = time.perf_counter() - start
+        self.steercf_model: Recommender = model
+        # Padding user 0 (and any user without training items) scores zeros.
+        self._empty_scores = torch.zeros(self.n_items)
+
+    def build(self, params: dict[str, Any], seed: int) -> Recommender:
+        """An unfitted steercf model from the resolved ``params``."""
+        raise NotImplementedError
+
+    # ---- RecBole's model interface ----------------------------------------------------
+    def forward(self) -> None:  # pragma: no cover - RecBole's API, never called for these
+        pass
+
+    def calculate_loss(self, interaction: Any) -> torch.Tensor:
+        """A zero loss: the model was fitted in ``__init__``."""
+        return self.dummy_param.sum() * 0.0
+
+    def user_scores(self, user_ids: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(n, n_items) scores of RecBole-internal user ids from their training items."""
+        users = _as_index(user_ids, self.n_users, "user")
+        return score_rows(
+            self.steercf_model, self.interaction_matrix[users], empty_scores=self._empty_scores
+        )
+
+    def full_sort_predict(self, interaction: Any) -> torch.Tensor:
+        """Scores of the batch's users over all items, flattened (n_users * n_items,)."""
+        users = interaction[self.USER_ID].cpu().numpy()
+        return self.user_scores(users).flatten().to(self.device)
+
+    def predict(self, interaction: Any) -> torch.Tensor:
+        """Scores of (user, item) pairs, (batch,)."""
+        users = interaction[self.USER_ID].cpu().numpy()
+        items = interaction[self.ITEM_ID].cpu().numpy()
+        unique, inverse = np.unique(users, return_inverse=True)
+        scores = self.user_scores(unique)
+        return scores[torch.from_numpy(inverse), torch.from_numpy(items)].to(self.device)
+
+    # ---- recommendations and steering in RecBole ids -----------------------------------
+    def user_ids(self, tokens: Sequence[str]) -> np.ndarray:
+        """RecBole-internal ids of raw user tokens (as in the atomic files)."""
+        return _token_ids(self._user_tokens, tokens, "user")
+
+    def item_tokens(self, item_ids: np.ndarray) -> np.ndarray:
+        """Raw item tokens of RecBole-internal item ids (any shape)."""
+        return self._item_tokens[np.asarray(item_ids)]
+
+    def recommend(
+        self,
+        user_ids: np.ndarray | Sequence[int],
+        N: int = 10,
+        steer_neurons: dict[int, float] | None = None,
+        knobs: Sequence[Knob] | None = None,
+        steer_rule: str = "convex",
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-N items (RecBole-internal ids) from each user's training history,
+        optionally steered.
+
+        The history and the padding item are never recommended. Steering (one knob per
+        ``{neuron: strength}`` entry plus ``knobs``, see :mod:`steercf.steering`) needs a
+        spliced model.
+
+        Returns:
+            ``(ids, scores)``, each (n_users, N), best first.
+        """
+        users = _as_index(user_ids, self.n_users, "user")
+        rows = self.interaction_matrix[users]
+        scores = score_rows(
+            self.steercf_model,
+            rows,
+            build_knobs(steer_neurons, knobs),
+            steer_rule,
+            empty_scores=self._empty_scores,
+        )
+        scores[:, 0] = -torch.inf
+        nz_rows = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
+        scores[
+            torch.from_numpy(nz_rows), torch.from_numpy(rows.indices.astype(np.int64))
+        ] = -torch.inf
+        values, ids = torch.topk(scores, min(N, self.n_items - 1), dim=1)
+        return ids.numpy(), values.numpy()
+
+    def steer(
+        self,
+        user_ids: np.ndarray | Sequence[int],
+        knobs: Sequence[Knob] | None = None,
+        steer_neurons: dict[int, float] | None = None,
+        rule: str = "convex",
+        N: int = 10,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Steered top-N (RecBole-internal item ids); see :meth:`recommend`."""
+        if not is_steerable(self.steercf_model):
+            raise InputError(f"{type(self).__name__} has no SAE to steer; use a spliced model")
+        if not (knobs or steer_neurons):
+            raise InputError("give knobs or steer_neurons to steer")
+        return self.recommend(user_ids, N, steer_neurons, knobs, rule)
+
+
+class SteerCFEASE(SteerCFRecommender):
+    """steercf's EASE (``reg_weight`` = its ``l2``; optional low ``rank``)."""
+
+    defaults: ClassVar[dict[str, Any]] = {"reg_weight": 250.0, "rank": None}
+
+    def build(self, params: dict[str, Any], seed: int) -> Recommender:
+        rank = params["rank"]
+        return EASE(
+            l2=float(params["reg_weight"]), rank=None if rank is None else int(rank), seed=seed
+        )
+
+
+# Fitted on RecBole's ml-100k split (random 8:1:1 per user): see benchmarks/recbole_ml100k.py.
+_ELSA_DEFAULTS: dict[str, Any] = {
+    "elsa_factors": 256,
+    "elsa_lr": 1e-3,
+    "elsa_batch_size": 64,
+    "elsa_epochs": 15,
+    "elsa_input_dropout": 0.7,
+}
+
+
+def _elsa(params: dict[str, Any], seed: int) -> ELSA:
+    return ELSA(
+        factors=int(params["elsa_factors"]),
+        lr=float(params["elsa_lr"]),
+        batch_size=int(params["elsa_batch_size"]),
+        epochs=int(params["elsa_epochs"]),
+        input_dropout=float(params["elsa_input_dropout"]),
+        seed=seed,
+        progress=False,
+    )
+
+
+class SteerCFELSA(SteerCFRecommender):
+    """steercf's ELSA, trained for ``elsa_epochs`` epochs on the training split."""
+
+    defaults: ClassVar[dict[str, Any]] = dict(_ELSA_DEFAULTS)
+
+    def build(self, params: dict[str, Any], seed: int) -> Recommender:
+        return _elsa(params, seed)
+
+
+_SAE_DEFAULTS: dict[str, Any] = {
+    "sae_k": 32,
+    "sae_expansion": 8,
+    "sae_augment": 8,
+    "sae_max_epochs": 60,
+    "sae_patience": 20,
+    "sae_options": None,
+    "sae_train_options": None,
+}
+
+
+def _spliced(base: Recommender, params: dict[str, Any], seed: int) -> SplicedRecommender:
+    sae_config = {
+        "k": int(params["sae_k"]),
+        "expansion": int(params["sae_expansion"]),
+        **dict(params["sae_options"] or {}),
+    }
+    train_config = TrainConfig.from_dict(
+        {
+            "max_epochs": int(params["sae_max_epochs"]),
+            "patience": int(params["sae_patience"]),
+            "seed": seed,
+            "progress": False,
+            **dict(params["sae_train_options"] or {}),
+        }
+    )
+    return SplicedRecommender(
+        base,
+        sae_config,
+        train_config,
+        augment=int(params["sae_augment"]),
+        seed=seed,
+        progress=False,
+    )
+
+
+class SteerCFSplicedELSA(SteerCFRecommender):
+    """ELSA with a TopK SAE spliced between encoder and decoder; steerable."""
+
+    defaults: ClassVar[dict[str, Any]] = {**_ELSA_DEFAULTS, **_SAE_DEFAULTS}
+
+    def build(self, params: dict[str, Any], seed: int) -> Recommender:
+        return _spliced(_elsa(params, seed), params, seed)
+
+
+class SteerCFSplicedEASE(SteerCFRecommender):
+    """Low-rank EASE (``rank``) with a TopK SAE spliced in; steerable."""
+
+    defaults: ClassVar[dict[str, Any]] = {"reg_weight": 250.0, "rank": 256, **_SAE_DEFAULTS}
+
+    def build(self, params: dict[str, Any], seed: int) -> Recommender:
+        if params["rank"] is None:
+            raise InputError("SteerCFSplicedEASE needs a rank (the SAE's input width)")
+        base = EASE(l2=float(params["reg_weight"]), rank=int(params["rank"]), seed=seed)
+        return _spliced(base, params, seed)
+
+
+# ---- the runner --------------------------------------------------------------------------
+
+
+@dataclass
+class RecBoleRun:
+    """Everything one :func:`train_recbole` call built.
+
+    Attributes:
+        result: RecBole's result dict: ``best_valid_score``, ``valid_score_bigger``,
+            ``best_valid_result``, ``test_result`` (metric name -> value, e.g.
+            ``"ndcg@10"``).
+        model: the trained RecBole model (for steercf classes, ``model.steercf_model``).
+        config, dataset, train_data, valid_data, test_data, trainer: RecBole's objects.
+        seconds: wall time of model construction plus ``trainer.fit``.
+    """
+
+    result: dict[str, Any]
+    model: Any
+    config: Config
+    dataset: Any
+    train_data: Any
+    valid_data: Any
+    test_data: Any
+    trainer: Any
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def train_recbole(
+    model: type[GeneralRecommender] | str,
+    dataset: str | None = None,
+    config_file_list: Sequence[str | os.PathLike] | None = None,
+    config_dict: dict[str, Any] | None = None,
+    saved: bool = True,
+    work_dir: str | os.PathLike | None = None,
+) -> RecBoleRun:
+    """RecBole's ``run_recbole`` pipeline for a model class (or a RecBole model name),
+    returning all it built.
+
+    Args:
+        model: a :class:`GeneralRecommender` subclass (e.g. :class:`SteerCFELSA`) or the
+            name of a model inside ``recbole.model`` (``"EASE"``, ``"BPR"``, ...).
+        dataset: data set name; ``"ml-100k"`` uses RecBole's bundled copy, others are
+            read from ``data_path`` as in RecBole.
+        config_file_list: RecBole YAML files.
+        config_dict: RecBole settings (override the files).
+        saved: as in RecBole, keep the best-validation checkpoint and evaluate the test
+            set with it. torch >= 2.6 cannot reload RecBole checkpoints with its default
+            ``torch.load(weights_only=True)``, so this runner reloads the file itself
+            with ``weights_only=False``: safe because it is the file this run just
+            wrote. ``False`` tests the model as it is after the last epoch (no file).
+        work_dir: where RecBole's checkpoints (unless ``checkpoint_dir`` is configured)
+            and tensorboard events go; default: a temporary directory removed at the
+            end. RecBole's own ``log/`` files are not written (no ``init_logger``).
+
+    The process environment is left as found (RecBole's ``Config`` sets
+    ``CUDA_VISIBLE_DEVICES``; it is restored) and, unlike RecBole's runner, the calling
+    script's command-line arguments are not read as RecBole settings. RecBole's ``_fill_nan`` is a no-op under
+    pandas >= 3 (copy-on-write); ml-100k has no missing values, so nothing changes there.
+    """
+    if isinstance(model, type) and not issubclass(model, GeneralRecommender):
+        raise InputError(f"model must be a RecBole GeneralRecommender class, got {model.__name__}")
+    with _work_dir(work_dir) as root, _quiet_recbole(), _tensorboard_under(root):
+        settings = dict(config_dict or {})
+        settings.setdefault("checkpoint_dir", str(root / "saved"))
+        with _environment_kept("CUDA_VISIBLE_DEVICES"), _argv_hidden():
+            config = Config(
+                model=model,
+                dataset=dataset,
+                config_file_list=[os.fspath(p) for p in config_file_list]
+                if config_file_list
+                else None,
+                config_dict=settings,
+            )
+        init_seed(config["seed"], config["reproducibility"])
+        data = create_dataset(config)
+        train_data, valid_data, test_data = data_preparation(config, data)
+        # Same seeding point as RecBole's run_recbole, so built-in models reproduce it.
+        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+        start = time.perf_counter()
+        recommender = config.model_class(config, train_data._dataset).to(config["device"])
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, recommender)
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        )
+        seconds = time.perf_counter() - start
+        if saved and os.path.isfile(trainer.saved_model_file):
+            checkpoint = torch.load(
+                trainer.saved_model_file, map_location=trainer.device, weights_only=False
+            )
+            recommender.load_state_dict(checkpoint["state_dict"])
+            recommender.load_other_parameter(checkpoint.get("other_parameter"))
+        test_result = trainer.evaluate(
+            test_data, load_best_model=False, show_progress=config["show_progress"]
+        )
+        trainer.tensorboard.close()
+    result = {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+    return RecBoleRun(
+        result, recommender, config, data, train_data, valid_data, test_data, trainer, seconds
+    )
+
+
+def run_recbole(
+    model: type[GeneralRecommender] | str,
+    dataset: str | None = None,
+    config_file_list: Sequence[str | os.PathLike] | None = None,
+    config_dict: dict[str, Any] | None = None,
+    saved: bool = True,
+    work_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """RecBole's result dict (``best_valid_score``, ``valid_score_bigger``,
+    ``best_valid_result``, ``test_result``) for a model class; see :func:`train_recbole`
+    for the arguments and :attr:`RecBoleRun.model` to keep the trained model."""
+    return train_recbole(model, dataset, config_file_list, config_dict, saved, work_dir).result
+
+
+@contextlib.contextmanager
+def _work_dir(path: str | os.PathLike | None) -> Iterator[Path]:
+    if path is not None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        yield Path(path)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="steercf-recbole-"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _environment_kept(name: str) -> Iterator[None]:
+    before = os.environ.get(name)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+@contextlib.contextmanager
+def _argv_hidden() -> Iterator[None]:
+    """RecBole's ``Config`` also reads ``--key=value`` settings from ``sys.argv``: a
+    library call must not pick up the calling script's own arguments."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+@contextlib.contextmanager
+def _tensorboard_under(root: Path) -> Iterator[None]:
+    """RecBole's trainer writes tensorboard events to ``./log_tensorboard`` (a path
+    hard-coded in ``recbole.utils.get_tensorboard``); send them under ``root``."""
+    import recbole.trainer.trainer as trainer_module
+    from torch.utils.tensorboard import SummaryWriter
+
+    original = trainer_module.get_tensorboard
+
+    def get_tensorboard(logger: Any) -> SummaryWriter:
+        return SummaryWriter(str(root / "log_tensorboard"))
+
+    trainer_module.get_tensorboard = get_tensorboard
+    try:
+        yield
+    finally:
+        trainer_module.get_tensorboard = original
+
+
+@contextlib.contextmanager
+def _quiet_recbole() -> Iterator[None]:
+    """Hide RecBole 1.2.1's warnings on newer pandas / torch (chained-assignment,
+    non-writable array, deprecated GradScaler): they concern RecBole's code, not the
+    user's, and repeat on every run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"recbole(\.|$)")
+        warnings.filterwarnings("ignore", message=r".*GradScaler.*", category=FutureWarning)
+        yield
+
+
+def _as_index(ids: Any, n: int, kind: str) -> np.ndarray:
+    array = np.atleast_1d(np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids))
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise InputError(f"{kind} ids must be integers (RecBole internal ids)")
+    bad = array[(array < 0) | (array >= n)]
+    if len(bad):
+        raise UnknownIdError(f"unknown {kind} id(s) {bad[:10].tolist()}; valid ids are 0..{n - 1}")
+    return array.astype(np.int64)
+
+
+def _token_ids(tokens_by_id: np.ndarray, tokens: Sequence[str], kind: str) -> np.ndarray:
+    lookup = {str(t): i for i, t in enumerate(tokens_by_id)}
+    missing = [t for t in tokens if str(t) not in lookup]
+    if missing:
+        raise UnknownIdError(f"unknown {kind} token(s) {missing[:10]}")
+    return np.array([lookup[str(t)] for t in tokens], dtype=np.int64)
