@@ -13,12 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from steercf.data import load_dataset
 from steercf.evaluation import split_users
 from steercf.experiment import DEFAULT_GRIDS, PRESETS, select_on_validation, test_metrics
-from steercf.reporting import format_table, write_records
+from steercf.reporting import format_table, mean_over_seeds, write_records
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DATASETS = ["ml-100k", "ml-latest-small"]
@@ -78,21 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
 
-    rows = []
-    for dataset in datasets:
-        for name in MODELS:
-            row = {"dataset": dataset, "model": name}
-            for metric in ("recall@20", "ndcg@20"):
-                values = [
-                    r["value"]
-                    for r in records
-                    if (r["dataset"], r["model"], r["metric"]) == (dataset, name, metric)
-                ]
-                row[metric] = float(np.mean(values))
-                row[f"{metric} sd"] = (
-                    float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
-                )
-            rows.append(row)
+    rows = mean_over_seeds(records, ("dataset", "model"), ("recall@20", "ndcg@20"), sd=True)
     print(f"Test users, mean over {len(seeds)} seed(s):")
     print(format_table(rows))
     if args.json:

@@ -20,12 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from steercf.data import load_dataset
 from steercf.evaluation import evaluate, split_users
 from steercf.experiment import base_params, make_model
-from steercf.reporting import format_table, write_records
+from steercf.reporting import format_table, mean_over_seeds, write_records
 from steercf.sae import TrainConfig, sae_metrics
 from steercf.spliced import SplicedRecommender
 
@@ -160,29 +158,17 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
 
-    rows = []
-    keys = sorted(
-        {(r["dataset"], r["model"], r["setting"]) for r in records},
-        key=lambda k: (k[0], k[1] != "elsa"),
+    metrics = (
+        "base_recall@20",
+        "recall@20",
+        "recall@20_drop",
+        "ndcg@20",
+        "cosine",
+        "dead_fraction",
     )
-    for dataset, model, setting in keys:
-        row = {"dataset": dataset, "base": model, "setting": setting.replace(",width=8x", "")}
-        for metric in (
-            "base_recall@20",
-            "recall@20",
-            "recall@20_drop",
-            "ndcg@20",
-            "cosine",
-            "dead_fraction",
-        ):
-            values = [
-                r["value"]
-                for r in records
-                if (r["dataset"], r["model"], r["setting"], r["metric"])
-                == (dataset, model, setting, metric)
-            ]
-            row[metric] = float(np.mean(values))
-        rows.append(row)
+    rows = mean_over_seeds(records, ("dataset", "model", "setting"), metrics)
+    for row in rows:
+        row["setting"] = row["setting"].replace(",width=8x", "")
     print(f"Test users, mean over {len(seeds)} seed(s); width 8x the base embedding:")
     print(format_table(rows))
     if args.json:

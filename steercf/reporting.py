@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     """Render dicts as an aligned text table (floats with 4 decimals)."""
@@ -45,3 +47,27 @@ def write_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) ->
         json.dump(records, tmp, indent=1)
     os.replace(tmp.name, path)
     return path
+
+
+def mean_over_seeds(
+    records: Sequence[dict[str, Any]], by: Sequence[str], metrics: Sequence[str], sd: bool = False
+) -> list[dict[str, Any]]:
+    """One table row per distinct ``by`` key: the mean (and with ``sd`` the standard
+    deviation) of each metric's ``value`` over the records (seeds) that share the key."""
+    keys = list(dict.fromkeys(tuple(r[k] for k in by) for r in records))
+    rows = []
+    for key in keys:
+        row: dict[str, Any] = dict(zip(by, key, strict=True))
+        for metric in metrics:
+            values = [
+                r["value"]
+                for r in records
+                if r["metric"] == metric and tuple(r[k] for k in by) == key
+            ]
+            row[metric] = float(np.mean(values)) if values else float("nan")
+            if sd:
+                row[f"{metric} sd"] = (
+                    float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+                )
+        rows.append(row)
+    return rows
