@@ -116,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         train, test = train_test_split(matrix, train_percentage=0.8, random_state=seed)
         n_test = int((np.diff(test.indptr) > 0).sum())
         for name, (factory, setting) in models(seed, args.quick, args.threads).items():
-            model = factory()
+            # implicit checks the BLAS thread count when a model is built: limit it first.
             with threadpool_limits(args.threads):
+                model = factory()
                 started = time.perf_counter()
                 model.fit(train, show_progress=False)
                 fit_seconds = time.perf_counter() - started
