@@ -1,0 +1,412 @@
+"""Text side: SAE embeddings for data analysis on BBC News and an arXiv sample.
+
+Per corpus: embed every document (MiniLM, chunked, cached), train a TextSAE on the
+chunk embeddings, label the latents, then
+
+* **Planted differences**: leave one class (BBC category / arXiv archive) out, split
+  the other documents into halves A and B at random, add documents of the left-out
+  class to A so that they make up ``rate`` of A, and diff A against B. A latent
+  *detects* the planted class when at least 6 of its 10 top-activating documents in
+  A u B belong to it. Records ``planted_first_rank`` (median over trials of the rank of
+  the first detecting latent; 999 when none does), ``planted_top5_rate`` and
+  ``planted_top20_rate`` (share of trials with a detecting latent in the top 5 / 20),
+  setting ``rate=R``.
+* **Planted correlations**: a corpus of the other classes plus documents of class X
+  only, of class Y only, and X+Y documents (an X and a Y document joined as one
+  document of two parts). Records ``planted_pair_rank`` (rank of the first pair of an
+  X-detecting and a Y-detecting latent among the NPMI pairs with unrelated labels;
+  999 if absent), ``planted_pair_npmi`` and ``control_pair_npmi`` (the same pair when
+  the X+Y documents are kept apart), setting ``pair=X+Y``.
+* **Property retrieval**: queries written for classes and categories; a document is
+  relevant when its metadata carries the class (arXiv: any of its categories, cross-
+  lists included). ``precision@50`` per query and averaged (setting ``mean``) for
+  ``sae`` (query -> latents whose centroid is near the query embedding -> weighted,
+  p90-normalised document scores) and ``dense`` (cosine to the same embedder's query
+  vector, best chunk per document).
+* **Targeted clustering**: adjusted Rand index against the class labels for spectral
+  clustering on latents selected by the class-axis queries (``sae``, setting
+  ``filtered``), on all latents (``sae``, ``unfiltered``) and k-means on the mean dense
+  document embeddings (``dense``).
+* **Time**: ``seconds`` per task (setting names it), and embed / train time per 1,000
+  documents (the embedding measured without the cache on a sample).
+
+    python benchmarks/text.py [--quick] [--json out.json] [--corpus bbc-news arxiv-sample]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from steercf.reporting import format_table, write_records
+from steercf.text.analysis import (
+    dense_retrieval,
+    diff_datasets,
+    latent_correlations,
+    property_retrieval,
+    query_latents,
+    targeted_clustering,
+)
+from steercf.text.corpora import load_arxiv, load_bbc
+from steercf.text.embed import Embedder, Embeddings
+from steercf.text.labels import label_latents, top_documents
+from steercf.text.model import TextSAE
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DETECT_TOP, DETECT_SHARE = 10, 0.6
+NONE_RANK = 999
+
+BBC_QUERIES = {
+    "business": "business, companies and the economy",
+    "entertainment": "entertainment: films, music and celebrities",
+    "politics": "politics, government and elections",
+    "sport": "sport: matches, players and championships",
+    "tech": "technology: computers, software, the internet and gadgets",
+}
+ARXIV_QUERIES = {
+    "astro-ph": "astrophysics: stars, galaxies and cosmology",
+    "math": "pure mathematics: theorems and proofs",
+    "cond-mat": "condensed matter physics",
+    "hep-ph": "particle physics phenomenology at colliders",
+    "hep-th": "string theory and quantum field theory",
+    "quant-ph": "quantum information and quantum computing",
+    "gr-qc": "general relativity, black holes and gravitation",
+    "nucl-th": "nuclear theory: nuclei and nuclear matter",
+    "cond-mat.supr-con": "superconductivity",
+    "cond-mat.mes-hall": "mesoscopic systems, quantum dots and the quantum Hall effect",
+    "cond-mat.stat-mech": "statistical mechanics",
+    "math.AG": "algebraic geometry",
+    "math.PR": "probability theory and stochastic processes",
+}
+CORPORA: dict[str, dict[str, Any]] = {
+    "bbc-news": {
+        "load": load_bbc,
+        "classes": "category",
+        "planted": ["business", "entertainment", "politics", "sport", "tech"],
+        "pairs": [("sport", "tech"), ("entertainment", "business")],
+        "queries": BBC_QUERIES,
+        "cluster_classes": ["business", "entertainment", "politics", "sport", "tech"],
+    },
+    "arxiv-sample": {
+        "load": load_arxiv,
+        "classes": "archive",
+        "planted": ["astro-ph", "math", "cond-mat", "hep-ph", "hep-th", "quant-ph"],
+        "pairs": [("astro-ph", "math"), ("quant-ph", "hep-ph")],
+        "queries": ARXIV_QUERIES,
+        "cluster_classes": ["astro-ph", "math", "cond-mat", "hep-ph", "hep-th", "quant-ph"],
+    },
+}
+FULL = {"rates": [0.05, 0.1, 0.2, 0.3], "seeds": [0, 1, 2], "max_docs": None, "timing_docs": 100}
+QUICK = {"rates": [0.1], "seeds": [0], "max_docs": 200, "words": 120, "timing_docs": 10}
+
+
+# ------------------------------------------------------------------- helpers
+def relevant(frame: pd.DataFrame, key: str, class_column: str) -> np.ndarray:
+    """Bool (n_docs,): the document carries ``key`` (a class, or an arXiv category /
+    archive among its categories)."""
+    if "categories" not in frame.columns:
+        return (frame[class_column] == key).to_numpy()
+    cats = frame["categories"].str.split()
+    if "." in key:
+        return cats.map(lambda cs: key in cs).to_numpy()
+    return cats.map(lambda cs: any(c.split(".")[0] == key for c in cs)).to_numpy()
+
+
+def detecting(codes: np.ndarray, has: np.ndarray, latents: np.ndarray) -> np.ndarray:
+    """Bool per latent in ``latents``: >= DETECT_SHARE of its top DETECT_TOP documents
+    (among those where it fires) carry the property."""
+    out = np.zeros(len(latents), bool)
+    for i, j in enumerate(latents):
+        docs = top_documents(codes, int(j), DETECT_TOP)
+        out[i] = docs.size >= min(DETECT_TOP, 5) and has[docs].mean() >= DETECT_SHARE
+    return out
+
+
+def planted_differences(
+    codes: np.ndarray, classes: np.ndarray, prop: str, rate: float, seed: int
+) -> int:
+    """Rank (1-based) of the first latent of the A-vs-B diff that detects ``prop``."""
+    rng = np.random.default_rng(seed)
+    base = rng.permutation(np.flatnonzero(classes != prop))
+    pool = rng.permutation(np.flatnonzero(classes == prop))
+    half = len(base) // 2
+    a_base, b = base[:half], base[half:]
+    # keep the rate exact when the class is small: shrink A's base part instead
+    n_plant = int(round(rate / (1 - rate) * len(a_base)))
+    if n_plant > len(pool):
+        a_base = a_base[: int(len(pool) * (1 - rate) / rate)]
+        n_plant = len(pool)
+    a = np.concatenate([a_base, pool[:n_plant]])
+    diff = diff_datasets(codes[a], codes[b], direction="a")
+    if diff.empty:
+        return NONE_RANK
+    union = np.concatenate([a, b])
+    hits = detecting(codes[union], classes[union] == prop, diff["latent"].to_numpy())
+    return int(diff["rank"].to_numpy()[hits][0]) if hits.any() else NONE_RANK
+
+
+def planted_correlation(
+    model: TextSAE,
+    emb: Embeddings,
+    classes: np.ndarray,
+    x: str,
+    y: str,
+    seed: int,
+    n_single: int = 15,
+    n_pair: int = 45,
+) -> dict[str, float]:
+    """Rank and NPMI of the planted (x, y) latent pair, and the NPMI without planting."""
+    rng = np.random.default_rng(seed)
+    others = np.flatnonzero((classes != x) & (classes != y))
+    xs = rng.permutation(np.flatnonzero(classes == x))
+    ys = rng.permutation(np.flatnonzero(classes == y))
+    # small classes (quick run): keep the single / pair proportions
+    total = min(len(xs), len(ys), n_single + n_pair)
+    n_single = int(round(total * n_single / (n_single + n_pair)))
+    n_pair = total - n_single
+    xs, ys = xs[:total], ys[:total]
+    singles = np.concatenate([others, xs, ys])
+    results = {}
+    for planted in (True, False):
+        if planted:
+            # X+Y documents: the chunks of one x and one y document as one document
+            docs = np.concatenate([others, xs[:n_single], ys[:n_single]])
+            parts = [emb.subset(docs)]
+            joined = [
+                Embeddings.concat([emb.subset([i]), emb.subset([j])])
+                for i, j in zip(xs[n_single:], ys[n_single:], strict=True)
+            ]
+            for e in joined:
+                parts.append(Embeddings(e.vectors, np.zeros(len(e.doc_index), np.int64), 1))
+            corpus = Embeddings.concat(parts)
+            has_x = np.concatenate([classes[docs] == x, np.ones(n_pair, bool)])
+            has_y = np.concatenate([classes[docs] == y, np.ones(n_pair, bool)])
+        else:
+            corpus = emb.subset(singles)
+            has_x, has_y = classes[singles] == x, classes[singles] == y
+        codes = model.doc_codes(corpus)
+        pairs = latent_correlations(
+            codes, model.labels, model.terms, top=None, centroids=model.centroids
+        )
+        if planted:
+            alive = np.flatnonzero((codes > 0).sum(0) >= 5)
+            det_x = set(alive[detecting(codes, has_x, alive)].tolist())
+            det_y = set(alive[detecting(codes, has_y, alive)].tolist())
+            match = [
+                (lx in det_x and ly in det_y) or (lx in det_y and ly in det_x)
+                for lx, ly in zip(pairs["latent_x"], pairs["latent_y"], strict=True)
+            ]
+            match = np.asarray(match, bool)
+            if match.any():
+                first = int(np.flatnonzero(match)[0])
+                results["planted_pair_rank"] = first + 1
+                results["planted_pair_npmi"] = float(pairs["npmi"].iloc[first])
+                best = (int(pairs["latent_x"].iloc[first]), int(pairs["latent_y"].iloc[first]))
+            else:
+                results["planted_pair_rank"] = NONE_RANK
+                results["planted_pair_npmi"] = float("nan")
+                best = None
+        elif best is not None:
+            b = codes > 0
+            both = (b[:, best[0]] & b[:, best[1]]).mean()
+            px, py = b[:, best[0]].mean(), b[:, best[1]].mean()
+            results["control_pair_npmi"] = (
+                float(np.log(both / (px * py)) / -np.log(both)) if both > 0 else -1.0
+            )
+    return results
+
+
+# -------------------------------------------------------------------- corpus
+def run_corpus(name: str, cfg: dict[str, Any], preset: dict[str, Any], quiet: bool) -> list[dict]:
+    spec = CORPORA[name]
+    records: list[dict[str, Any]] = []
+
+    def rec(model: str, metric: str, value: float, **extra: Any) -> None:
+        records.append({"dataset": name, "model": model, "metric": metric, "value": value, **extra})
+
+    frame = spec["load"](SHARED_DATA)
+    if preset["max_docs"]:
+        # quick run: a small sample of one-chunk documents keeps the embedding cheap
+        frame = frame.sample(n=preset["max_docs"], random_state=0).reset_index(drop=True)
+        frame["doc"] = frame["doc"].str.split().str[: preset["words"]].str.join(" ")
+    texts = frame["doc"].tolist()
+    classes = frame[spec["classes"]].to_numpy()
+    embedder = Embedder(progress=not quiet, batch_size=32)
+
+    start = time.perf_counter()
+    emb = embedder.embed(texts)
+    rec("sae", "seconds", time.perf_counter() - start, setting="embed (cached)", n=len(texts))
+    # uncached embedding speed on a sample (the cache would hide it)
+    sample = texts[: preset["timing_docs"]]
+    timer = Embedder(
+        embedder._model or embedder.model, model_id="timing", cache_dir=False, progress=False
+    )
+    start = time.perf_counter()
+    timer.embed(sample)
+    per_1000 = (time.perf_counter() - start) / len(sample) * 1000
+    rec("sae", "seconds", per_1000, setting="embed per 1000 docs (uncached)", n=len(sample))
+
+    start = time.perf_counter()
+    model = TextSAE.fit(emb, train_config={"seed": 0}, embedder=embedder)
+    train_s = time.perf_counter() - start
+    rec("sae", "seconds", train_s, setting="train", n=len(texts))
+    rec("sae", "seconds", train_s / len(texts) * 1000, setting="train per 1000 docs", n=len(texts))
+    codes = model.doc_codes(emb)
+    start = time.perf_counter()
+    labels = label_latents(texts, codes)
+    model.set_labels(labels["label"].tolist(), labels["terms"].tolist())
+    rec("sae", "seconds", time.perf_counter() - start, setting="label", n=len(texts))
+    if not quiet:
+        alive = labels[labels["n_active"] > 0].sort_values("density", ascending=False)
+        print(
+            f"\n[{name}] {len(texts)} docs, {emb.vectors.shape[0]} chunks, "
+            f"{(model.density > 0).sum()} live latents of {model.n_latents}; densest:"
+        )
+        print(
+            format_table(
+                alive.head(8).reset_index()[["latent", "label", "density"]].to_dict("records")
+            )
+        )
+
+    # planted differences
+    start = time.perf_counter()
+    n_trials = 0
+    for rate in preset["rates"]:
+        ranks = [
+            planted_differences(codes, classes, prop, rate, seed)
+            for prop in spec["planted"]
+            for seed in preset["seeds"]
+        ]
+        n_trials += len(ranks)
+        ranks = np.asarray(ranks)
+        setting = f"rate={rate:g}"
+        rec("sae", "planted_top5_rate", float((ranks <= 5).mean()), setting=setting, n=len(ranks))
+        rec("sae", "planted_top20_rate", float((ranks <= 20).mean()), setting=setting, n=len(ranks))
+        rec("sae", "planted_first_rank", float(np.median(ranks)), setting=setting, n=len(ranks))
+    rec("sae", "seconds", (time.perf_counter() - start) / n_trials, setting="diff (per trial)")
+
+    # planted correlations
+    start = time.perf_counter()
+    for x, y in spec["pairs"]:
+        for seed in preset["seeds"][:1]:
+            result = planted_correlation(model, emb, classes, x, y, seed)
+            for metric, value in result.items():
+                rec("sae", metric, value, setting=f"pair={x}+{y}", seed=seed)
+    rec(
+        "sae",
+        "seconds",
+        (time.perf_counter() - start) / len(spec["pairs"]),
+        setting="correlations (per pair, 2 corpora)",
+    )
+
+    # property retrieval
+    precisions: dict[str, list[float]] = {"sae": [], "dense": []}
+    sae_s = dense_s = 0.0
+    for key, query in spec["queries"].items():
+        truth = relevant(frame, key, spec["classes"])
+        if truth.sum() < 10:
+            continue
+        start = time.perf_counter()
+        weights = query_latents(model, query, embedder)
+        hits = property_retrieval(codes, weights, model.p90, top=50)
+        sae_s += time.perf_counter() - start
+        start = time.perf_counter()
+        dense = dense_retrieval(embedder.embed_query(query), emb, top=50)
+        dense_s += time.perf_counter() - start
+        for model_name, result in (("sae", hits), ("dense", dense)):
+            p = float(truth[result["doc"].to_numpy()].mean())
+            precisions[model_name].append(p)
+            rec(model_name, "precision@50", p, setting=f"query={key}")
+    for model_name, values in precisions.items():
+        rec(model_name, "precision@50", float(np.mean(values)), setting="mean", n=len(values))
+    n_q = len(precisions["sae"])
+    rec("sae", "seconds", sae_s / n_q, setting="property retrieval (per query)")
+    rec("dense", "seconds", dense_s / n_q, setting="dense retrieval (per query)")
+
+    # targeted clustering
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    keep = np.isin(classes, spec["cluster_classes"])
+    k = len(spec["cluster_classes"])
+    sub_codes, sub_classes = codes[keep], classes[keep]
+    axis = [spec["queries"][c] for c in spec["cluster_classes"]]
+    start = time.perf_counter()
+    latents = query_latents(model, axis, embedder)
+    filtered = targeted_clustering(sub_codes, k, latents, model.labels, seed=0)
+    rec("sae", "seconds", time.perf_counter() - start, setting="clustering (filtered)")
+    rec(
+        "sae",
+        "ari",
+        adjusted_rand_score(sub_classes, filtered.assignments),
+        setting="filtered",
+        n=int(keep.sum()),
+    )
+    unfiltered = targeted_clustering(sub_codes, k, None, model.labels, seed=0)
+    rec(
+        "sae",
+        "ari",
+        adjusted_rand_score(sub_classes, unfiltered.assignments),
+        setting="unfiltered",
+        n=int(keep.sum()),
+    )
+    doc_vectors = np.zeros((emb.n_docs, emb.dim), np.float32)
+    np.add.at(doc_vectors, emb.doc_index, emb.vectors)
+    doc_vectors /= np.linalg.norm(doc_vectors, axis=1, keepdims=True)
+    km = KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(doc_vectors[keep])
+    rec("dense", "ari", adjusted_rand_score(sub_classes, km), setting="k-means", n=int(keep.sum()))
+    if not quiet:
+        print(
+            format_table(
+                filtered.summary.assign(latents=filtered.summary["latents"].map(str)).to_dict(
+                    "records"
+                )
+            )
+        )
+    return records
+
+
+def summarize(records: list[dict[str, Any]]) -> str:
+    """The records without per-query rows, as a table."""
+    rows = [
+        {k: r.get(k) for k in ("dataset", "model", "metric", "setting", "value", "n")}
+        for r in records
+        if not str(r.get("setting", "")).startswith("query=")
+    ]
+    return format_table(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke run (CI)")
+    parser.add_argument("--json", default=None, help="write records here")
+    parser.add_argument("--corpus", nargs="+", default=list(CORPORA), choices=list(CORPORA))
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: the SAE is small and CI is busy)"
+    )
+    args = parser.parse_args(argv)
+    if not SHARED_DATA.is_dir():
+        print(f"shared data not found at {SHARED_DATA}", file=sys.stderr)
+        return 1
+    torch.set_num_threads(args.threads)
+    preset = QUICK if args.quick else FULL
+    records: list[dict[str, Any]] = []
+    for name in args.corpus:
+        records.extend(run_corpus(name, CORPORA[name], preset, args.quiet))
+    print(summarize(records))
+    if args.json:
+        write_records(args.json, records)
+        print(f"records: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

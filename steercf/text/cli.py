@@ -1,0 +1,306 @@
+"""``steercf text embed|train|diff|correlate|cluster|search|families``.
+
+Wire into the main parser with ``add_text_commands(subparsers)``; every handler is
+stored as ``args.func`` and raises :class:`steercf.errors.SteerCFError` subclasses for
+bad input, which the main CLI prints as ``steercf: error: ...``.
+
+Inputs are CSV (also ``.csv.gz``) or Parquet files with a text column (``--text-column``,
+default ``text``). Analysis commands take a model directory written by ``train``; they
+embed the given files with the model's embedder (cached, so repeated runs are cheap).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from steercf.errors import InputError
+from steercf.reporting import format_table
+
+LIST_COLUMNS_WIDTH = 60
+
+
+def _common(parser: argparse.ArgumentParser, model: bool = True, inputs: int = 1) -> None:
+    if model:
+        parser.add_argument("model_dir", help="model directory written by 'steercf text train'")
+    for i in range(inputs):
+        name = "input" if inputs == 1 else ("input_a", "input_b")[i]
+        parser.add_argument(name, help="CSV / CSV.GZ / Parquet file with a text column")
+    parser.add_argument("--text-column", default="text", help="column holding the documents")
+    parser.add_argument(
+        "--cache-dir", default=None, help="embedding cache (default ~/.cache/steercf)"
+    )
+    parser.add_argument("--csv", default=None, help="also write the result table to this CSV")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_text_commands(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``text`` with its sub-commands on ``subparsers`` (from
+    ``parser.add_subparsers``). Returns the ``text`` parser."""
+    text = subparsers.add_parser("text", help="SAE embeddings of documents: analysis and search")
+    sub = text.add_subparsers(dest="text_command", required=True)
+
+    p = sub.add_parser("embed", help="embed documents (chunked, cached) into an .npz file")
+    _common(p, model=False)
+    p.add_argument("--out", required=True, help="output .npz (vectors, doc_index)")
+    _embed_args(p)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("train", help="train an SAE on a corpus's chunk embeddings and label it")
+    _common(p, model=False)
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--embeddings", default=None, help="precomputed .npz from 'text embed'")
+    p.add_argument("--width", type=int, default=None, help="latents (default 4 x embedding dim)")
+    p.add_argument("--k", type=int, default=16, help="active latents per chunk")
+    p.add_argument("--max-epochs", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    _embed_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("diff", help="latents more frequent in corpus A than in corpus B")
+    _common(p, inputs=2)
+    p.add_argument("--min-diff", type=float, default=0.03)
+    p.add_argument("--relative", action="store_true", help="rank by relative difference")
+    p.add_argument("--direction", choices=("a", "b", "both"), default="both")
+    p.add_argument("--top", type=int, default=20)
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("correlate", help="co-occurring latents with unrelated labels (NPMI)")
+    _common(p)
+    p.add_argument("--min-count", type=int, default=5)
+    p.add_argument("--top", type=int, default=20)
+    p.add_argument("--all-pairs", action="store_true", help="keep pairs with related labels")
+    p.set_defaults(func=cmd_correlate)
+
+    p = sub.add_parser("cluster", help="spectral clustering on latents along an axis")
+    _common(p)
+    p.add_argument("--n-clusters", type=int, required=True)
+    p.add_argument("--query", action="append", default=[], help="axis query (repeatable)")
+    p.add_argument("--method", choices=("semantic", "code", "labels", "both"), default="semantic")
+    p.add_argument("--axis-latents", type=int, default=64, help="latents per axis query")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--assignments", default=None, help="write document -> cluster CSV here")
+    p.set_defaults(func=cmd_cluster)
+
+    p = sub.add_parser("search", help="property retrieval, dense retrieval or steered search")
+    _common(p)
+    p.add_argument("--query", required=True)
+    p.add_argument("--mode", choices=("property", "dense", "steer"), default="property")
+    p.add_argument("--method", choices=("semantic", "code", "labels", "both"), default="semantic")
+    p.add_argument("--strengthen", action="append", default=[], help="LATENT[=FACTOR], steer mode")
+    p.add_argument("--weaken", action="append", default=[], help="LATENT[=FACTOR], steer mode")
+    p.add_argument("--add", action="append", default=[], help="LATENT[=VALUE], steer mode")
+    p.add_argument("--top", type=int, default=10)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("families", help="parent -> children feature families")
+    _common(p)
+    p.add_argument("--min-count", type=int, default=5)
+    p.add_argument("--min-cooccurrence", type=float, default=0.2)
+    p.add_argument("--top", type=int, default=20)
+    p.set_defaults(func=cmd_families)
+    return text
+
+
+def _embed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", default=None, help="local sentence-transformers model (default MiniLM)"
+    )
+    p.add_argument("--chunk-words", type=int, default=None)
+    p.add_argument("--overlap", type=int, default=None)
+    p.add_argument("--max-chunks", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+
+
+# ------------------------------------------------------------------- helpers
+def _texts(path: str, column: str) -> tuple[pd.DataFrame, list[str]]:
+    from steercf.text.embed import read_table, texts_from_frame
+
+    frame = read_table(path)
+    return frame, texts_from_frame(frame, column, source=str(path))
+
+
+def _new_embedder(args: argparse.Namespace) -> Any:
+    from steercf.text.embed import Embedder
+
+    kwargs: dict[str, Any] = {"batch_size": args.batch_size, "progress": not args.quiet}
+    for name in ("chunk_words", "overlap", "max_chunks"):
+        if getattr(args, name) is not None:
+            kwargs[name] = getattr(args, name)
+    if args.cache_dir:
+        kwargs["cache_dir"] = args.cache_dir
+    return Embedder(args.model, **kwargs)
+
+
+def _model_and_codes(args: argparse.Namespace, path: str) -> tuple[Any, Any, Any, list[str], Any]:
+    from steercf.text.model import TextSAE
+
+    model = TextSAE.load(args.model_dir)
+    kwargs: dict[str, Any] = {"progress": not args.quiet}
+    if args.cache_dir:
+        kwargs["cache_dir"] = args.cache_dir
+    embedder = model.embedder(**kwargs)
+    _, texts = _texts(path, args.text_column)
+    embeddings = embedder.embed(texts)
+    return model, embedder, embeddings, texts, model.doc_codes(embeddings)
+
+
+def _show(frame: pd.DataFrame, args: argparse.Namespace) -> None:
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.csv, index=False)
+    shown = frame.copy()
+    for column in shown.columns:
+        if shown[column].map(lambda v: isinstance(v, list)).any():
+            shown[column] = shown[column].map(lambda v: str(v)[:LIST_COLUMNS_WIDTH])
+        elif shown[column].dtype == object:
+            shown[column] = shown[column].map(lambda v: str(v)[:LIST_COLUMNS_WIDTH])
+    print(format_table(shown.to_dict("records")))
+
+
+def _pairs(specs: list[str], default: float | None) -> dict[int, float] | list[int]:
+    """``["12=1.5", "40"]`` -> ``{12: 1.5, 40: default}``; all bare with no default -> list."""
+    out: dict[int, float] = {}
+    bare: list[int] = []
+    for spec in specs:
+        key, _, value = spec.partition("=")
+        try:
+            latent = int(key)
+            if value:
+                out[latent] = float(value)
+            else:
+                bare.append(latent)
+        except ValueError as err:
+            raise InputError(f"expected LATENT or LATENT=NUMBER, got {spec!r}") from err
+    if default is None and not out:
+        return bare
+    if default is None:
+        raise InputError("give every latent a value (LATENT=VALUE) or none of them")
+    out.update({latent: default for latent in bare})
+    return out
+
+
+# ------------------------------------------------------------------ commands
+def cmd_embed(args: argparse.Namespace) -> None:
+    _, texts = _texts(args.input, args.text_column)
+    embedder = _new_embedder(args)
+    embeddings = embedder.embed(texts)
+    embeddings.save(args.out)
+    print(
+        f"embedded {embeddings.n_docs} documents as {embeddings.vectors.shape[0]} chunks "
+        f"({embedder.model_calls} new, the rest cached) -> {args.out}"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from steercf.sae import sae_metrics
+    from steercf.text.embed import Embeddings
+    from steercf.text.labels import label_latents
+    from steercf.text.model import DEFAULT_SAE, TextSAE
+
+    _, texts = _texts(args.input, args.text_column)
+    embedder = _new_embedder(args)
+    if args.embeddings:
+        embeddings = Embeddings.load(args.embeddings)
+        if embeddings.n_docs != len(texts):
+            raise InputError(
+                f"{args.embeddings} holds {embeddings.n_docs} documents, {args.input} has {len(texts)}"
+            )
+    else:
+        embeddings = embedder.embed(texts)
+    sae = {**DEFAULT_SAE, "k": args.k}
+    if args.width:
+        sae["width"] = args.width
+    train = {"max_epochs": args.max_epochs, "seed": args.seed, "progress": not args.quiet}
+    model = TextSAE.fit(embeddings, sae, train, embedder=embedder)
+    codes = model.doc_codes(embeddings)
+    labels = label_latents(texts, codes)
+    model.set_labels(labels["label"].tolist(), labels["terms"].tolist())
+    metrics = sae_metrics(model.sae, embeddings.vectors)
+    model.metadata["metrics"] = metrics
+    model.save(args.out)
+    print(
+        f"trained {model.n_latents} latents (k={model.sae.config.k}) on {embeddings.n_docs} documents "
+        f"/ {embeddings.vectors.shape[0]} chunks: cosine {metrics['cosine']:.3f}, "
+        f"nmse {metrics['nmse']:.3f}, dead {metrics['dead_fraction']:.1%} -> {args.out}"
+    )
+
+
+def cmd_diff(args: argparse.Namespace) -> None:
+    from steercf.text.analysis import diff_datasets
+
+    model, _, _, _, codes_a = _model_and_codes(args, args.input_a)
+    *_, codes_b = _model_and_codes(args, args.input_b)
+    frame = diff_datasets(
+        codes_a,
+        codes_b,
+        model.labels,
+        min_diff=args.min_diff,
+        relative=args.relative,
+        direction=args.direction,
+        top=args.top,
+    )
+    _show(frame, args)
+
+
+def cmd_correlate(args: argparse.Namespace) -> None:
+    from steercf.text.analysis import latent_correlations
+
+    model, *_, codes = _model_and_codes(args, args.input)
+    frame = latent_correlations(
+        codes, model.labels, model.terms, args.min_count, top=args.top, unrelated=not args.all_pairs
+    )
+    _show(frame, args)
+
+
+def cmd_cluster(args: argparse.Namespace) -> None:
+    from steercf.text.analysis import query_latents, targeted_clustering
+
+    model, embedder, _, _, codes = _model_and_codes(args, args.input)
+    latents = None
+    if args.query:
+        latents = query_latents(model, args.query, embedder, args.method, top=args.axis_latents)
+    result = targeted_clustering(codes, args.n_clusters, latents, model.labels, seed=args.seed)
+    if args.assignments:
+        pd.DataFrame({"doc": np.arange(len(codes)), "cluster": result.assignments}).to_csv(
+            args.assignments, index=False
+        )
+    print(f"clustered on {len(result.latents)} latents")
+    _show(result.summary, args)
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from steercf.text.analysis import dense_retrieval, property_retrieval, query_latents
+    from steercf.text.search import SteerableSearch
+
+    model, embedder, embeddings, texts, codes = _model_and_codes(args, args.input)
+    if args.mode == "property":
+        weights = query_latents(model, args.query, embedder, args.method)
+        frame = property_retrieval(codes, weights, model.p90, args.top, model.labels)
+    elif args.mode == "dense":
+        frame = dense_retrieval(embedder.embed_query(args.query), embeddings, args.top)
+    else:
+        search = SteerableSearch(model, embeddings, embedder)
+        print("query latents:")
+        print(format_table(search.query_latents(args.query).head(16).to_dict("records")))
+        frame = search.search(
+            args.query,
+            strengthen=_pairs(args.strengthen, 2.0) or None,
+            weaken=_pairs(args.weaken, 0.0) or None,
+            add=_pairs(args.add, None) or None,
+            top=args.top,
+        )
+    frame["text"] = [texts[i][:100] for i in frame["doc"]]
+    _show(frame, args)
+
+
+def cmd_families(args: argparse.Namespace) -> None:
+    from steercf.text.families import feature_families
+
+    model, *_, codes = _model_and_codes(args, args.input)
+    frame = feature_families(codes, model.labels, args.min_count, args.min_cooccurrence)
+    _show(frame.head(args.top), args)

