@@ -46,10 +46,11 @@ def setting_name(setting: dict) -> str:
     return f"arch={setting['arch']},k={setting['k']},width=8x,aux={setting['aux']},aug={setting['aug']}"
 
 
-def run_one(base, split, setting: dict, seed: int, quick: bool) -> dict[str, float]:
+def run_one(base, split, setting: dict, seed: int, args: argparse.Namespace) -> dict[str, float]:
     train_config = TrainConfig(
         aux_coef=1 / 32 if setting["aux"] == "on" else 0.0,
-        max_epochs=5 if quick else 1000,
+        max_epochs=5 if args.quick else args.max_epochs,
+        patience=args.patience,
         seed=seed,
         progress=False,
     )
@@ -57,7 +58,7 @@ def run_one(base, split, setting: dict, seed: int, quick: bool) -> dict[str, flo
         base,
         {"k": setting["k"], "expansion": 8, "activation": setting["arch"]},
         train_config,
-        augment=AUGMENT_COPIES if setting["aug"] == "on" else 0,
+        augment=args.augment if setting["aug"] == "on" else 0,
         seed=seed,
     ).fit(split.train, split.val_full)
     result = evaluate(model, split.test_input, split.test_target)
@@ -79,6 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--factors", type=int, help="ELSA width (default: the data set's preset)")
+    parser.add_argument("--max-epochs", type=int, default=1000, help="SAE epoch cap")
+    parser.add_argument("--patience", type=int, default=20, help="SAE early-stopping patience")
+    parser.add_argument(
+        "--augment", type=int, default=AUGMENT_COPIES, help="sub-histories per user"
+    )
+    parser.add_argument("--no-ease", action="store_true", help="skip the low-rank EASE base")
     parser.add_argument(
         "--variants", type=int, nargs="+", help="indices into VARIANTS (default: all)"
     )
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 for variant in variants if base_name == "elsa" else [{}]:
                     setting = {**REFERENCE, **variant}
                     started = time.perf_counter()
-                    out = run_one(base, split, setting, seed, args.quick)
+                    out = run_one(base, split, setting, seed, args)
                     name = setting_name(setting)
                     add(dataset, base_name, "base_recall@20", base_recall, seed, name, n_test)
                     add(
@@ -169,7 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = mean_over_seeds(records, ("dataset", "model", "setting"), metrics)
     for row in rows:
         row["setting"] = row["setting"].replace(",width=8x", "")
-    print(f"Test users, mean over {len(seeds)} seed(s); width 8x the base embedding:")
+    print(
+        f"Test users, mean over {len(seeds)} seed(s); width 8x the base embedding; "
+        f"ELSA factors={args.factors or 'preset'}, SAE max_epochs={args.max_epochs}, "
+        f"patience={args.patience}, augment={args.augment}:"
+    )
     print(format_table(rows))
     if args.json:
         write_records(args.json, records)
