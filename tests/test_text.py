@@ -180,6 +180,11 @@ def test_precomputed_arrays(emb):
         Embeddings.from_array(np.array([["a", "b"]]))
     with pytest.raises(InputError, match="non-empty"):
         Embeddings.from_array(np.zeros((0, 4)))
+    # trained on bare vectors: no embedder is known, so text queries need one passed
+    bare = TextSAE.fit(wrapped, {"width": 32, "k": 4}, {"max_epochs": 3})
+    assert bare.doc_codes(wrapped).shape == (10, 32)
+    with pytest.raises(InputError, match="precomputed"):
+        query_latents(bare, "sport")
 
 
 # ------------------------------------------------------------------- model

@@ -312,6 +312,11 @@ class Embedder:
         }
         args.update(kwargs)
         model = args.pop("model", spec.get("model"))
+        if model is None:
+            raise InputError(
+                f"the embedder {spec.get('model_id')!r} was a custom model object: "
+                "pass it again as model=..."
+            )
         return cls(model, **args)
 
     # ------------------------------------------------------------------- model

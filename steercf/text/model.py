@@ -44,7 +44,8 @@ class TextSAE:
     Attributes:
         sae: the :class:`steercf.sae.SparseAutoencoder` (the sparse core, unchanged).
         embedder_spec: how documents were embedded (:meth:`Embedder.spec`), so a loaded
-            model embeds new documents the same way.
+            model embeds new documents the same way; None when trained on precomputed
+            vectors.
         p90: (n_latents,) 90th percentile of each latent's non-zero document activations
             on the training corpus (1 where it never fired): the retrieval normaliser.
         density: (n_latents,) share of training documents each latent fires on.
@@ -68,7 +69,8 @@ class TextSAE:
         n = sae.config.n_latents
         d = sae.config.d_in
         self.sae = sae.eval()
-        self.embedder_spec = dict(embedder_spec or Embedder(cache_dir=False).spec())
+        # None: trained on precomputed vectors, so queries need an explicit embedder
+        self.embedder_spec = None if embedder_spec is None else dict(embedder_spec)
         self.p90 = np.ones(n, np.float32) if p90 is None else np.asarray(p90, np.float32)
         self.density = (
             np.zeros(n, np.float32) if density is None else np.asarray(density, np.float32)
@@ -263,7 +265,16 @@ class TextSAE:
             raise ModelFileError(f"{path}: invalid TextSAE config: {err}") from err
 
     def embedder(self, **kwargs: Any) -> Embedder:
-        """An :class:`Embedder` like the one the model was trained with."""
+        """An :class:`Embedder` like the one the model was trained with.
+
+        Raises:
+            InputError: the model was trained on precomputed vectors (no embedder known).
+        """
+        if self.embedder_spec is None:
+            raise InputError(
+                "this model was trained on precomputed embeddings: pass the Embedder that "
+                "made them (embedder=...) to embed queries or new documents"
+            )
         return Embedder.from_spec(self.embedder_spec, **kwargs)
 
 
