@@ -424,6 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-n", type=int, default=10)
     rec.set_defaults(func=cmd_recommend)
 
+    from steercf.text.cli import add_text_commands  # imports nothing heavy until run
+
+    add_text_commands(sub)
+
     for command in (demo, train, ev, tsae, concepts, neurons, neuron, steer, explain, rec):
         command.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
