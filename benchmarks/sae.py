@@ -117,14 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             split = split_users(data.matrix, seed=seed)
             n_test = int(split.test_input.shape[0])
-            bases = {
-                "elsa": make_model(
-                    "elsa", **base_params(dataset, "elsa", quick=args.quick), seed=seed
+            elsa_params = base_params(dataset, "elsa", quick=args.quick)
+            if args.factors:
+                elsa_params["factors"] = args.factors
+            bases = {"elsa": make_model("elsa", **elsa_params, seed=seed)}
+            if not args.no_ease:
+                bases["ease_lowrank"] = make_model(
+                    "ease", **base_params(dataset, "ease_lowrank"), seed=seed
                 )
-            }
-            bases["ease_lowrank"] = make_model(
-                "ease", **base_params(dataset, "ease_lowrank"), seed=seed
-            )
             for base_name, base in bases.items():
                 base.fit(split.train, split.val_full)
                 base_result = evaluate(base, split.test_input, split.test_target)
