@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, help="trade-off curves (PNG)")
     parser.add_argument("--factors", type=int, help="ELSA width (default: the data set's preset)")
     parser.add_argument("--max-epochs", type=int, default=1000, help="SAE epoch cap")
+    parser.add_argument("--factors", type=int, help="ELSA width (default: the data set's preset)")
+    parser.add_argument("--max-epochs", type=int, default=1000, help="SAE epoch cap")
     args = parser.parse_args(argv)
     targets = TARGETS[:1] if args.quick else TARGETS
     mappings = ["best_characterizes", DECODER_EFFECT] if args.quick else [*MAPPINGS, DECODER_EFFECT]
@@ -71,11 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         if dataset not in models:
             data = load_dataset(dataset, data_dir=SHARED_DATA)
             split = split_users(data.matrix, seed=args.seed)
-            base = make_model(
-                "elsa", **base_params(dataset, "elsa", quick=args.quick), seed=args.seed
-            )
+            elsa_params = base_params(dataset, "elsa", quick=args.quick)
+            if args.factors:
+                elsa_params["factors"] = args.factors
+            base = make_model("elsa", **elsa_params, seed=args.seed)
             train = TrainConfig(
-                max_epochs=5 if args.quick else 1000, seed=args.seed, progress=False
+                max_epochs=5 if args.quick else args.max_epochs, seed=args.seed, progress=False
             )
             model = SplicedRecommender(
                 base, {"k": 16}, train, augment=2 if args.quick else 8, seed=args.seed
