@@ -58,8 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, help="trade-off curves (PNG)")
     parser.add_argument("--factors", type=int, help="ELSA width (default: the data set's preset)")
     parser.add_argument("--max-epochs", type=int, default=1000, help="SAE epoch cap")
-    parser.add_argument("--factors", type=int, help="ELSA width (default: the data set's preset)")
-    parser.add_argument("--max-epochs", type=int, default=1000, help="SAE epoch cap")
     args = parser.parse_args(argv)
     targets = TARGETS[:1] if args.quick else TARGETS
     mappings = ["best_characterizes", DECODER_EFFECT] if args.quick else [*MAPPINGS, DECODER_EFFECT]
