@@ -144,21 +144,26 @@ def suppression(
 
 
 def steering_latency(
-    model, user_rows: sp.csr_matrix, knob, rule: str = "convex", k: int = 20, repeats: int = 5
+    model, user_rows: sp.csr_matrix, knob, rule: str = "convex", k: int = 20, repeats: int = 30
 ) -> dict[str, float]:
     """Median milliseconds for an unsteered and a steered top-k of ``user_rows`` (the
-    whole path: encode, edit, decode, mask, top-k)."""
+    whole path: validate, encode, edit, decode, mask, top-k).
+
+    The two calls alternate, after one warm-up call each, so that load from other
+    processes and cache effects fall on both alike."""
     from steercf.steering import steer
 
-    def timed(fn) -> float:
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - started)
-        return float(np.median(times) * 1000)
+    def unsteered() -> None:
+        model.recommend(user_rows, N=k)
 
-    return {
-        "unsteered_ms": timed(lambda: model.recommend(user_rows, N=k)),
-        "steered_ms": timed(lambda: steer(model, user_rows, [knob], rule, N=k)),
-    }
+    def steered() -> None:
+        steer(model, user_rows, [knob], rule, N=k)
+
+    times: dict[str, list[float]] = {"unsteered_ms": [], "steered_ms": []}
+    unsteered(), steered()
+    for _ in range(repeats):
+        for name, call in (("unsteered_ms", unsteered), ("steered_ms", steered)):
+            started = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - started) * 1000)
+    return {name: float(np.median(values)) for name, values in times.items()}
