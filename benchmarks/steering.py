@@ -30,8 +30,8 @@ from steercf.steering_eval import steering_latency, steering_sweep, suppression
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TARGETS = [("ml-100k", "genres"), ("ml-latest-small", "genres"), ("ml-latest-small", "tags")]
 STRENGTHS = {
-    "convex": [0.0, 0.1, 0.2, 0.3, 0.35, 0.4, 0.5],
-    "additive": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0],
+    "convex": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+    "additive": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5],
 }
 FULL_AWAY = {"convex": -1.0, "additive": -MAX_ADDITIVE}
 
