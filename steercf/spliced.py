@@ -71,25 +71,8 @@ def augmented_rows(
     """
     parts = [user_items]
     for _ in range(copies):
-        drop = rng.random(user_items.shape[0])
-        drop_per_entry = np.repeat(drop, np.diff(user_items.indptr))
-        keep = rng.random(user_items.nnz) >= drop_per_entry
-        parts.append(_keep_entries(user_items, keep))
+        parts.append(thin_rows(user_items, rng.random(user_items.shape[0]), rng))
     return sp.vstack(parts, format="csr")
-
-
-def _keep_entries(rows: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
-    starts = rows.indptr[:-1]
-    nonempty = np.diff(rows.indptr) > 0
-    kept_per_row = np.add.reduceat(keep.astype(np.int64), starts[nonempty]) if keep.size else []
-    lost = np.zeros(rows.shape[0], dtype=bool)
-    lost[nonempty] = np.asarray(kept_per_row) == 0
-    keep = keep.copy()
-    keep[starts[lost]] = True  # a row that lost everything keeps its first item
-    out = rows.copy()
-    out.data = np.where(keep, rows.data, 0).astype(np.float32)
-    out.eliminate_zeros()
-    return out
 
 
 class SplicedRecommender(Recommender):

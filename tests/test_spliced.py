@@ -130,3 +130,13 @@ def test_low_rank_ease_can_host_an_sae(split):
     r_base = evaluate(ease, split.val_input, split.val_target).mean("recall@20")
     r_spliced = evaluate(model, split.val_input, split.val_target).mean("recall@20")
     assert r_spliced > r_base - 0.08
+
+
+def test_thin_rows_takes_per_row_shares_and_keeps_empty_rows_empty():
+    from steercf.models.elsa import thin_rows
+
+    rows = sp.csr_matrix(np.array([[1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 0, 0]], dtype=np.float32))
+    out = thin_rows(rows, np.array([0.0, 0.5, 0.999]), np.random.default_rng(0))
+    assert out[0].nnz == 4  # share 0 keeps everything
+    assert out[1].nnz == 0  # an empty row stays empty
+    assert out[2].nnz == 1  # almost everything dropped, but never the whole row

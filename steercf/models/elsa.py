@@ -446,19 +446,25 @@ class _Validator:
         return record[f"val_{self.metric}@{self.k}"]
 
 
-def thin_rows(rows: sp.csr_matrix, drop: float, rng: np.random.Generator) -> sp.csr_matrix:
+def thin_rows(
+    rows: sp.csr_matrix, drop: float | np.ndarray, rng: np.random.Generator
+) -> sp.csr_matrix:
     """Hide a random ``drop`` share of each row's entries, never emptying a row.
 
     Args:
-        rows: (n, n_items) CSR interactions without empty rows.
+        rows: (n, n_items) CSR interactions (empty rows stay empty).
+        drop: one share for every row, or (n,) shares, one per row.
 
     Returns:
         (n, n_items) CSR with a subset of the entries of ``rows``.
     """
-    keep = rng.random(rows.nnz) >= drop
-    keep[rows.indptr[:-1]] = keep[rows.indptr[:-1]] | (
-        np.add.reduceat(keep, rows.indptr[:-1]) == 0
-    )  # a row that lost everything keeps its first entry
+    counts = np.diff(rows.indptr)
+    per_row = np.broadcast_to(np.asarray(drop, dtype=np.float64), (rows.shape[0],))
+    keep = rng.random(rows.nnz) >= np.repeat(per_row, counts)
+    starts = rows.indptr[:-1][counts > 0]
+    if len(starts):
+        lost = np.add.reduceat(keep.astype(np.int64), starts) == 0
+        keep[starts[lost]] = True  # a row that lost everything keeps its first entry
     thinned = rows.copy()
     thinned.data = np.where(keep, rows.data, 0).astype(np.float32)
     thinned.eliminate_zeros()
