@@ -212,13 +212,16 @@ def cmd_concepts(args: argparse.Namespace) -> None:
         print(f"plots: {plot_reports(reports, args.plot, title=data.name)}")
 
 
-def _labels(args: argparse.Namespace):
-    """Labels stored with the model, computed and stored on first use."""
+def _labels(args: argparse.Namespace, loaded: tuple | None = None):
+    """Labels stored with the model, computed and stored on first use.
+
+    Args:
+        loaded: ``(model, data, split)`` when the caller has them already."""
     from steercf.concepts import label_model, load_labels, save_labels
 
     if (Path(args.model_dir) / "labels.json").exists():
         return load_labels(args.model_dir)
-    model, data, split = _load_spliced(args)
+    model, data, split = loaded or _load_spliced(args)
     labels = label_model(model, data, train_users=split.train_users)
     save_labels(args.model_dir, labels)
     return labels
@@ -255,7 +258,7 @@ def cmd_steer(args: argparse.Namespace) -> None:
     knobs = [knobs_from.parse(spec) for spec in args.concept]
     history = _user_row(data, args.user)
     result = compare(model, history, knobs, rule=args.rule, N=args.n)
-    labels = _labels(args)
+    labels = _labels(args, (model, data, split))
     turned = ", ".join(
         f"{k.name} {k.strength:+.2f} (neurons {', '.join(map(str, k.neurons))})" for k in knobs
     )
@@ -283,17 +286,14 @@ def cmd_steer(args: argparse.Namespace) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
-    from steercf.concepts import concept_tags, map_concepts
-    from steercf.concepts.report import sae_item_activations
-    from steercf.steering import explain_items, user_concepts
+    from steercf.steering import ConceptKnobs, explain_items, user_concepts
 
     model, data, split = _load_spliced(args)
-    mapping = map_concepts(
-        sae_item_activations(model),
-        concept_tags(data, args.source, split.train_users),
-        args.mapping,
-    )
-    labels = _labels(args)
+    # the same resolution as `steer`, so every mapping name (decoder_effect too) works
+    mapping = ConceptKnobs.for_model(
+        model, data, args.source, args.mapping, split.train_users
+    ).mapping
+    labels = _labels(args, (model, data, split))
     history = _user_row(data, args.user)
     concepts = user_concepts(model, history, mapping)
     print(

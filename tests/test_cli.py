@@ -115,6 +115,25 @@ def test_spliced_workflow_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "active neurons" in out and out.count("<-") == 3
 
+    # explain resolves mappings like steer does, the steering-side one included
+    assert (
+        main(
+            [
+                "explain",
+                str(spliced),
+                "--user",
+                "196",
+                "-n",
+                "2",
+                "--mapping",
+                "decoder_effect",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.count("<-") == 2
+
     assert main(["steer", str(spliced), "--user", "196", "--concept", "+Horrorr", "--quiet"]) == 2
     assert "Horror" in capsys.readouterr().err  # unknown concept: close matches named
     assert main(["steer", str(base), "--user", "196", "--concept", "+Horror", "--quiet"]) == 2
