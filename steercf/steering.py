@@ -27,6 +27,7 @@ import scipy.sparse as sp
 import torch
 
 from steercf.errors import InputError
+from steercf.models.base import as_user_rows
 
 RULES = ("convex", "additive")
 MAX_ADDITIVE = 5.0  # "full strength": five times the user's total activation
@@ -184,8 +185,6 @@ def steer(
     Returns:
         ``(ids, scores)``, each (n_users, N).
     """
-    from steercf.models.base import as_user_rows
-
     rows = as_user_rows(user_items, model.n_items_)
     codes, mean, std = model.encode(rows)
     steered = steer_codes(codes, knobs, rule)
@@ -201,8 +200,6 @@ def compare(
     filter_items: np.ndarray | None = None,
 ) -> SteeredRecommendations:
     """Plain and steered lists side by side (one encode, two decodes)."""
-    from steercf.models.base import as_user_rows
-
     rows = as_user_rows(user_items, model.n_items_)
     codes, mean, std = model.encode(rows)
     before = model.recommend_from_codes(codes, mean, std, rows, N, filter_items)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -91,7 +92,7 @@ def steering_sweep(
         steered = codes.clone()
         for concept, knob in per_concept.items():
             members = torch.from_numpy(np.flatnonzero(concepts == concept))
-            scaled = type(knob)(knob.neurons, knob.weights, float(strength), knob.name)
+            scaled = replace(knob, strength=float(strength))
             steered[members] = steer_codes(codes[members], [scaled], rule)
         ids, _ = model.recommend_from_codes(steered, mean, std, rows, N=k)
         results.append(
