@@ -428,6 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_text_commands(sub)
 
+    from steercf.explorer.cli import add_serve_command  # web imports only when it runs
+
+    add_serve_command(sub)
+
     for command in (demo, train, ev, tsae, concepts, neurons, neuron, steer, explain, rec):
         command.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser

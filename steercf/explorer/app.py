@@ -1,0 +1,325 @@
+"""The explorer web app: a JSON API over a :class:`RecommenderExplorer` or a
+:class:`TextExplorer` plus one static HTML/JS page (no build step, nothing fetched
+from the network).
+
+Build it with :func:`create_app` (a factory, so tests run it in-process with FastAPI's
+``TestClient`` as well as behind a real server). Every error answers JSON
+``{"error": "..."}``: 404 for an unknown user, item, neuron, latent or concept, 422
+for malformed or out-of-range parameters, 413 for an oversized body; no stack trace
+ever reaches the client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from steercf.errors import InputError, SteerCFError, UnknownIdError
+from steercf.explorer.recommender import MAX_N, MAX_PROFILE_ITEMS, KnobSpec, RecommenderExplorer
+from steercf.explorer.text import MAX_TOP, TextExplorer
+
+STATIC_DIR = Path(__file__).with_name("static")
+MAX_BODY_BYTES = 256 * 1024  # a 2,000-item profile is ~30 KB of JSON
+MAX_KNOBS = 64
+QUERY_CHARS = 200
+log = logging.getLogger("steercf.explorer")
+
+Explorer = RecommenderExplorer | TextExplorer
+
+
+# ---- request bodies ---------------------------------------------------------------------
+class KnobIn(BaseModel):
+    """One slider: ``{"concept": "Horror", "strength": 0.3}`` or ``{"neuron": 12, ...}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    concept: str | None = Field(None, min_length=1, max_length=QUERY_CHARS)
+    neuron: int | None = Field(None, ge=0)
+    strength: float = Field(..., ge=-5.0, le=5.0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> KnobIn:
+        if (self.concept is None) == (self.neuron is None):
+            raise ValueError("a knob names exactly one of 'concept' or 'neuron'")
+        return self
+
+
+class RecommendIn(BaseModel):
+    """A steering request for one user (``user``) or a built profile (``items``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    user: str | int | None = Field(None)
+    items: list[str | int] | None = Field(None, max_length=MAX_PROFILE_ITEMS)
+    knobs: list[KnobIn] = Field(default_factory=list, max_length=MAX_KNOBS)
+    rule: Literal["convex", "additive"] = "convex"
+    n: int = Field(20, ge=1, le=MAX_N)
+    source: str | None = Field(None, max_length=QUERY_CHARS)
+    mapping: str | None = Field(None, max_length=QUERY_CHARS)
+    top_neurons: int | None = Field(None, ge=1, le=64)
+    explain: bool = True
+
+    @model_validator(mode="after")
+    def _one_user(self) -> RecommendIn:
+        if (self.user is None) == (self.items is None):
+            raise ValueError("give either 'user' (a user id) or 'items' (a profile of item ids)")
+        return self
+
+
+class SliderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    latent: int = Field(..., ge=0)
+    strength: float = Field(..., ge=-1.0, le=1.0, allow_inf_nan=False)
+
+
+class SearchIn(BaseModel):
+    """A steered text search: the query and one slider per edited latent."""
+
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(..., min_length=1, max_length=1000)
+    sliders: list[SliderIn] = Field(default_factory=list, max_length=MAX_KNOBS)
+    top: int = Field(10, ge=1, le=MAX_TOP)
+
+
+# ---- middleware and errors ----------------------------------------------------------------
+class BodyLimit:
+    """Reject request bodies over ``max_bytes`` with 413 before the app reads them.
+
+    Bodies are small here, so the middleware buffers up to the limit and replays the
+    body to the app; that also covers chunked uploads that declare no length."""
+
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await _send_json(send, 400, "malformed Content-Length header")
+                return
+            if int(declared) > self.max_bytes:
+                await _send_json(send, 413, self._message())
+                return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await _send_json(send, 413, self._message())
+                return
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _message(self) -> str:
+        return f"request body too large (limit {self.max_bytes // 1024} KiB)"
+
+
+async def _send_json(send: Any, status: int, message: str) -> None:
+    payload = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _validation_message(err: RequestValidationError) -> str:
+    parts = []
+    for problem in err.errors()[:5]:
+        if problem.get("type") == "json_invalid":
+            error = (problem.get("ctx") or {}).get("error", "")
+            parts.append(f"the request body is not valid JSON{f' ({error})' if error else ''}")
+            continue
+        where = ".".join(str(p) for p in problem.get("loc", ()) if p != "body")
+        text = str(problem.get("msg", "invalid value")).removeprefix("Value error, ")
+        parts.append(f"{where}: {text}" if where else text)
+    return "; ".join(parts) or "invalid request"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(UnknownIdError)
+    async def unknown(_: Request, err: UnknownIdError) -> JSONResponse:
+        return JSONResponse({"error": str(err)}, status_code=404)
+
+    @app.exception_handler(SteerCFError)
+    async def invalid(_: Request, err: SteerCFError) -> JSONResponse:
+        return JSONResponse({"error": str(err)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_: Request, err: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": _validation_message(err)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(err.detail)}, status_code=err.status_code)
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, err: Exception) -> JSONResponse:
+        # the traceback goes to the server log, never to the client
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"error": f"internal error ({type(err).__name__}); see the server log"},
+            status_code=500,
+        )
+
+
+# ---- the factory ----------------------------------------------------------------------------
+def load_explorer(
+    model_dir: str | Path,
+    data: Any = None,
+    text_column: str = "text",
+    title_column: str | None = "title",
+    **options: Any,
+) -> Explorer:
+    """A recommender or text explorer for a saved model directory (kind read from it).
+
+    Args:
+        data: for a spliced recommender, a loaded ``InteractionData`` or a
+            ``load_dataset`` spec (default: the data set recorded with the model); for a
+            text model, the corpus file to search.
+        options: passed to the explorer (``source``, ``mapping``, ``top_neurons``,
+            ``seed`` for recommenders; ``embedder``, ``embeddings`` for text).
+    """
+    from steercf.io import load_model_dir
+
+    kind, _, _ = load_model_dir(model_dir)
+    if kind == "TextSAE":
+        return TextExplorer.from_dir(model_dir, data, text_column, title_column, **options)
+    return RecommenderExplorer.from_dir(model_dir, data, **options)
+
+
+def create_app(source: str | Path | Explorer, data: Any = None, **options: Any) -> FastAPI:
+    """The explorer app over a model directory (or a ready explorer).
+
+    Args:
+        source: a spliced recommender or text model directory, or an explorer object.
+        data: see :func:`load_explorer`.
+        options: see :func:`load_explorer`.
+
+    Returns:
+        a FastAPI app; ``app.state.explorer`` is the explorer behind it.
+    """
+    explorer = (
+        source
+        if isinstance(source, (RecommenderExplorer, TextExplorer))
+        else load_explorer(source, data, **options)
+    )
+    app = FastAPI(
+        title="steercf explorer",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.explorer = explorer
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    _install_error_handlers(app)
+
+    def rec() -> RecommenderExplorer:
+        if not isinstance(explorer, RecommenderExplorer):
+            raise StarletteHTTPException(404, "this explorer serves a text model, not a recommender")
+        return explorer
+
+    def text() -> TextExplorer:
+        if not isinstance(explorer, TextExplorer):
+            raise StarletteHTTPException(404, "this explorer serves a recommender, not a text model")
+        return explorer
+
+    query = Query("", max_length=QUERY_CHARS)
+    limit = Query(50, ge=1, le=500)
+    offset = Query(0, ge=0)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.get("/api/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/info")
+    def info() -> dict[str, Any]:
+        return explorer.info()
+
+    # ---- recommender -------------------------------------------------------------------
+    @app.get("/api/users")
+    def users(q: str = query, limit: int = limit) -> dict[str, Any]:
+        return rec().users(q, limit)
+
+    @app.get("/api/items")
+    def items(q: str = query, limit: int = limit) -> dict[str, Any]:
+        return rec().search_items(q, limit)
+
+    @app.get("/api/concepts")
+    def concepts(
+        source: str | None = Query(None, max_length=QUERY_CHARS), q: str = query, limit: int = limit
+    ) -> dict[str, Any]:
+        explorer = rec()
+        return explorer.concepts(source or explorer.source, q, limit)
+
+    @app.post("/api/recommend")
+    def recommend(body: RecommendIn) -> dict[str, Any]:
+        knobs = [KnobSpec(k.strength, k.concept, k.neuron) for k in body.knobs]
+        return rec().recommend(
+            user=None if body.user is None else str(body.user),
+            items=body.items,
+            knobs=knobs,
+            rule=body.rule,
+            n=body.n,
+            source=body.source,
+            mapping=body.mapping,
+            top_neurons=body.top_neurons,
+            explain=body.explain,
+        )
+
+    @app.get("/api/neurons")
+    def neurons(q: str = query, limit: int = limit, offset: int = offset) -> dict[str, Any]:
+        return rec().neurons(q, limit, offset)
+
+    @app.get("/api/neurons/{neuron}")
+    def neuron(neuron: int) -> dict[str, Any]:
+        return rec().neuron(neuron)
+
+    # ---- text ------------------------------------------------------------------------------
+    @app.post("/api/search")
+    def search(body: SearchIn) -> dict[str, Any]:
+        if not body.query.strip():
+            raise InputError("type a query to search for")
+        return text().search(body.query, [(s.latent, s.strength) for s in body.sliders], body.top)
+
+    @app.get("/api/latents")
+    def latents(q: str = query, limit: int = limit, offset: int = offset) -> dict[str, Any]:
+        return text().latents(q, limit, offset)
+
+    @app.get("/api/latents/{latent}")
+    def latent(latent: int) -> dict[str, Any]:
+        return text().latent(latent)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,75 @@
+"""``steercf serve MODEL_DIR``: the explorer web app over a saved model.
+
+Wire into the main parser with ``add_serve_command(subparsers)``. Nothing web-related
+is imported until the command runs, so the rest of the CLI works without the
+``explorer`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from steercf.errors import InputError
+
+
+def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``serve`` on ``subparsers`` (from ``parser.add_subparsers``)."""
+    from steercf.explorer.server import DEFAULT_HOST, DEFAULT_PORT
+
+    p = subparsers.add_parser(
+        "serve", help="explorer web app: steer, explain and browse neurons (or text latents)"
+    )
+    p.add_argument("model_dir", help="a spliced model (train-sae) or a text model (text train)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="recommender: data set (default: the one recorded with the model); "
+        "text model: the corpus file to search (CSV / Parquet)",
+    )
+    p.add_argument("--host", default=DEFAULT_HOST, help="bind address (default: local only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--source", default=None, help="concept source of the sliders (default: first)")
+    p.add_argument("--mapping", default=None, help="concept -> neuron mapping of the sliders")
+    p.add_argument("--top-neurons", type=int, default=None, help="neurons per concept slider")
+    p.add_argument("--text-column", default="text", help="text model: column of the documents")
+    p.add_argument("--title-column", default="title", help="text model: column of the titles")
+    p.add_argument("--quiet", action="store_true", help="no request log")
+    p.set_defaults(func=cmd_serve)
+    return p
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as err:
+        raise InputError(
+            f"steercf serve needs the explorer extra ({err.name} is missing): "
+            "pip install 'steercf[explorer]'"
+        ) from err
+    from steercf.explorer.app import create_app
+    from steercf.explorer.server import serve
+
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port must be in [0, 65535], got {args.port}")
+    options: dict[str, Any] = {}
+    for name in ("source", "mapping", "top_neurons"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    from steercf.io import load_model_dir
+
+    kind, _, _ = load_model_dir(args.model_dir)
+    if kind == "TextSAE":
+        if options:
+            raise InputError("--source, --mapping and --top-neurons apply to recommenders only")
+        options = {"text_column": args.text_column, "title_column": args.title_column}
+    print(f"loading {args.model_dir} ...", flush=True)
+    app = create_app(args.model_dir, data=args.data, **options)
+    explorer = app.state.explorer
+    print(
+        f"steercf explorer: {explorer.info()['model']} on {explorer.info()['dataset']} at "
+        f"http://{args.host}:{args.port}/  (Ctrl-C stops)",
+        flush=True,
+    )
+    serve(app, args.host, args.port, quiet=args.quiet)

@@ -1,0 +1,512 @@
+"""The explorer's view of a spliced recommender: users, steered lists, explanations and
+the neuron browser, as JSON-ready dicts (the web layer only validates and serialises).
+
+Everything that does not depend on a request is computed once when the explorer is
+built (item activations, the users' sparse codes for the histograms, unit decoder
+directions, title search keys), so a steering request is one user's encode, two
+decodes and the explanations.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from steercf.concepts import NeuronLabels, available_sources, label_model, load_labels
+from steercf.concepts.labels import LABELS_FILE
+from steercf.concepts.mapping import MAPPINGS, top_items
+from steercf.concepts.report import sae_item_activations
+from steercf.data import InteractionData, load_dataset
+from steercf.errors import InputError, UnknownIdError
+from steercf.evaluation import split_users
+from steercf.spliced import SplicedRecommender
+from steercf.steering import (
+    DECODER_EFFECT,
+    RULES,
+    ConceptKnobs,
+    Knob,
+    compare,
+    explain_items,
+    user_concepts,
+)
+
+DEFAULT_MAPPING = DECODER_EFFECT  # the steering-side view: what a neuron does to scores
+DEFAULT_TOP_NEURONS = 8  # a concept spread over 8 neurons steers more smoothly than 1
+MAX_HISTORY_SHOWN = 40
+MAX_PROFILE_ITEMS = 2000
+MAX_N = 100
+HISTOGRAM_USERS = 20_000  # users encoded for the activation histograms (sampled beyond)
+HISTOGRAM_BINS = 20
+TOP_ITEMS_KEPT = 20
+
+
+@dataclass(frozen=True)
+class KnobSpec:
+    """One slider: a concept (by name) or a neuron (by id) and a signed strength."""
+
+    strength: float
+    concept: str | None = None
+    neuron: int | None = None
+
+
+def resolve_data(
+    model: SplicedRecommender,
+    data: InteractionData | str | Path | None = None,
+    min_rating: float | None = None,
+    min_user_positives: int | None = None,
+) -> InteractionData:
+    """The data set a saved model was trained on.
+
+    Args:
+        data: a loaded data set, a ``load_dataset`` spec, or None to use the one recorded
+            in the model's metadata by ``steercf train`` / ``train-sae``.
+        min_rating, min_user_positives: override the recorded binarisation settings.
+
+    Raises:
+        InputError: no data set given nor recorded, or one with other item columns.
+    """
+    from steercf.cli import item_fingerprint
+
+    metadata = getattr(model, "metadata_", {}) or {}
+    if not isinstance(data, InteractionData):
+        spec = data if data is not None else metadata.get("data")
+        if spec is None:
+            raise InputError(
+                "the model does not record the data set it was trained on; pass --data "
+                "(the same one given to `steercf train`)"
+            )
+        data = load_dataset(
+            str(spec),
+            min_rating=min_rating if min_rating is not None else metadata.get("min_rating", 4.0),
+            min_user_positives=min_user_positives
+            if min_user_positives is not None
+            else metadata.get("min_user_positives", 5),
+        )
+    fingerprint = metadata.get("item_fingerprint")
+    if model.n_items_ != data.n_items or (fingerprint and fingerprint != item_fingerprint(data)):
+        raise InputError(
+            f"the model was fitted on other items ({model.n_items_} items) than data set "
+            f"{data.name!r} ({data.n_items} items); pass the --data it was trained on"
+        )
+    return data
+
+
+class RecommenderExplorer:
+    """Read, steer and explain a spliced recommender for the web app.
+
+    Args:
+        model: a fitted :class:`~steercf.spliced.SplicedRecommender`.
+        data: the data set it was trained on (titles, tags, user histories).
+        labels: neuron labels (default: computed from ``data``).
+        seed: the split seed the model was trained under (user tags come from its
+            training users only).
+        source, mapping, top_neurons: defaults of the concept sliders.
+    """
+
+    kind = "recommender"
+
+    def __init__(
+        self,
+        model: SplicedRecommender,
+        data: InteractionData,
+        labels: NeuronLabels | None = None,
+        seed: int = 0,
+        source: str | None = None,
+        mapping: str = DEFAULT_MAPPING,
+        top_neurons: int = DEFAULT_TOP_NEURONS,
+    ) -> None:
+        if not isinstance(model, SplicedRecommender):
+            raise InputError(
+                f"the explorer needs a spliced model, got {type(model).__name__} "
+                "(make one with `steercf train-sae`)"
+            )
+        data = resolve_data(model, data)
+        self.model, self.data = model, data
+        self.split = split_users(data.matrix, seed=seed)
+        self.sources = available_sources(data)
+        if not self.sources:
+            raise InputError(f"data set {data.name!r} has no concept source (genres, kg, tags)")
+        self.source = source or self.sources[0]
+        self._check_options(self.source, mapping, top_neurons)
+        self.mapping, self.top_neurons = mapping, top_neurons
+        self.labels = labels or label_model(model, data, train_users=self.split.train_users)
+        if self.labels.n_neurons != model.n_latents:
+            raise InputError(
+                f"labels describe {self.labels.n_neurons} neurons, the model has {model.n_latents}"
+            )
+        self._titles = np.asarray(data.titles(np.arange(data.n_items)), dtype=object)
+        self._folded_titles = [t.casefold() for t in self._titles]
+        self._popularity = np.asarray(data.matrix.sum(axis=0)).ravel()
+        genres = data.tags.get("genres")
+        # per-item display tags and id lookups, once: slicing CSR rows per listed item
+        # and pandas look-ups per request cost more than the steering itself
+        self._display_tags = [
+            genres.tags_of(i) if genres is not None else [] for i in range(data.n_items)
+        ]
+        self._user_keys = np.array([str(u) for u in data.user_ids], dtype=object)
+        self._user_rows = {key: row for row, key in enumerate(self._user_keys)}
+        self._item_columns = {str(item): col for col, item in enumerate(data.item_ids)}
+        self._history_sizes = np.diff(data.matrix.indptr)
+        self._knobs: dict[tuple[str, str, int], ConceptKnobs] = {}
+        self._lock = threading.Lock()
+        self._precompute()
+        self.knobs_for(self.source, self.mapping, self.top_neurons)  # fail early, warm cache
+
+    # ---- construction ----------------------------------------------------------------
+    @classmethod
+    def from_dir(
+        cls,
+        model_dir: str | Path,
+        data: InteractionData | str | Path | None = None,
+        **options: Any,
+    ) -> RecommenderExplorer:
+        """Load a spliced model directory, its data set and its stored labels."""
+        from steercf.models import load_model
+
+        model = load_model(model_dir)
+        if not isinstance(model, SplicedRecommender):
+            raise InputError(
+                f"{model_dir} holds a {model.kind}; the explorer needs a spliced model "
+                "(make one with `steercf train-sae`) or a text model (`steercf text train`)"
+            )
+        data = resolve_data(model, data)
+        labels = load_labels(model_dir) if (Path(model_dir) / LABELS_FILE).is_file() else None
+        seed = int((getattr(model, "metadata_", {}) or {}).get("seed", 0))
+        return cls(model, data, labels=labels, seed=options.pop("seed", seed), **options)
+
+    def _check_options(self, source: str, mapping: str, top_neurons: int) -> None:
+        if source not in self.sources:
+            raise UnknownIdError(
+                f"unknown concept source {source!r}; this data set has {', '.join(self.sources)}"
+            )
+        if mapping not in (*MAPPINGS, DECODER_EFFECT):
+            raise UnknownIdError(
+                f"unknown mapping {mapping!r}; choose one of "
+                f"{', '.join((*MAPPINGS, DECODER_EFFECT))}"
+            )
+        if not 1 <= int(top_neurons) <= 64:
+            raise InputError(f"neurons per concept must be in [1, 64], got {top_neurons}")
+
+    def _precompute(self) -> None:
+        model = self.model
+        item_acts = sae_item_activations(model)  # (n_items, n_latents)
+        self._top_items = top_items(item_acts, TOP_ITEMS_KEPT)  # (n_latents, k), -1 padded
+        self._top_item_values = np.take_along_axis(
+            item_acts.T, np.maximum(self._top_items, 0), axis=1
+        )
+        del item_acts  # n_items x n_latents: large for big catalogues, not needed again
+        with torch.no_grad():
+            w_dec = model.sae_.W_dec.detach().float()
+            self._directions = torch.nn.functional.normalize(w_dec, dim=1)  # (n_latents, d)
+        # sparse codes of (up to HISTOGRAM_USERS) users: one column per neuron
+        n_users = self.data.n_users
+        rows = np.arange(n_users)
+        if n_users > HISTOGRAM_USERS:
+            rows = np.sort(np.random.default_rng(0).choice(n_users, HISTOGRAM_USERS, replace=False))
+        parts = []
+        for start in range(0, len(rows), 4096):
+            codes, _, _ = model.encode(self.data.matrix[rows[start : start + 4096]])
+            parts.append(sp.csr_matrix(codes.numpy()))
+        self._user_codes = sp.vstack(parts, format="csr").tocsc()  # (n_sampled, n_latents)
+        self._n_histogram_users = len(rows)
+
+    def knobs_for(self, source: str, mapping: str, top_neurons: int) -> ConceptKnobs:
+        """The concept -> neurons resolution for these settings (built once, cached)."""
+        self._check_options(source, mapping, top_neurons)
+        key = (source, mapping, int(top_neurons))
+        with self._lock:  # requests run in a thread pool; build each mapping only once
+            if key not in self._knobs:
+                self._knobs[key] = ConceptKnobs.for_model(
+                    self.model, self.data, source, mapping, self.split.train_users, int(top_neurons)
+                )
+            return self._knobs[key]
+
+    # ---- small helpers -----------------------------------------------------------------
+    def _item(self, index: int, **extra: Any) -> dict[str, Any]:
+        return {
+            "index": int(index),
+            "id": str(self.data.item_ids[index]),
+            "title": str(self._titles[index]),
+            "tags": self._display_tags[index],
+            **extra,
+        }
+
+    def _label(self, neuron: int) -> str:
+        return self.labels[int(neuron)].text
+
+    def _neuron_index(self, neuron: Any) -> int:
+        if isinstance(neuron, bool) or not isinstance(neuron, (int, np.integer)):
+            raise InputError(f"a neuron is an integer id, got {neuron!r}")
+        if not 0 <= int(neuron) < self.model.n_latents:
+            raise UnknownIdError(
+                f"unknown neuron {neuron}: the model has {self.model.n_latents} neurons "
+                f"(0..{self.model.n_latents - 1})"
+            )
+        return int(neuron)
+
+    def history(self, user: str | None = None, items: Sequence[Any] | None = None) -> sp.csr_matrix:
+        """(1, n_items) history of a data set user, or a profile built from item ids.
+
+        Raises:
+            UnknownIdError: unknown user or item id; InputError: neither or both given,
+                or an empty / oversized profile.
+        """
+        if (user is None) == (items is None):
+            raise InputError("give either a user id or a list of item ids (a profile)")
+        if user is not None:
+            row = self._user_rows.get(str(user))
+            if row is None:  # the data set's own look-up names the problem
+                row = int(np.atleast_1d(self.data.user_index(np.asarray([user], dtype=object)))[0])
+            return self.data.matrix[row]
+        if not items:
+            raise InputError("the profile is empty: add at least one item")
+        if len(items) > MAX_PROFILE_ITEMS:
+            raise InputError(f"a profile holds at most {MAX_PROFILE_ITEMS} items, got {len(items)}")
+        known = [self._item_columns.get(str(item)) for item in items]
+        if any(column is None for column in known):
+            self.data.item_index(np.asarray(list(items), dtype=object))  # raises, naming them
+        columns = np.unique(np.asarray(known, dtype=np.int64))
+        return sp.csr_matrix(
+            (np.ones(len(columns), np.float32), (np.zeros(len(columns), int), columns)),
+            shape=(1, self.data.n_items),
+        )
+
+    def make_knobs(
+        self, specs: Sequence[KnobSpec], source: str, mapping: str, top_neurons: int, rule: str
+    ) -> list[Knob]:
+        """Knobs of the non-zero sliders (a concept twice or a neuron twice is an error)."""
+        if rule not in RULES:
+            raise InputError(f"unknown steering rule {rule!r}; choose one of {', '.join(RULES)}")
+        resolver = None
+        knobs, names = [], set()
+        for spec in specs:
+            if (spec.concept is None) == (spec.neuron is None):
+                raise InputError("each knob names either a concept or a neuron")
+            if not np.isfinite(spec.strength):
+                raise InputError("knob strengths must be finite numbers")
+            if spec.strength == 0:
+                continue  # a slider at rest
+            if spec.neuron is not None:
+                neuron = self._neuron_index(spec.neuron)
+                knob = Knob.of(neuron, spec.strength, name=f"neuron:{neuron}")
+            else:
+                resolver = resolver or self.knobs_for(source, mapping, top_neurons)
+                knob = resolver.knob(spec.concept, spec.strength)
+            if knob.name in names:
+                raise InputError(f"knob {knob.name!r} is given twice")
+            names.add(knob.name)
+            knobs.append(knob)
+        return knobs
+
+    # ---- the API -------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """What the page needs to draw itself."""
+        test_users = self.data.user_ids[self.split.test_users[:12]]
+        return {
+            "kind": self.kind,
+            "dataset": self.data.name,
+            "model": f"{self.model.base.kind}+SAE",
+            "n_users": self.data.n_users,
+            "n_items": self.data.n_items,
+            "n_neurons": self.model.n_latents,
+            "n_live": len(self.labels.live()),
+            "sources": self.sources,
+            "mappings": [*MAPPINGS, DECODER_EFFECT],
+            "rules": list(RULES),
+            "defaults": {
+                "source": self.source,
+                "mapping": self.mapping,
+                "top_neurons": self.top_neurons,
+                "rule": "convex",
+                "n": 20,
+                "user": str(test_users[0]),
+            },
+            "example_users": [str(u) for u in test_users],
+            "strength_range": {"convex": [-1.0, 1.0], "additive": [-5.0, 5.0]},
+        }
+
+    def concepts(self, source: str, query: str = "", limit: int = 50) -> dict[str, Any]:
+        """Concept names of a source (matching ``query``, case-blind), most items first."""
+        resolver = self.knobs_for(source, self.mapping, self.top_neurons)
+        names = resolver.mapping.tag_names
+        # a concept is a slider only when some live neuron is linked to it
+        usable = (resolver.mapping.scores[:, resolver.mapping.live] > 0).any(axis=1)
+        folded = query.casefold()
+        chosen = [str(n) for n, ok in zip(names, usable, strict=True) if ok and folded in n.casefold()]
+        return {"source": source, "total": len(chosen), "concepts": chosen[:limit]}
+
+    def users(self, query: str = "", limit: int = 20) -> dict[str, Any]:
+        """User ids starting with ``query`` (all users when empty), in data set order."""
+        hits = [i for i, key in enumerate(self._user_keys) if key.startswith(query)]
+        return {
+            "total": len(hits),
+            "users": [
+                {"id": str(self._user_keys[i]), "n_items": int(self._history_sizes[i])}
+                for i in hits[:limit]
+            ],
+        }
+
+    def search_items(self, query: str, limit: int = 20) -> dict[str, Any]:
+        """Items whose title contains ``query`` (case-blind), most popular first."""
+        folded = query.casefold().strip()
+        if not folded:
+            raise InputError("type part of a title to search for")
+        hits = np.array([i for i, t in enumerate(self._folded_titles) if folded in t], dtype=int)
+        hits = hits[np.argsort(-self._popularity[hits], kind="stable")] if hits.size else hits
+        return {
+            "total": int(hits.size),
+            "items": [self._item(i, popularity=int(self._popularity[i])) for i in hits[:limit]],
+        }
+
+    def recommend(
+        self,
+        user: str | None = None,
+        items: Sequence[Any] | None = None,
+        knobs: Sequence[KnobSpec] = (),
+        rule: str = "convex",
+        n: int = 20,
+        source: str | None = None,
+        mapping: str | None = None,
+        top_neurons: int | None = None,
+        explain: bool = True,
+    ) -> dict[str, Any]:
+        """Plain and steered top-``n`` of one user (or profile), with explanations.
+
+        Returns:
+            ``history``, ``concepts`` (the user's top concepts), ``neurons`` (active
+            neurons with labels), ``knobs`` (what was turned, resolved to neurons),
+            ``before`` / ``after`` (items with scores, ranks and, with ``explain``, the
+            neurons adding most to each score), ``entered`` / ``left`` (item indices).
+        """
+        if not 1 <= int(n) <= MAX_N:
+            raise InputError(f"n must be in [1, {MAX_N}], got {n}")
+        source = source or self.source
+        mapping = mapping or self.mapping
+        top_neurons = top_neurons or self.top_neurons
+        history = self.history(user, items)
+        resolved = self.make_knobs(knobs, source, mapping, top_neurons, rule)
+        result = compare(self.model, history, resolved, rule=rule, N=int(n))
+        before, after = result.before_ids[0], result.after_ids[0]
+        before_rank = {int(i): r + 1 for r, i in enumerate(before)}
+        after_rank = {int(i): r + 1 for r, i in enumerate(after)}
+        why_before = why_after = [[] for _ in range(len(before))]
+        if explain:
+            why_before = explain_items(self.model, history, before)
+            why_after = explain_items(self.model, history, after, resolved, rule)
+        concept_map = self.knobs_for(source, mapping, top_neurons).mapping
+        code = self.model.sparse_code(history).of(0)
+        seen = history.indices[np.argsort(-self._popularity[history.indices], kind="stable")]
+        return {
+            "user": user,
+            "history": {
+                "n": int(history.nnz),
+                "items": [self._item(i) for i in seen[:MAX_HISTORY_SHOWN]],
+            },
+            "concepts": [
+                {"concept": c, "weight": w} for c, w in user_concepts(self.model, history, concept_map, top=8)
+            ],
+            "neurons": [
+                {"neuron": nid, "activation": value, "label": self._label(nid)}
+                for nid, value in code[:12]
+            ],
+            "knobs": [
+                {"name": k.name, "strength": k.strength, "neurons": list(k.neurons)}
+                for k in resolved
+            ],
+            "rule": rule,
+            "before": [
+                self._item(
+                    i,
+                    rank=r + 1,
+                    score=float(s),
+                    after_rank=after_rank.get(int(i)),
+                    why=self._why(w),
+                )
+                for r, (i, s, w) in enumerate(zip(before, result.before_scores[0], why_before, strict=True))
+            ],
+            "after": [
+                self._item(
+                    i,
+                    rank=r + 1,
+                    score=float(s),
+                    before_rank=before_rank.get(int(i)),
+                    why=self._why(w),
+                )
+                for r, (i, s, w) in enumerate(zip(after, result.after_scores[0], why_after, strict=True))
+            ],
+            "entered": result.entered(0),
+            "left": result.left(0),
+        }
+
+    def _why(self, reasons: Sequence[tuple[int, float]]) -> list[dict[str, Any]]:
+        return [
+            {"neuron": nid, "contribution": value, "label": self._label(nid)} for nid, value in reasons
+        ]
+
+    def neurons(self, query: str = "", limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        """Live neurons whose label contains ``query`` (case-blind), broadest first."""
+        folded = query.casefold()
+        chosen = [label for label in self.labels.live() if folded in label.text.casefold()]
+        chosen.sort(key=lambda label: (-label.n_items, label.neuron))
+        return {
+            "total": len(chosen),
+            "neurons": [
+                {"neuron": label.neuron, "n_items": label.n_items, "label": label.text}
+                for label in chosen[offset : offset + limit]
+            ],
+        }
+
+    def neuron(self, neuron: int, nearest: int = 8) -> dict[str, Any]:
+        """One neuron: label, concepts, top items, the items it lifts, an activation
+        histogram over users and its nearest neurons by decoder direction."""
+        nid = self._neuron_index(neuron)
+        label = self.labels[nid]
+        acts = self._top_item_values[nid]
+        top = [
+            self._item(int(i), activation=float(a))
+            for i, a in zip(self._top_items[nid], acts, strict=True)
+            if i >= 0 and a > 0
+        ]
+        with torch.no_grad():
+            effect = self.model.base.decode(self.model.sae_.W_dec[nid : nid + 1])[0].numpy()
+        lifted = np.argsort(-effect, kind="stable")[:10]
+        column = self._user_codes[:, nid].data
+        if column.size:
+            counts, edges = np.histogram(column, bins=HISTOGRAM_BINS, range=(0.0, float(column.max())))
+        else:
+            counts, edges = np.zeros(HISTOGRAM_BINS, int), np.linspace(0, 1, HISTOGRAM_BINS + 1)
+        cosine = (self._directions @ self._directions[nid]).numpy()
+        cosine[nid] = -np.inf
+        order = np.argsort(-cosine, kind="stable")[:nearest]
+        steering = self.knobs_for(self.source, self.mapping, self.top_neurons).mapping
+        return {
+            "neuron": nid,
+            "live": label.live,
+            "n_items": label.n_items,
+            "label": label.text,
+            "concepts": [
+                {"source": s, "concept": c, "score": v} for s, c, v in label.concepts
+            ],
+            "steers_toward": [
+                {"concept": c, "score": v} for c, v in steering.concepts_for(nid, 5) if v > 0
+            ],
+            "top_items": top,
+            "lifted_items": [self._item(int(i), effect=float(effect[i])) for i in lifted],
+            "histogram": {
+                "counts": counts.astype(int).tolist(),
+                "edges": edges.tolist(),
+                "n_users": self._n_histogram_users,
+                "n_active": int(column.size),
+            },
+            "nearest": [
+                {"neuron": int(j), "cosine": float(cosine[j]), "label": self._label(int(j))}
+                for j in order
+            ],
+        }
