@@ -243,12 +243,16 @@ def create_app(source: str | Path | Explorer, data: Any = None, **options: Any) 
 
     def rec() -> RecommenderExplorer:
         if not isinstance(explorer, RecommenderExplorer):
-            raise StarletteHTTPException(404, "this explorer serves a text model, not a recommender")
+            raise StarletteHTTPException(
+                404, "this explorer serves a text model, not a recommender"
+            )
         return explorer
 
     def text() -> TextExplorer:
         if not isinstance(explorer, TextExplorer):
-            raise StarletteHTTPException(404, "this explorer serves a recommender, not a text model")
+            raise StarletteHTTPException(
+                404, "this explorer serves a recommender, not a text model"
+            )
         return explorer
 
     query = Query("", max_length=QUERY_CHARS)

@@ -339,7 +339,9 @@ class RecommenderExplorer:
         # a concept is a slider only when some live neuron is linked to it
         usable = (resolver.mapping.scores[:, resolver.mapping.live] > 0).any(axis=1)
         folded = query.casefold()
-        chosen = [str(n) for n, ok in zip(names, usable, strict=True) if ok and folded in n.casefold()]
+        chosen = [
+            str(n) for n, ok in zip(names, usable, strict=True) if ok and folded in n.casefold()
+        ]
         return {"source": source, "total": len(chosen), "concepts": chosen[:limit]}
 
     def users(self, query: str = "", limit: int = 20) -> dict[str, Any]:
@@ -410,7 +412,8 @@ class RecommenderExplorer:
                 "items": [self._item(i) for i in seen[:MAX_HISTORY_SHOWN]],
             },
             "concepts": [
-                {"concept": c, "weight": w} for c, w in user_concepts(self.model, history, concept_map, top=8)
+                {"concept": c, "weight": w}
+                for c, w in user_concepts(self.model, history, concept_map, top=8)
             ],
             "neurons": [
                 {"neuron": nid, "activation": value, "label": self._label(nid)}
@@ -429,7 +432,9 @@ class RecommenderExplorer:
                     after_rank=after_rank.get(int(i)),
                     why=self._why(w),
                 )
-                for r, (i, s, w) in enumerate(zip(before, result.before_scores[0], why_before, strict=True))
+                for r, (i, s, w) in enumerate(
+                    zip(before, result.before_scores[0], why_before, strict=True)
+                )
             ],
             "after": [
                 self._item(
@@ -439,7 +444,9 @@ class RecommenderExplorer:
                     before_rank=before_rank.get(int(i)),
                     why=self._why(w),
                 )
-                for r, (i, s, w) in enumerate(zip(after, result.after_scores[0], why_after, strict=True))
+                for r, (i, s, w) in enumerate(
+                    zip(after, result.after_scores[0], why_after, strict=True)
+                )
             ],
             "entered": result.entered(0),
             "left": result.left(0),
@@ -447,7 +454,8 @@ class RecommenderExplorer:
 
     def _why(self, reasons: Sequence[tuple[int, float]]) -> list[dict[str, Any]]:
         return [
-            {"neuron": nid, "contribution": value, "label": self._label(nid)} for nid, value in reasons
+            {"neuron": nid, "contribution": value, "label": self._label(nid)}
+            for nid, value in reasons
         ]
 
     def neurons(self, query: str = "", limit: int = 50, offset: int = 0) -> dict[str, Any]:
@@ -479,7 +487,9 @@ class RecommenderExplorer:
         lifted = np.argsort(-effect, kind="stable")[:10]
         column = self._user_codes[:, nid].data
         if column.size:
-            counts, edges = np.histogram(column, bins=HISTOGRAM_BINS, range=(0.0, float(column.max())))
+            counts, edges = np.histogram(
+                column, bins=HISTOGRAM_BINS, range=(0.0, float(column.max()))
+            )
         else:
             counts, edges = np.zeros(HISTOGRAM_BINS, int), np.linspace(0, 1, HISTOGRAM_BINS + 1)
         cosine = (self._directions @ self._directions[nid]).numpy()
@@ -491,9 +501,7 @@ class RecommenderExplorer:
             "live": label.live,
             "n_items": label.n_items,
             "label": label.text,
-            "concepts": [
-                {"source": s, "concept": c, "score": v} for s, c, v in label.concepts
-            ],
+            "concepts": [{"source": s, "concept": c, "score": v} for s, c, v in label.concepts],
             "steers_toward": [
                 {"concept": c, "score": v} for c, v in steering.concepts_for(nid, 5) if v > 0
             ],

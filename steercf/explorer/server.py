@@ -16,7 +16,9 @@ DEFAULT_HOST = "127.0.0.1"  # local only unless asked: the app has no authentica
 DEFAULT_PORT = 8000
 
 
-def serve(app: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, quiet: bool = False) -> None:
+def serve(
+    app: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, quiet: bool = False
+) -> None:
     """Serve ``app`` until interrupted (Ctrl-C)."""
     import uvicorn
 

@@ -59,9 +59,7 @@ class TextExplorer:
         if titles is not None and len(titles) != len(self.texts):
             raise InputError(f"{len(titles)} titles for {len(self.texts)} documents")
         self.titles = (
-            [str(t) for t in titles]
-            if titles is not None
-            else [t[:80] for t in self.texts]
+            [str(t) for t in titles] if titles is not None else [t[:80] for t in self.texts]
         )
         self.model = model
         self.name = name
@@ -264,7 +262,9 @@ class TextExplorer:
         column = self.codes[:, j]
         fired = column[column > 0]
         if fired.size:
-            counts, edges = np.histogram(fired, bins=HISTOGRAM_BINS, range=(0.0, float(fired.max())))
+            counts, edges = np.histogram(
+                fired, bins=HISTOGRAM_BINS, range=(0.0, float(fired.max()))
+            )
         else:
             counts, edges = np.zeros(HISTOGRAM_BINS, int), np.linspace(0, 1, HISTOGRAM_BINS + 1)
         cosine = (self._directions @ self._directions[j]).numpy()
