@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from steercf.distributed import Collective
 from steercf.errors import InputError, ModelFileError
 from steercf.io import load_model_dir, save_model_dir
 from steercf.models.base import CFAE, Recommender, UserRows, as_user_rows, top_n
@@ -111,14 +112,21 @@ class SplicedRecommender(Recommender):
 
     # ---- training ------------------------------------------------------------------
     def fit(
-        self, user_items: sp.csr_matrix, val_user_items: sp.csr_matrix | None = None
+        self,
+        user_items: sp.csr_matrix,
+        val_user_items: sp.csr_matrix | None = None,
+        group: Collective | None = None,
     ) -> SplicedRecommender:
         """Fit the base if needed, then train the SAE on its embeddings of ``user_items``
         (plus augmented sub-histories); ``val_user_items`` rows drive early stopping.
+        ``group`` trains data-parallel (:mod:`steercf.distributed`; every process passes
+        the same arguments and embeds all rows, then trains on its share of each batch).
 
         Sets ``sae_``, ``history_``, ``n_items_``."""
         if not hasattr(self.base, "n_items_"):
-            self.base.fit(user_items, val_user_items)
+            # only ELSA trains data-parallel; EASE's closed form takes no group
+            parallel = {"group": group} if group is not None and group.world_size > 1 else {}
+            self.base.fit(user_items, val_user_items, **parallel)
         rows = as_user_rows(user_items, self.base.n_items_, allow_empty=True)
         rows = rows[np.diff(rows.indptr) > 0]
         if self.augment < 0:
@@ -134,7 +142,7 @@ class SplicedRecommender(Recommender):
             z_val = self._embed(sp.vstack([val, thin_rows(val, 0.2, rng)], format="csr"))
         config = self._resolved_sae_config()
         train_config = self.train_config or TrainConfig(seed=self.seed, progress=self.progress)
-        result = train_sae(z_train, config, train_config, x_val=z_val)
+        result = train_sae(z_train, config, train_config, x_val=z_val, group=group)
         self.sae_ = result.sae.eval()
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch

@@ -158,6 +158,22 @@ class Recommender(ABC):
             scores = self.score(rows)
         return top_n(scores, rows if filter_seen else None, N, filter_items)
 
+    def to(self, device: str | torch.device) -> Recommender:
+        """Move the fitted state to ``device`` (in place; returns ``self``).
+
+        Moves every tensor attribute, nested modules (a spliced model's SAE) and nested
+        recommenders (its base), and sets a ``device`` hyperparameter so that encoding
+        and refitting use the same device."""
+        device = torch.device(device)
+        for name, value in list(vars(self).items()):
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+            elif isinstance(value, (torch.nn.Module, Recommender)):
+                value.to(device)
+        if isinstance(getattr(self, "device", None), str):
+            self.device = str(device)
+        return self
+
     # ---- persistence -------------------------------------------------------------
     # Single-directory models implement these two; composite models (a spliced CFAE +
     # SAE) override save/load instead.

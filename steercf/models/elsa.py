@@ -24,6 +24,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from steercf.distributed import Collective
 from steercf.errors import InputError
 from steercf.evaluation import _hold_out, ndcg_at_k, recall_at_k
 from steercf.io import require_tensors
@@ -259,13 +260,24 @@ class ELSA(CFAE):
             raise InputError(f"input_dropout must be in [0, 1), got {self.input_dropout}")
         _parse_monitor(self.monitor)
 
-    def fit(self, user_items: sp.csr_matrix, val_user_items: sp.csr_matrix | None = None) -> ELSA:
+    def fit(
+        self,
+        user_items: sp.csr_matrix,
+        val_user_items: sp.csr_matrix | None = None,
+        group: Collective | None = None,
+    ) -> ELSA:
         """Train on (n_users, n_items) interactions; with ``val_user_items`` (validation
         users' full rows) stop early on ``monitor`` and keep the best epoch.
+
+        ``group`` (:class:`steercf.distributed.Collective`) trains data-parallel: every
+        process passes the same arguments, computes on its share of each batch's users
+        and the gradients are averaged, which equals single-process training up to float
+        rounding (:mod:`steercf.distributed`).
 
         Sets ``items_`` (n_items, factors), ``history_`` (per-epoch records) and
         ``best_epoch_``."""
         self._check_params()
+        group = group if group is not None else Collective()
         rows = _canonical(as_user_rows(user_items, user_items.shape[1], allow_empty=True))
         rows = rows[np.diff(rows.indptr) > 0]  # an empty history carries no signal
         if rows.shape[0] == 0:
@@ -292,24 +304,30 @@ class ELSA(CFAE):
 
         self.history_: list[dict[str, float]] = []
         best_score, best_items, best_epoch, stale = -math.inf, items.detach().clone(), 0, 0
-        bar = tqdm(range(self.epochs), desc="ELSA", disable=not self.progress)
+        bar = tqdm(range(self.epochs), desc="ELSA", disable=not self.progress or not group.is_main)
+        thin = (lambda b: thin_rows(b, self.input_dropout, rng)) if self.input_dropout else None
         for epoch in bar:
             order = torch.randperm(rows.shape[0], generator=generator).numpy()
             total = 0.0
             for start in range(0, len(order), self.batch_size):
-                batch = rows[np.sort(order[start : start + self.batch_size])]
-                thinned = thin_rows(batch, self.input_dropout, rng) if self.input_dropout else None
-                loss, grad = elsa_loss_and_grad(
-                    batch, items.detach(), input_rows=thinned, workspace=workspace
-                )
+                users = np.sort(order[start : start + self.batch_size])
+                batch, thinned = group.shard_rows(rows, users, thin)  # this process's share
+                if batch.shape[0]:
+                    loss, grad = elsa_loss_and_grad(
+                        batch, items.detach(), input_rows=thinned, workspace=workspace
+                    )
+                else:  # a last batch with fewer users than processes
+                    loss, grad = torch.zeros((), device=device), torch.zeros_like(items.detach())
+                loss, grad = group.mean_over_batch(loss, grad, batch.shape[0], len(users))
                 items.grad = _remove_parallel_(grad, items.detach())
                 optimizer.step()
                 with torch.no_grad():
                     _normalize_rows_(items)
-                total += loss.item() * batch.shape[0]
+                total += loss.item() * len(users)
             record = {"epoch": epoch, "train_loss": total / rows.shape[0]}
             if validator is not None:
-                record.update(validator(items.detach(), workspace))
+                # rank 0's numbers decide early stopping for every process
+                record.update(group.agree(validator(items.detach(), workspace)))
                 score = validator.score(record)
                 if score > best_score + 1e-6:
                     best_score, best_epoch, stale = score, epoch, 0

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from steercf.distributed import Collective
 from steercf.errors import InputError
 from steercf.sae.config import SAEConfig, TrainConfig
 from steercf.sae.metrics import sae_metrics
@@ -97,6 +98,7 @@ def train_sae(
     train_config: TrainConfig | None = None,
     x_val: Any = None,
     sae: SparseAutoencoder | None = None,
+    group: Collective | None = None,
 ) -> TrainResult:
     """Train a sparse autoencoder on rows ``x_train`` (n, d_in).
 
@@ -107,6 +109,11 @@ def train_sae(
         x_val: rows (m, d_in) for early stopping; default: a seeded
             ``val_fraction`` share of ``x_train`` is held out.
         sae: continue training this model (its decoder bias is not re-initialised).
+        group: train data-parallel (:mod:`steercf.distributed`): every process passes
+            the same arguments and runs its share of each batch through
+            DistributedDataParallel; equals single-process training up to float
+            rounding. Needs a loss that is a mean over rows (not ``nmse``) and a
+            per-row activation (not ``batchtopk``).
 
     Returns:
         :class:`TrainResult` with the best-validation-loss state restored.
@@ -116,6 +123,16 @@ def train_sae(
     tc = train_config if train_config is not None else TrainConfig()
     tc.validate()
     sae_config.validate()
+    group = group if group is not None else Collective()
+    if group.world_size > 1 and (
+        "nmse" in (tc.loss, tc.aux_loss) or sae_config.activation == "batchtopk"
+    ):
+        # both couple the rows of a batch (batch variance, batch-wide top-k), so a
+        # batch split over processes would train another model
+        raise InputError(
+            "data-parallel SAE training needs per-row losses and activations: "
+            "use loss/aux_loss 'cosine' or 'mse' and activation 'topk' or 'relu'"
+        )
     fresh = sae is None
     if sae is None:
         sae = SparseAutoencoder(sae_config, seed=tc.seed)
@@ -143,30 +160,38 @@ def train_sae(
     since_fired = torch.zeros(sae_config.n_latents, dtype=torch.int64, device=device)
     # Nearly equal batches (no tiny last batch, whose nmse would be ill-defined).
     n_batches = math.ceil(n / tc.batch_size)
+    if n // n_batches < group.world_size:
+        raise InputError(
+            f"batches of {n // n_batches} rows cannot be split over {group.world_size} processes"
+        )
+    model = group.wrap(sae)  # DistributedDataParallel when data-parallel
 
     history: list[dict[str, float]] = []
     best_loss, best_epoch, best_state = math.inf, 0, None
-    bar = tqdm(range(tc.max_epochs), desc="SAE", unit="epoch", disable=not tc.progress)
+    bar = tqdm(
+        range(tc.max_epochs), desc="SAE", unit="epoch", disable=not tc.progress or not group.is_main
+    )
     for epoch in bar:
         start = time.perf_counter()
         sae.train()
         loss_sum = aux_sum = l1_sum = 0.0
         for rows in torch.randperm(n, generator=generator).to(device).tensor_split(n_batches):
-            x = x_train[rows]
-            out = sae(x)
+            mine = group.shard(rows)  # this process's share of the batch
+            x = x_train[mine]
+            out = model(x)
             recon = reconstruction_loss(out.x_hat, x, tc.loss)
             loss = recon
             if tc.l1_coef > 0:
                 l1 = out.codes.sum(1).mean()  # codes are >= 0
                 loss = loss + tc.l1_coef * l1
-                l1_sum += float(l1.detach()) * len(rows)
+                l1_sum += float(l1.detach()) * len(mine)
             dead = since_fired >= dead_window
             if tc.aux_coef > 0 and bool(dead.any()):
                 aux = auxk_loss(sae, out, x, dead, aux_k, tc.aux_loss)
                 loss = loss + tc.aux_coef * aux
-                aux_sum += float(aux.detach()) * len(rows)
+                aux_sum += float(aux.detach()) * len(mine)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            group.scale_loss(loss, len(mine), len(rows)).backward()
             sae.remove_parallel_grad()
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(sae.parameters(), tc.grad_clip)
@@ -174,8 +199,9 @@ def train_sae(
             sae.normalize_decoder()
             with torch.no_grad():
                 since_fired += len(rows)
-                since_fired.masked_fill_((out.codes > 0).any(0), 0)
-            loss_sum += float(recon.detach()) * len(rows)
+                since_fired.masked_fill_(group.any_((out.codes > 0).any(0)), 0)
+            loss_sum += float(recon.detach()) * len(mine)
+        loss_sum, aux_sum, l1_sum = group.sum_floats(loss_sum, aux_sum, l1_sum)
 
         record = {
             "epoch": epoch,
@@ -192,7 +218,7 @@ def train_sae(
             record.update(val_cosine=m["cosine"], val_nmse=m["nmse"], val_l0=m["l0"])
         else:
             val_loss = record["train_loss"] + tc.l1_coef * l1_sum / n
-        record["val_loss"] = val_loss
+        record["val_loss"] = val_loss = group.agree(val_loss)  # one verdict for all ranks
         record["seconds"] = time.perf_counter() - start
         history.append(record)
         bar.set_postfix(
