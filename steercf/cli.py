@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -18,9 +20,17 @@ from typing import Any
 import numpy as np
 
 from steercf.data import InteractionData, load_dataset
+from steercf.distributed import PRECISIONS, Collective, configure_precision, init_from_env
+from steercf.distributed import shutdown as leave_process_group
 from steercf.errors import InputError, SteerCFError
 from steercf.evaluation import evaluate, split_users
-from steercf.experiment import DEFAULT_GRIDS, MODELS, fit_model, select_on_validation
+from steercf.experiment import (
+    DEFAULT_GRIDS,
+    MODELS,
+    fit_model,
+    make_model,
+    select_on_validation,
+)
 from steercf.models import CFAE, EASE, Recommender, load_model
 from steercf.reporting import format_table
 from steercf.sae import TrainConfig
@@ -76,13 +86,31 @@ def _check_matches(model: Recommender, data: InteractionData) -> None:
 # ---- commands --------------------------------------------------------------------------
 
 
+def _parallel(args: argparse.Namespace) -> tuple[Collective, Any]:
+    """``(collective, device)``: the process group torchrun describes (a single process
+    otherwise) and this process's device, with the matmul precision set for it."""
+    group, device = init_from_env(args.device)
+    configure_precision(device, args.precision)
+    return group, device
+
+
 def cmd_train(args: argparse.Namespace) -> None:
+    group, device = _parallel(args)
     data = _load(args)
     split = split_users(data.matrix, seed=args.seed)
     params = {"seed": args.seed, **_parse_params(args.param)}
     if args.model == "popularity":
         params.pop("seed")
-    if args.tune:
+    else:
+        params.setdefault("device", str(device))
+    if group.world_size > 1:
+        if args.model != "elsa" or args.tune:
+            raise InputError(
+                "data-parallel training (--nproc, torchrun) covers ELSA without --tune"
+            )
+        params.setdefault("progress", not args.quiet)
+        model = make_model("elsa", **params).fit(split.train, split.val_full, group=group)
+    elif args.tune:
         chosen = select_on_validation(args.model, split, progress=not args.quiet, **params)
         model = chosen.model
         print(f"chosen on validation users: {chosen.params} (recall@20 {chosen.val_score:.4f})")
@@ -94,9 +122,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         "min_user_positives": args.min_user_positives,
         "seed": args.seed,
         "item_fingerprint": item_fingerprint(data),
+        "nproc": group.world_size,
     }
-    model.save(args.out, metadata=metadata)
-    print(f"saved {model.kind} to {args.out}")
+    if group.is_main:  # every rank holds the same model; one writes it
+        model.save(args.out, metadata=metadata)
+        print(f"saved {model.kind} to {args.out}")
+    group.barrier()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -136,6 +167,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_train_sae(args: argparse.Namespace) -> None:
+    group, device = _parallel(args)
     base = load_model(args.model_dir)
     if not isinstance(base, CFAE):
         raise InputError(
@@ -157,11 +189,16 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
         aux_coef=args.aux_coef,
         max_epochs=args.max_epochs,
         seed=args.seed,
+        device=str(device),
         progress=not args.quiet,
     )
     model = SplicedRecommender(
-        base, sae_config, train_config, augment=args.augment, seed=args.seed
-    ).fit(split.train, split.val_full)
+        base.to(device), sae_config, train_config, augment=args.augment, seed=args.seed
+    ).fit(split.train, split.val_full, group=group)
+    model.to("cpu")  # labelling below reads tensors as numpy arrays
+    if not group.is_main:  # every rank holds the same model; one writes it
+        group.barrier()
+        return
     model.save(args.out, metadata=metadata)
     from steercf.concepts import label_model, save_labels
 
@@ -172,6 +209,7 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
         f"saved {base.kind}+SAE ({model.n_latents} latents, k={args.k}) to {args.out}; "
         f"best epoch {model.best_epoch_}, val cosine {final.get('val_cosine', float('nan')):.4f}"
     )
+    group.barrier()
 
 
 def cmd_recommend(args: argparse.Namespace) -> None:
@@ -311,6 +349,54 @@ def cmd_explain(args: argparse.Namespace) -> None:
         print(f"  {data.titles([item])[0][:50]:<50} {score:.3f}  <- {reasons}")
 
 
+def cmd_score(args: argparse.Namespace) -> None:
+    from steercf.scoring import score_users
+    from steercf.steering import ConceptKnobs
+
+    group, device = _parallel(args)
+    model = load_model(args.model_dir)
+    metadata = getattr(model, "metadata_", {})
+    data = _load(args, metadata if args.data is None else None)
+    _check_matches(model, data)
+    knobs = []
+    if args.concept:
+        if not isinstance(model, SplicedRecommender):
+            raise InputError(
+                f"{args.model_dir} holds a {model.kind}; steering needs a spliced model"
+            )
+        if all(spec.lstrip("+-").startswith("neuron:") for spec in args.concept):
+            knobs_from = ConceptKnobs(mapping=None)  # neuron knobs need no concept mapping
+        else:
+            split = split_users(data.matrix, seed=metadata.get("seed", args.seed))
+            knobs_from = ConceptKnobs.for_model(
+                model, data, args.source, args.mapping, split.train_users, args.top_neurons
+            )
+        knobs = [knobs_from.parse(spec) for spec in args.concept]
+    report = score_users(
+        model.to(device),
+        data.matrix,
+        args.out,
+        N=args.n,
+        chunk_users=args.chunk_users,
+        batch_users=args.batch_users,
+        knobs=knobs,
+        rule=args.rule,
+        filter_seen=not args.include_seen,
+        user_ids=data.user_ids,
+        item_ids=data.item_ids,
+        precision="bf16" if args.precision == "bf16" else "fp32",
+        overwrite=args.overwrite,
+        group=group,
+        progress=not args.quiet,
+    )
+    if group.is_main:
+        done = len(report.skipped_chunks) if group.world_size == 1 else "some"
+        print(
+            f"top-{report.N} of {report.n_users} users in {report.n_chunks} part files under "
+            f"{args.out} ({len(report.scored_chunks)} scored now, {done} found complete)"
+        )
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from steercf.demo import run_demo
 
@@ -337,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"grid-search on validation users (grids: {json.dumps(DEFAULT_GRIDS)})",
     )
+    _parallel_args(train)
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="Recall/nDCG of a saved model under the protocol")
@@ -361,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     tsae.add_argument("--aux-coef", type=float, default=1 / 32, help="AuxK weight (0: off)")
     tsae.add_argument("--augment", type=int, default=8, help="sub-histories per training user")
     tsae.add_argument("--max-epochs", type=int, default=1000)
+    _parallel_args(tsae)
     tsae.set_defaults(func=cmd_train_sae)
 
     concepts = sub.add_parser("concepts", help="monosemanticity report of a spliced model")
@@ -424,6 +512,31 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-n", type=int, default=10)
     rec.set_defaults(func=cmd_recommend)
 
+    score = sub.add_parser(
+        "score", help="top-N for every user to Parquet, in chunks (resumable, steerable)"
+    )
+    score.add_argument("model_dir")
+    score.add_argument("--out", required=True, help="output directory (resumed if unfinished)")
+    _data_args(score, default=None)
+    score.add_argument("--seed", type=int, default=0, help="split seed if none is stored")
+    score.add_argument("-n", type=int, default=20, help="items per user")
+    score.add_argument("--chunk-users", type=int, default=50_000, help="users per part file")
+    score.add_argument("--batch-users", type=int, default=1024, help="users scored at once")
+    score.add_argument(
+        "--concept",
+        action="append",
+        default=[],
+        help='steer every user: "+Horror", "-Comedy:0.5", "+neuron:12:0.3" (spliced models)',
+    )
+    score.add_argument("--source", default="genres", help="concept source: genres | kg | tags")
+    score.add_argument("--mapping", default="best_characterizes")
+    score.add_argument("--top-neurons", type=int, default=1, help="neurons per concept")
+    score.add_argument("--rule", choices=["convex", "additive"], default="convex")
+    score.add_argument("--include-seen", action="store_true", help="do not filter seen items")
+    score.add_argument("--overwrite", action="store_true", help="discard an earlier run in --out")
+    _parallel_args(score)
+    score.set_defaults(func=cmd_score)
+
     from steercf.text.cli import add_text_commands  # imports nothing heavy until run
 
     add_text_commands(sub)
@@ -432,9 +545,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_command(sub)
 
-    for command in (demo, train, ev, tsae, concepts, neurons, neuron, steer, explain, rec):
+    for command in (demo, train, ev, tsae, concepts, neurons, neuron, steer, explain, rec, score):
         command.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def _parallel_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N"
+    )
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="data-parallel processes on this machine (runs torchrun; gloo on CPU, nccl on CUDA)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: TF32 matmuls on CUDA, float32 on CPU; bf16: scores in bfloat16 (score)",
+    )
+
+
+def _run_torchrun(nproc: int, argv: list[str]) -> int:
+    """Rerun this command line in ``nproc`` processes under torchrun (standalone: it
+    picks a free local port), which sets RANK / WORLD_SIZE for each."""
+    # torchrun's parser looks at the script's arguments too: "--nproc" would be an
+    # ambiguous abbreviation of its --nproc-per-node, so it is not passed on (WORLD_SIZE
+    # tells the processes they run under torchrun).
+    forwarded, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--nproc="):
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        else:
+            forwarded.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc_per_node={nproc}", "-m", "steercf", *forwarded]
+    env = dict(os.environ)
+    # one intra-op thread per process unless asked otherwise (torchrun's own default)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.run(command, env=env, check=False).returncode
 
 
 def _join_negative_knobs(argv: list[str]) -> list[str]:
@@ -450,15 +603,24 @@ def _join_negative_knobs(argv: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_join_negative_knobs(sys.argv[1:] if argv is None else list(argv)))
+    argv = _join_negative_knobs(sys.argv[1:] if argv is None else list(argv))
+    args = parser.parse_args(argv)
     if getattr(args, "k", None) is None and args.command == "evaluate":
         args.k = [20]
+    nproc = getattr(args, "nproc", 1)
+    if nproc < 1:
+        print(f"steercf: error: --nproc must be >= 1, got {nproc}", file=sys.stderr)
+        return 2
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:  # not yet under torchrun
+        return _run_torchrun(nproc, argv)
     started = time.perf_counter()
     try:
         args.func(args)
     except SteerCFError as err:
         print(f"steercf: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        leave_process_group()
     if not getattr(args, "quiet", False):
         print(f"({time.perf_counter() - started:.1f}s)", file=sys.stderr)
     return 0
