@@ -83,10 +83,10 @@ class MatrixSource:
         return self.matrix[start:stop]
 
     def fingerprint(self) -> str:
-        digest = hashlib.sha1(repr(self.shape).encode())
-        for array in (self.matrix.indptr.astype(np.int64), self.matrix.indices, self.matrix.data):
-            digest.update(np.ascontiguousarray(array).data)  # hashed in place, no copy
-        return digest.hexdigest()[:16]
+        m = self.matrix
+        return _csr_fingerprint(
+            self.shape, len(m.indptr), m.nnz, lambda name, a, b: getattr(m, name)[a:b]
+        )
 
 
 _CSR_FILES = ("indptr.npy", "indices.npy", "data.npy")
@@ -137,12 +137,34 @@ class CSRDirSource:
         )
 
     def fingerprint(self) -> str:
-        digest = hashlib.sha1(repr(self.shape).encode())
-        for name in _CSR_FILES:
-            with open(self.path / name, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 22), b""):
-                    digest.update(block)
-        return digest.hexdigest()[:16]
+        def read(name: str, start: int, stop: int) -> np.ndarray:
+            file = f"{name}.npy"
+            return _read_npy_range(self.path / file, self._layout[file], start, stop)
+
+        nnz = self._layout["indices.npy"][1]
+        return _csr_fingerprint(self.shape, self.shape[0] + 1, nnz, read)
+
+
+def _csr_fingerprint(
+    shape: tuple[int, ...],
+    n_indptr: int,
+    nnz: int,
+    read: Callable[[str, int, int], np.ndarray],
+    block: int = 1 << 20,
+) -> str:
+    """Hash of a CSR matrix's shape, indptr (int64), indices (int32) and data (float32),
+    read ``block`` entries at a time, so any source of the same matrix hashes alike
+    within bounded memory."""
+    digest = hashlib.sha1(repr(tuple(shape)).encode())
+    for name, length, dtype in (
+        ("indptr", n_indptr, np.int64),
+        ("indices", nnz, np.int32),
+        ("data", nnz, np.float32),
+    ):
+        for start in range(0, length, block):
+            part = read(name, start, min(length, start + block))
+            digest.update(np.ascontiguousarray(part, dtype=dtype).data)
+    return digest.hexdigest()[:16]
 
 
 def _npy_layout(path: Path) -> tuple[np.dtype, int, int]:
