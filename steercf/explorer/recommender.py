@@ -270,8 +270,9 @@ class RecommenderExplorer:
         if len(items) > MAX_PROFILE_ITEMS:
             raise InputError(f"a profile holds at most {MAX_PROFILE_ITEMS} items, got {len(items)}")
         known = [self._item_columns.get(str(item)) for item in items]
-        if any(column is None for column in known):
-            self.data.item_index(np.asarray(list(items), dtype=object))  # raises, naming them
+        unknown = [item for item, column in zip(items, known, strict=True) if column is None]
+        if unknown:  # the data set's own look-up raises, naming them
+            self.data.item_index(np.asarray(unknown, dtype=object))
         columns = np.unique(np.asarray(known, dtype=np.int64))
         return sp.csr_matrix(
             (np.ones(len(columns), np.float32), (np.zeros(len(columns), int), columns)),

@@ -243,7 +243,7 @@ function itemRow(item, side, changed) {
   return el("li", {class: changed ? (side === "after" ? "entered" : "left") : "", dataset: {id: item.id}},
     el("span", {class: "rank", text: item.rank}),
     el("div", {},
-      el("div", {class: "title"}, item.title, badge),
+      el("div", {class: "title"}, el("span", {class: "name", text: item.title}), badge),
       item.tags.length ? el("div", {class: "tags", text: item.tags.join(" · ")}) : null,
       why),
     el("span", {class: "score", text: fmt(item.score, 3)}));
@@ -423,7 +423,7 @@ function docRow(doc, side, changed) {
   if (side === "after" && doc.before_rank === null) badge = el("span", {class: "badge new", text: "new"});
   return el("li", {class: changed ? (side === "after" ? "entered" : "left") : "", dataset: {doc: doc.doc}},
     el("span", {class: "rank", text: doc.rank}),
-    el("div", {}, el("div", {class: "title"}, doc.title, badge), el("div", {class: "snippet", text: doc.snippet})),
+    el("div", {}, el("div", {class: "title"}, el("span", {class: "name", text: doc.title}), badge), el("div", {class: "snippet", text: doc.snippet})),
     el("span", {class: "score", text: fmt(doc.score, 3)}));
 }
 
