@@ -33,9 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one seed, ML-100K, tiny grids")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--json", type=Path, help="write flat records here")
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=DATASETS)
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=MODELS)
     args = parser.parse_args(argv)
     seeds = range(1 if args.quick else args.seeds)
-    datasets = DATASETS[:1] if args.quick else DATASETS
+    datasets = args.datasets[:1] if args.quick else args.datasets
     grids = QUICK_GRIDS if args.quick else DEFAULT_GRIDS
 
     records = []
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         data = load_dataset(dataset, data_dir=SHARED_DATA)
         for seed in seeds:
             split = split_users(data.matrix, seed=seed)
-            for name in MODELS:
+            for name in args.models:
                 started = time.perf_counter()
                 fixed = {} if name == "popularity" else {"seed": seed}
                 grid = grids[name]

@@ -327,6 +327,9 @@ class ConceptKnobs:
     def knob(self, concept: str | int, strength: float) -> Knob:
         """The knob of one concept (UnknownIdError with close matches if unknown)."""
         ranked = self.mapping.neurons_for(concept, top=self.top_neurons)
+        # Only units that lift the concept belong to its knob: with a wide spread, units
+        # with a zero or negative link would otherwise be zeroed by a convex "away" too.
+        ranked = [(n, score) for n, score in ranked if score > 0] or ranked[:1]
         if not ranked:
             raise InputError(f"concept {concept!r} has no live neuron to steer")
         neurons = [n for n, _ in ranked]

@@ -140,6 +140,9 @@ def suppression(
     return {
         f"suppressed_share_before@{k}": float(share_before),
         f"suppressed_share@{k}": float(share_after),
+        # a suppressed list should stay the user's: held-out recall without the concept
+        f"personal_recall_before@{k}": float(recall_at_k(before, split.test_target, k).mean()),
+        f"personal_recall@{k}": float(recall_at_k(after, split.test_target, k).mean()),
         "drop": float(1 - share_after / share_before) if share_before > 0 else float("nan"),
     }
 

@@ -157,3 +157,18 @@ def test_sweep_and_suppression_on_real_data(setup):
     assert sweep[1]["target_share@20"] > sweep[0]["target_share@20"]
     away = suppression(model, split, tags.matrix, knobs, strength=-5.0, rule="additive")
     assert away["drop"] > 0.5
+
+
+def test_a_wide_knob_holds_only_units_that_lift_the_concept():
+    from steercf.concepts import ConceptMapping
+
+    scores = np.array([[0.5, -0.2, 0.0, 0.3], [-0.1, -0.3, -0.2, -0.4]])
+    mapping = ConceptMapping("toy", scores, np.array(["up", "down"]), np.ones(4, dtype=bool))
+    knobs = ConceptKnobs(mapping, top_neurons=4)
+    assert list(knobs.knob("up", -1.0).neurons) == [0, 3]
+    # a convex "away" must not zero the unrelated units 1 and 2
+    codes = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    steered = steer_codes(codes, [knobs.knob("up", -1.0)], "convex")
+    assert steered[0, 1:3].tolist() == [2.0, 3.0]
+    # no unit lifts "down": its best (least negative) unit is kept so the knob exists
+    assert list(knobs.knob("down", 0.2).neurons) == [0]
