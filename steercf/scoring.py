@@ -335,9 +335,16 @@ def score_users(
     out = Path(out)
     n_chunks = -(-n_users // chunk_users)
     width = max(5, len(str(n_chunks - 1)))
+    problem = None
     if group.is_main:
-        _prepare(out, config, n_chunks, overwrite)
-    group.barrier()
+        try:
+            _prepare(out, config, n_chunks, overwrite)
+        except InputError as err:
+            problem = str(err)
+    # every process learns of a refused run (instead of waiting for rank 0 forever)
+    problem = group.agree(problem)
+    if problem is not None:
+        raise InputError(problem)
     if not group.is_main:
         _check_manifest(out, config)
 
