@@ -10,6 +10,7 @@ decodes and the explanations.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,9 @@ from steercf.steering import (
     RULES,
     ConceptKnobs,
     Knob,
-    compare,
+    SteeredRecommendations,
     explain_items,
+    steer_codes,
     user_concepts,
 )
 
@@ -45,6 +47,22 @@ MAX_N = 100
 HISTOGRAM_USERS = 20_000  # users encoded for the activation histograms (sampled beyond)
 HISTOGRAM_BINS = 20
 TOP_ITEMS_KEPT = 20
+PLAIN_CACHE = 64  # users / profiles whose unsteered answer is kept
+
+
+@dataclass(frozen=True)
+class _Plain:
+    """One history's unsteered answer: its SAE code (``codes`` (1, n_latents), ``mean``,
+    ``std`` (1, 1) from ``model.encode``), the plain list ``ids``/``scores`` (1, n), its
+    explanations and the JSON summary (history, concepts, active neurons)."""
+
+    codes: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    ids: np.ndarray
+    scores: np.ndarray
+    why: list
+    summary: dict
 
 
 @dataclass(frozen=True)
@@ -155,6 +173,7 @@ class RecommenderExplorer:
         self._item_columns = {str(item): col for col, item in enumerate(data.item_ids)}
         self._history_sizes = np.diff(data.matrix.indptr)
         self._knobs: dict[tuple[str, str, int], ConceptKnobs] = {}
+        self._plain_cache: OrderedDict[tuple, _Plain] = OrderedDict()
         self._lock = threading.Lock()
         self._precompute()
         self.knobs_for(self.source, self.mapping, self.top_neurons)  # fail early, warm cache
@@ -390,36 +409,34 @@ class RecommenderExplorer:
         """
         if not 1 <= int(n) <= MAX_N:
             raise InputError(f"n must be in [1, {MAX_N}], got {n}")
+        n = int(n)
         source = source or self.source
         mapping = mapping or self.mapping
         top_neurons = top_neurons or self.top_neurons
         history = self.history(user, items)
         resolved = self.make_knobs(knobs, source, mapping, top_neurons, rule)
-        result = compare(self.model, history, resolved, rule=rule, N=int(n))
+        plain = self._plain(history, n, (source, mapping, top_neurons), explain)
+        if resolved:  # the same steps as steering.compare, on the cached code
+            steered = steer_codes(plain.codes, resolved, rule)
+            after_ids, after_scores = self.model.recommend_from_codes(
+                steered, plain.mean, plain.std, history, n
+            )
+            why_after = (
+                explain_items(self.model, history, after_ids[0], resolved, rule)
+                if explain
+                else [[] for _ in range(n)]
+            )
+        else:
+            after_ids, after_scores, why_after = plain.ids, plain.scores, plain.why
+        result = SteeredRecommendations(
+            plain.ids, plain.scores, after_ids, after_scores, tuple(resolved), rule
+        )
         before, after = result.before_ids[0], result.after_ids[0]
         before_rank = {int(i): r + 1 for r, i in enumerate(before)}
         after_rank = {int(i): r + 1 for r, i in enumerate(after)}
-        why_before = why_after = [[] for _ in range(len(before))]
-        if explain:
-            why_before = explain_items(self.model, history, before)
-            why_after = explain_items(self.model, history, after, resolved, rule)
-        concept_map = self.knobs_for(source, mapping, top_neurons).mapping
-        code = self.model.sparse_code(history).of(0)
-        seen = history.indices[np.argsort(-self._popularity[history.indices], kind="stable")]
         return {
             "user": user,
-            "history": {
-                "n": int(history.nnz),
-                "items": [self._item(i) for i in seen[:MAX_HISTORY_SHOWN]],
-            },
-            "concepts": [
-                {"concept": c, "weight": w}
-                for c, w in user_concepts(self.model, history, concept_map, top=8)
-            ],
-            "neurons": [
-                {"neuron": nid, "activation": value, "label": self._label(nid)}
-                for nid, value in code[:12]
-            ],
+            **plain.summary,
             "knobs": [
                 {"name": k.name, "strength": k.strength, "neurons": list(k.neurons)}
                 for k in resolved
@@ -434,7 +451,7 @@ class RecommenderExplorer:
                     why=self._why(w),
                 )
                 for r, (i, s, w) in enumerate(
-                    zip(before, result.before_scores[0], why_before, strict=True)
+                    zip(before, result.before_scores[0], plain.why, strict=True)
                 )
             ],
             "after": [
@@ -452,6 +469,45 @@ class RecommenderExplorer:
             "entered": result.entered(0),
             "left": result.left(0),
         }
+
+    def _plain(
+        self, history: sp.csr_matrix, n: int, concepts_by: tuple[str, str, int], explain: bool
+    ) -> _Plain:
+        """The unsteered part of an answer, cached: while a slider moves, only the
+        steered list changes, so the user's code, plain list, concepts and explanations
+        are computed once per (history, settings) instead of on every request."""
+        key = (history.indices.tobytes(), n, concepts_by, explain)
+        with self._lock:
+            if key in self._plain_cache:
+                self._plain_cache.move_to_end(key)
+                return self._plain_cache[key]
+        codes, mean, std = self.model.encode(history)
+        ids, scores = self.model.recommend_from_codes(codes, mean, std, history, n)
+        why = explain_items(self.model, history, ids[0]) if explain else [[] for _ in range(n)]
+        concept_map = self.knobs_for(*concepts_by).mapping
+        values, neurons = codes[0].topk(min(12, codes.shape[1]))
+        seen = history.indices[np.argsort(-self._popularity[history.indices], kind="stable")]
+        summary = {
+            "history": {
+                "n": int(history.nnz),
+                "items": [self._item(i) for i in seen[:MAX_HISTORY_SHOWN]],
+            },
+            "concepts": [
+                {"concept": c, "weight": w}
+                for c, w in user_concepts(self.model, history, concept_map, top=8)
+            ],
+            "neurons": [
+                {"neuron": int(nid), "activation": float(value), "label": self._label(int(nid))}
+                for nid, value in zip(neurons.tolist(), values.tolist(), strict=True)
+                if value > 0
+            ],
+        }
+        plain = _Plain(codes, mean, std, ids, scores, why, summary)
+        with self._lock:
+            self._plain_cache[key] = plain
+            while len(self._plain_cache) > PLAIN_CACHE:
+                self._plain_cache.popitem(last=False)
+        return plain
 
     def _why(self, reasons: Sequence[tuple[int, float]]) -> list[dict[str, Any]]:
         return [
