@@ -29,9 +29,11 @@ from steercf.steering_eval import steering_latency, steering_sweep, suppression
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TARGETS = [("ml-100k", "genres"), ("ml-latest-small", "genres"), ("ml-latest-small", "tags")]
+# Steps of 0.05 (convex) so that the best point keeping 95 % of personal recall lies
+# close to where the trade-off curve crosses that line.
 STRENGTHS = {
-    "convex": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
-    "additive": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5],
+    "convex": [round(0.05 * i, 2) for i in range(17)],  # 0 .. 0.8
+    "additive": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.25, 1.5],
 }
 FULL_AWAY = {"convex": -1.0, "additive": -MAX_ADDITIVE}
 

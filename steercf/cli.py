@@ -61,6 +61,12 @@ def _load(args: argparse.Namespace, metadata: dict[str, Any] | None = None) -> I
     return load_dataset(spec, min_rating=min_rating, min_user_positives=min_pos)
 
 
+def _portable_spec(spec: str) -> str:
+    """A data-set spec that still resolves from another working directory: a path that
+    exists is stored absolute; names (``ml-100k``) stay as they are."""
+    return str(Path(spec).resolve()) if Path(spec).exists() else spec
+
+
 def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for pair in pairs:
@@ -117,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         model = fit_model(args.model, split, progress=not args.quiet, **params)
     metadata = {
-        "data": args.data,
+        "data": _portable_spec(args.data),
         "min_rating": args.min_rating,
         "min_user_positives": args.min_user_positives,
         "seed": args.seed,

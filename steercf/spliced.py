@@ -21,7 +21,8 @@ from steercf.distributed import Collective
 from steercf.errors import InputError, ModelFileError
 from steercf.io import load_model_dir, save_model_dir
 from steercf.models.base import CFAE, Recommender, UserRows, as_user_rows, top_n
-from steercf.models.elsa import thin_rows
+from steercf.evaluation import _hold_out, ndcg_at_k, recall_at_k
+from steercf.models.elsa import _parse_monitor, thin_rows
 from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig, activation_counts, train_sae
 
 
@@ -88,6 +89,10 @@ class SplicedRecommender(Recommender):
             rows (0 = full histories only, the published recipe).
         seed: seeds the augmentation and the SAE.
         progress: show tqdm bars.
+        monitor: what stops the SAE's training early: ``"loss"`` (its reconstruction
+            loss on the validation users' embeddings) or ``"recall@K"`` / ``"ndcg@K"``
+            of the spliced model on a fixed 20 % hold-out of the validation users' items
+            (what the splice is for: the ranking through the SAE).
     """
 
     kind = "Spliced"
@@ -100,6 +105,7 @@ class SplicedRecommender(Recommender):
         augment: int = 8,
         seed: int = 0,
         progress: bool = True,
+        monitor: str = "loss",
     ) -> None:
         if not isinstance(base, CFAE):
             raise InputError(f"base must be a CFAE (ELSA or EASE), got {type(base).__name__}")
@@ -109,6 +115,7 @@ class SplicedRecommender(Recommender):
         self.augment = augment
         self.seed = seed
         self.progress = progress
+        self.monitor = monitor
 
     # ---- training ------------------------------------------------------------------
     def fit(
@@ -131,6 +138,7 @@ class SplicedRecommender(Recommender):
         rows = rows[np.diff(rows.indptr) > 0]
         if self.augment < 0:
             raise InputError(f"augment must be >= 0, got {self.augment}")
+        _parse_monitor(self.monitor)
         rng = np.random.default_rng(self.seed)
         train_rows = augmented_rows(rows, self.augment, rng)
         z_train = self._embed(train_rows)
@@ -142,12 +150,35 @@ class SplicedRecommender(Recommender):
             z_val = self._embed(sp.vstack([val, thin_rows(val, 0.2, rng)], format="csr"))
         config = self._resolved_sae_config()
         train_config = self.train_config or TrainConfig(seed=self.seed, progress=self.progress)
-        result = train_sae(z_train, config, train_config, x_val=z_val, group=group)
+        val_score = None
+        if self.monitor != "loss" and val_user_items is not None:
+            val_score = self._ranking_score(val, np.random.default_rng([self.seed, 1]))
+        result = train_sae(
+            z_train, config, train_config, x_val=z_val, group=group, val_score=val_score
+        )
         self.sae_ = result.sae.eval()
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.n_items_ = self.base.n_items_
         return self
+
+    def _ranking_score(self, val: sp.csr_matrix, rng: np.random.Generator):
+        """``score(sae)``: the spliced model's ``monitor`` metric (``recall@K`` or
+        ``ndcg@K``) on a fixed 20 % hold-out of the (n, n_items) validation rows."""
+        metric, k = _parse_monitor(self.monitor)
+        given, target = _hold_out(val, 0.2, rng)
+        keep = (np.diff(given.indptr) > 0) & (np.diff(target.indptr) > 0)
+        if not keep.any():
+            raise InputError(f"monitor={self.monitor!r} needs validation users with >= 2 items")
+        given, target = given[keep], target[keep]
+        z_given = self._embed(given)
+        measure = recall_at_k if metric == "recall" else ndcg_at_k
+
+        def score(sae: SparseAutoencoder) -> float:
+            ranked, _ = top_n(self.base.decode(sae.decode(*sae.encode(z_given))), given, k)
+            return float(measure(ranked, target, k).mean())
+
+        return score
 
     def _resolved_sae_config(self) -> SAEConfig:
         given = self.sae_config
@@ -247,6 +278,7 @@ class SplicedRecommender(Recommender):
         config = {
             "augment": self.augment,
             "seed": self.seed,
+            "monitor": self.monitor,
             "base_kind": self.base.kind,
             "base_fingerprint": tensor_fingerprint(base_tensors),
             "sae_fingerprint": tensor_fingerprint(sae_tensors),
@@ -294,6 +326,7 @@ class SplicedRecommender(Recommender):
             sae,
             augment=config["augment"],
             seed=config["seed"],
+            monitor=config.get("monitor", "loss"),
             metadata=config.get("metadata", {}),
         )
 

@@ -250,6 +250,26 @@ def test_early_stopping_restores_best_state():
     assert restored < val[-1]
 
 
+def test_val_score_decides_early_stopping_and_the_restored_state():
+    """A caller's score (higher is better) replaces the validation loss as the criterion;
+    the state restored is the one that scored best."""
+    x, x_val = sparse_data(256, seed=0, d=16, n_dirs=64), sparse_data(128, seed=1, d=16, n_dirs=64)
+    config = SAEConfig(d_in=16, k=4, expansion=4)
+    peak = [0.1, 0.3, 0.9, 0.5, 0.4, 0.2, 0.2, 0.1]  # best at epoch 2
+    snapshots = []
+
+    def score(sae: SparseAutoencoder) -> float:
+        assert not sae.training  # judged in eval mode
+        snapshots.append(sae.W_dec.detach().clone())
+        return peak[len(snapshots) - 1]
+
+    result = train_sae(x, config, quick(patience=3, max_epochs=8), x_val=x_val, val_score=score)
+    assert result.best_epoch == 2
+    assert len(result.history) == 2 + 1 + 3  # stopped after `patience` worse epochs
+    assert [h["val_score"] for h in result.history] == peak[:6]
+    assert torch.equal(result.sae.W_dec, snapshots[2])
+
+
 def test_validation_split_and_numpy_input():
     x = sparse_data(500, seed=0, d=16, n_dirs=32).numpy().astype(np.float64)
     original = x.copy()

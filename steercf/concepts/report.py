@@ -582,10 +582,10 @@ def plot_reports(
 ) -> Path:
     """Histograms of the per-neuron and per-concept measures, one colour per model and
     one row of panels per concept source; written to ``path`` (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed; the CLI and CI are headless
-    import matplotlib.pyplot as plt
+    # The Agg canvas directly: no display needed and no global pyplot state, so an
+    # inline notebook backend keeps working afterwards.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     sources = list(dict.fromkeys(r.source for r in reports))
     panels = [
@@ -594,9 +594,9 @@ def plot_reports(
         ("concept entropy decrease", lambda r: r.concepts.decrease),
         (f"label precision@{TOP_ITEMS}", lambda r: r.unit_precision),
     ]
-    fig, axes = plt.subplots(
-        len(sources), len(panels), figsize=(4 * len(panels), 3 * len(sources)), squeeze=False
-    )
+    fig = Figure(figsize=(4 * len(panels), 3 * len(sources)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(sources), len(panels), squeeze=False)
     for row, source in enumerate(sources):
         for col, (label, values_of) in enumerate(panels):
             ax = axes[row, col]
@@ -619,5 +619,4 @@ def plot_reports(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path

@@ -214,20 +214,31 @@ class ELSA(CFAE):
     * Unit-norm rows cannot express item popularity through the norm (EASE's columns
       can); ELSA's lists are less popular than EASE's (median training count of
       recommended items 53-63 vs 82), which costs recall on a popularity-heavy split.
+    * On ML-100K the gap is one of training, not of capacity. ELSA ranks unseen items by the off-
+      diagonal of ``A A^T``: a symmetric matrix with unit diagonal. EASE's ``B``
+      symmetrised ranks as well as ``B`` itself (val Recall@20 0.404 vs 0.402 on
+      ML-100K, 0.312 vs 0.313 on latest-small, seed 0), and at full rank ``I + c S`` is
+      exactly such a matrix. ``init="ease"`` starts ELSA from the top-``factors``
+      eigenpairs of ``I + init_scale * S`` (:func:`ease_spectral_init`); the ELSA loss
+      then fine-tunes it. On ML-100K this start alone beats EASE on validation (0.430
+      vs 0.423 over seeds 0-4 at d=1024, scale 10) and training from it at lr 1e-4
+      keeps it; the validation loss keeps falling while recall drifts down, so the
+      preset stops on ``monitor="recall@20"`` with the start as a candidate.
+    * On latest-small the rank cut is what hurts: most items are rare (above), their
+      rows of ``I + c S`` are mostly identity, which the top eigenpairs drop, and the
+      unit-norm rows then blow up what is left (val 0.18-0.26 for d=1024-4096, scale
+      1-10). A random start with d=128 stays best there.
 
-    Measured (5 seeds of the protocol, test users, mean over seeds; EASE's l2 picked per
-    seed on validation users from 10..1000):
+    Measured (5 seeds of the protocol, test users, mean over seeds;
+    ``benchmarks/accuracy.py``; EASE's l2 picked per seed on validation from 50..1000):
 
-    ===============  ============================  ============================
-    data set         ELSA preset: val / R / nDCG  EASE: val / R@20 / nDCG@20
-    ===============  ============================  ============================
-    ml-100k          0.398 / 0.348 / 0.308        0.427 / 0.387 / 0.344
-    ml-latest-small  0.276 / 0.269 / 0.236        0.312 / 0.313 / 0.291
-    ===============  ============================  ============================
-
-    On ml-latest-small d=512 gave val 0.269 and d=64 val 0.268 (3 seeds). The gap to EASE
-    (~0.04 on both) is not closed; early stopping on the validation loss picks epoch 3-4
-    on ml-100k, before the ranking peaks, which is what ``monitor`` is for.
+    ===============  ==============================  ====================
+    data set         ELSA preset: R@20 / nDCG@20     EASE: R@20 / nDCG@20
+    ===============  ==============================  ====================
+    ml-100k          0.391 / 0.346 (EASE start)      0.387 / 0.344
+    ml-100k          0.348 / 0.308 (random start)
+    ml-latest-small  0.269 / 0.236 (random start)    0.313 / 0.291
+    ===============  ==============================  ====================
     """
 
     kind = "ELSA"

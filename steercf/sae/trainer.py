@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,7 @@ def train_sae(
     x_val: Any = None,
     sae: SparseAutoencoder | None = None,
     group: Collective | None = None,
+    val_score: Callable[[SparseAutoencoder], float] | None = None,
 ) -> TrainResult:
     """Train a sparse autoencoder on rows ``x_train`` (n, d_in).
 
@@ -114,6 +116,10 @@ def train_sae(
             DistributedDataParallel; equals single-process training up to float
             rounding. Needs a loss that is a mean over rows (not ``nmse``) and a
             per-row activation (not ``batchtopk``).
+        val_score: judge each epoch by ``val_score(sae)`` (higher is better, called in
+            eval mode without gradients) instead of the validation loss: how the caller
+            uses the reconstruction (e.g. a recommender's validation recall through the
+            SAE). The SAE itself never sees what the score measures.
 
     Returns:
         :class:`TrainResult` with the best-validation-loss state restored.
@@ -219,6 +225,13 @@ def train_sae(
         else:
             val_loss = record["train_loss"] + tc.l1_coef * l1_sum / n
         record["val_loss"] = val_loss = group.agree(val_loss)  # one verdict for all ranks
+        criterion = val_loss
+        if val_score is not None:
+            sae.eval()
+            with torch.no_grad():
+                record["val_score"] = group.agree(float(val_score(sae)))
+            sae.train()
+            criterion = -record["val_score"]
         record["seconds"] = time.perf_counter() - start
         history.append(record)
         bar.set_postfix(
@@ -233,8 +246,8 @@ def train_sae(
                 stacklevel=2,
             )
             break
-        if val_loss < best_loss - tc.min_delta:
-            best_loss, best_epoch = val_loss, epoch
+        if criterion < best_loss - tc.min_delta:
+            best_loss, best_epoch = criterion, epoch
             best_state = {k: v.detach().clone() for k, v in sae.state_dict().items()}
         elif epoch - best_epoch >= tc.patience:
             break
