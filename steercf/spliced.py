@@ -19,9 +19,9 @@ import torch
 
 from steercf.distributed import Collective
 from steercf.errors import InputError, ModelFileError
+from steercf.evaluation import _hold_out, ndcg_at_k, recall_at_k
 from steercf.io import load_model_dir, save_model_dir
 from steercf.models.base import CFAE, Recommender, UserRows, as_user_rows, top_n
-from steercf.evaluation import _hold_out, ndcg_at_k, recall_at_k
 from steercf.models.elsa import _parse_monitor, thin_rows
 from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig, activation_counts, train_sae
 

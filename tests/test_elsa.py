@@ -220,8 +220,9 @@ def test_ease_warm_start_ranks_like_ease_on_ml100k() -> None:
 
 
 def test_ease_warm_start_is_a_candidate_and_training_moves_from_it(toy: sp.csr_matrix) -> None:
-    model = ELSA(factors=8, init="ease", init_l2=1.0, lr=1e-3, batch_size=16, epochs=3,
-                 progress=False).fit(toy, toy[:20])
+    model = ELSA(
+        factors=8, init="ease", init_l2=1.0, lr=1e-3, batch_size=16, epochs=3, progress=False
+    ).fit(toy, toy[:20])
     epochs = [record["epoch"] for record in model.history_]
     assert epochs[0] == -1 and "val_loss" in model.history_[0]
     # The warm start comes out of eigh column-major; a non-contiguous parameter made the
