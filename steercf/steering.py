@@ -401,19 +401,28 @@ def explain_items(
     knobs: Sequence[Knob] = (),
     rule: str = "convex",
     top: int = 3,
+    codes: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
 ) -> list[list[tuple[int, float]]]:
     """For each listed item, the neurons that add most to its score for this user
     (after applying ``knobs``, so a steered list is explained by the steered code).
 
+    Args:
+        user_items: (1, n_items) the user's history (ignored when ``codes`` is given).
+        items: (m,) item indices to explain.
+        codes, std: (1, n_latents) and (1, 1) from ``model.encode``, to skip encoding the
+            history again (an app re-ranking on every slider move keeps them).
+
     Returns:
-        per item, ``[(neuron, contribution), ...]`` largest first.
+        per item, ``[(neuron, contribution), ...]`` largest first (positive ones only).
     """
-    codes, _, std = model.encode(user_items)
+    if codes is None or std is None:
+        codes, _, std = model.encode(user_items)
     if knobs:
         codes = steer_codes(codes, knobs, rule)
     contributions = neuron_contributions(model, codes[0], std[0], np.asarray(items))
-    out = []
-    for column in contributions.T:
-        best = torch.argsort(column, descending=True)[:top]
-        out.append([(int(n), float(column[n])) for n in best if column[n] > 0])
-    return out
+    values, neurons = torch.topk(contributions, min(top, contributions.shape[0]), dim=0)
+    return [
+        [(int(n), float(v)) for n, v in zip(neurons[:, j], values[:, j], strict=True) if v > 0]
+        for j in range(contributions.shape[1])
+    ]

@@ -422,7 +422,15 @@ class RecommenderExplorer:
                 steered, plain.mean, plain.std, history, n
             )
             why_after = (
-                explain_items(self.model, history, after_ids[0], resolved, rule)
+                explain_items(
+                    self.model,
+                    history,
+                    after_ids[0],
+                    resolved,
+                    rule,
+                    codes=plain.codes,
+                    std=plain.std,
+                )
                 if explain
                 else [[] for _ in range(n)]
             )
