@@ -24,7 +24,7 @@ from steercf.experiment import base_params, make_model
 from steercf.reporting import format_table, write_records
 from steercf.sae import TrainConfig
 from steercf.spliced import SplicedRecommender
-from steercf.steering import DECODER_EFFECT, MAX_ADDITIVE, ConceptKnobs
+from steercf.steering import DECODER_EFFECT, DECODER_FIT, MAX_ADDITIVE, ConceptKnobs
 from steercf.steering_eval import steering_latency, steering_sweep, suppression
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -91,11 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path, help="trade-off curves (PNG)")
-    parser.add_argument("--factors", type=int, help="ELSA width (default: the data set's preset)")
+    parser.add_argument(
+        "--max-factors", type=int, help="cap the ELSA width (default: each data set's preset)"
+    )
     parser.add_argument("--max-epochs", type=int, default=1000, help="SAE epoch cap")
     args = parser.parse_args(argv)
     targets = TARGETS[:1] if args.quick else TARGETS
-    mappings = ["best_characterizes", DECODER_EFFECT] if args.quick else [*MAPPINGS, DECODER_EFFECT]
+    mappings = (
+        ["best_characterizes", DECODER_FIT]
+        if args.quick
+        else [*MAPPINGS, DECODER_EFFECT, DECODER_FIT]
+    )
     neuron_counts = [1, 8] if args.quick else [1, 8, 32]
 
     records: list[dict] = []
@@ -107,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             data = load_dataset(dataset, data_dir=SHARED_DATA)
             split = split_users(data.matrix, seed=args.seed)
             elsa_params = base_params(dataset, "elsa", quick=args.quick)
-            if args.factors:
-                elsa_params["factors"] = args.factors
+            if args.max_factors:
+                elsa_params["factors"] = min(elsa_params["factors"], args.max_factors)
             base = make_model("elsa", **elsa_params, seed=args.seed)
             train = TrainConfig(
                 max_epochs=5 if args.quick else args.max_epochs, seed=args.seed, progress=False

@@ -241,6 +241,8 @@ def neuron_contributions(
 
 
 DECODER_EFFECT = "decoder_effect"
+DECODER_FIT = "decoder_fit"
+STEERING_MAPPINGS = (DECODER_EFFECT, DECODER_FIT)  # mappings by what a neuron does to scores
 
 
 def decoder_effect(model, item_tags, tag_names=None):
@@ -290,6 +292,51 @@ def decoder_effect(model, item_tags, tag_names=None):
     return ConceptMapping(DECODER_EFFECT, scores, np.asarray(names, dtype=str), live)
 
 
+def decoder_fit(model, item_tags, tag_names=None, candidates: int = 128):
+    """Concept <-> neuron mapping by the mix of neurons that best lifts a concept's items.
+
+    :func:`decoder_effect` scores each neuron alone. A knob turns several at once, so
+    this mapping fits the mix: for concept ``t``, non-negative weights ``c`` over its
+    ``candidates`` best :func:`decoder_effect` neurons minimising
+    ``|| sum_n c_n (u_n - mean u_n) - (m_t - mean m_t) ||`` over items, where ``u_n`` is
+    neuron ``n``'s effect on every item's score and ``m_t`` the concept's membership
+    indicator (scipy's NNLS). The score of (t, n) is ``c_n`` (0 outside the fit), so a
+    knob over the top-m neurons steers along the fitted mix.
+
+    Args:
+        model: a fitted spliced recommender.
+        item_tags: ItemTags (n_items, n_tags) or a CSR matrix with ``tag_names``.
+        candidates: neurons per concept entering the fit (bounds its cost).
+
+    Returns:
+        a :class:`steercf.concepts.ConceptMapping` named ``"decoder_fit"``.
+    """
+    from scipy.optimize import nnls
+
+    from steercf.concepts import ConceptMapping
+
+    if candidates < 1:
+        raise InputError(f"candidates must be >= 1, got {candidates}")
+    effect = decoder_effect(model, item_tags, tag_names)
+    counts = item_tags.matrix if hasattr(item_tags, "matrix") else sp.csr_matrix(item_tags)
+    has = (sp.csc_matrix(counts) > 0).astype(np.float64)
+    with torch.no_grad():
+        effects = model.base.decode(model.sae_.W_dec).double().numpy()  # (n_latents, n_items)
+    effects -= effects.mean(axis=1, keepdims=True)
+    scores = np.zeros_like(effect.scores)
+    live = np.flatnonzero(effect.live)
+    for t in range(scores.shape[0]):
+        member = has[:, t].toarray().ravel()
+        if member.min() == member.max() or not len(live):
+            continue  # a concept on every item or on none has nothing to separate
+        row = effect.scores[t, live]
+        top = live[np.lexsort((live, -row))][:candidates]
+        top = top[effect.scores[t, top] > 0]
+        if len(top):
+            scores[t, top], _ = nnls(effects[top].T, member - member.mean())
+    return ConceptMapping(DECODER_FIT, scores, effect.tag_names, effect.live)
+
+
 class ConceptKnobs:
     """Turns concept names into knobs through a concept -> neuron mapping.
 
@@ -322,6 +369,8 @@ class ConceptKnobs:
         tags = concept_tags(data, source, train_users)
         if mapping == DECODER_EFFECT:
             return cls(decoder_effect(model, tags), top_neurons)
+        if mapping == DECODER_FIT:
+            return cls(decoder_fit(model, tags), top_neurons)
         return cls(map_concepts(sae_item_activations(model), tags, mapping), top_neurons)
 
     def knob(self, concept: str | int, strength: float) -> Knob:

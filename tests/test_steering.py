@@ -172,3 +172,26 @@ def test_a_wide_knob_holds_only_units_that_lift_the_concept():
     assert steered[0, 1:3].tolist() == [2.0, 3.0]
     # no unit lifts "down": its best (least negative) unit is kept so the knob exists
     assert list(knobs.knob("down", 0.2).neurons) == [0]
+
+
+def test_decoder_fit_mix_lifts_each_concept_at_least_as_well_as_its_best_neuron(setup):
+    """NNLS over the candidates can always pick the best single neuron, so the fitted
+    mix's item effects correlate with membership at least as well as any one neuron."""
+    from steercf.steering import decoder_effect, decoder_fit
+
+    data, split, model, tags = setup
+    fit = decoder_fit(model, tags, candidates=32)
+    effect = decoder_effect(model, tags)
+    with torch.no_grad():
+        effects = model.base.decode(model.sae_.W_dec).double().numpy()
+    has = (tags.matrix > 0).toarray().astype(float)
+    for t in range(0, has.shape[1], 3):
+        weights = fit.scores[t]
+        assert (weights >= 0).all() and weights.any()
+        mix = np.corrcoef(weights @ effects, has[:, t])[0, 1]
+        assert mix >= effect.scores[t, effect.live].max() - 1e-9
+    knobs = ConceptKnobs.for_model(model, data, "genres", "decoder_fit", split.train_users, 4)
+    knob = knobs.knob("Horror", 0.3)
+    horror = knobs.mapping.scores[list(tags.names).index("Horror")]
+    assert all(horror[n] > 0 for n in knob.neurons)
+    assert list(knob.neurons) == list(np.argsort(-horror)[: len(knob.neurons)])

@@ -31,6 +31,7 @@ from steercf.spliced import SplicedRecommender
 from steercf.steering import (
     DECODER_EFFECT,
     RULES,
+    STEERING_MAPPINGS,
     ConceptKnobs,
     Knob,
     SteeredRecommendations,
@@ -205,10 +206,10 @@ class RecommenderExplorer:
             raise UnknownIdError(
                 f"unknown concept source {source!r}; this data set has {', '.join(self.sources)}"
             )
-        if mapping not in (*MAPPINGS, DECODER_EFFECT):
+        if mapping not in (*MAPPINGS, *STEERING_MAPPINGS):
             raise UnknownIdError(
                 f"unknown mapping {mapping!r}; choose one of "
-                f"{', '.join((*MAPPINGS, DECODER_EFFECT))}"
+                f"{', '.join((*MAPPINGS, *STEERING_MAPPINGS))}"
             )
         if not 1 <= int(top_neurons) <= 64:
             raise InputError(f"neurons per concept must be in [1, 64], got {top_neurons}")
@@ -338,7 +339,7 @@ class RecommenderExplorer:
             "n_neurons": self.model.n_latents,
             "n_live": len(self.labels.live()),
             "sources": self.sources,
-            "mappings": [*MAPPINGS, DECODER_EFFECT],
+            "mappings": [*MAPPINGS, *STEERING_MAPPINGS],
             "rules": list(RULES),
             "defaults": {
                 "source": self.source,
