@@ -7,8 +7,8 @@ the reconstruction cosine on test users and the dead-latent fraction (never acti
 training user nor on a single-item input).
 
 Settings vary one thing at a time from the reference ``arch=topk,k=16,width=8x,aux=on,
-aug=on``: k in {8, 32}, BatchTopK, AuxK off, augmentation off, and the published recipe
-(aux off, aug off).
+aug=on,refit=on``: refit off, k in {8, 32}, BatchTopK, AuxK off, augmentation off, and
+the published recipe's training (aux off, aug off).
 
     python benchmarks/sae.py [--quick] [--seeds 5] [--json out.json]
 """
@@ -29,21 +29,25 @@ from steercf.spliced import SplicedRecommender
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DATASETS = ["ml-100k", "ml-latest-small"]
-REFERENCE = {"arch": "topk", "k": 16, "aux": "on", "aug": "on"}
+REFERENCE = {"arch": "topk", "k": 16, "aux": "on", "aug": "on", "refit": "on"}
 VARIANTS = [
     {},
+    {"refit": "off"},
     {"k": 8},
     {"k": 32},
     {"arch": "batchtopk"},
     {"aux": "off"},
     {"aug": "off"},
-    {"aux": "off", "aug": "off"},
+    {"aux": "off", "aug": "off", "refit": "off"},  # the published recipe
 ]
 AUGMENT_COPIES = 8
 
 
 def setting_name(setting: dict) -> str:
-    return f"arch={setting['arch']},k={setting['k']},width=8x,aux={setting['aux']},aug={setting['aug']}"
+    return (
+        f"arch={setting['arch']},k={setting['k']},width=8x,aux={setting['aux']},"
+        f"aug={setting['aug']},refit={setting['refit']}"
+    )
 
 
 def run_one(base, split, setting: dict, seed: int, args: argparse.Namespace) -> dict[str, float]:
@@ -56,7 +60,12 @@ def run_one(base, split, setting: dict, seed: int, args: argparse.Namespace) -> 
     )
     model = SplicedRecommender(
         base,
-        {"k": setting["k"], "expansion": 8, "activation": setting["arch"]},
+        {
+            "k": setting["k"],
+            "expansion": 8,
+            "activation": setting["arch"],
+            "refit": setting["refit"] == "on",
+        },
         train_config,
         augment=args.augment if setting["aug"] == "on" else 0,
         seed=seed,
@@ -81,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--factors", type=int, help="ELSA width (default: the data set's preset)")
+    parser.add_argument(
+        "--base",
+        choices=["elsa", "elsa_random"],
+        default="elsa",
+        help="ELSA preset: the data set's pick (warm start on ML-100K) or a random start",
+    )
     parser.add_argument("--max-epochs", type=int, default=1000, help="SAE epoch cap")
     parser.add_argument("--patience", type=int, default=20, help="SAE early-stopping patience")
     parser.add_argument(
@@ -117,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             split = split_users(data.matrix, seed=seed)
             n_test = int(split.test_input.shape[0])
-            elsa_params = base_params(dataset, "elsa", quick=args.quick)
+            elsa_params = base_params(dataset, args.base, quick=args.quick)
             if args.factors:
                 elsa_params["factors"] = args.factors
             bases = {"elsa": make_model("elsa", **elsa_params, seed=seed)}
@@ -179,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         row["setting"] = row["setting"].replace(",width=8x", "")
     print(
         f"Test users, mean over {len(seeds)} seed(s); width 8x the base embedding; "
-        f"ELSA factors={args.factors or 'preset'}, SAE max_epochs={args.max_epochs}, "
+        f"ELSA {args.base} factors={args.factors or 'preset'}, SAE max_epochs={args.max_epochs}, "
         f"patience={args.patience}, augment={args.augment}:"
     )
     print(format_table(rows))

@@ -39,11 +39,13 @@ DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "ml-100k": {
         "elsa": ELSA_PRESETS["ml-100k"],
+        "elsa_random": ELSA_PRESETS["ml-100k-random"],
         "ease": {"l2": 300.0},
         "ease_lowrank": {"l2": 300.0, "rank": 256},
     },
     "ml-latest-small": {
         "elsa": ELSA_PRESETS["ml-latest-small"],
+        "elsa_random": ELSA_PRESETS["ml-latest-small"],  # the preset starts at random
         "ease": {"l2": 100.0},
         "ease_lowrank": {"l2": 100.0, "rank": 128},
     },

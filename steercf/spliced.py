@@ -184,7 +184,10 @@ class SplicedRecommender(Recommender):
         given = self.sae_config
         if isinstance(given, SAEConfig):
             given = given.to_dict()
-        settings = {"k": 16, "expansion": 8, **(given or {})}
+        # refit: least-squares activations on the encoder's support at inference; on
+        # ML-100K it turned a 0.010 Recall@20 loss against the base into none
+        # (benchmarks/sae.py, refit=on vs off).
+        settings = {"k": 16, "expansion": 8, "refit": True, **(given or {})}
         if settings.get("d_in", self.base.d_) != self.base.d_:
             raise InputError(
                 f"SAE d_in {settings['d_in']} does not match the base embedding width {self.base.d_}"

@@ -424,3 +424,34 @@ def test_metrics_consistent_and_density_plot(tmp_path):
     density[:10] = 0.0
     png = plot_latent_density(density, tmp_path / "plots" / "density.png", title="test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_refit_recovers_the_activations_of_the_chosen_support():
+    """Given the right support, the refit finds the exact non-negative amounts, whatever
+    the encoder proposed for them; inactive latents stay off."""
+    config = SAEConfig(d_in=32, k=4, expansion=4, refit=True, standardize=False)
+    sae = SparseAutoencoder(config, seed=0).eval()
+    support = torch.tensor([[1, 5, 9, 20], [3, 4, 60, 100]])
+    amounts = torch.tensor([[0.5, 1.0, 2.0, 0.7], [1.5, 0.2, 0.9, 3.0]])
+    x = torch.zeros(2, config.n_latents).scatter(1, support, amounts) @ sae.W_dec + sae.b_dec
+    rough = torch.zeros(2, config.n_latents).scatter(1, support, torch.ones(2, 4))
+    refit = sae.refit_active(x, rough)
+    assert torch.allclose(refit.gather(1, support), amounts, atol=1e-3)
+    assert ((refit > 0) == (rough > 0)).all()
+
+
+def test_refit_only_at_inference_and_never_worse_reconstruction():
+    x = sparse_data(512, seed=0, d=32, n_dirs=64)
+    plain = train_sae(x, SAEConfig(d_in=32, k=4, expansion=4), quick(max_epochs=10)).sae
+    refit = SparseAutoencoder(SAEConfig(d_in=32, k=4, expansion=4, refit=True))
+    refit.load_state_dict(plain.state_dict())
+    refit.eval()
+    codes_plain, mean, std = plain.encode(x)
+    codes_refit, _, _ = refit.encode(x)
+    assert (codes_refit >= 0).all()
+    assert ((codes_refit > 0) <= (codes_plain > 0)).all()  # same or smaller support
+    error_plain = ((plain.decode(codes_plain, mean, std) - x) ** 2).sum(1)
+    error_refit = ((refit.decode(codes_refit, mean, std) - x) ** 2).sum(1)
+    assert (error_refit <= error_plain + 1e-5).all() and error_refit.mean() < error_plain.mean()
+    refit.train()  # training sees the encoder's own amounts
+    assert torch.equal(refit.encode(x)[0], codes_plain)

@@ -43,6 +43,11 @@ class SAEConfig:
             before encoding and undo it after decoding (a copy: the input is never edited).
         decoder_bias_init: ``"mean"``, ``"median"`` (geometric median, robust to
             outliers) or ``"zero"``; computed on the (standardised) training data.
+        refit: at inference (eval mode), keep the latents the encoder picked but re-fit
+            their activations by non-negative least squares against the input
+            (inference-time optimisation on the encoder's support). The code stays as
+            sparse; only the amounts change, so the reconstruction can only get closer.
+            Training is unchanged (off: the published recipe).
     """
 
     d_in: int
@@ -52,6 +57,7 @@ class SAEConfig:
     k: int = 16
     standardize: bool = True
     decoder_bias_init: str = "mean"
+    refit: bool = False
 
     @property
     def n_latents(self) -> int:
@@ -83,6 +89,8 @@ class SAEConfig:
             )
         if not isinstance(self.standardize, bool):
             raise InputError(f"SAEConfig.standardize must be a bool, got {self.standardize!r}")
+        if not isinstance(self.refit, bool):
+            raise InputError(f"SAEConfig.refit must be a bool, got {self.refit!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

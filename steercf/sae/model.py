@@ -31,6 +31,8 @@ THRESHOLD_MOMENTUM = 0.99  # running estimate of the BatchTopK inference thresho
 # Decode through F.embedding_bag (cost ~ active entries) unless the codes are denser
 # than this; past it a dense matmul is faster (ReLU SAEs early in training).
 SPARSE_DECODE_MAX_DENSITY = 0.05
+REFIT_RIDGE = 1e-4  # keeps the refit's small Gram systems well-posed (rows are unit norm)
+REFIT_CHUNK_FLOATS = 2**24  # rows per refit chunk: (rows x active x d_in) <= this
 
 
 def as_rows(
@@ -209,7 +211,50 @@ class SparseAutoencoder(nn.Module):
             ``std`` to :meth:`decode` to get back to the raw space.
         """
         x_std, mean, std = self.standardize(x)
-        return self.activate(self.encode_pre(x_std)), mean, std
+        return self._inference_codes(x_std, self.activate(self.encode_pre(x_std))), mean, std
+
+    def _inference_codes(self, x_std: Tensor, codes: Tensor) -> Tensor:
+        """``codes``, re-fitted on their support when ``config.refit`` and in eval mode."""
+        if self.config.refit and not self.training:
+            return self.refit_active(x_std, codes)
+        return codes
+
+    @torch.no_grad()
+    def refit_active(self, x_std: Tensor, codes: Tensor) -> Tensor:
+        """Non-negative least-squares activations on each row's active latents.
+
+        For row ``i`` with active set ``S`` the new activations minimise
+        ``|x_std_i - b_dec - sum_{j in S} a_j W_dec[j]|`` with ``a >= 0``: a ridge-
+        regularised solve of the (|S| x |S|) Gram system, then a second solve without
+        the latents the first pushed below zero (then clamped), which is exact in the
+        common case of no sign change. Inactive latents stay 0.
+
+        Args:
+            x_std: (n, d_in) standardised inputs; codes: (n, n_latents) their codes.
+
+        Returns:
+            (n, n_latents) codes with the same (or a smaller) support.
+        """
+        width = int((codes > 0).sum(dim=1).max()) if codes.numel() else 0
+        if width == 0:
+            return codes
+        out = torch.zeros_like(codes)
+        rows_per_chunk = max(1, REFIT_CHUNK_FLOATS // (width * self.config.d_in))
+        eye = torch.eye(width, dtype=codes.dtype, device=codes.device)
+        for start in range(0, codes.shape[0], rows_per_chunk):
+            chunk = slice(start, start + rows_per_chunk)
+            values, index = codes[chunk].topk(width, dim=1)
+            active = values > 0
+            target = (x_std[chunk] - self.b_dec).unsqueeze(-1)  # (b, d_in, 1)
+            for _ in range(2):
+                basis = self.W_dec[index] * active.unsqueeze(-1)  # (b, width, d_in)
+                gram = basis @ basis.transpose(1, 2) + REFIT_RIDGE * eye
+                # an inactive slot gets a unit diagonal and a zero right-hand side -> 0
+                gram = gram + torch.diag_embed((~active).to(gram.dtype))
+                values = torch.linalg.solve(gram, (basis @ target).squeeze(-1))
+                active = active & (values > 0)
+            out[chunk] = out[chunk].scatter(1, index, values.clamp_min(0) * active)
+        return out
 
     def sparse_codes(self, x: Any, top: int | None = None) -> tuple[Tensor, Tensor]:
         """Active latents of raw rows ``x`` (n, d_in), largest first.
@@ -278,7 +323,7 @@ class SparseAutoencoder(nn.Module):
         """Encode and decode raw rows ``x`` (n, d_in); see :class:`SAEOutput`."""
         x_std, mean, std = self.standardize(x)
         pre_acts = self.encode_pre(x_std)
-        codes = self.activate(pre_acts)
+        codes = self._inference_codes(x_std, self.activate(pre_acts))
         x_hat_std = self._decode_std(codes)
         x_hat = x_hat_std * std + mean if self.config.standardize else x_hat_std
         return SAEOutput(x_hat, codes, pre_acts, x_std, x_hat_std, mean, std)
