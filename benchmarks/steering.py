@@ -33,7 +33,8 @@ TARGETS = [("ml-100k", "genres"), ("ml-latest-small", "genres"), ("ml-latest-sma
 # close to where the trade-off curve crosses that line.
 STRENGTHS = {
     "convex": [round(0.05 * i, 2) for i in range(17)],  # 0 .. 0.8
-    "additive": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.25, 1.5],
+    # over the rule's whole valid range (MAX_ADDITIVE): a wide spread needs large strengths
+    "additive": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0],
 }
 FULL_AWAY = {"convex": -1.0, "additive": -MAX_ADDITIVE}
 
