@@ -34,7 +34,7 @@ TARGETS = [("ml-100k", "genres"), ("ml-latest-small", "genres"), ("ml-latest-sma
 STRENGTHS = {
     "convex": [round(0.05 * i, 2) for i in range(17)],  # 0 .. 0.8
     # over the rule's whole valid range (MAX_ADDITIVE): a wide spread needs large strengths
-    "additive": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0],
+    "additive": [round(0.1 * i, 1) for i in range(26)] + [3.0, 4.0, 5.0],
 }
 FULL_AWAY = {"convex": -1.0, "additive": -MAX_ADDITIVE}
 
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick
         else [*MAPPINGS, DECODER_EFFECT, DECODER_FIT]
     )
-    neuron_counts = [1, 8] if args.quick else [1, 8, 32]
+    # broad concepts (a genre on a third of the catalogue) steer best spread wide
+    neuron_counts = [1, 8] if args.quick else [1, 8, 32, 128]
 
     records: list[dict] = []
     summary: list[dict] = []
