@@ -15,7 +15,6 @@ from steercf.sae import TrainConfig
 from steercf.spliced import SplicedRecommender
 from steercf.steering import DECODER_EFFECT, ConceptKnobs, compare
 
-
 DEMO_MAX_FACTORS = 256
 
 
