@@ -53,7 +53,8 @@ def best_point(sweep: list[dict]) -> dict:
 
 def suppress(model, split, tags, knobs, rule, setting, seed, name, records) -> dict:
     """Steer each test user fully away from their list's dominant concept; record the
-    share of that concept before/after and the personal recall kept; return the drop."""
+    share of that concept before/after and the personal recall; return the table row
+    (``drop`` of the share, ``personal_kept``)."""
     away = suppression(model, split, tags.matrix, knobs, FULL_AWAY[rule], rule)
     for alpha, share, recall in (
         (0, away["suppressed_share_before@20"], away["personal_recall_before@20"]),
@@ -75,13 +76,7 @@ def suppress(model, split, tags, knobs, rule, setting, seed, name, records) -> d
                 }
             )
     kept = away["personal_recall@20"] / max(away["personal_recall_before@20"], 1e-12)
-    SUPPRESSION.append(
-        {"dataset": name, "setting": setting, "drop": away["drop"], "personal_kept": kept}
-    )
-    return away
-
-
-SUPPRESSION: list[dict] = []  # one row per suppression run, printed as its own table
+    return {"dataset": name, "setting": setting, "drop": away["drop"], "personal_kept": kept}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     records: list[dict] = []
     summary: list[dict] = []
+    suppression: list[dict] = []  # one row per suppression run, printed as its own table
     curves: dict[str, list[dict]] = {}
     models: dict[str, tuple] = {}
     for dataset, source in targets:
@@ -157,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                     away = suppress(
                         model, split, tags, knobs, rule, setting, args.seed, name, records
                     )
+                    suppression.append(away)
                     best = best_point(sweep)
                     summary.append(
                         {
@@ -177,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             for rule in STRENGTHS:
                 setting = f"mapping={mapping},rule={rule},neurons=all"
-                suppress(model, split, tags, wide, rule, setting, args.seed, name, records)
+                suppression.append(
+                    suppress(model, split, tags, wide, rule, setting, args.seed, name, records)
+                )
         # latency: one user and a batch of 1,000 (test users repeated), best knob type
         knobs = ConceptKnobs.for_model(model, data, source, DECODER_EFFECT, split.train_users, 8)
         knob = knobs.knob(int(np.argmax(np.asarray(tags.matrix.sum(axis=0)).ravel())), 0.3)
@@ -209,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(summary))
     print("Suppression at full strength away (drop of the dominant concept's share; personal")
     print("Recall@20 kept against unsteered; an item filter keeps what the other items give):")
-    print(format_table(SUPPRESSION))
+    print(format_table(suppression))
     if args.plot:
         plot_curves(curves, args.plot)
         print(f"plot: {args.plot}")

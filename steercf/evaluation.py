@@ -88,6 +88,34 @@ def split_users(
     )
 
 
+def parse_monitor(monitor: str) -> tuple[str, int]:
+    """An early-stopping criterion: ``"loss"`` -> ("loss", 0); ``"recall@20"`` ->
+    ("recall", 20); ``"ndcg@K"`` likewise. Raises InputError for anything else."""
+    if monitor == "loss":
+        return "loss", 0
+    name, _, k = monitor.partition("@")
+    if name in ("recall", "ndcg") and k.isdigit() and int(k) >= 1:
+        return name, int(k)
+    raise InputError(f"monitor must be 'loss', 'recall@K' or 'ndcg@K', got {monitor!r}")
+
+
+def monitor_hold_out(
+    rows: sp.csr_matrix, monitor: str, seed: int
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """A fixed hold-out of (n, n_items) validation rows for early stopping on a ranking
+    ``monitor``: the protocol's 20 % of each user's items (rounded up) become targets,
+    drawn once from ``seed`` so every epoch is judged on the same targets.
+
+    Returns:
+        ``(given, target)``, each (m, n_items): the users with items on both sides.
+    """
+    given, target = _hold_out(rows, 0.2, np.random.default_rng([seed, 1]))
+    keep = (np.diff(given.indptr) > 0) & (np.diff(target.indptr) > 0)
+    if not keep.any():
+        raise InputError(f"monitor={monitor!r} needs validation users with at least 2 interactions")
+    return given[keep], target[keep]
+
+
 def _hold_out(
     rows: sp.csr_matrix, share: float, rng: np.random.Generator
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:

@@ -19,10 +19,10 @@ import torch
 
 from steercf.distributed import Collective
 from steercf.errors import InputError, ModelFileError
-from steercf.evaluation import _hold_out, ndcg_at_k, recall_at_k
+from steercf.evaluation import monitor_hold_out, ndcg_at_k, parse_monitor, recall_at_k
 from steercf.io import load_model_dir, save_model_dir
 from steercf.models.base import CFAE, Recommender, UserRows, as_user_rows, top_n
-from steercf.models.elsa import _parse_monitor, thin_rows
+from steercf.models.elsa import thin_rows
 from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig, activation_counts, train_sae
 
 
@@ -138,7 +138,7 @@ class SplicedRecommender(Recommender):
         rows = rows[np.diff(rows.indptr) > 0]
         if self.augment < 0:
             raise InputError(f"augment must be >= 0, got {self.augment}")
-        _parse_monitor(self.monitor)
+        parse_monitor(self.monitor)
         rng = np.random.default_rng(self.seed)
         train_rows = augmented_rows(rows, self.augment, rng)
         z_train = self._embed(train_rows)
@@ -152,7 +152,7 @@ class SplicedRecommender(Recommender):
         train_config = self.train_config or TrainConfig(seed=self.seed, progress=self.progress)
         val_score = None
         if self.monitor != "loss" and val_user_items is not None:
-            val_score = self._ranking_score(val, np.random.default_rng([self.seed, 1]))
+            val_score = self._ranking_score(val)
         result = train_sae(
             z_train, config, train_config, x_val=z_val, group=group, val_score=val_score
         )
@@ -162,15 +162,11 @@ class SplicedRecommender(Recommender):
         self.n_items_ = self.base.n_items_
         return self
 
-    def _ranking_score(self, val: sp.csr_matrix, rng: np.random.Generator):
+    def _ranking_score(self, val: sp.csr_matrix):
         """``score(sae)``: the spliced model's ``monitor`` metric (``recall@K`` or
         ``ndcg@K``) on a fixed 20 % hold-out of the (n, n_items) validation rows."""
-        metric, k = _parse_monitor(self.monitor)
-        given, target = _hold_out(val, 0.2, rng)
-        keep = (np.diff(given.indptr) > 0) & (np.diff(target.indptr) > 0)
-        if not keep.any():
-            raise InputError(f"monitor={self.monitor!r} needs validation users with >= 2 items")
-        given, target = given[keep], target[keep]
+        metric, k = parse_monitor(self.monitor)
+        given, target = monitor_hold_out(val, self.monitor, self.seed)
         z_given = self._embed(given)
         measure = recall_at_k if metric == "recall" else ndcg_at_k
 

@@ -262,6 +262,12 @@ def decoder_effect(model, item_tags, tag_names=None):
         a :class:`steercf.concepts.ConceptMapping` named ``"decoder_effect"``; units are
         live when they fire on some single-item history (as for the other mappings).
     """
+    return _decoder_effect_parts(model, item_tags, tag_names)[0]
+
+
+def _decoder_effect_parts(model, item_tags, tag_names=None):
+    """:func:`decoder_effect` and what it is computed from: ``(mapping, effects
+    (n_latents, n_items) float64, has (n_items, n_tags) CSC 0/1 membership)``."""
     from steercf.concepts import ConceptMapping
     from steercf.concepts.report import sae_item_activations
     from steercf.data import ItemTags
@@ -289,7 +295,8 @@ def decoder_effect(model, item_tags, tag_names=None):
         covariance, denominator, out=np.zeros_like(covariance), where=denominator > 1e-12
     )
     live = (sae_item_activations(model) > 0).any(axis=0)
-    return ConceptMapping(DECODER_EFFECT, scores, np.asarray(names, dtype=str), live)
+    mapping = ConceptMapping(DECODER_EFFECT, scores, np.asarray(names, dtype=str), live)
+    return mapping, effects, has
 
 
 def decoder_fit(model, item_tags, tag_names=None, candidates: int = 128):
@@ -317,12 +324,8 @@ def decoder_fit(model, item_tags, tag_names=None, candidates: int = 128):
 
     if candidates < 1:
         raise InputError(f"candidates must be >= 1, got {candidates}")
-    effect = decoder_effect(model, item_tags, tag_names)
-    counts = item_tags.matrix if hasattr(item_tags, "matrix") else sp.csr_matrix(item_tags)
-    has = (sp.csc_matrix(counts) > 0).astype(np.float64)
-    with torch.no_grad():
-        effects = model.base.decode(model.sae_.W_dec).double().numpy()  # (n_latents, n_items)
-    effects -= effects.mean(axis=1, keepdims=True)
+    effect, effects, has = _decoder_effect_parts(model, item_tags, tag_names)
+    effects = effects - effects.mean(axis=1, keepdims=True)
     scores = np.zeros_like(effect.scores)
     live = np.flatnonzero(effect.live)
     for t in range(scores.shape[0]):

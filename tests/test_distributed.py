@@ -83,12 +83,7 @@ def _train_both(group: Collective, train, val, x) -> dict:
     }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_two_processes_train_elsa_and_the_sae_like_one():

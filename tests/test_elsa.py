@@ -35,14 +35,7 @@ def _autograd_loss_and_grad(
     return loss.detach(), a.grad
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The toy problems are tiny: extra intra-op threads only add synchronisation, which
-    dominates (and turns erratic) on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

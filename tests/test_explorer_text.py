@@ -24,16 +24,7 @@ from steercf.text.embed import Embedder  # noqa: E402
 from steercf.text.labels import label_latents, top_documents  # noqa: E402
 from steercf.text.model import TextSAE  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small matrices: extra torch threads only contend on a busy 2-core machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

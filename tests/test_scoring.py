@@ -24,13 +24,7 @@ from steercf.scoring import (
 from steercf.spliced import SplicedRecommender
 from steercf.steering import Knob, steer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -42,16 +42,7 @@ SPORT = "sport: matches, players and championships"
 TECH = "technology: computers, software, the internet and gadgets"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The SAE's matrices here are small: extra torch threads only contend (badly, on a
-    busy 2-core CI machine); restore the setting afterwards."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")

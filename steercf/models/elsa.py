@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from steercf.distributed import Collective
 from steercf.errors import InputError
-from steercf.evaluation import _hold_out, ndcg_at_k, recall_at_k
+from steercf.evaluation import monitor_hold_out, ndcg_at_k, parse_monitor, recall_at_k
 from steercf.io import require_tensors
 from steercf.models.base import CFAE, UserRows, as_user_rows, csr_to_torch, top_n
 
@@ -293,7 +293,7 @@ class ELSA(CFAE):
             raise InputError(f"betas must be two numbers in [0, 1), got {self.betas}")
         if not 0.0 <= self.input_dropout < 1.0:
             raise InputError(f"input_dropout must be in [0, 1), got {self.input_dropout}")
-        _parse_monitor(self.monitor)
+        parse_monitor(self.monitor)
         if self.init not in ("random", "ease"):
             raise InputError(f"init must be 'random' or 'ease', got {self.init!r}")
         if not (self.init_l2 > 0 and self.init_scale > 0):
@@ -503,16 +503,6 @@ def _normalize_rows_(items: torch.Tensor) -> None:
     items.div_(torch.linalg.vector_norm(items, dim=1, keepdim=True).clamp_min_(1e-12))
 
 
-def _parse_monitor(monitor: str) -> tuple[str, int]:
-    """``"loss"`` -> ("loss", 0); ``"recall@20"`` -> ("recall", 20)."""
-    if monitor == "loss":
-        return "loss", 0
-    name, _, k = monitor.partition("@")
-    if name in ("recall", "ndcg") and k.isdigit() and int(k) >= 1:
-        return name, int(k)
-    raise InputError(f"monitor must be 'loss', 'recall@K' or 'ndcg@K', got {monitor!r}")
-
-
 class _Validator:
     """Per-epoch validation: the ELSA loss on the validation users' full rows and, when
     monitoring a ranking metric, that metric on a fixed hold-out of their items.
@@ -523,16 +513,10 @@ class _Validator:
 
     def __init__(self, rows: sp.csr_matrix, monitor: str, batch_size: int, seed: int) -> None:
         self.rows = rows  # (n_val, n_items) canonical CSR, no empty rows
-        self.metric, self.k = _parse_monitor(monitor)
+        self.metric, self.k = parse_monitor(monitor)
         self.batch_size = batch_size
         if self.metric != "loss":
-            given, target = _hold_out(rows, 0.2, np.random.default_rng([seed, 1]))
-            keep = (np.diff(given.indptr) > 0) & (np.diff(target.indptr) > 0)
-            if not keep.any():
-                raise InputError(
-                    f"monitor={monitor!r} needs validation users with at least 2 interactions"
-                )
-            self.given, self.target = given[keep], target[keep]
+            self.given, self.target = monitor_hold_out(rows, monitor, seed)
 
     def __call__(self, items: torch.Tensor, workspace: Workspace) -> dict[str, float]:
         """``{"val_loss": ..., ["val_recall@K": ...]}`` for (n_items, d) ``items``."""

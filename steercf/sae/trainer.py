@@ -227,10 +227,9 @@ def train_sae(
         record["val_loss"] = val_loss = group.agree(val_loss)  # one verdict for all ranks
         criterion = val_loss
         if val_score is not None:
-            sae.eval()
+            sae.eval()  # the next epoch starts with sae.train()
             with torch.no_grad():
                 record["val_score"] = group.agree(float(val_score(sae)))
-            sae.train()
             criterion = -record["val_score"]
         record["seconds"] = time.perf_counter() - start
         history.append(record)
