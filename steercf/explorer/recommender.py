@@ -27,6 +27,7 @@ from steercf.concepts.report import sae_item_activations
 from steercf.data import InteractionData, load_dataset
 from steercf.errors import InputError, UnknownIdError
 from steercf.evaluation import split_users
+from steercf.explorer.latents import activation_histogram, nearest_latents, unit_directions
 from steercf.spliced import SplicedRecommender
 from steercf.steering import (
     DECODER_EFFECT,
@@ -46,7 +47,6 @@ MAX_HISTORY_SHOWN = 40
 MAX_PROFILE_ITEMS = 2000
 MAX_N = 100
 HISTOGRAM_USERS = 20_000  # users encoded for the activation histograms (sampled beyond)
-HISTOGRAM_BINS = 20
 TOP_ITEMS_KEPT = 20
 PLAIN_CACHE = 64  # users / profiles whose unsteered answer is kept
 
@@ -222,9 +222,7 @@ class RecommenderExplorer:
             item_acts.T, np.maximum(self._top_items, 0), axis=1
         )
         del item_acts  # n_items x n_latents: large for big catalogues, not needed again
-        with torch.no_grad():
-            w_dec = model.sae_.W_dec.detach().float()
-            self._directions = torch.nn.functional.normalize(w_dec, dim=1)  # (n_latents, d)
+        self._directions = unit_directions(model.sae_.W_dec)  # (n_latents, d)
         # sparse codes of (up to HISTOGRAM_USERS) users: one column per neuron
         n_users = self.data.n_users
         rows = np.arange(n_users)
@@ -551,16 +549,8 @@ class RecommenderExplorer:
         with torch.no_grad():
             effect = self.model.base.decode(self.model.sae_.W_dec[nid : nid + 1])[0].numpy()
         lifted = np.argsort(-effect, kind="stable")[:10]
-        column = self._user_codes[:, nid].data
-        if column.size:
-            counts, edges = np.histogram(
-                column, bins=HISTOGRAM_BINS, range=(0.0, float(column.max()))
-            )
-        else:
-            counts, edges = np.zeros(HISTOGRAM_BINS, int), np.linspace(0, 1, HISTOGRAM_BINS + 1)
-        cosine = (self._directions @ self._directions[nid]).numpy()
-        cosine[nid] = -np.inf
-        order = np.argsort(-cosine, kind="stable")[:nearest]
+        histogram = activation_histogram(self._user_codes[:, nid].data)
+        order, cosine = nearest_latents(self._directions, nid, nearest)
         steering = self.knobs_for(self.source, self.mapping, self.top_neurons).mapping
         return {
             "neuron": nid,
@@ -573,12 +563,7 @@ class RecommenderExplorer:
             ],
             "top_items": top,
             "lifted_items": [self._item(int(i), effect=float(effect[i])) for i in lifted],
-            "histogram": {
-                "counts": counts.astype(int).tolist(),
-                "edges": edges.tolist(),
-                "n_users": self._n_histogram_users,
-                "n_active": int(column.size),
-            },
+            "histogram": {**histogram, "n_users": self._n_histogram_users},
             "nearest": [
                 {"neuron": int(j), "cosine": float(cosine[j]), "label": self._label(int(j))}
                 for j in order

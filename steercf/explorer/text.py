@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from steercf.errors import InputError, UnknownIdError
+from steercf.explorer.latents import activation_histogram, nearest_latents, unit_directions
 
 MAX_STRENGTHEN = 4.0  # a = 1 multiplies an active latent by 5
 # a = 1 switches an inactive latent on at 8 x its p90 activation: the query's own latents
@@ -29,7 +29,6 @@ MAX_STRENGTHEN = 4.0  # a = 1 multiplies an active latent by 5
 ADD_SCALE = 8.0
 QUERY_CACHE = 256
 SNIPPET_CHARS = 240
-HISTOGRAM_BINS = 20
 MAX_TOP = 50
 
 
@@ -71,10 +70,7 @@ class TextExplorer:
         self.embeddings = embeddings if embeddings is not None else self.embedder.embed(self.texts)
         self.search_engine = SteerableSearch(model, self.embeddings, self.embedder, self.texts)
         self.codes = model.doc_codes(self.embeddings)  # (n_docs, n_latents)
-        with torch.no_grad():
-            self._directions = torch.nn.functional.normalize(
-                model.sae.W_dec.detach().float(), dim=1
-            )
+        self._directions = unit_directions(model.sae.W_dec)  # (n_latents, d)
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -264,16 +260,8 @@ class TextExplorer:
 
         j = self._latent(latent)
         column = self.codes[:, j]
-        fired = column[column > 0]
-        if fired.size:
-            counts, edges = np.histogram(
-                fired, bins=HISTOGRAM_BINS, range=(0.0, float(fired.max()))
-            )
-        else:
-            counts, edges = np.zeros(HISTOGRAM_BINS, int), np.linspace(0, 1, HISTOGRAM_BINS + 1)
-        cosine = (self._directions @ self._directions[j]).numpy()
-        cosine[j] = -np.inf
-        order = np.argsort(-cosine, kind="stable")[:nearest]
+        histogram = activation_histogram(column[column > 0])
+        order, cosine = nearest_latents(self._directions, j, nearest)
         return {
             "latent": j,
             "label": self.model.labels[j],
@@ -284,12 +272,7 @@ class TextExplorer:
                 self._doc(int(d), activation=float(column[d]))
                 for d in top_documents(self.codes, j, top)
             ],
-            "histogram": {
-                "counts": counts.astype(int).tolist(),
-                "edges": edges.tolist(),
-                "n_docs": len(self.texts),
-                "n_active": int(fired.size),
-            },
+            "histogram": {**histogram, "n_docs": len(self.texts)},
             "nearest": [
                 {"latent": int(k), "cosine": float(cosine[k]), "label": self.model.labels[k]}
                 for k in order
