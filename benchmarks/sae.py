@@ -22,7 +22,7 @@ from pathlib import Path
 
 from steercf.data import load_dataset
 from steercf.evaluation import evaluate, split_users
-from steercf.experiment import base_params, make_model
+from steercf.experiment import base_params, cap_factors, make_model
 from steercf.reporting import format_table, mean_over_seeds, write_records
 from steercf.sae import TrainConfig, sae_metrics
 from steercf.spliced import SplicedRecommender
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         "--base",
         choices=["elsa", "elsa_random"],
         default="elsa",
-        help="ELSA preset: the data set's pick (warm start on ML-100K) or a random start",
+        help="ELSA preset: the data set's pick (EASE warm starts) or a random start",
     )
     parser.add_argument("--max-epochs", type=int, default=1000, help="SAE epoch cap")
     parser.add_argument("--patience", type=int, default=20, help="SAE early-stopping patience")
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             n_test = int(split.test_input.shape[0])
             elsa_params = base_params(dataset, args.base, quick=args.quick)
             if args.factors:
-                elsa_params["factors"] = args.factors
+                elsa_params = cap_factors({**elsa_params, "factors": args.factors}, args.factors)
             bases = {"elsa": make_model("elsa", **elsa_params, seed=seed)}
             if not args.no_ease:
                 bases["ease_lowrank"] = make_model(

@@ -20,7 +20,7 @@ import numpy as np
 from steercf.concepts import MAPPINGS, concept_tags
 from steercf.data import load_dataset
 from steercf.evaluation import split_users
-from steercf.experiment import base_params, make_model
+from steercf.experiment import base_params, cap_factors, make_model
 from steercf.reporting import format_table, write_records
 from steercf.sae import TrainConfig
 from steercf.spliced import SplicedRecommender
@@ -90,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-factors", type=int, help="cap the ELSA width (default: each data set's preset)"
     )
+    parser.add_argument(
+        "--base",
+        choices=["elsa", "elsa_random"],
+        default="elsa",
+        help="ELSA preset: each data set's pick (EASE warm starts) or a random start",
+    )
     parser.add_argument("--max-epochs", type=int, default=1000, help="SAE epoch cap")
     args = parser.parse_args(argv)
     targets = TARGETS[:1] if args.quick else TARGETS
@@ -110,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         if dataset not in models:
             data = load_dataset(dataset, data_dir=SHARED_DATA)
             split = split_users(data.matrix, seed=args.seed)
-            elsa_params = base_params(dataset, "elsa", quick=args.quick)
+            elsa_params = base_params(dataset, args.base, quick=args.quick)
             if args.max_factors:
-                elsa_params["factors"] = min(elsa_params["factors"], args.max_factors)
+                elsa_params = cap_factors(elsa_params, args.max_factors)
             base = make_model("elsa", **elsa_params, seed=args.seed)
             train = TrainConfig(
                 max_epochs=5 if args.quick else args.max_epochs, seed=args.seed, progress=False

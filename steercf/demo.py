@@ -9,7 +9,13 @@ import numpy as np
 
 from steercf.data import load_ml100k
 from steercf.evaluation import split_users
-from steercf.experiment import base_params, fit_model, select_on_validation, test_metrics
+from steercf.experiment import (
+    base_params,
+    cap_factors,
+    fit_model,
+    select_on_validation,
+    test_metrics,
+)
 from steercf.reporting import format_table
 from steercf.sae import TrainConfig
 from steercf.spliced import SplicedRecommender
@@ -34,7 +40,7 @@ def run_demo(quick: bool = False, seed: int = 0, progress: bool = True) -> list[
     elsa_params = base_params("ml-100k", "elsa", quick=quick)
     # 256 wide instead of the preset's 1024: the SAE (8x as many latents) then trains
     # in about a minute on 2 CPU cores rather than a quarter of an hour
-    elsa_params["factors"] = min(elsa_params["factors"], DEMO_MAX_FACTORS)
+    elsa_params = cap_factors(elsa_params, DEMO_MAX_FACTORS)
     elsa_params["progress"] = progress
     sae_train = TrainConfig(max_epochs=10 if quick else 1000, seed=seed, progress=progress)
     models: dict = {}

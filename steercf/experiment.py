@@ -45,7 +45,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "ml-latest-small": {
         "elsa": ELSA_PRESETS["ml-latest-small"],
-        "elsa_random": ELSA_PRESETS["ml-latest-small"],  # the preset starts at random
+        "elsa_random": ELSA_PRESETS["ml-latest-small-random"],
         "ease": {"l2": 100.0},
         "ease_lowrank": {"l2": 100.0, "rank": 128},
     },
@@ -58,9 +58,19 @@ def base_params(dataset: str, model: str, quick: bool = False) -> dict[str, Any]
     params = dict(PRESETS.get(dataset, PRESETS["ml-100k"])[model])
     if quick and "epochs" in params:
         params["epochs"] = 3
-        params["factors"] = min(params.get("factors", 128), 128)  # a 1,024-latent SAE
+        params = cap_factors(params, 128)  # a 1,024-latent SAE
     if "epochs" in params:
         params["progress"] = False
+    return params
+
+
+def cap_factors(params: dict[str, Any], max_factors: int) -> dict[str, Any]:
+    """ELSA ``params`` with the width capped at ``max_factors``; a padded warm start's
+    EASE factor keeps at most half of the capped width (it needs spare columns)."""
+    params = dict(params)
+    params["factors"] = min(params.get("factors", max_factors), max_factors)
+    if params.get("init") == "ease_padded":
+        params["init_rank"] = min(params.get("init_rank", 128), params["factors"] // 2)
     return params
 
 

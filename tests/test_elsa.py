@@ -232,3 +232,55 @@ def test_ease_warm_start_is_saved_and_checked(toy: sp.csr_matrix, tmp_path: Path
         ELSA(init="svd").fit(toy)
     with pytest.raises(InputError, match="factors <= n_items"):
         ELSA(factors=toy.shape[1] + 1, init="ease").fit(toy)
+
+
+def test_padded_warm_start_rows(toy: sp.csr_matrix, tmp_path: Path) -> None:
+    """Unit rows; the first ``rank`` columns hold the scaled EASE factor, shrunk to at
+    most unit length, with about ``quantile`` of the items left unshrunk."""
+    from steercf.models.elsa import ease_padded_init
+
+    start = ease_padded_init(toy, 12, 1.0, 6, 0.8, torch.Generator().manual_seed(0))
+    assert start.shape == (toy.shape[1], 12)
+    assert torch.allclose(start.norm(dim=1), torch.ones(toy.shape[1]), atol=1e-5)
+    signal = start[:, :6].norm(dim=1)
+    assert signal.max() <= 1 + 1e-5
+    assert 0.7 <= float((signal < 1 - 1e-4).float().mean()) <= 0.85
+    again = ease_padded_init(toy, 12, 1.0, 6, 0.8, torch.Generator().manual_seed(0))
+    assert torch.equal(start, again)
+
+    model = ELSA(factors=12, init="ease_padded", init_rank=6, init_quantile=0.8, epochs=1)
+    model.progress = False
+    model.fit(toy, toy[:20])
+    assert model.history_[0]["epoch"] == -1  # the start is a candidate
+    model.save(tmp_path / "elsa")
+    loaded = ELSA.load(tmp_path / "elsa")
+    assert (loaded.init, loaded.init_rank, loaded.init_quantile) == ("ease_padded", 6, 0.8)
+    with pytest.raises(InputError, match="init_rank must be in"):
+        ELSA(factors=6, init="ease_padded", init_rank=6).fit(toy)
+    with pytest.raises(InputError, match="init_quantile"):
+        ELSA(factors=12, init="ease_padded", init_quantile=0.0).fit(toy)
+
+
+@pytest.mark.slow
+def test_padded_warm_start_keeps_ease_ranking_on_latest_small(shared_data: Path) -> None:
+    """On latest-small most items are rare and their rows of the EASE factor are short:
+    renormalising them (what the plain spectral start does) inflates their scores, while
+    filling them up in spare columns keeps EASE's ranking at a fraction of its width."""
+    from steercf.data import load_dataset
+    from steercf.evaluation import split_users
+    from steercf.models import EASE
+    from steercf.models.elsa import ease_padded_init
+
+    split = split_users(load_dataset("ml-latest-small", data_dir=shared_data).matrix, seed=0)
+    given, target = split.val_input, split.val_target
+    ease = EASE(l2=100.0).fit(split.train)
+    ease_recall = _recall_at_20(given.toarray() @ ease.weights_.numpy(), given, target)
+    start = ease_padded_init(split.train, 256, 100.0, 128, 0.95, torch.Generator().manual_seed(0))
+
+    def recall(rows: torch.Tensor) -> float:
+        return _recall_at_20((given.toarray() @ rows.numpy()) @ rows.numpy().T, given, target)
+
+    padded = recall(start)
+    renormalised = recall(torch.nn.functional.normalize(start[:, :128], dim=1))
+    assert padded > ease_recall - 0.02
+    assert padded > renormalised + 0.05
