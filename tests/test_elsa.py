@@ -284,3 +284,23 @@ def test_padded_warm_start_keeps_ease_ranking_on_latest_small(shared_data: Path)
     renormalised = recall(torch.nn.functional.normalize(start[:, :128], dim=1))
     assert padded > ease_recall - 0.02
     assert padded > renormalised + 0.05
+
+
+def test_capped_presets_stay_valid() -> None:
+    """Benchmarks and the demo cap ELSA's width; a padded warm start's factor must then
+    shrink with it, leaving spare columns for the filler."""
+    from steercf.experiment import PRESETS as STUDY_PRESETS
+    from steercf.experiment import base_params, cap_factors
+
+    for dataset, models in STUDY_PRESETS.items():
+        for name in ("elsa", "elsa_random"):
+            for params in (base_params(dataset, name, quick=True), cap_factors(models[name], 64)):
+                assert params["factors"] <= 128
+                ELSA(**params)._check_params()
+                if params.get("init") == "ease_padded":
+                    assert params["init_rank"] < params["factors"]
+    assert cap_factors({"factors": 512, "init": "ease_padded", "init_rank": 64}, 64) == {
+        "factors": 64,
+        "init": "ease_padded",
+        "init_rank": 32,
+    }

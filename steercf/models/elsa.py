@@ -336,6 +336,11 @@ class ELSA(CFAE):
             raise InputError(
                 f"init_l2 and init_scale must be > 0, got {self.init_l2}, {self.init_scale}"
             )
+        if self.init == "ease_padded" and not 0 < self.init_rank < self.factors:
+            raise InputError(
+                f"init_rank must be in [1, factors), got {self.init_rank} with "
+                f"factors={self.factors}"
+            )
         if not 0.0 < self.init_quantile <= 1.0:
             raise InputError(f"init_quantile must be in (0, 1], got {self.init_quantile}")
 
