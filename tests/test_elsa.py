@@ -258,7 +258,7 @@ def test_padded_warm_start_rows(toy: sp.csr_matrix, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="init_rank must be in"):
         ELSA(factors=6, init="ease_padded", init_rank=6).fit(toy)
     with pytest.raises(InputError, match="init_quantile"):
-        ELSA(factors=12, init="ease_padded", init_quantile=0.0).fit(toy)
+        ELSA(factors=12, init="ease_padded", init_rank=6, init_quantile=0.0).fit(toy)
 
 
 @pytest.mark.slow
