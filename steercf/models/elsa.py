@@ -338,11 +338,8 @@ class ELSA(CFAE):
             raise InputError(
                 f"init_l2 and init_scale must be > 0, got {self.init_l2}, {self.init_scale}"
             )
-        if self.init == "ease_padded" and not 0 < self.init_rank < self.factors:
-            raise InputError(
-                f"init_rank must be in [1, factors), got {self.init_rank} with "
-                f"factors={self.factors}"
-            )
+        if self.init == "ease_padded":
+            _check_init_rank(self.init_rank, self.factors)
         if not 0.0 < self.init_quantile <= 1.0:
             raise InputError(f"init_quantile must be in (0, 1], got {self.init_quantile}")
 
@@ -520,15 +517,11 @@ def ease_spectral_init(
     Returns:
         (n_items, factors) float32 rows (not yet unit-norm).
     """
-    from steercf.models.ease import EASE  # the closed form ELSA starts from
-
     n_items = rows.shape[1]
     if factors > n_items:
         raise InputError(f"init='ease' needs factors <= n_items ({n_items}), got {factors}")
-    weights = EASE(l2=l2).fit(rows).weights_.double()
-    target = (weights + weights.T).mul_(scale / 2)
+    target = _ease_plus_transpose(rows, l2, torch.float64).mul_(scale / 2)
     target.diagonal().add_(1.0)
-    del weights
     values, vectors = torch.linalg.eigh(target)  # ascending
     del target
     top = vectors[:, -factors:] * values[-factors:].clamp_min(0).sqrt()
@@ -574,16 +567,11 @@ def ease_padded_init(
     Returns:
         (n_items, factors) float32 rows of unit norm.
     """
-    from steercf.models.ease import EASE  # the closed form ELSA starts from
-
     n_items = rows.shape[1]
-    if not 0 < rank < factors:
-        raise InputError(f"init_rank must be in [1, factors), got {rank} with factors={factors}")
+    _check_init_rank(rank, factors)
     if rank > n_items:
         raise InputError(f"init_rank must be <= n_items ({n_items}), got {rank}")
-    weights = EASE(l2=l2).fit(rows).weights_
-    symmetric = (weights + weights.T).mul_(0.5)
-    del weights
+    symmetric = _ease_plus_transpose(rows, l2, torch.float32).mul_(0.5)
     values, vectors = torch.linalg.eigh(symmetric)  # ascending
     del symmetric
     signal = vectors[:, -rank:] * values[-rank:].clamp_min(0).sqrt()  # (n_items, rank)
@@ -597,6 +585,21 @@ def ease_padded_init(
     filler = torch.randn(n_items, factors - rank, generator=generator)
     filler.mul_((missing / torch.linalg.vector_norm(filler, dim=1).clamp_min(1e-12))[:, None])
     return torch.cat([signal.float(), filler], dim=1).contiguous()
+
+
+def _check_init_rank(rank: int, factors: int) -> None:
+    """A padded warm start needs its factor narrower than the rows (spare columns)."""
+    if not 0 < rank < factors:
+        raise InputError(f"init_rank must be in [1, factors), got {rank} with factors={factors}")
+
+
+def _ease_plus_transpose(rows: sp.csr_matrix, l2: float, dtype: torch.dtype) -> torch.Tensor:
+    """(n_items, n_items) ``B + B^T`` of EASE fitted on ``rows``: what both warm starts
+    decompose."""
+    from steercf.models.ease import EASE  # the closed form ELSA starts from
+
+    weights = EASE(l2=l2).fit(rows).weights_.to(dtype)
+    return weights.add_(weights.T.clone())
 
 
 def _remove_parallel_(grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
