@@ -8,7 +8,7 @@ test user) over a kept-alive HTTP connection, as the page does when a slider mov
 client and add tens of milliseconds that a real server does not have.)
 
 Every request turns the knobs to a new strength (a concept slider sweeping 0.01-0.6 and
-one neuron slider at -0.5), so no steered list can come from a cache. The server does
+one latent slider at -0.5), so no steered list can come from a cache. The server does
 keep a user's unsteered answer (code, plain list, concepts) while sliders move, so the
 ``new_user`` setting times a different user on every request as well. Settings are
 interleaved request by request after warm-up requests, so load from other processes
@@ -169,7 +169,7 @@ def time_requests(client, n_requests: int) -> tuple[dict[str, list[float]], int,
     others = [u["id"] for u in client.get("/api/users", params={"limit": 500}).json()["users"]]
     others = [u for u in others if u != user]
     plain = client.post("/api/recommend", json={"user": user, "explain": False}).json()
-    neuron = plain["neurons"][0]["neuron"]
+    latent = plain["latents"][0]["latent"]
     strengths = np.linspace(0.01, 0.6, n_requests + WARMUP)
     times: dict[str, list[float]] = {name: [] for name in SETTINGS}
     changed = 0
@@ -177,7 +177,7 @@ def time_requests(client, n_requests: int) -> tuple[dict[str, list[float]], int,
         for name, (knobs_on, explain, new_user) in SETTINGS.items():
             knobs = [
                 {"concept": "Horror", "strength": round(float(strength), 4)},
-                {"neuron": neuron, "strength": -0.5},
+                {"latent": latent, "strength": -0.5},
             ]
             who = others[i % len(others)] if new_user else user
             body = {"user": who, "knobs": knobs if knobs_on else [], "explain": explain}

@@ -1,10 +1,10 @@
-"""Monosemanticity of SAE neurons vs two controls, on MovieLens concepts.
+"""Monosemanticity of SAE latents vs two controls, on MovieLens concepts.
 
 Per data set and seed: split users 80/10/10, train ELSA + a TopK SAE on the training
 users, take the SAE codes of every one-hot item, and measure how specific the units are
 to the concepts (``steercf.concepts.report``) for
 
-* ``sae``: the SAE neurons;
+* ``sae``: the SAE latents;
 * ``dense``: the ELSA embedding dimensions, each split into its positive and negative
   half (2d non-negative units);
 * ``random_rotation``: the SAE item codes times a random orthogonal matrix, split the
@@ -12,10 +12,10 @@ to the concepts (``steercf.concepts.report``) for
 
 Concepts: ml-100k genres and knowledge-graph relations (>= 10 items), ml-latest-small
 genres and user tags (>= 5 applications by *training* users). Records (all higher is
-better): ``entropy_decrease_mean`` and ``kl_mean`` with setting ``neurons`` (each unit's
+better): ``entropy_decrease_mean`` and ``kl_mean`` with setting ``latents`` (each unit's
 distribution over concepts; KL in nats) or ``concepts`` (each concept's distribution
 over units; KL divided by ln(#units) because the models have different unit counts),
-``label_precision@10``, ``distinct_best_neurons``, ``labelled_concepts``, ``coverage``.
+``label_precision@10``, ``distinct_best_latents``, ``labelled_concepts``, ``coverage``.
 The full run adds the same records over units active on >= 10 items (setting suffix
 ``,min_items=10``), since units firing on one or two items are trivially specific.
 

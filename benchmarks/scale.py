@@ -13,7 +13,7 @@ interactions, power-law item popularity, log-normal user activity):
   epoch of ``train_sae`` on the ELSA embeddings of all users (90 % train, 10 %
   validation; the epoch time includes the validation pass, which every process runs).
 * **Batch scoring**: steered top-20 of a spliced model (the ELSA and SAE above, one
-  neuron knob) for the first half and for all of the users, with
+  latent knob) for the first half and for all of the users, with
   ``steercf.scoring.score_users`` reading the matrix chunk by chunk from a CSR directory
   and writing Parquet. Each size runs in a fresh subprocess whose ``ru_maxrss`` (peak
   resident memory of the whole process: Python, torch, model, buffers) is the
@@ -107,9 +107,9 @@ class _FirstRows:
 
 
 def _score_child(argv: list[str]) -> int:
-    """``scale.py _score MODEL CSR USERS OUT CHUNK BATCH NEURON THREADS``: score, then
+    """``scale.py _score MODEL CSR USERS OUT CHUNK BATCH LATENT THREADS``: score, then
     print one JSON line with seconds, users and the process's peak RSS."""
-    model_dir, csr_dir, users, out, chunk, batch, neuron, threads = argv
+    model_dir, csr_dir, users, out, chunk, batch, latent, threads = argv
     torch.set_num_threads(int(threads))
     from steercf.models import load_model
     from steercf.scoring import score_users
@@ -124,7 +124,7 @@ def _score_child(argv: list[str]) -> int:
         N=20,
         chunk_users=int(chunk),
         batch_users=int(batch),
-        knobs=[Knob.of(int(neuron), 0.3)],
+        knobs=[Knob.of(int(latent), 0.3)],
         progress=False,
     )
     maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,7 +1,7 @@
 """Steering evaluation (published protocol) on MovieLens 100K and ml-latest-small.
 
 Per data set: fit ELSA and splice the reference SAE (TopK, k=16, 8x, AuxK, augmented);
-then for each concept mapping, steering rule and neurons-per-concept, sweep the strength
+then for each concept mapping, steering rule and latents-per-concept, sweep the strength
 and report personal / segment Recall@20 and the target share; steer away from each
 user's dominant concept to measure suppression; time steered vs unsteered top-20.
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         else [*MAPPINGS, DECODER_EFFECT, DECODER_FIT]
     )
     # broad concepts (a genre on a third of the catalogue) steer best spread wide
-    neuron_counts = [1, 8] if args.quick else [1, 8, 32, 128]
+    latent_counts = [1, 8] if args.quick else [1, 8, 32, 128]
 
     records: list[dict] = []
     summary: list[dict] = []
@@ -131,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         tags = concept_tags(data, source, split.train_users)
         name = f"{dataset}/{source}"
         for mapping in mappings:
-            for top in neuron_counts:
+            for top in latent_counts:
                 knobs = ConceptKnobs.for_model(model, data, source, mapping, split.train_users, top)
                 for rule, strengths in STRENGTHS.items():
-                    setting = f"mapping={mapping},rule={rule},neurons={top}"
+                    setting = f"mapping={mapping},rule={rule},latents={top}"
                     sweep = steering_sweep(model, split, tags.matrix, knobs, strengths, rule)
                     curves[f"{name} {setting}"] = sweep
                     for point in sweep:
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                             "dataset": name,
                             "mapping": mapping,
                             "rule": rule,
-                            "neurons": top,
+                            "latents": top,
                             "segment_0": sweep[0]["segment_recall@20"],
                             "alpha*": best["strength"],
                             "segment_gain": best["segment_gain"],
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 model, data, source, mapping, split.train_users, model.n_latents
             )
             for rule in STRENGTHS:
-                setting = f"mapping={mapping},rule={rule},neurons=all"
+                setting = f"mapping={mapping},rule={rule},latents=all"
                 suppression.append(
                     suppress(model, split, tags, wide, rule, setting, args.seed, name, records)
                 )
@@ -236,7 +236,7 @@ def plot_curves(curves: dict[str, list[dict]], path: Path) -> None:
         for key, sweep in curves.items():
             if (
                 not key.startswith(dataset + " ")
-                or ",neurons=1" in key
+                or ",latents=1" in key
                 and "decoder" not in key
                 and "best_char" not in key
             ):

@@ -208,7 +208,7 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
     model.save(args.out, metadata=metadata)
     from steercf.concepts import label_model, save_labels
 
-    # label neurons now so they travel with the model (`steercf neurons` reads them)
+    # label latents now so they travel with the model (`steercf latents` reads them)
     save_labels(args.out, label_model(model, data, train_users=split.train_users))
     final = model.history_[model.best_epoch_]
     print(
@@ -271,16 +271,16 @@ def _labels(args: argparse.Namespace, loaded: tuple | None = None):
     return labels
 
 
-def cmd_neurons(args: argparse.Namespace) -> None:
-    from steercf.concepts import format_neurons
+def cmd_latents(args: argparse.Namespace) -> None:
+    from steercf.concepts import format_latents
 
-    print(format_neurons(_labels(args), top=args.top, dead=args.dead))
+    print(format_latents(_labels(args), top=args.top, dead=args.dead))
 
 
-def cmd_neuron(args: argparse.Namespace) -> None:
-    from steercf.concepts import format_neuron
+def cmd_latent(args: argparse.Namespace) -> None:
+    from steercf.concepts import format_latent
 
-    print(format_neuron(_labels(args), args.neuron))
+    print(format_latent(_labels(args), args.latent))
 
 
 def _user_row(data: InteractionData, user: str):
@@ -288,8 +288,8 @@ def _user_row(data: InteractionData, user: str):
     return data.matrix[row]
 
 
-def _neuron_text(labels, neuron: int) -> str:
-    return labels[neuron].text if labels is not None else f"neuron {neuron}"
+def _latent_text(labels, latent: int) -> str:
+    return labels[latent].text if labels is not None else f"latent {latent}"
 
 
 def cmd_steer(args: argparse.Namespace) -> None:
@@ -297,14 +297,14 @@ def cmd_steer(args: argparse.Namespace) -> None:
 
     model, data, split = _load_spliced(args)
     knobs_from = ConceptKnobs.for_model(
-        model, data, args.source, args.mapping, split.train_users, top_neurons=args.top_neurons
+        model, data, args.source, args.mapping, split.train_users, top_latents=args.top_latents
     )
     knobs = [knobs_from.parse(spec) for spec in args.concept]
     history = _user_row(data, args.user)
     result = compare(model, history, knobs, rule=args.rule, N=args.n)
     labels = _labels(args, (model, data, split))
     turned = ", ".join(
-        f"{k.name} {k.strength:+.2f} (neurons {', '.join(map(str, k.neurons))})" for k in knobs
+        f"{k.name} {k.strength:+.2f} (latents {', '.join(map(str, k.latents))})" for k in knobs
     )
     print(f"user {args.user}, steering {turned} with the {args.rule} rule ({args.mapping}):")
     entered = set(result.entered(0))
@@ -321,9 +321,9 @@ def cmd_steer(args: argparse.Namespace) -> None:
         mark = "+" if item in entered else " "
         print(f"  {rank + 1:>2}. {before[:42]:<42} | {mark} {data.titles([item])[0]}")
         if item in entered and why[item]:
-            neuron = why[item][0][0]
+            latent = why[item][0][0]
             print(
-                f"  {'':>46} |     because of neuron {neuron}: {_neuron_text(labels, neuron)[:70]}"
+                f"  {'':>46} |     because of latent {latent}: {_latent_text(labels, latent)[:70]}"
             )
     left = result.left(0)
     print(f"left the list: {'; '.join(data.titles(left)) if left else 'nothing'}")
@@ -343,11 +343,11 @@ def cmd_explain(args: argparse.Namespace) -> None:
     print(
         f"user {args.user} ({history.nnz} items): " + ", ".join(f"{c} {w:.2f}" for c, w in concepts)
     )
-    print("active neurons:")
-    for neuron, value in model.sparse_code(history).of(0)[: args.neurons]:
-        print(f"  {neuron:>5}  {value:.3f}  {_neuron_text(labels, neuron)[:90]}")
+    print("active latents:")
+    for latent, value in model.sparse_code(history).of(0)[: args.latents]:
+        print(f"  {latent:>5}  {value:.3f}  {_latent_text(labels, latent)[:90]}")
     ids, scores = model.recommend(history, N=args.n)
-    print("recommendations (top contributing neurons):")
+    print("recommendations (top contributing latents):")
     for item, score, why in zip(
         ids[0], scores[0], explain_items(model, history, ids[0]), strict=True
     ):
@@ -370,12 +370,12 @@ def cmd_score(args: argparse.Namespace) -> None:
             raise InputError(
                 f"{args.model_dir} holds a {model.kind}; steering needs a spliced model"
             )
-        if all(spec.lstrip("+-").startswith("neuron:") for spec in args.concept):
-            knobs_from = ConceptKnobs(mapping=None)  # neuron knobs need no concept mapping
+        if all(spec.lstrip("+-").startswith("latent:") for spec in args.concept):
+            knobs_from = ConceptKnobs(mapping=None)  # latent knobs need no concept mapping
         else:
             split = split_users(data.matrix, seed=metadata.get("seed", args.seed))
             knobs_from = ConceptKnobs.for_model(
-                model, data, args.source, args.mapping, split.train_users, args.top_neurons
+                model, data, args.source, args.mapping, split.train_users, args.top_latents
             )
         knobs = [knobs_from.parse(spec) for spec in args.concept]
     report = score_users(
@@ -467,20 +467,20 @@ def build_parser() -> argparse.ArgumentParser:
     concepts.add_argument("--plot", help="write distribution plots to this PNG")
     concepts.set_defaults(func=cmd_concepts)
 
-    neurons = sub.add_parser("neurons", help="labels of a spliced model's neurons")
-    neurons.add_argument("model_dir")
-    _data_args(neurons, default=None)
-    neurons.add_argument("--seed", type=int, default=0, help="split seed if none is stored")
-    neurons.add_argument("--top", type=int, default=30, help="how many neurons to list")
-    neurons.add_argument("--dead", action="store_true", help="also list dead neurons")
-    neurons.set_defaults(func=cmd_neurons)
+    latents = sub.add_parser("latents", help="labels of a spliced model's latents")
+    latents.add_argument("model_dir")
+    _data_args(latents, default=None)
+    latents.add_argument("--seed", type=int, default=0, help="split seed if none is stored")
+    latents.add_argument("--top", type=int, default=30, help="how many latents to list")
+    latents.add_argument("--dead", action="store_true", help="also list dead latents")
+    latents.set_defaults(func=cmd_latents)
 
-    neuron = sub.add_parser("neuron", help="one neuron: label, concepts, top items")
-    neuron.add_argument("model_dir")
-    neuron.add_argument("neuron", type=int)
-    _data_args(neuron, default=None)
-    neuron.add_argument("--seed", type=int, default=0, help="split seed if none is stored")
-    neuron.set_defaults(func=cmd_neuron)
+    latent = sub.add_parser("latent", help="one latent: label, concepts, top items")
+    latent.add_argument("model_dir")
+    latent.add_argument("latent", type=int)
+    _data_args(latent, default=None)
+    latent.add_argument("--seed", type=int, default=0, help="split seed if none is stored")
+    latent.set_defaults(func=cmd_latent)
 
     steer = sub.add_parser("steer", help="turn concept knobs for a user; before/after lists")
     steer.add_argument("model_dir")
@@ -491,23 +491,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--concept",
         action="append",
         required=True,
-        help='"+Horror" (toward), "-Comedy" (remove), "+Horror:0.2", "+neuron:12:0.3"',
+        help='"+Horror" (toward), "-Comedy" (remove), "+Horror:0.2", "+latent:12:0.3"',
     )
     steer.add_argument("--source", default="genres", help="concept source: genres | kg | tags")
     steer.add_argument("--mapping", default="best_characterizes")
-    steer.add_argument("--top-neurons", type=int, default=1, help="neurons per concept")
+    steer.add_argument("--top-latents", type=int, default=1, help="latents per concept")
     steer.add_argument("--rule", choices=["convex", "additive"], default="convex")
     steer.add_argument("-n", type=int, default=10)
     steer.set_defaults(func=cmd_steer)
 
-    explain = sub.add_parser("explain", help="a user's concepts, neurons and why each item")
+    explain = sub.add_parser("explain", help="a user's concepts, latents and why each item")
     explain.add_argument("model_dir")
     _data_args(explain, default=None)
     explain.add_argument("--seed", type=int, default=0, help="split seed if none is stored")
     explain.add_argument("--user", required=True, help="original user id")
     explain.add_argument("--source", default="genres")
     explain.add_argument("--mapping", default="best_characterizes")
-    explain.add_argument("--neurons", type=int, default=8, help="active neurons to show")
+    explain.add_argument("--latents", type=int, default=8, help="active latents to show")
     explain.add_argument("-n", type=int, default=10)
     explain.set_defaults(func=cmd_explain)
 
@@ -532,11 +532,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--concept",
         action="append",
         default=[],
-        help='steer every user: "+Horror", "-Comedy:0.5", "+neuron:12:0.3" (spliced models)',
+        help='steer every user: "+Horror", "-Comedy:0.5", "+latent:12:0.3" (spliced models)',
     )
     score.add_argument("--source", default="genres", help="concept source: genres | kg | tags")
     score.add_argument("--mapping", default="best_characterizes")
-    score.add_argument("--top-neurons", type=int, default=1, help="neurons per concept")
+    score.add_argument("--top-latents", type=int, default=1, help="latents per concept")
     score.add_argument("--rule", choices=["convex", "additive"], default="convex")
     score.add_argument("--include-seen", action="store_true", help="do not filter seen items")
     score.add_argument("--overwrite", action="store_true", help="discard an earlier run in --out")
@@ -551,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_command(sub)
 
-    for command in (demo, train, ev, tsae, concepts, neurons, neuron, steer, explain, rec, score):
+    for command in (demo, train, ev, tsae, concepts, latents, latent, steer, explain, rec, score):
         command.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

@@ -91,7 +91,7 @@ def run_demo(quick: bool = False, seed: int = 0, progress: bool = True) -> list[
     print(f"  steered +Horror 0.4: {'; '.join(data.titles(result.after_ids[0]))}")
     code = spliced.sparse_code(history)
     active = ", ".join(f"{n}:{v:.2f}" for n, v in code.of(0)[:6])
-    print(f"  sparse code ({np.count_nonzero(code.values[0])} active neurons): {active} ...")
+    print(f"  sparse code ({np.count_nonzero(code.values[0])} active latents): {active} ...")
     return rows
 
 

@@ -8,7 +8,7 @@ class SteerCFError(Exception):
 
 
 class UnknownIdError(SteerCFError, KeyError):
-    """A user, item, concept or neuron id that the model or data set does not know."""
+    """A user, item, concept or latent id that the model or data set does not know."""
 
     def __str__(self) -> str:  # KeyError would print the message with quotes around it
         return str(self.args[0]) if self.args else ""

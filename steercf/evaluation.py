@@ -151,7 +151,7 @@ def recall_at_k(ranked: np.ndarray, target: sp.csr_matrix, k: int) -> np.ndarray
     Returns:
         (n_users,) recall; NaN for users without targets.
     """
-    hits = _hits(ranked[:, :k], target)
+    hits = _hits(ranked, target, k)
     n_target = np.diff(target.indptr)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_target > 0, hits.sum(1) / np.minimum(k, n_target), np.nan)
@@ -167,7 +167,7 @@ def ndcg_at_k(ranked: np.ndarray, target: sp.csr_matrix, k: int) -> np.ndarray:
     Returns:
         (n_users,) nDCG; NaN for users without targets.
     """
-    hits = _hits(ranked[:, :k], target)
+    hits = _hits(ranked, target, k)
     discount = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = hits @ discount
     n_target = np.diff(target.indptr)
@@ -176,15 +176,21 @@ def ndcg_at_k(ranked: np.ndarray, target: sp.csr_matrix, k: int) -> np.ndarray:
         return np.where(n_target > 0, dcg / ideal, np.nan)
 
 
-def _hits(ranked: np.ndarray, target: sp.csr_matrix) -> np.ndarray:
-    """(n_users, k) float 1.0 where the ranked item is a target."""
+def _hits(ranked: np.ndarray, target: sp.csr_matrix, k: int) -> np.ndarray:
+    """(n_users, k) float 1.0 where the ranked item is a target; an empty slot (id -1,
+    or a list shorter than k: :func:`steercf.ranking.top_n`) is never a hit."""
     if ranked.shape[0] != target.shape[0]:
         raise InputError(
             f"ranked lists for {ranked.shape[0]} users but targets for {target.shape[0]}"
         )
+    ranked = np.asarray(ranked)[:, :k]
+    filled = ranked >= 0
     target = target.tocsr()
     rows = np.repeat(np.arange(ranked.shape[0]), ranked.shape[1])
-    return np.asarray(target[rows, ranked.ravel()]).reshape(ranked.shape).astype(np.float64) > 0
+    found = np.asarray(target[rows, np.where(filled, ranked, 0).ravel()]).reshape(ranked.shape)
+    hits = np.zeros((ranked.shape[0], k))
+    hits[:, : ranked.shape[1]] = (found > 0) & filled
+    return hits
 
 
 class _Ranker(Protocol):

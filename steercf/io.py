@@ -7,12 +7,15 @@ half-written model where a good one was.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 import torch
 from safetensors import SafetensorError
@@ -123,3 +126,20 @@ def require_tensors(
             )
         if not torch.isfinite(tensors[name]).all():
             raise ModelFileError(f"{path}: tensor {name!r} holds NaN or infinite values")
+
+
+def tensor_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """Content hash (16 hex digits) of named tensors: ties an SAE to the exact CFAE it
+    was trained on, and a scoring run to the model weights."""
+    digest = hashlib.sha1()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def ids_fingerprint(ids: Any) -> str:
+    """Content hash (16 hex digits) of an id sequence in order: a model fits only data
+    whose item columns come in the same order."""
+    text = "\x1f".join(map(str, np.asarray(ids).tolist()))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]

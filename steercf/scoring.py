@@ -273,7 +273,7 @@ def score_users(
         item_ids: (n_items,) ids written in the ``item`` column (default: column index).
         precision: ``"fp32"``, or ``"bf16"``: the (users x items) product that makes the
             scores runs in bfloat16 under autocast (CFAE and spliced models). Codes and
-            embeddings stay float32, so which neurons fire is exact; scores carry ~3
+            embeddings stay float32, so which latents fire is exact; scores carry ~3
             significant digits, which can swap near-tied items.
         overwrite: delete an earlier run in ``out`` instead of resuming it.
         group: score data-parallel: chunk ``c`` goes to process ``c % world_size``.
@@ -322,7 +322,7 @@ def score_users(
             "N": N,
             "chunk_users": chunk_users,
             "knobs": [
-                {"neurons": k.neurons, "weights": k.weights, "strength": k.strength, "name": k.name}
+                {"latents": k.latents, "weights": k.weights, "strength": k.strength, "name": k.name}
                 for k in knobs
             ],
             "rule": rule if knobs else None,

@@ -2,7 +2,7 @@
 decoder: ``scores(x) = decode(SAE(encode(x)))``.
 
 The CFAE is trained first and frozen; the SAE is trained on the CFAE's embeddings of
-training users. Each user then *is* a sparse code: a few active latents ("neurons")
+training users. Each user then *is* a sparse code: a few active latents ("latents")
 out of thousands, which later modules label with concepts and steer.
 """
 
@@ -256,7 +256,7 @@ class SplicedRecommender(Recommender):
 
     def dead_latents(self, user_items: sp.csr_matrix) -> np.ndarray:
         """(n_latents,) bool: latents active on no row of ``user_items`` (e.g. the training
-        users) and on no single-item input: neurons no user or item can ever express."""
+        users) and on no single-item input: latents no user or item can ever express."""
         self._check_fitted()
         rows = as_user_rows(user_items, self.n_items_, allow_empty=True)
         fired = activation_counts(self.sae_, self._embed(rows))

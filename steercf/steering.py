@@ -1,15 +1,15 @@
-"""Steering: edit a user's sparse code toward or away from neurons, decode, re-rank.
+"""Steering: edit a user's sparse code toward or away from latents, decode, re-rank.
 
-A *knob* is a set of neurons with weights (a concept spread over its top-m neurons, or a
-single neuron) and a strength. With ``e`` a user's code and ``s = sum(e)`` its total
-activation, the rules are (``w`` sums to 1 over the knob's neurons ``N``):
+A *knob* is a set of latents with weights (a concept spread over its top-m latents, or a
+single latent) and a strength. With ``e`` a user's code and ``s = sum(e)`` its total
+activation, the rules are (``w`` sums to 1 over the knob's latents ``N``):
 
 ``convex`` (published): for positive strengths ``a_c`` (sum <= 1)
     ``e' = (1 - sum_c a_c) e + s sum_c a_c w_c``
     and for a negative strength ``-a`` on knob ``N``: ``e'_N = (1 - a) e_N - a s w_N``.
-    At ``-1`` the knob's neurons carry minus the user's whole activation: its decoder
+    At ``-1`` the knob's latents carry minus the user's whole activation: its decoder
     directions are subtracted, not merely switched off, which removes the concept
-    even where other neurons also hint at it.
+    even where other latents also hint at it.
 ``additive``
     ``e'_N = e_N + a s w_N`` for any finite ``a`` (negative pushes below zero); the rest
     of the code is untouched.
@@ -35,16 +35,16 @@ MAX_ADDITIVE = 5.0  # "full strength": five times the user's total activation
 
 @dataclass(frozen=True)
 class Knob:
-    """Neurons to turn together and how hard.
+    """Latents to turn together and how hard.
 
     Attributes:
-        neurons: (m,) latent ids.
+        latents: (m,) latent ids.
         weights: (m,) non-negative shares, normalised to sum to 1.
         strength: > 0 toward, < 0 away from; ``convex`` takes [-1, 1].
-        name: what the knob stands for (a concept name or ``neuron:N``).
+        name: what the knob stands for (a concept name or ``latent:N``).
     """
 
-    neurons: tuple[int, ...]
+    latents: tuple[int, ...]
     weights: tuple[float, ...]
     strength: float
     name: str = ""
@@ -52,38 +52,38 @@ class Knob:
     @classmethod
     def of(
         cls,
-        neurons: Sequence[int] | int,
+        latents: Sequence[int] | int,
         strength: float,
         weights: Sequence[float] | None = None,
         name: str = "",
     ) -> Knob:
-        neurons = [int(neurons)] if np.isscalar(neurons) else [int(n) for n in neurons]
-        if not neurons:
-            raise InputError(f"knob {name!r} has no neurons")
-        if len(set(neurons)) != len(neurons):
-            raise InputError(f"knob {name!r} lists a neuron twice: {neurons}")
-        w = np.ones(len(neurons)) if weights is None else np.asarray(weights, dtype=float)
-        if w.shape != (len(neurons),) or (w < 0).any() or w.sum() <= 0 or not np.isfinite(w).all():
-            raise InputError(f"knob {name!r}: weights must be {len(neurons)} non-negative numbers")
+        latents = [int(latents)] if np.isscalar(latents) else [int(n) for n in latents]
+        if not latents:
+            raise InputError(f"knob {name!r} has no latents")
+        if len(set(latents)) != len(latents):
+            raise InputError(f"knob {name!r} lists a latent twice: {latents}")
+        w = np.ones(len(latents)) if weights is None else np.asarray(weights, dtype=float)
+        if w.shape != (len(latents),) or (w < 0).any() or w.sum() <= 0 or not np.isfinite(w).all():
+            raise InputError(f"knob {name!r}: weights must be {len(latents)} non-negative numbers")
         if not np.isfinite(strength):
             raise InputError(f"knob {name!r}: strength must be finite, got {strength}")
         return cls(
-            tuple(neurons),
+            tuple(latents),
             tuple((w / w.sum()).tolist()),
             float(strength),
-            name or f"neuron:{neurons[0]}",
+            name or f"latent:{latents[0]}",
         )
 
 
 def check_knobs(knobs: Sequence[Knob], n_latents: int, rule: str) -> None:
-    """Raise InputError for an unknown rule, a neuron out of range or a strength outside
+    """Raise InputError for an unknown rule, a latent out of range or a strength outside
     the rule's range."""
     if rule not in RULES:
         raise InputError(f"unknown steering rule {rule!r}; choose one of {', '.join(RULES)}")
     for knob in knobs:
-        bad = [n for n in knob.neurons if not 0 <= n < n_latents]
+        bad = [n for n in knob.latents if not 0 <= n < n_latents]
         if bad:
-            raise InputError(f"knob {knob.name!r}: neuron(s) {bad} out of range [0, {n_latents})")
+            raise InputError(f"knob {knob.name!r}: latent(s) {bad} out of range [0, {n_latents})")
         if rule == "convex" and not -1.0 <= knob.strength <= 1.0:
             raise InputError(
                 f"knob {knob.name!r}: convex strength must be in [-1, 1], got {knob.strength}"
@@ -120,7 +120,7 @@ def steer_codes(codes: torch.Tensor, knobs: Sequence[Knob], rule: str = "convex"
             _add(out, knob, knob.strength * total)
         for knob in (k for k in knobs if k.strength < 0):
             a = -knob.strength
-            idx = torch.tensor(knob.neurons)
+            idx = torch.tensor(knob.latents)
             out[:, idx] *= 1.0 - a
             _add(out, knob, -a * total)
     else:
@@ -131,7 +131,7 @@ def steer_codes(codes: torch.Tensor, knobs: Sequence[Knob], rule: str = "convex"
 
 def _add(codes: torch.Tensor, knob: Knob, amount: torch.Tensor) -> None:
     """codes[:, N] += amount * w  (amount: (n, 1))."""
-    idx = torch.tensor(knob.neurons)
+    idx = torch.tensor(knob.latents)
     w = torch.tensor(knob.weights, dtype=codes.dtype)
     codes[:, idx] += amount * w
 
@@ -180,7 +180,7 @@ def steer(
     Args:
         model: a fitted spliced recommender (never modified).
         user_items: (n_users, n_items) histories; they stay masked.
-        knobs: neurons to turn (see :class:`Knob`, :func:`steer_codes`).
+        knobs: latents to turn (see :class:`Knob`, :func:`steer_codes`).
 
     Returns:
         ``(ids, scores)``, each (n_users, N).
@@ -209,7 +209,7 @@ def compare(
     return SteeredRecommendations(*before, *after, tuple(knobs), rule)
 
 
-def neuron_contributions(
+def latent_contributions(
     model, codes: torch.Tensor, std: torch.Tensor, items: np.ndarray
 ) -> torch.Tensor:
     """How much each latent adds to each listed item's score, for one user.
@@ -242,17 +242,17 @@ def neuron_contributions(
 
 DECODER_EFFECT = "decoder_effect"
 DECODER_FIT = "decoder_fit"
-STEERING_MAPPINGS = (DECODER_EFFECT, DECODER_FIT)  # mappings by what a neuron does to scores
+STEERING_MAPPINGS = (DECODER_EFFECT, DECODER_FIT)  # mappings by what a latent does to scores
 
 
 def decoder_effect(model, item_tags, tag_names=None):
-    """Concept <-> neuron mapping by what a neuron *does* to recommendations.
+    """Concept <-> latent mapping by what a latent *does* to recommendations.
 
     The input-side mappings (:data:`steercf.concepts.MAPPINGS`) ask which items make a
-    neuron fire. Steering needs the output side: turning neuron ``n`` up adds
+    latent fire. Steering needs the output side: turning latent ``n`` up adds
     ``u_n = dec(W_dec[n])`` to every item's score (both decoders are linear). The score
-    of concept ``t`` for neuron ``n`` is the correlation over items between ``u_n`` and
-    membership in ``t``: high when the neuron lifts the concept's items above the rest.
+    of concept ``t`` for latent ``n`` is the correlation over items between ``u_n`` and
+    membership in ``t``: high when the latent lifts the concept's items above the rest.
 
     Args:
         model: a fitted spliced recommender.
@@ -300,20 +300,20 @@ def _decoder_effect_parts(model, item_tags, tag_names=None):
 
 
 def decoder_fit(model, item_tags, tag_names=None, candidates: int = 128):
-    """Concept <-> neuron mapping by the mix of neurons that best lifts a concept's items.
+    """Concept <-> latent mapping by the mix of latents that best lifts a concept's items.
 
-    :func:`decoder_effect` scores each neuron alone. A knob turns several at once, so
+    :func:`decoder_effect` scores each latent alone. A knob turns several at once, so
     this mapping fits the mix: for concept ``t``, non-negative weights ``c`` over its
-    ``candidates`` best :func:`decoder_effect` neurons minimising
+    ``candidates`` best :func:`decoder_effect` latents minimising
     ``|| sum_n c_n (u_n - mean u_n) - (m_t - mean m_t) ||`` over items, where ``u_n`` is
-    neuron ``n``'s effect on every item's score and ``m_t`` the concept's membership
+    latent ``n``'s effect on every item's score and ``m_t`` the concept's membership
     indicator (scipy's NNLS). The score of (t, n) is ``c_n`` (0 outside the fit), so a
-    knob over the top-m neurons steers along the fitted mix.
+    knob over the top-m latents steers along the fitted mix.
 
     Args:
         model: a fitted spliced recommender.
         item_tags: ItemTags (n_items, n_tags) or a CSR matrix with ``tag_names``.
-        candidates: neurons per concept entering the fit (bounds its cost).
+        candidates: latents per concept entering the fit (bounds its cost).
 
     Returns:
         a :class:`steercf.concepts.ConceptMapping` named ``"decoder_fit"``.
@@ -341,19 +341,19 @@ def decoder_fit(model, item_tags, tag_names=None, candidates: int = 128):
 
 
 class ConceptKnobs:
-    """Turns concept names into knobs through a concept -> neuron mapping.
+    """Turns concept names into knobs through a concept -> latent mapping.
 
     Args:
-        mapping: a :class:`steercf.concepts.ConceptMapping` of the model's neurons.
-        top_neurons: spread each concept over its best ``m`` neurons, weighted by their
-            (positive) mapping scores; 1 is the published single-neuron steering.
+        mapping: a :class:`steercf.concepts.ConceptMapping` of the model's latents.
+        top_latents: spread each concept over its best ``m`` latents, weighted by their
+            (positive) mapping scores; 1 is the published single-latent steering.
     """
 
-    def __init__(self, mapping, top_neurons: int = 1) -> None:
-        if top_neurons < 1:
-            raise InputError(f"top_neurons must be >= 1, got {top_neurons}")
+    def __init__(self, mapping, top_latents: int = 1) -> None:
+        if top_latents < 1:
+            raise InputError(f"top_latents must be >= 1, got {top_latents}")
         self.mapping = mapping
-        self.top_neurons = top_neurons
+        self.top_latents = top_latents
 
     @classmethod
     def for_model(
@@ -363,37 +363,37 @@ class ConceptKnobs:
         source: str = "genres",
         mapping: str = "best_characterizes",
         train_users: np.ndarray | None = None,
-        top_neurons: int = 1,
+        top_latents: int = 1,
     ) -> ConceptKnobs:
-        """Build the mapping of ``model``'s neurons to the ``source`` tags of ``data``."""
+        """Build the mapping of ``model``'s latents to the ``source`` tags of ``data``."""
         from steercf.concepts import concept_tags, map_concepts
         from steercf.concepts.report import sae_item_activations
 
         tags = concept_tags(data, source, train_users)
         if mapping == DECODER_EFFECT:
-            return cls(decoder_effect(model, tags), top_neurons)
+            return cls(decoder_effect(model, tags), top_latents)
         if mapping == DECODER_FIT:
-            return cls(decoder_fit(model, tags), top_neurons)
-        return cls(map_concepts(sae_item_activations(model), tags, mapping), top_neurons)
+            return cls(decoder_fit(model, tags), top_latents)
+        return cls(map_concepts(sae_item_activations(model), tags, mapping), top_latents)
 
     def knob(self, concept: str | int, strength: float) -> Knob:
         """The knob of one concept (UnknownIdError with close matches if unknown)."""
-        ranked = self.mapping.neurons_for(concept, top=self.top_neurons)
+        ranked = self.mapping.latents_for(concept, top=self.top_latents)
         # Only units that lift the concept belong to its knob: with a wide spread, units
         # with a zero or negative link would otherwise be zeroed by a convex "away" too.
         ranked = [(n, score) for n, score in ranked if score > 0] or ranked[:1]
         if not ranked:
-            raise InputError(f"concept {concept!r} has no live neuron to steer")
-        neurons = [n for n, _ in ranked]
+            raise InputError(f"concept {concept!r} has no live latent to steer")
+        latents = [n for n, _ in ranked]
         scores = np.array([max(score, 0.0) for _, score in ranked])
         weights = scores if scores.sum() > 0 else None
         name = str(self.mapping.tag_names[self.mapping.concept_index(concept)])
-        return Knob.of(neurons, strength, weights, name=name)
+        return Knob.of(latents, strength, weights, name=name)
 
     def parse(self, spec: str, default_strength: float = 0.3) -> Knob:
         """Parse a knob spec: ``+Horror`` (toward, default strength), ``-Comedy`` (away,
-        full removal), ``+Horror:0.2``, ``-Comedy:0.5``; ``neuron:N`` instead of a
-        concept name steers one neuron."""
+        full removal), ``+Horror:0.2``, ``-Comedy:0.5``; ``latent:N`` instead of a
+        concept name steers one latent."""
         spec = spec.strip()
         if not spec or spec[0] not in "+-":
             raise InputError(f"knob {spec!r} must start with + (toward) or - (away)")
@@ -405,11 +405,11 @@ class ConceptKnobs:
             body, strength = head, float(tail)
         if strength < 0:
             raise InputError(f"knob {spec!r}: give the direction with +/- and a positive strength")
-        if body.startswith("neuron:"):
-            neuron = body.split(":", 1)[1]
-            if not neuron.isdigit():
-                raise InputError(f"knob {spec!r}: neuron id must be an integer")
-            return Knob.of(int(neuron), sign * strength, name=body)
+        if body.startswith("latent:"):
+            latent = body.split(":", 1)[1]
+            if not latent.isdigit():
+                raise InputError(f"knob {spec!r}: latent id must be an integer")
+            return Knob.of(int(latent), sign * strength, name=body)
         return self.knob(body, sign * strength)
 
 
@@ -425,12 +425,12 @@ def _is_number(text: str) -> bool:
 
 
 def user_concepts(model, user_items, mapping, top: int = 5) -> list[tuple[str, float]]:
-    """A user's top concepts: each active neuron votes for its best concepts (mapping
-    scores rescaled to sum 1 per neuron) with its activation.
+    """A user's top concepts: each active latent votes for its best concepts (mapping
+    scores rescaled to sum 1 per latent) with its activation.
 
     Args:
         user_items: (1, n_items) one user's history.
-        mapping: a :class:`steercf.concepts.ConceptMapping` of the model's neurons.
+        mapping: a :class:`steercf.concepts.ConceptMapping` of the model's latents.
 
     Returns:
         ``[(concept, weight), ...]`` strongest first; weights sum to at most 1.
@@ -438,8 +438,8 @@ def user_concepts(model, user_items, mapping, top: int = 5) -> list[tuple[str, f
     code = model.sparse_code(user_items)
     votes: dict[str, float] = {}
     total = float(code.values[0].sum()) or 1.0
-    for neuron, activation in code.of(0):
-        ranked = [(c, s) for c, s in mapping.concepts_for(neuron, top=3) if s > 0]
+    for latent, activation in code.of(0):
+        ranked = [(c, s) for c, s in mapping.concepts_for(latent, top=3) if s > 0]
         mass = sum(s for _, s in ranked)
         for concept, score in ranked:
             votes[concept] = votes.get(concept, 0.0) + activation / total * score / mass
@@ -456,7 +456,7 @@ def explain_items(
     codes: torch.Tensor | None = None,
     std: torch.Tensor | None = None,
 ) -> list[list[tuple[int, float]]]:
-    """For each listed item, the neurons that add most to its score for this user
+    """For each listed item, the latents that add most to its score for this user
     (after applying ``knobs``, so a steered list is explained by the steered code).
 
     Args:
@@ -466,15 +466,15 @@ def explain_items(
             history again (an app re-ranking on every slider move keeps them).
 
     Returns:
-        per item, ``[(neuron, contribution), ...]`` largest first (positive ones only).
+        per item, ``[(latent, contribution), ...]`` largest first (positive ones only).
     """
     if codes is None or std is None:
         codes, _, std = model.encode(user_items)
     if knobs:
         codes = steer_codes(codes, knobs, rule)
-    contributions = neuron_contributions(model, codes[0], std[0], np.asarray(items))
-    values, neurons = torch.topk(contributions, min(top, contributions.shape[0]), dim=0)
+    contributions = latent_contributions(model, codes[0], std[0], np.asarray(items))
+    values, latents = torch.topk(contributions, min(top, contributions.shape[0]), dim=0)
     return [
-        [(int(n), float(v)) for n, v in zip(neurons[:, j], values[:, j], strict=True) if v > 0]
+        [(int(n), float(v)) for n, v in zip(latents[:, j], values[:, j], strict=True) if v > 0]
         for j in range(contributions.shape[1])
     ]

@@ -74,7 +74,7 @@ def steering_sweep(
     Args:
         model: a fitted :class:`~steercf.spliced.SplicedRecommender`.
         item_tags: (n_items, n_tags) the concept source ``knobs`` maps (same columns).
-        knobs: concept -> neuron resolution (mapping and top-m neurons).
+        knobs: concept -> latent resolution (mapping and top-m latents).
 
     Returns:
         one dict per strength: ``strength``, ``personal_recall@k``, ``personal_ndcg@k``,

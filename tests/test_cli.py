@@ -83,9 +83,9 @@ def test_spliced_workflow_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "base ELSA" in out and "spliced" in out and "difference" in out
 
-    assert main(["neurons", str(spliced), "--top", "5", "--quiet"]) == 0
+    assert main(["latents", str(spliced), "--top", "5", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "live of 128 neurons" in out and len(out.strip().splitlines()) == 6
+    assert "live of 128 latents" in out and len(out.strip().splitlines()) == 6
 
     assert main(["concepts", str(spliced), "--source", "genres", "--quiet"]) == 0
     assert "entropy" in capsys.readouterr().out.lower()
@@ -113,7 +113,7 @@ def test_spliced_workflow_end_to_end(tmp_path, capsys):
 
     assert main(["explain", str(spliced), "--user", "196", "-n", "3", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "active neurons" in out and out.count("<-") == 3
+    assert "active latents" in out and out.count("<-") == 3
 
     # explain resolves mappings like steer does, the steering-side one included
     assert (

@@ -1,4 +1,4 @@
-"""Concept <-> neuron mappings, monosemanticity measures, controls and neuron labels."""
+"""Concept <-> latent mappings, monosemanticity measures, controls and latent labels."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ from steercf.concepts import (
     concept_tags,
     concepts_report,
     format_comparison,
-    format_neuron,
-    format_neurons,
+    format_latent,
+    format_latents,
     format_report,
     format_reports,
+    label_latents,
     label_model,
-    label_neurons,
     load_labels,
     model_activations,
     monosemanticity_report,
@@ -49,9 +49,9 @@ from steercf.sae import TrainConfig
 from steercf.spliced import SplicedRecommender
 
 # ---- the toy case ----------------------------------------------------------------------
-# 4 items, 2 tags, 3 neurons. Items 0-1 carry "action", items 2-3 carry "drama".
-# Neuron 0 fires on everything (strongly), neuron 1 only on the action items (weakly),
-# neuron 2 only on the drama items (weakly).
+# 4 items, 2 tags, 3 latents. Items 0-1 carry "action", items 2-3 carry "drama".
+# Latent 0 fires on everything (strongly), latent 1 only on the action items (weakly),
+# latent 2 only on the drama items (weakly).
 TOY_ACTS = np.array(
     [
         [2.0, 1.0, 0.0],
@@ -78,36 +78,36 @@ def test_tfidf_matches_the_reference_formula():
 
 def test_best_characterizes_on_the_toy_case():
     mapping = best_characterizes(TOY_ACTS, TOY_TAGS)
-    # tfidf(A^T): neurons are terms, tags documents. Tag columns of A^T sum to 4 and 4:
-    # tf = [[3/4, 3/4], [1/4, 0], [0, 1/4]]. Neuron 0 is non-zero for both tags (df 2,
-    # idf ln(3/3) + 1 = 1); neurons 1 and 2 for one (idf ln(3/2) + 1).
+    # tfidf(A^T): latents are terms, tags documents. Tag columns of A^T sum to 4 and 4:
+    # tf = [[3/4, 3/4], [1/4, 0], [0, 1/4]]. Latent 0 is non-zero for both tags (df 2,
+    # idf ln(3/3) + 1 = 1); latents 1 and 2 for one (idf ln(3/2) + 1).
     rare = math.log(3 / 2) + 1
     expected = np.array([[0.75, 0.25 * rare, 0.0], [0.75, 0.0, 0.25 * rare]])
     np.testing.assert_allclose(mapping.scores, expected)
-    # the strong, shared neuron 0 best characterizes both tags ...
-    assert mapping.neurons_for("action", top=1) == [(0, pytest.approx(0.75))]
-    assert mapping.neurons_for("drama")[0][0] == 0
-    assert [n for n, _ in mapping.neurons_for("drama")] == [0, 2, 1]
-    # ... and the neuron -> label direction reads columns: neuron 1 is "action"
+    # the strong, shared latent 0 best characterizes both tags ...
+    assert mapping.latents_for("action", top=1) == [(0, pytest.approx(0.75))]
+    assert mapping.latents_for("drama")[0][0] == 0
+    assert [n for n, _ in mapping.latents_for("drama")] == [0, 2, 1]
+    # ... and the latent -> label direction reads columns: latent 1 is "action"
     assert mapping.concepts_for(1)[0] == ("action", pytest.approx(0.25 * rare))
     assert mapping.concepts_for(2)[0][0] == "drama"
     assert mapping.concepts_for(0)[0][0] == "action"  # tie 0.75/0.75: lower index first
-    np.testing.assert_array_equal(mapping.best_neurons(), [0, 0])
+    np.testing.assert_array_equal(mapping.best_latents(), [0, 0])
     np.testing.assert_array_equal(mapping.top_concepts(), [0, 0, 1])
 
 
 def test_most_unique_on_the_toy_case():
     mapping = most_unique(TOY_ACTS, TOY_TAGS)
-    # tfidf(A): tags are terms, neurons documents. Neuron columns of A sum to 6, 1, 1:
-    # tf = [[1/2, 1, 0], [1/2, 0, 1]]; each tag is non-zero in 2 of 3 neurons:
+    # tfidf(A): tags are terms, latents documents. Latent columns of A sum to 6, 1, 1:
+    # tf = [[1/2, 1, 0], [1/2, 0, 1]]; each tag is non-zero in 2 of 3 latents:
     # idf = ln(4/3) + 1.
     idf = math.log(4 / 3) + 1
     expected = np.array([[0.5, 1.0, 0.0], [0.5, 0.0, 1.0]]) * idf
     np.testing.assert_allclose(mapping.scores, expected)
-    # the neuron that is *only* about a tag wins, unlike "best characterizes"
-    assert mapping.neurons_for("action", top=1) == [(1, pytest.approx(idf))]
-    assert mapping.neurons_for("drama", top=1)[0][0] == 2
-    np.testing.assert_array_equal(mapping.best_neurons(), [1, 2])
+    # the latent that is *only* about a tag wins, unlike "best characterizes"
+    assert mapping.latents_for("action", top=1) == [(1, pytest.approx(idf))]
+    assert mapping.latents_for("drama", top=1)[0][0] == 2
+    np.testing.assert_array_equal(mapping.best_latents(), [1, 2])
 
 
 def test_tag_counts_weight_the_tag_means():
@@ -121,11 +121,11 @@ def test_tag_counts_weight_the_tag_means():
 
 def test_top_item_precision_on_the_toy_case():
     mapping = top_item_precision(TOY_ACTS, TOY_TAGS, k=2)
-    # neuron 0's top 2 items: item 1 (4.0) then item 2 (3.0, tie with item 3: lower index)
-    # -> one action, one drama. Neuron 1: items 0, 1 (both action). Neuron 2: items 2, 3.
+    # latent 0's top 2 items: item 1 (4.0) then item 2 (3.0, tie with item 3: lower index)
+    # -> one action, one drama. Latent 1: items 0, 1 (both action). Latent 2: items 2, 3.
     expected = np.array([[0.5, 1.0, 0.0], [0.5, 0.0, 1.0]])
     np.testing.assert_allclose(mapping.scores, expected)
-    assert mapping.neurons_for("action", top=1) == [(1, 1.0)]
+    assert mapping.latents_for("action", top=1) == [(1, 1.0)]
 
 
 def test_top_item_precision_uses_only_active_items():
@@ -136,13 +136,13 @@ def test_top_item_precision_uses_only_active_items():
 
 def test_activation_auc_and_correlation_on_the_toy_case():
     auc = activation_auc(TOY_ACTS, TOY_TAGS)
-    # neuron 0 for action: positives {2, 4} vs negatives {3, 3}: 2 of 4 pairs won -> 0.5
-    # neuron 1 separates action perfectly (1.0), neuron 2 is its mirror (0.0)
+    # latent 0 for action: positives {2, 4} vs negatives {3, 3}: 2 of 4 pairs won -> 0.5
+    # latent 1 separates action perfectly (1.0), latent 2 is its mirror (0.0)
     np.testing.assert_allclose(auc.scores, [[0.5, 1.0, 0.0], [0.5, 0.0, 1.0]])
     corr = activation_correlation(TOY_ACTS, TOY_TAGS)
     np.testing.assert_allclose(corr.scores[:, 1:], [[1.0, -1.0], [-1.0, 1.0]], atol=1e-12)
     assert corr.scores[0, 0] == pytest.approx(0.0, abs=1e-12)  # mean 3 on both sides
-    assert auc.neurons_for("drama", top=1)[0][0] == 2
+    assert auc.latents_for("drama", top=1)[0][0] == 2
 
 
 def test_auc_handles_ties_with_mid_ranks():
@@ -161,7 +161,7 @@ def test_mapping_registry_and_both_directions():
         mapping = map_concepts(TOY_ACTS, TOY_TAGS, name)
         assert mapping.name == name
         assert mapping.scores.shape == (2, 3)
-        assert len(mapping.neurons_for("action", top=5)) == 3
+        assert len(mapping.latents_for("action", top=5)) == 3
         assert len(mapping.concepts_for(2, top=5)) == 2
     with pytest.raises(UnknownIdError, match="most_unique"):
         get_mapping("most_uniqe")
@@ -170,21 +170,21 @@ def test_mapping_registry_and_both_directions():
 def test_unknown_concept_lists_close_matches():
     mapping = best_characterizes(TOY_ACTS, TOY_TAGS)
     with pytest.raises(UnknownIdError, match="close matches: 'action'") as err:
-        mapping.neurons_for("acton")
+        mapping.latents_for("acton")
     assert "unknown concept 'acton'" in str(err.value)
-    assert mapping.neurons_for("ACTION") == mapping.neurons_for("action")  # case-blind
+    assert mapping.latents_for("ACTION") == mapping.latents_for("action")  # case-blind
     with pytest.raises(UnknownIdError, match="no close match"):
-        mapping.neurons_for("zzzz")
+        mapping.latents_for("zzzz")
     with pytest.raises(InputError, match="out of range"):
         mapping.concepts_for(3)
     with pytest.raises(InputError):
         mapping.concepts_for(-1)
 
 
-def test_dead_neurons_are_never_returned():
+def test_dead_latents_are_never_returned():
     acts = np.hstack([TOY_ACTS, np.zeros((4, 1))])
-    mapping = activation_auc(acts, TOY_TAGS)  # a dead neuron's AUC would be 0.5
-    assert 3 not in [n for n, _ in mapping.neurons_for("action", top=10)]
+    mapping = activation_auc(acts, TOY_TAGS)  # a dead latent's AUC would be 0.5
+    assert 3 not in [n for n, _ in mapping.latents_for("action", top=10)]
     assert mapping.concepts_for(3) == []
 
 
@@ -195,7 +195,7 @@ def test_inputs_are_validated():
         best_characterizes(TOY_ACTS[:3], TOY_TAGS)
     # torch tensors are accepted
     mapping = best_characterizes(torch.tensor(TOY_ACTS), TOY_TAGS)
-    assert mapping.best_neurons().tolist() == [0, 0]
+    assert mapping.best_latents().tolist() == [0, 0]
 
 
 # ---- specificity and the report -----------------------------------------------------------
@@ -216,17 +216,17 @@ def test_specificity_formulas():
 def test_report_on_the_toy_case():
     report = monosemanticity_report(TOY_ACTS, TOY_TAGS, model="toy", source="genres", k=2)
     assert report.n_live == 3 and report.n_concepts == 2
-    # labels from tfidf(A^T) rows: neuron 0 -> action (tie), 1 -> action, 2 -> drama
+    # labels from tfidf(A^T) rows: latent 0 -> action (tie), 1 -> action, 2 -> drama
     np.testing.assert_array_equal(report.unit_label, [0, 0, 1])
-    # precision@2 of the labels: neuron 0 {1, 2} -> 1/2, neuron 1 {0, 1} -> 1, neuron 2 -> 1
+    # precision@2 of the labels: latent 0 {1, 2} -> 1/2, latent 1 {0, 1} -> 1, latent 2 -> 1
     np.testing.assert_allclose(report.unit_precision, [0.5, 1.0, 1.0])
     assert report.summary["label_precision@10"] == pytest.approx(2.5 / 3)
-    assert report.summary["distinct_best_neurons"] == 1  # neuron 0 for both
+    assert report.summary["distinct_best_latents"] == 1  # latent 0 for both
     assert report.summary["labelled_concepts"] == 2
-    # neurons 1 and 2 put all their mass on one tag, neuron 0 is split evenly, exactly like
+    # latents 1 and 2 put all their mass on one tag, latent 0 is split evenly, exactly like
     # the background p̄ = mean([.5, .5], [1, 0], [0, 1]) = [.5, .5]
-    np.testing.assert_allclose(report.neurons.decrease, [0.0, 1.0, 1.0], atol=1e-12)
-    np.testing.assert_allclose(report.neurons.kl, [0.0, math.log(2), math.log(2)], atol=1e-12)
+    np.testing.assert_allclose(report.latents.decrease, [0.0, 1.0, 1.0], atol=1e-12)
+    np.testing.assert_allclose(report.latents.kl, [0.0, math.log(2), math.log(2)], atol=1e-12)
     assert report.summary["coverage"] == 1.0
     records = report.records("toy-data")
     assert {r["dataset"] for r in records} == {"toy-data/genres"}
@@ -234,12 +234,12 @@ def test_report_on_the_toy_case():
         "entropy_decrease_mean",
         "kl_mean",
         "label_precision@10",
-        "distinct_best_neurons",
+        "distinct_best_latents",
         "labelled_concepts",
         "coverage",
     }
     text = format_report(report, titles=["A", "B", "C", "D"])
-    assert "label precision@2" in text and "most specific neurons" in text
+    assert "label precision@2" in text and "most specific latents" in text
 
 
 def test_signed_split_and_rotation_controls():
@@ -353,7 +353,7 @@ def test_controls_are_the_same_code_path(ml100k_model):
 def test_labels_round_trip_and_validation(ml100k_model, tmp_path):
     data, split, model = ml100k_model
     labels = label_model(model, data, train_users=split.train_users, sources=["genres", "kg"])
-    assert labels.n_neurons == model.n_latents
+    assert labels.n_latents == model.n_latents
     live = labels.live()
     assert live and all(label.text and label.top_items for label in live)
     first = live[0]
@@ -365,10 +365,10 @@ def test_labels_round_trip_and_validation(ml100k_model, tmp_path):
     save_labels(model_dir, labels)
     loaded = load_labels(model_dir)
     assert loaded == labels
-    assert f"neuron {first.neuron}: {first.text}" in format_neuron(loaded, first.neuron)
-    assert format_neurons(loaded).splitlines()[0].startswith(f"{len(live)} live of")
+    assert f"latent {first.latent}: {first.text}" in format_latent(loaded, first.latent)
+    assert format_latents(loaded).splitlines()[0].startswith(f"{len(live)} live of")
     with pytest.raises(InputError, match="out of range"):
-        format_neuron(loaded, model.n_latents)
+        format_latent(loaded, model.n_latents)
 
     path = model_dir / "labels.json"
     payload = json.loads(path.read_text())
@@ -376,12 +376,12 @@ def test_labels_round_trip_and_validation(ml100k_model, tmp_path):
     with pytest.raises(ModelFileError, match="corrupt labels"):
         load_labels(model_dir)
     payload["labels"] = payload["labels"][:-1]
-    payload["n_neurons"] -= 1
+    payload["n_latents"] -= 1
     path.write_text(json.dumps(payload))
-    with pytest.raises(ModelFileError, match="neurons but the model"):
+    with pytest.raises(ModelFileError, match="latents but the model"):
         load_labels(model_dir)
     path.unlink()
-    with pytest.raises(ModelFileError, match="no neuron labels"):
+    with pytest.raises(ModelFileError, match="no latent labels"):
         load_labels(model_dir)
     # labels of another SAE (same width) are refused
     labels.sae_fingerprint = "0" * 16
@@ -389,13 +389,13 @@ def test_labels_round_trip_and_validation(ml100k_model, tmp_path):
         save_labels(model_dir, labels)
 
 
-def test_label_neurons_on_the_toy_case():
-    acts = np.hstack([TOY_ACTS[:, 1:], np.zeros((4, 1))])  # neurons: action, drama, dead
-    labels = label_neurons(
+def test_label_latents_on_the_toy_case():
+    acts = np.hstack([TOY_ACTS[:, 1:], np.zeros((4, 1))])  # latents: action, drama, dead
+    labels = label_latents(
         acts, ["Die Hard", "Speed", "Hamlet", "Lear"], {"genres": TOY_TAGS}, item_ids=[5, 6, 7, 8]
     )
     assert labels[0].text.startswith("action") and "Die Hard" in labels[0].text
     assert labels[1].concepts[0][:2] == ("genres", "drama")
     assert labels[1].top_items[0] == ("7", "Hamlet", 1.0)
     assert not labels[2].live and labels[2].n_items == 0
-    assert [label.neuron for label in labels.live()] == [0, 1]
+    assert [label.latent for label in labels.live()] == [0, 1]

@@ -10,7 +10,8 @@ import scipy.sparse as sp
 import torch
 
 from steercf.errors import InputError
-from steercf.models.elsa import ELSA, PRESETS, Workspace, elsa_loss_and_grad, thin_rows
+from steercf.data.rows import thin_rows
+from steercf.models.elsa import ELSA, PRESETS, Workspace, elsa_loss_and_grad
 
 
 def _random_rows(n_users: int, n_items: int, density: float, seed: int) -> sp.csr_matrix:

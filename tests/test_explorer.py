@@ -79,7 +79,7 @@ def test_info_names_the_model_and_its_data_set(client, explorer):
     info = client.get("/api/info").json()
     assert info["kind"] == "recommender" and info["dataset"] == "ml-100k"
     assert info["n_items"] == explorer.data.n_items == explorer.model.n_items_
-    assert info["n_neurons"] == explorer.model.n_latents == 256
+    assert info["n_latents"] == explorer.model.n_latents == 256
     assert info["sources"][:2] == ["genres", "kg"]
     # the default user is a held-out test user of the split the model was trained under
     default = info["defaults"]["user"]
@@ -100,18 +100,18 @@ def test_plain_list_is_the_models_recommendation(client, explorer):
     assert answer["entered"] == [] and answer["left"] == []
     assert answer["history"]["n"] == history.nnz
     assert not set(history.indices) & {item["index"] for item in answer["before"]}
-    # the user's neurons are their sparse code, strongest first, with stored labels
+    # the user's latents are their sparse code, strongest first, with stored labels
     code = explorer.model.sparse_code(history).of(0)
-    assert [(n["neuron"], round(n["activation"], 5)) for n in answer["neurons"]] == [
+    assert [(n["latent"], round(n["activation"], 5)) for n in answer["latents"]] == [
         (nid, round(value, 5)) for nid, value in code[:12]
     ]
-    assert answer["neurons"][0]["label"] == explorer.labels[code[0][0]].text
+    assert answer["latents"][0]["label"] == explorer.labels[code[0][0]].text
 
 
 def test_steered_list_and_explanations_match_the_library(client, explorer, model_dir):
     body = {
         "user": "196",
-        "knobs": [{"concept": "Horror", "strength": 0.4}, {"neuron": 7, "strength": -0.5}],
+        "knobs": [{"concept": "Horror", "strength": 0.4}, {"latent": 7, "strength": -0.5}],
         "n": 15,
     }
     answer = client.post("/api/recommend", json=body).json()
@@ -127,10 +127,10 @@ def test_steered_list_and_explanations_match_the_library(client, explorer, model
     assert answer["knobs"][0] == {
         "name": "Horror",
         "strength": 0.4,
-        "neurons": list(concept.neurons),
+        "latents": list(concept.latents),
     }
     why = explain_items(model, history, expected.after_ids[0], knobs)
-    assert [[w["neuron"] for w in item["why"]] for item in answer["after"]] == [
+    assert [[w["latent"] for w in item["why"]] for item in answer["after"]] == [
         [n for n, _ in reasons] for reasons in why
     ]
     for item in answer["after"]:
@@ -182,33 +182,33 @@ def test_search_and_pickers(client, explorer):
     assert kg["concepts"] and all(c.startswith("directed_by:") for c in kg["concepts"])
 
 
-def test_neuron_browser(client, explorer):
-    listing = client.get("/api/neurons", params={"q": "horror", "limit": 500}).json()
-    assert listing["total"] == len(listing["neurons"]) > 0
-    assert all("horror" in n["label"].lower() for n in listing["neurons"])
-    counts = [n["n_items"] for n in listing["neurons"]]
+def test_latent_browser(client, explorer):
+    listing = client.get("/api/latents", params={"q": "horror", "limit": 500}).json()
+    assert listing["total"] == len(listing["latents"]) > 0
+    assert all("horror" in n["label"].lower() for n in listing["latents"])
+    counts = [n["n_items"] for n in listing["latents"]]
     assert counts == sorted(counts, reverse=True)
 
-    nid = listing["neurons"][0]["neuron"]
-    detail = client.get(f"/api/neurons/{nid}").json()
+    nid = listing["latents"][0]["latent"]
+    detail = client.get(f"/api/latents/{nid}").json()
     acts = sae_item_activations(explorer.model)[:, nid]
     assert detail["top_items"][0]["index"] == int(np.argmax(acts))
     assert np.isclose(detail["top_items"][0]["activation"], acts.max(), rtol=1e-5)
     assert detail["n_items"] == int((acts > 0).sum())
     assert detail["label"] == explorer.labels[nid].text
-    # the histogram counts every user of the data set whose code uses the neuron
+    # the histogram counts every user of the data set whose code uses the latent
     codes, _, _ = explorer.model.encode(explorer.data.matrix)
     active = codes[:, nid].numpy()
     assert detail["histogram"]["n_users"] == explorer.data.n_users
     assert (
         detail["histogram"]["n_active"] == sum(detail["histogram"]["counts"]) == (active > 0).sum()
     )
-    # nearest neurons: highest decoder cosine first, never the neuron itself
+    # nearest latents: highest decoder cosine first, never the latent itself
     w = explorer.model.sae_.W_dec.detach().numpy()
     w = w / np.linalg.norm(w, axis=1, keepdims=True)
     cosine = w @ w[nid]
     cosine[nid] = -np.inf
-    assert [m["neuron"] for m in detail["nearest"]] == np.argsort(-cosine)[:8].tolist()
+    assert [m["latent"] for m in detail["nearest"]] == np.argsort(-cosine)[:8].tolist()
 
 
 @pytest.mark.parametrize(
@@ -216,11 +216,11 @@ def test_neuron_browser(client, explorer):
     [
         ({"user": "no-such-user"}, 404, "unknown user id: 'no-such-user'"),
         ({"user": "196", "knobs": [{"concept": "Horor", "strength": 0.3}]}, 404, "'Horror'"),
-        ({"user": "196", "knobs": [{"neuron": 10**6, "strength": 0.3}]}, 404, "unknown neuron"),
+        ({"user": "196", "knobs": [{"latent": 10**6, "strength": 0.3}]}, 404, "unknown latent"),
         (
             {
                 "user": "196",
-                "knobs": [{"concept": "Horror", "strength": 0.7}, {"neuron": 3, "strength": 0.7}],
+                "knobs": [{"concept": "Horror", "strength": 0.7}, {"latent": 3, "strength": 0.7}],
             },
             422,
             "sum to <= 1",
@@ -231,7 +231,7 @@ def test_neuron_browser(client, explorer):
             "less than or equal to 5",
         ),
         (
-            {"user": "196", "knobs": [{"concept": "Horror", "neuron": 2, "strength": 0.1}]},
+            {"user": "196", "knobs": [{"concept": "Horror", "latent": 2, "strength": 0.1}]},
             422,
             "exactly one",
         ),
@@ -281,12 +281,11 @@ def test_malformed_and_oversized_bodies(client):
     )
     assert streamed.status_code == 413
     for path, status, message in [
-        ("/api/neurons/abc", 422, "valid integer"),
-        ("/api/neurons/-1", 404, "unknown neuron -1"),
+        ("/api/latents/abc", 422, "valid integer"),
+        ("/api/latents/-1", 404, "unknown latent -1"),
         ("/api/items?q=", 422, "type part of a title"),
         (f"/api/items?q={'x' * 500}", 422, "at most 200 characters"),
-        ("/api/neurons?limit=0", 422, "limit"),
-        ("/api/latents", 404, "serves a recommender"),
+        ("/api/latents?limit=0", 422, "limit"),
         ("/api/nothing-here", 404, "Not Found"),
     ]:
         response = client.get(path)
@@ -339,7 +338,7 @@ def test_serve_command_runs_a_local_server(model_dir):
     assert f"http://127.0.0.1:{port}/" in output  # local only by default
 
 
-def test_serve_refuses_a_model_without_neurons(model_dir, capsys):
+def test_serve_refuses_a_model_without_latents(model_dir, capsys):
     assert main(["serve", str(model_dir.parent / "elsa"), "--quiet"]) == 2
     assert "needs a spliced model" in capsys.readouterr().err
     assert main(["serve", str(model_dir.parent / "missing"), "--quiet"]) == 2
@@ -403,22 +402,22 @@ def test_browser_slider_reranks_live(app, client):
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
 
-            # a neuron slider turned down (negative) changes the list again
-            neuron = page.locator("#neuron-sliders input[type=range]").first
-            box = neuron.bounding_box()
-            neuron.click(position={"x": 2, "y": box["height"] / 2})
+            # a latent slider turned down (negative) changes the list again
+            latent = page.locator("#latent-sliders input[type=range]").first
+            box = latent.bounding_box()
+            latent.click(position={"x": 2, "y": box["height"] / 2})
             page.wait_for_function(
-                "document.querySelector('#steer-status').textContent.includes('neuron:')"
+                "document.querySelector('#steer-status').textContent.includes('latent:')"
             )
-            assert float(neuron.input_value()) < 0
+            assert float(latent.input_value()) < 0
             assert after.all_inner_texts() != steered
 
-            # the neuron browser: click a neuron, see its histogram and neighbours
-            page.click("#tab-neurons")
-            page.locator("#neuron-list li").first.click()
-            page.wait_for_selector("#neuron-detail svg.histogram")
-            assert page.locator("#neuron-detail svg.histogram rect").count() == 20
-            assert page.locator("#neuron-detail ol li").count() > 8
+            # the latent browser: click a latent, see its histogram and neighbours
+            page.click("#tab-latents")
+            page.locator("#latent-list li").first.click()
+            page.wait_for_selector("#latent-detail svg.histogram")
+            assert page.locator("#latent-detail svg.histogram rect").count() == 20
+            assert page.locator("#latent-detail ol li").count() > 8
 
             # a profile built by searching titles gets its own recommendations
             page.click("#tab-recommend")

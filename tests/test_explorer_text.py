@@ -199,7 +199,7 @@ def test_removing_a_latent_the_query_lacks_is_refused(client, explorer):
     assert response.status_code == 422 and "not active for this query" in response.json()["error"]
     for path, message in [
         ("/api/latents/99999", "unknown latent 99999"),
-        ("/api/neurons", "serves a text model"),
+        ("/api/users", "serves a text model"),
     ]:
         response = client.get(path)
         assert response.status_code == 404 and message in response.json()["error"]

@@ -148,20 +148,20 @@ def test_steering_arguments_on_recommend(spliced, loo) -> None:
     users = np.arange(20)
     plain, _ = spliced.recommend(users, train[users], N=10)
     code = spliced.model.sparse_code(train[:1])
-    neuron = int(code.indices[0, 0])
-    steered, _ = spliced.recommend(users, train[users], N=10, steer_neurons={neuron: 0.8})
+    latent = int(code.indices[0, 0])
+    steered, _ = spliced.recommend(users, train[users], N=10, steer_latents={latent: 0.8})
     assert (steered != plain).any()
-    expected, _ = steer(spliced.model, train[users], [Knob.of(neuron, 0.8)], N=10)
+    expected, _ = steer(spliced.model, train[users], [Knob.of(latent, 0.8)], N=10)
     np.testing.assert_array_equal(steered, expected)
     via_knobs, _ = spliced.recommend(
-        users, train[users], N=10, knobs=[Knob.of(neuron, 0.5)], steer_rule="additive"
+        users, train[users], N=10, knobs=[Knob.of(latent, 0.5)], steer_rule="additive"
     )
-    expected, _ = steer(spliced.model, train[users], [Knob.of(neuron, 0.5)], "additive", N=10)
+    expected, _ = steer(spliced.model, train[users], [Knob.of(latent, 0.5)], "additive", N=10)
     np.testing.assert_array_equal(via_knobs, expected)
     with pytest.raises(InputError, match="SAE"):
-        SteerCFImplicit(EASE(l2=300.0)).fit(train).recommend(0, train[:1], steer_neurons={0: 1})
+        SteerCFImplicit(EASE(l2=300.0)).fit(train).recommend(0, train[:1], steer_latents={0: 1})
     with pytest.raises(InputError):
-        spliced.recommend(0, train[:1], steer_neurons={10**6: 0.5})
+        spliced.recommend(0, train[:1], steer_latents={10**6: 0.5})
 
 
 def test_save_and_load_round_trip(spliced, loo, tmp_path) -> None:

@@ -146,8 +146,8 @@ def test_steering_is_reachable_from_the_recbole_model(spliced_run) -> None:
     model = spliced_run.model
     users = np.arange(1, 31)
     plain, _ = model.recommend(users, N=10)
-    neuron = int(model.steercf_model.sparse_code(model.interaction_matrix[1:2]).indices[0, 0])
-    ids, scores = model.steer(users, steer_neurons={neuron: 0.8}, N=10)
+    latent = int(model.steercf_model.sparse_code(model.interaction_matrix[1:2]).indices[0, 0])
+    ids, scores = model.steer(users, steer_latents={latent: 0.8}, N=10)
     assert ids.shape == scores.shape == (30, 10)
     assert (ids != plain).any()
     rows = model.interaction_matrix[users]
@@ -156,7 +156,7 @@ def test_steering_is_reachable_from_the_recbole_model(spliced_run) -> None:
         assert not set(items) & set(row.indices)  # the history stays masked
     # Same as steercf's own steering API on the same histories.
     expected, _ = steer(
-        model.steercf_model, rows, [Knob.of(neuron, 0.8)], N=10, filter_items=np.array([0])
+        model.steercf_model, rows, [Knob.of(latent, 0.8)], N=10, filter_items=np.array([0])
     )
     np.testing.assert_array_equal(ids, expected)
     tokens = model.item_tokens(ids)

@@ -125,8 +125,8 @@ def test_a_different_config_is_refused(elsa, matrix, tmp_path):
 
 def test_steered_scores_equal_steer_with_original_ids(spliced, matrix, tmp_path):
     codes, _, _ = spliced.encode(matrix)
-    neuron = int(codes.sum(0).argmax())
-    knobs = [Knob.of(neuron, 0.5), Knob.of([(neuron + 1) % spliced.n_latents], -1.0)]
+    latent = int(codes.sum(0).argmax())
+    knobs = [Knob.of(latent, 0.5), Knob.of([(latent + 1) % spliced.n_latents], -1.0)]
     users = np.array([f"u{i}" for i in range(530)], dtype=object)
     items = np.arange(1000, 1120)
     score_users(
@@ -198,5 +198,5 @@ def test_cli_score_writes_every_user_and_resumes(tmp_path, capsys):
     assert "0 scored now, 4 found complete" in capsys.readouterr().out
     assert main([*command, "--chunk-users", "100"]) == 2
     assert "chunk_users differ" in capsys.readouterr().err
-    assert main([*command, "--concept", "+neuron:3"]) == 2
+    assert main([*command, "--concept", "+latent:3"]) == 2
     assert "needs a spliced model" in capsys.readouterr().err

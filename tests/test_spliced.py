@@ -44,7 +44,7 @@ def test_spliced_model_recommends_close_to_its_base_from_sparse_codes(split, bas
     codes, mean, std = spliced.encode(split.test_input)
     assert codes.shape == (split.test_input.shape[0], 48 * 4)
     active = (codes > 0).sum(1)
-    # TopK picks k = 8 neurons per user; the refit may set one of them to 0, never add one
+    # TopK picks k = 8 latents per user; the refit may set one of them to 0, never add one
     assert (active <= 8).all() and active.float().mean() > 7.5
     torch.testing.assert_close(
         spliced.score(split.test_input), base.decode(spliced.sae_.decode(codes, mean, std))
@@ -135,7 +135,7 @@ def test_low_rank_ease_can_host_an_sae(split):
 
 
 def test_thin_rows_takes_per_row_shares_and_keeps_empty_rows_empty():
-    from steercf.models.elsa import thin_rows
+    from steercf.data.rows import thin_rows
 
     rows = sp.csr_matrix(np.array([[1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 0, 0]], dtype=np.float32))
     out = thin_rows(rows, np.array([0.0, 0.5, 0.999]), np.random.default_rng(0))

@@ -20,7 +20,7 @@ from steercf.steering import (
     Knob,
     compare,
     explain_items,
-    neuron_contributions,
+    latent_contributions,
     steer,
     steer_codes,
     user_concepts,
@@ -84,10 +84,10 @@ def test_concept_knobs_parse_specs_and_name_unknown_concepts(setup):
     )
     toward = knobs.parse("+Horror")
     assert toward.name == "Horror" and toward.strength == pytest.approx(0.3)
-    assert len(toward.neurons) == 3
+    assert len(toward.latents) == 3
     assert knobs.parse("-Comedy").strength == -1.0
     assert knobs.parse("-Comedy:0.5").strength == -0.5
-    assert knobs.parse("+neuron:5:0.2").neurons == (5,)
+    assert knobs.parse("+latent:5:0.2").latents == (5,)
     with pytest.raises(UnknownIdError, match="Horror"):
         knobs.parse("+Horrr")
     with pytest.raises(InputError, match="must start with"):
@@ -126,7 +126,7 @@ def test_contributions_add_up_to_the_scores(setup):
     row = split.test_input[:1]
     codes, mean, std = model.encode(row)
     items = np.arange(model.n_items_)
-    parts = neuron_contributions(model, codes[0], std[0], items)
+    parts = latent_contributions(model, codes[0], std[0], items)
     bias = model.base.decode((model.sae_.b_dec * std[0] + mean[0]).reshape(1, -1))[0]
     torch.testing.assert_close(parts.sum(0) + bias, model.score(row)[0], atol=1e-3, rtol=1e-4)
     why = explain_items(model, row, [3, 4])
@@ -164,19 +164,19 @@ def test_a_wide_knob_holds_only_units_that_lift_the_concept():
 
     scores = np.array([[0.5, -0.2, 0.0, 0.3], [-0.1, -0.3, -0.2, -0.4]])
     mapping = ConceptMapping("toy", scores, np.array(["up", "down"]), np.ones(4, dtype=bool))
-    knobs = ConceptKnobs(mapping, top_neurons=4)
-    assert list(knobs.knob("up", -1.0).neurons) == [0, 3]
+    knobs = ConceptKnobs(mapping, top_latents=4)
+    assert list(knobs.knob("up", -1.0).latents) == [0, 3]
     # a convex "away" must not zero the unrelated units 1 and 2
     codes = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     steered = steer_codes(codes, [knobs.knob("up", -1.0)], "convex")
     assert steered[0, 1:3].tolist() == [2.0, 3.0]
     # no unit lifts "down": its best (least negative) unit is kept so the knob exists
-    assert list(knobs.knob("down", 0.2).neurons) == [0]
+    assert list(knobs.knob("down", 0.2).latents) == [0]
 
 
-def test_decoder_fit_mix_lifts_each_concept_at_least_as_well_as_its_best_neuron(setup):
-    """NNLS over the candidates can always pick the best single neuron, so the fitted
-    mix's item effects correlate with membership at least as well as any one neuron."""
+def test_decoder_fit_mix_lifts_each_concept_at_least_as_well_as_its_best_latent(setup):
+    """NNLS over the candidates can always pick the best single latent, so the fitted
+    mix's item effects correlate with membership at least as well as any one latent."""
     from steercf.steering import decoder_effect, decoder_fit
 
     data, split, model, tags = setup
@@ -193,5 +193,5 @@ def test_decoder_fit_mix_lifts_each_concept_at_least_as_well_as_its_best_neuron(
     knobs = ConceptKnobs.for_model(model, data, "genres", "decoder_fit", split.train_users, 4)
     knob = knobs.knob("Horror", 0.3)
     horror = knobs.mapping.scores[list(tags.names).index("Horror")]
-    assert all(horror[n] > 0 for n in knob.neurons)
-    assert list(knob.neurons) == list(np.argsort(-horror)[: len(knob.neurons)])
+    assert all(horror[n] > 0 for n in knob.latents)
+    assert list(knob.latents) == list(np.argsort(-horror)[: len(knob.latents)])

@@ -1,21 +1,21 @@
-"""Concepts and neurons: map item tags to SAE units, measure monosemanticity, label neurons.
+"""Concepts and latents: map item tags to SAE units, measure monosemanticity, label latents.
 
 * :mod:`steercf.concepts.mapping`: tag sources (genres, knowledge graph, user tags,
   user-supplied) and concept <-> unit mappings (:data:`MAPPINGS`).
 * :mod:`steercf.concepts.report`: specificity measures, the dense and random-rotation
   controls, text and plots.
-* :mod:`steercf.concepts.labels`: neuron labels stored with the model.
+* :mod:`steercf.concepts.labels`: latent labels stored with the model.
 """
 
 from steercf.concepts.labels import (
-    NeuronLabel,
-    NeuronLabels,
-    format_neuron,
-    format_neurons,
+    LatentLabel,
+    LatentLabels,
+    format_latent,
+    format_latents,
+    label_latents,
     label_model,
-    label_neurons,
     load_labels,
-    print_neuron,
+    print_latent,
     save_labels,
 )
 from steercf.concepts.mapping import (
@@ -59,8 +59,8 @@ __all__ = [
     "MAPPINGS",
     "ConceptMapping",
     "MonosemanticityReport",
-    "NeuronLabel",
-    "NeuronLabels",
+    "LatentLabel",
+    "LatentLabels",
     "Specificity",
     "activation_auc",
     "activation_correlation",
@@ -71,20 +71,20 @@ __all__ = [
     "concepts_report",
     "dense_item_embeddings",
     "format_comparison",
-    "format_neuron",
-    "format_neurons",
+    "format_latent",
+    "format_latents",
     "format_report",
     "format_reports",
     "get_mapping",
     "label_model",
-    "label_neurons",
+    "label_latents",
     "load_labels",
     "map_concepts",
     "model_activations",
     "monosemanticity_report",
     "most_unique",
     "plot_reports",
-    "print_neuron",
+    "print_latent",
     "random_rotation",
     "sae_item_activations",
     "save_labels",

@@ -1,13 +1,13 @@
-"""Human-readable neuron labels, stored with the model as ``labels.json``.
+"""Human-readable latent labels, stored with the model as ``labels.json``.
 
-A live neuron (one that fires for at least one single-item history) is labelled by its
+A live latent (one that fires for at least one single-item history) is labelled by its
 best concepts under a mapping (default "best characterizes") from each concept source,
 plus the titles of the items that activate it most, e.g.
 ``Horror, Thriller | Scream (1996); Halloween (1978); Candyman (1992)``.
 
 The labels file sits inside the spliced model's directory and records the SAE's
 fingerprint and width, so labels of another model (or of a retrained one) are refused
-on load instead of silently describing the wrong neurons.
+on load instead of silently describing the wrong latents.
 """
 
 from __future__ import annotations
@@ -35,17 +35,17 @@ from steercf.data import InteractionData, ItemTags
 from steercf.errors import InputError, ModelFileError
 
 LABELS_FILE = "labels.json"
-LABELS_FORMAT = "steercf-neuron-labels"
+LABELS_FORMAT = "steercf-latent-labels"
 LABELS_VERSION = 1
 DEAD_TEXT = "(dead: fires for no single item)"
 
 
 @dataclass
-class NeuronLabel:
-    """What one neuron stands for.
+class LatentLabel:
+    """What one latent stands for.
 
     Attributes:
-        neuron: the neuron (SAE latent) id.
+        latent: the latent (SAE latent) id.
         live: whether it fires for at least one single-item history.
         n_items: number of items whose one-hot history activates it.
         concepts: ``[(source, concept, score), ...]``, best first within each source.
@@ -54,7 +54,7 @@ class NeuronLabel:
         text: the one-line label.
     """
 
-    neuron: int
+    latent: int
     live: bool
     n_items: int = 0
     concepts: list[tuple[str, str, float]] = field(default_factory=list)
@@ -63,40 +63,40 @@ class NeuronLabel:
 
 
 @dataclass
-class NeuronLabels:
-    """Labels of every neuron of one model (``labels[i].neuron == i``).
+class LatentLabels:
+    """Labels of every latent of one model (``labels[i].latent == i``).
 
     Attributes:
-        labels: one :class:`NeuronLabel` per neuron, in neuron order.
+        labels: one :class:`LatentLabel` per latent, in latent order.
         mapping: the concept mapping the labels were chosen by.
         sources: the concept sources used.
         sae_fingerprint: the model's SAE fingerprint (``config.json``), or None.
     """
 
-    labels: list[NeuronLabel]
+    labels: list[LatentLabel]
     mapping: str = "best_characterizes"
     sources: list[str] = field(default_factory=list)
     sae_fingerprint: str | None = None
 
     @property
-    def n_neurons(self) -> int:
+    def n_latents(self) -> int:
         return len(self.labels)
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, neuron: int) -> NeuronLabel:
-        if isinstance(neuron, bool) or not isinstance(neuron, (int, np.integer)):
-            raise InputError(f"a neuron is an integer id, got {neuron!r}")
-        if not 0 <= int(neuron) < len(self.labels):
+    def __getitem__(self, latent: int) -> LatentLabel:
+        if isinstance(latent, bool) or not isinstance(latent, (int, np.integer)):
+            raise InputError(f"a latent is an integer id, got {latent!r}")
+        if not 0 <= int(latent) < len(self.labels):
             raise InputError(
-                f"neuron {neuron} out of range: the model has {len(self.labels)} neurons "
+                f"latent {latent} out of range: the model has {len(self.labels)} latents "
                 f"(0..{len(self.labels) - 1})"
             )
-        return self.labels[int(neuron)]
+        return self.labels[int(latent)]
 
-    def live(self) -> list[NeuronLabel]:
-        """The labels of live neurons, in neuron order."""
+    def live(self) -> list[LatentLabel]:
+        """The labels of live latents, in latent order."""
         return [label for label in self.labels if label.live]
 
 
@@ -119,7 +119,7 @@ def label_text(
     return text or "(no concept)"
 
 
-def label_neurons(
+def label_latents(
     item_acts: ItemActs,
     titles: Sequence[str],
     concept_sets: Mapping[str, ItemTags],
@@ -128,21 +128,21 @@ def label_neurons(
     top_concepts: int = 3,
     top_titles: int = 3,
     sae_fingerprint: str | None = None,
-) -> NeuronLabels:
-    """Label every neuron from its concepts and its top items.
+) -> LatentLabels:
+    """Label every latent from its concepts and its top items.
 
     Args:
-        item_acts: (n_items, n_neurons) non-negative SAE item activations.
+        item_acts: (n_items, n_latents) non-negative SAE item activations.
         titles: (n_items,) item titles.
         concept_sets: ``source -> ItemTags`` (n_items rows each).
         item_ids: (n_items,) original ids (default: the item index).
         mapping: a key of :data:`~steercf.concepts.mapping.MAPPINGS`.
-        top_concepts: concepts kept per source per neuron.
-        top_titles: top items kept per neuron (the text shows them all).
+        top_concepts: concepts kept per source per latent.
+        top_titles: top items kept per latent (the text shows them all).
         sae_fingerprint: stamped into the labels so that they can be matched to the model.
 
     Returns:
-        :class:`NeuronLabels` with one entry per neuron; dead neurons get
+        :class:`LatentLabels` with one entry per latent; dead latents get
         ``live=False`` and a fixed text.
     """
     acts = as_activations(item_acts)
@@ -153,28 +153,28 @@ def label_neurons(
     tops = top_items(acts, top_titles)
     active_counts = (acts > 0).sum(axis=0)
     labels = []
-    for neuron in range(acts.shape[1]):
-        if active_counts[neuron] == 0:
-            labels.append(NeuronLabel(neuron, live=False))
+    for latent in range(acts.shape[1]):
+        if active_counts[latent] == 0:
+            labels.append(LatentLabel(latent, live=False))
             continue
         concepts = [
             (source, name, score)
             for source, result in mappings.items()
-            for name, score in result.concepts_for(neuron, top_concepts)
+            for name, score in result.concepts_for(latent, top_concepts)
             if score > 0
         ]
-        items = [(ids[i], str(titles[i]), float(acts[i, neuron])) for i in tops[neuron] if i >= 0]
+        items = [(ids[i], str(titles[i]), float(acts[i, latent])) for i in tops[latent] if i >= 0]
         labels.append(
-            NeuronLabel(
-                neuron=neuron,
+            LatentLabel(
+                latent=latent,
                 live=True,
-                n_items=int(active_counts[neuron]),
+                n_items=int(active_counts[latent]),
                 concepts=concepts,
                 top_items=items,
                 text=label_text(concepts, [t for _, t, _ in items]),
             )
         )
-    return NeuronLabels(labels, mapping, list(concept_sets), sae_fingerprint)
+    return LatentLabels(labels, mapping, list(concept_sets), sae_fingerprint)
 
 
 def label_model(
@@ -184,7 +184,7 @@ def label_model(
     sources: Sequence[str] | None = None,
     mapping: str = "best_characterizes",
     **options: Any,
-) -> NeuronLabels:
+) -> LatentLabels:
     """Labels for a fitted SplicedRecommender from the concept sources of ``data``.
 
     Args:
@@ -192,7 +192,7 @@ def label_model(
         data: the data set it was trained on.
         train_users: ``Split.train_users``: user tags are counted from these users only.
         sources: concept sources (default: every source ``data`` has).
-        options: passed to :func:`label_neurons` (top_concepts, top_titles).
+        options: passed to :func:`label_latents` (top_concepts, top_titles).
     """
     from steercf.concepts.report import sae_item_activations
     from steercf.spliced import tensor_fingerprint
@@ -203,7 +203,7 @@ def label_model(
         source: concept_tags(data, source, train_users)
         for source in (sources or available_sources(data))
     }
-    return label_neurons(
+    return label_latents(
         sae_item_activations(model),
         data.titles(np.arange(data.n_items)),
         concept_sets,
@@ -234,12 +234,12 @@ def _model_identity(model_dir: Path) -> tuple[str | None, int | None]:
     return config.get("sae_fingerprint"), int(n_latents) if n_latents else None
 
 
-def save_labels(model_dir: str | os.PathLike, labels: NeuronLabels) -> Path:
+def save_labels(model_dir: str | os.PathLike, labels: LatentLabels) -> Path:
     """Write ``labels.json`` into a spliced model's directory, atomically.
 
     Raises:
         ModelFileError: not a spliced model directory, or labels for another model
-            (different SAE fingerprint or number of neurons).
+            (different SAE fingerprint or number of latents).
     """
     model_dir = Path(model_dir)
     fingerprint, n_latents = _model_identity(model_dir)
@@ -247,7 +247,7 @@ def save_labels(model_dir: str | os.PathLike, labels: NeuronLabels) -> Path:
     payload = {
         "format": LABELS_FORMAT,
         "version": LABELS_VERSION,
-        "n_neurons": labels.n_neurons,
+        "n_latents": labels.n_latents,
         "sae_fingerprint": labels.sae_fingerprint or fingerprint,
         "mapping": labels.mapping,
         "sources": labels.sources,
@@ -262,7 +262,7 @@ def save_labels(model_dir: str | os.PathLike, labels: NeuronLabels) -> Path:
     return model_dir / LABELS_FILE
 
 
-def load_labels(model_dir: str | os.PathLike) -> NeuronLabels:
+def load_labels(model_dir: str | os.PathLike) -> LatentLabels:
     """Read and validate ``labels.json`` of a spliced model directory.
 
     Raises:
@@ -274,44 +274,44 @@ def load_labels(model_dir: str | os.PathLike) -> NeuronLabels:
     fingerprint, n_latents = _model_identity(model_dir)
     if not path.is_file():
         raise ModelFileError(
-            f"{model_dir} has no neuron labels ({LABELS_FILE}); create them with "
+            f"{model_dir} has no latent labels ({LABELS_FILE}); create them with "
             "steercf.concepts.save_labels(model_dir, label_model(model, data))"
         )
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
         if payload.get("format") != LABELS_FORMAT:
-            raise ModelFileError(f"{path} is not a steercf neuron labels file")
+            raise ModelFileError(f"{path} is not a steercf latent labels file")
         if payload.get("version") != LABELS_VERSION:
             raise ModelFileError(
                 f"{path} has labels version {payload.get('version')}; "
                 f"this steercf reads version {LABELS_VERSION}"
             )
-        labels = NeuronLabels(
+        labels = LatentLabels(
             labels=[_label_from_json(entry) for entry in payload["labels"]],
             mapping=str(payload.get("mapping", "best_characterizes")),
             sources=[str(s) for s in payload.get("sources", [])],
             sae_fingerprint=payload.get("sae_fingerprint"),
         )
-        declared = int(payload["n_neurons"])
+        declared = int(payload["n_latents"])
     except ModelFileError:
         raise
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
         raise ModelFileError(f"corrupt labels file {path}: {err}") from err
     except (KeyError, TypeError, ValueError) as err:
         raise ModelFileError(f"corrupt labels file {path}: bad or missing field {err}") from err
-    if declared != labels.n_neurons:
+    if declared != labels.n_latents:
         raise ModelFileError(
-            f"corrupt labels file {path}: declares {declared} neurons but holds {labels.n_neurons}"
+            f"corrupt labels file {path}: declares {declared} latents but holds {labels.n_latents}"
         )
-    if any(label.neuron != i for i, label in enumerate(labels.labels)):
-        raise ModelFileError(f"corrupt labels file {path}: neurons are not listed in order")
+    if any(label.latent != i for i, label in enumerate(labels.labels)):
+        raise ModelFileError(f"corrupt labels file {path}: latents are not listed in order")
     _check_identity(labels, fingerprint, n_latents, model_dir)
     return labels
 
 
-def _label_from_json(entry: dict[str, Any]) -> NeuronLabel:
-    return NeuronLabel(
-        neuron=int(entry["neuron"]),
+def _label_from_json(entry: dict[str, Any]) -> LatentLabel:
+    return LatentLabel(
+        latent=int(entry["latent"]),
         live=bool(entry["live"]),
         n_items=int(entry.get("n_items", 0)),
         concepts=[(str(s), str(c), float(v)) for s, c, v in entry.get("concepts", [])],
@@ -321,11 +321,11 @@ def _label_from_json(entry: dict[str, Any]) -> NeuronLabel:
 
 
 def _check_identity(
-    labels: NeuronLabels, fingerprint: str | None, n_latents: int | None, model_dir: Path
+    labels: LatentLabels, fingerprint: str | None, n_latents: int | None, model_dir: Path
 ) -> None:
-    if n_latents is not None and labels.n_neurons != n_latents:
+    if n_latents is not None and labels.n_latents != n_latents:
         raise ModelFileError(
-            f"the labels describe {labels.n_neurons} neurons but the model in {model_dir} "
+            f"the labels describe {labels.n_latents} latents but the model in {model_dir} "
             f"has {n_latents}; relabel it"
         )
     if labels.sae_fingerprint and fingerprint and labels.sae_fingerprint != fingerprint:
@@ -338,23 +338,23 @@ def _check_identity(
 # ----------------------------------------------------------------------------------------
 # Display
 # ----------------------------------------------------------------------------------------
-def format_neurons(labels: NeuronLabels, top: int | None = None, dead: bool = False) -> str:
-    """One line per live neuron (``dead=True``: all): ``neuron  items  label``; the
-    ``top`` neurons firing for the most items first when ``top`` is given, else in id order."""
+def format_latents(labels: LatentLabels, top: int | None = None, dead: bool = False) -> str:
+    """One line per live latent (``dead=True``: all): ``latent  items  label``; the
+    ``top`` latents firing for the most items first when ``top`` is given, else in id order."""
     chosen = labels.labels if dead else labels.live()
     if top is not None:
-        chosen = sorted(chosen, key=lambda label: (-label.n_items, label.neuron))[:top]
-    width = len(str(max(labels.n_neurons - 1, 0)))
-    lines = [f"{label.neuron:>{width}}  {label.n_items:>5} items  {label.text}" for label in chosen]
+        chosen = sorted(chosen, key=lambda label: (-label.n_items, label.latent))[:top]
+    width = len(str(max(labels.n_latents - 1, 0)))
+    lines = [f"{label.latent:>{width}}  {label.n_items:>5} items  {label.text}" for label in chosen]
     n_live = len(labels.live())
-    header = f"{n_live} live of {labels.n_neurons} neurons (labels by {labels.mapping})"
+    header = f"{n_live} live of {labels.n_latents} latents (labels by {labels.mapping})"
     return "\n".join([header, *lines])
 
 
-def format_neuron(labels: NeuronLabels, neuron: int) -> str:
-    """A multi-line description of one neuron: label, concepts with scores, top items."""
-    label = labels[neuron]
-    lines = [f"neuron {label.neuron}: {label.text}"]
+def format_latent(labels: LatentLabels, latent: int) -> str:
+    """A multi-line description of one latent: label, concepts with scores, top items."""
+    label = labels[latent]
+    lines = [f"latent {label.latent}: {label.text}"]
     if not label.live:
         return lines[0]
     lines.append(f"  fires for {label.n_items} single-item histories")
@@ -367,6 +367,6 @@ def format_neuron(labels: NeuronLabels, neuron: int) -> str:
     return "\n".join(lines)
 
 
-def print_neuron(labels: NeuronLabels, neuron: int, file: TextIO | None = None) -> None:
-    """Print :func:`format_neuron` (to stdout by default)."""
-    print(format_neuron(labels, neuron), file=file or sys.stdout)
+def print_latent(labels: LatentLabels, latent: int, file: TextIO | None = None) -> None:
+    """Print :func:`format_latent` (to stdout by default)."""
+    print(format_latent(labels, latent), file=file or sys.stdout)

@@ -1,4 +1,4 @@
-"""Concepts (item tags) and their mapping to units (SAE neurons or any other item features).
+"""Concepts (item tags) and their mapping to units (SAE latents or any other item features).
 
 Two halves:
 
@@ -296,7 +296,7 @@ class ConceptMapping:
         scores: (n_concepts, n_units) float64; higher = stronger link.
         tag_names: (n_concepts,) concept names, the rows of ``scores``.
         live: (n_units,) bool, units active on at least one item. Dead units carry no
-            evidence, so they are never returned by :meth:`neurons_for` and have no
+            evidence, so they are never returned by :meth:`latents_for` and have no
             concepts in :meth:`concepts_for`.
     """
 
@@ -344,14 +344,14 @@ class ConceptMapping:
 
     def _unit(self, unit: int) -> int:
         if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)):
-            raise InputError(f"a neuron is an integer id, got {unit!r}")
+            raise InputError(f"a latent is an integer id, got {unit!r}")
         if not 0 <= int(unit) < self.n_units:
             raise InputError(
-                f"neuron {unit} out of range: the model has {self.n_units} (0..{self.n_units - 1})"
+                f"latent {unit} out of range: the model has {self.n_units} (0..{self.n_units - 1})"
             )
         return int(unit)
 
-    def neurons_for(self, concept: str | int, top: int = 10) -> list[tuple[int, float]]:
+    def latents_for(self, concept: str | int, top: int = 10) -> list[tuple[int, float]]:
         """The ``top`` live units most linked to ``concept``: ``[(unit, score), ...]``,
         best first (ties: lower unit id first)."""
         row = self.scores[self.concept_index(concept)]
@@ -369,7 +369,7 @@ class ConceptMapping:
         order = np.lexsort((np.arange(self.n_concepts), -column))[: max(int(top), 0)]
         return [(str(self.tag_names[c]), float(column[c])) for c in order]
 
-    def best_neurons(self) -> np.ndarray:
+    def best_latents(self) -> np.ndarray:
         """(n_concepts,) int: each concept's top live unit (-1 when no unit is live)."""
         if not self.live.any():
             return np.full(self.n_concepts, -1, dtype=np.int64)
@@ -414,7 +414,7 @@ def best_characterizes(
     A[t, n] / sum_n' A[t, n'] * idf[n]``, ``idf[n] = ln((T + 1) / (df[n] + 1)) + 1``,
     ``df[n] = #{t : A[t, n] > 0}``. A concept's best unit is where its activation mass
     concentrates, discounted for units that fire on every concept. A unit's top concept
-    (the argmax over ``t`` of the same column) is its published neuron -> tag label.
+    (the argmax over ``t`` of the same column) is its published latent -> tag label.
 
     Args:
         item_acts: (n_items, n_units) non-negative activations ``S``.
@@ -455,7 +455,7 @@ def top_item_precision(
 
     ``score[t, n] = |top_k(n) ∩ items(t)| / |top_k(n)|`` where ``top_k(n)`` are the
     ``min(k, #{i : S[i, n] > 0})`` items of largest activation (ties: lower item index)
-    and ``items(t) = {i : T[i, t] > 0}``. This is what a person checking a neuron by its
+    and ``items(t) = {i : T[i, t] > 0}``. This is what a person checking a latent by its
     top items sees; dead units score 0. Frequent concepts get high precision by chance:
     compare with the concept's base rate ``|items(t)| / n_items``.
 

@@ -1,7 +1,7 @@
 """How monosemantic are a model's units? Specificity measures, controls and plots.
 
 Everything here takes an ``(n_items, n_units)`` non-negative activation matrix, so SAE
-neurons and the two controls are measured by the very same code:
+latents and the two controls are measured by the very same code:
 
 * ``sae``: SAE codes of each item's one-hot row (:func:`sae_item_activations`).
 * ``dense``: the CFAE embedding of each one-hot item, ``d`` signed dimensions made
@@ -25,7 +25,7 @@ of the rows' ``p`` (the background distribution):
 
 Two directions:
 
-* **neurons**: each live unit's row of ``tfidf(A^T)`` (its distribution over the
+* **latents**: each live unit's row of ``tfidf(A^T)`` (its distribution over the
   concepts). ``m`` = number of concepts, the same for every model, so raw values
   compare fairly; ``kl_mean`` is in nats.
 * **concepts**: each concept's row of ``tfidf(A)`` (its distribution over the live
@@ -36,12 +36,12 @@ Two directions:
 Summary (all higher = better): ``entropy_decrease_mean`` and ``kl_mean`` per direction;
 ``label_precision@10`` (mean over live units of the share of the unit's 10 most active
 items carrying its label, the unit's top concept under "best characterizes");
-``distinct_best_neurons`` (distinct units that are some concept's best unit);
+``distinct_best_latents`` (distinct units that are some concept's best unit);
 ``labelled_concepts`` (distinct concepts that are some live unit's label); ``coverage``
-(share of concepts that label at least one live unit whose neuron-side entropy decrease
+(share of concepts that label at least one live unit whose latent-side entropy decrease
 is >= ``threshold``, default 0.5: a unit at most half as uncertain as the background).
 Diagnostics kept in the summary but not in the benchmark records: ``mutual_best_pairs``
-(concepts whose best unit has them as its label) and ``best_neuron_precision@10`` (mean
+(concepts whose best unit has them as its label) and ``best_latent_precision@10`` (mean
 over concepts of the share of the best unit's top 10 items carrying the concept).
 
 The two counts are not specificity measures: a control whose units all respond a little
@@ -81,23 +81,23 @@ CONTROLS = ("dense", "random_rotation")
 SPECIFICITY_THRESHOLD = 0.5
 # summary keys -> (record metric, record setting); all higher is better
 SUMMARY_METRICS: dict[str, tuple[str, str]] = {
-    "neuron_entropy_decrease_mean": ("entropy_decrease_mean", "neurons"),
-    "neuron_kl_mean": ("kl_mean", "neurons"),
+    "latent_entropy_decrease_mean": ("entropy_decrease_mean", "latents"),
+    "latent_kl_mean": ("kl_mean", "latents"),
     "concept_entropy_decrease_mean": ("entropy_decrease_mean", "concepts"),
     "concept_kl_mean": ("kl_mean", "concepts"),
     f"label_precision@{TOP_ITEMS}": (f"label_precision@{TOP_ITEMS}", ""),
-    "distinct_best_neurons": ("distinct_best_neurons", ""),
+    "distinct_best_latents": ("distinct_best_latents", ""),
     "labelled_concepts": ("labelled_concepts", ""),
     "coverage": ("coverage", ""),
 }
 # shown in comparisons, not written as benchmark records
 DIAGNOSTIC_METRICS: dict[str, tuple[str, str]] = {
-    f"best_neuron_precision@{TOP_ITEMS}": (f"best_neuron_precision@{TOP_ITEMS}", "diagnostic"),
+    f"best_latent_precision@{TOP_ITEMS}": (f"best_latent_precision@{TOP_ITEMS}", "diagnostic"),
     "mutual_best_pairs": ("mutual_best_pairs", "diagnostic"),
 }
 SPECIFICITY_KEYS = (
-    "neuron_entropy_decrease_mean",
-    "neuron_kl_mean",
+    "latent_entropy_decrease_mean",
+    "latent_kl_mean",
     "concept_entropy_decrease_mean",
     "concept_kl_mean",
 )
@@ -179,7 +179,7 @@ class MonosemanticityReport:
         tag_names: (n_concepts,) concept names.
         units: (n_live,) ids of the live units (active on >= ``min_items`` items).
         n_units: all units, live or not.
-        neurons: specificity of each live unit's concept distribution (rows aligned to
+        latents: specificity of each live unit's concept distribution (rows aligned to
             ``units``).
         concepts: specificity of each concept's distribution over the live units.
         unit_label: (n_live,) each live unit's top concept (index into ``tag_names``).
@@ -199,7 +199,7 @@ class MonosemanticityReport:
     tag_names: np.ndarray
     units: np.ndarray
     n_units: int
-    neurons: Specificity
+    latents: Specificity
     concepts: Specificity
     unit_label: np.ndarray
     unit_label_score: np.ndarray
@@ -221,7 +221,7 @@ class MonosemanticityReport:
 
     def records(self, dataset: str, seed: int | None = None) -> list[dict[str, Any]]:
         """Flat benchmark records: dataset ``"<data>/<source>"``, model, metric, value,
-        setting (``neurons`` / ``concepts`` for the two specificity directions), n (live
+        setting (``latents`` / ``concepts`` for the two specificity directions), n (live
         units, or concepts for concept-level metrics) and seed."""
         out = []
         for key, (metric, setting) in SUMMARY_METRICS.items():
@@ -259,7 +259,7 @@ def monosemanticity_report(
         model, source: names carried into the report and its records.
         tag_names: overrides the names of ``item_tags``.
         k: top items per unit for label precision.
-        threshold: neuron-side entropy decrease a unit needs to count for ``coverage``.
+        threshold: latent-side entropy decrease a unit needs to count for ``coverage``.
         min_items: a unit is live when active on at least this many items; only live
             units enter any measure (dead units have no concept distribution).
 
@@ -274,11 +274,11 @@ def monosemanticity_report(
     if units.size == 0:
         raise InputError(f"model {model!r} has no unit active on >= {min_items} item(s)")
     means = _tag_means(acts[:, units], counts)  # (n_concepts, n_live)
-    # neuron direction: rows of tfidf(A^T), units as terms (the "best characterizes" matrix)
+    # latent direction: rows of tfidf(A^T), units as terms (the "best characterizes" matrix)
     characterizes = tfidf(means.T)  # (n_live, n_concepts)
     # concept direction: rows of tfidf(A), concepts as terms (the "most unique" matrix)
     unique = tfidf(means)  # (n_concepts, n_live)
-    neurons = specificity(characterizes)
+    latents = specificity(characterizes)
     concepts = specificity(unique)
 
     label = characterizes.argmax(axis=1)
@@ -308,22 +308,22 @@ def monosemanticity_report(
 
     # concepts c with label(best_unit(c)) == c: one-to-one concept <-> unit matches
     mutual = int((label[characterizes.argmax(axis=0)] == np.arange(counts.shape[1])).sum())
-    specific = neurons.decrease >= threshold
+    specific = latents.decrease >= threshold
     covered = np.unique(label[specific])
     summary = {
-        "neuron_entropy_decrease_mean": float(np.nanmean(neurons.decrease)),
-        "neuron_kl_mean": float(np.nanmean(neurons.kl)),
+        "latent_entropy_decrease_mean": float(np.nanmean(latents.decrease)),
+        "latent_kl_mean": float(np.nanmean(latents.kl)),
         "concept_entropy_decrease_mean": float(np.nanmean(concepts.decrease)),
         "concept_kl_mean": float(np.nanmean(concepts.kl_normalised)),
         f"label_precision@{k}": float(precision.mean()),
-        "distinct_best_neurons": float(np.unique(best_unit).size),
+        "distinct_best_latents": float(np.unique(best_unit).size),
         "labelled_concepts": float(np.unique(label).size),
         "coverage": float(covered.size / counts.shape[1]),
         # context, not records
         "mutual_best_pairs": float(mutual),
-        f"best_neuron_precision@{k}": float(best_precision.mean()),
+        f"best_latent_precision@{k}": float(best_precision.mean()),
         "label_base_rate": float(base_rate.mean()),
-        "neuron_kl_normalised_mean": float(np.nanmean(neurons.kl_normalised)),
+        "latent_kl_normalised_mean": float(np.nanmean(latents.kl_normalised)),
         "concept_kl_nats_mean": float(np.nanmean(concepts.kl)),
         "n_units": float(acts.shape[1]),
         "n_live": float(units.size),
@@ -331,14 +331,14 @@ def monosemanticity_report(
     }
     if k != TOP_ITEMS:  # keep SUMMARY_METRICS' key stable for records
         summary[f"label_precision@{TOP_ITEMS}"] = summary[f"label_precision@{k}"]
-        summary[f"best_neuron_precision@{TOP_ITEMS}"] = summary[f"best_neuron_precision@{k}"]
+        summary[f"best_latent_precision@{TOP_ITEMS}"] = summary[f"best_latent_precision@{k}"]
     return MonosemanticityReport(
         model=model,
         source=source,
         tag_names=names,
         units=units,
         n_units=acts.shape[1],
-        neurons=neurons,
+        latents=latents,
         concepts=concepts,
         unit_label=label,
         unit_label_score=label_score,
@@ -478,16 +478,16 @@ def format_report(
     lines = [
         f"{report.model} vs {report.source or 'concepts'}: {report.n_live} live of "
         f"{report.n_units} units, {report.n_concepts} concepts",
-        f"  neurons -> concepts: entropy decrease {s['neuron_entropy_decrease_mean']:.3f}, "
-        f"KL {s['neuron_kl_mean']:.3f} nats (background entropy "
-        f"{report.neurons.background_entropy:.3f})",
-        f"  concepts -> neurons: entropy decrease {s['concept_entropy_decrease_mean']:.3f}, "
+        f"  latents -> concepts: entropy decrease {s['latent_entropy_decrease_mean']:.3f}, "
+        f"KL {s['latent_kl_mean']:.3f} nats (background entropy "
+        f"{report.latents.background_entropy:.3f})",
+        f"  concepts -> latents: entropy decrease {s['concept_entropy_decrease_mean']:.3f}, "
         f"KL/ln(units) {s['concept_kl_mean']:.3f} ({s['concept_kl_nats_mean']:.3f} nats)",
         f"  label precision@{k} {s[f'label_precision@{k}']:.3f} (chance "
-        f"{s['label_base_rate']:.3f}); distinct best neurons "
-        f"{int(s['distinct_best_neurons'])}; labelled concepts {int(s['labelled_concepts'])}; "
+        f"{s['label_base_rate']:.3f}); distinct best latents "
+        f"{int(s['distinct_best_latents'])}; labelled concepts {int(s['labelled_concepts'])}; "
         f"coverage {s['coverage']:.3f} (decrease >= {report.settings.get('threshold')})",
-        f"  concept -> best neuron: precision@{k} {s[f'best_neuron_precision@{k}']:.3f}; "
+        f"  concept -> best latent: precision@{k} {s[f'best_latent_precision@{k}']:.3f}; "
         f"mutual best pairs {int(s['mutual_best_pairs'])}",
     ]
     if top > 0:
@@ -495,30 +495,30 @@ def format_report(
         supported = report.unit_n_items >= k
         if not supported.any():
             supported = np.ones(report.n_live, dtype=bool)
-        decrease = np.where(supported, np.nan_to_num(report.neurons.decrease, nan=-1.0), -np.inf)
+        decrease = np.where(supported, np.nan_to_num(report.latents.decrease, nan=-1.0), -np.inf)
         order = np.argsort(-decrease, kind="stable")[: min(top, int(supported.sum()))]
         rows = []
         for j in order:
             row = {
-                "neuron": int(report.units[j]),
+                "latent": int(report.units[j]),
                 "items": int(report.unit_n_items[j]),
                 "label": str(report.tag_names[report.unit_label[j]]),
-                "decrease": float(report.neurons.decrease[j]),
-                "kl": float(report.neurons.kl[j]),
+                "decrease": float(report.latents.decrease[j]),
+                "kl": float(report.latents.kl[j]),
                 f"p@{k}": float(report.unit_precision[j]),
             }
             if titles is not None:
                 items = [i for i in report.unit_top_items[j][:3] if i >= 0]
                 row["top items"] = "; ".join(_short(titles[i]) for i in items)
             rows.append(row)
-        lines += ["", f"most specific neurons (active on >= {k} items):", format_table(rows)]
+        lines += ["", f"most specific latents (active on >= {k} items):", format_table(rows)]
         concept_order = np.argsort(
             -np.nan_to_num(report.concepts.decrease, nan=-np.inf), kind="stable"
         )
         concept_rows = [
             {
                 "concept": str(report.tag_names[c]),
-                "best neuron": int(report.best_unit[c]),
+                "best latent": int(report.best_unit[c]),
                 "decrease": float(report.concepts.decrease[c]),
                 "kl/ln(units)": float(report.concepts.kl_normalised[c]),
             }
@@ -580,7 +580,7 @@ def format_comparison(reports: Sequence[MonosemanticityReport]) -> str:
 def plot_reports(
     reports: Sequence[MonosemanticityReport], path: str | Path, title: str = ""
 ) -> Path:
-    """Histograms of the per-neuron and per-concept measures, one colour per model and
+    """Histograms of the per-latent and per-concept measures, one colour per model and
     one row of panels per concept source; written to ``path`` (PNG)."""
     # The Agg canvas directly: no display needed and no global pyplot state, so an
     # inline notebook backend keeps working afterwards.
@@ -589,8 +589,8 @@ def plot_reports(
 
     sources = list(dict.fromkeys(r.source for r in reports))
     panels = [
-        ("neuron entropy decrease", lambda r: r.neurons.decrease),
-        ("neuron KL (nats)", lambda r: r.neurons.kl),
+        ("latent entropy decrease", lambda r: r.latents.decrease),
+        ("latent KL (nats)", lambda r: r.latents.kl),
         ("concept entropy decrease", lambda r: r.concepts.decrease),
         (f"label precision@{TOP_ITEMS}", lambda r: r.unit_precision),
     ]

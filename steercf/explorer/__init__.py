@@ -1,8 +1,8 @@
 """The explorer: a local web app over a saved model (``steercf serve MODEL_DIR``).
 
 For a spliced recommender: pick a user or build a profile, see recommendations with
-titles, the user's concepts and per-item explanations, steer with concept and neuron
-sliders, and browse neurons. For a text SAE: steerable search with latent sliders and a
+titles, the user's concepts and per-item explanations, steer with concept and latent
+sliders, and browse latents. For a text SAE: steerable search with latent sliders and a
 latent browser.
 
 * :mod:`steercf.explorer.recommender`, :mod:`steercf.explorer.text`: the logic, as

@@ -4,7 +4,7 @@ from the network).
 
 Build it with :func:`create_app` (a factory, so tests run it in-process with FastAPI's
 ``TestClient`` as well as behind a real server). Every error answers JSON
-``{"error": "..."}``: 404 for an unknown user, item, neuron, latent or concept, 422
+``{"error": "..."}``: 404 for an unknown user, item, latent, latent or concept, 422
 for malformed or out-of-range parameters, 413 for an oversized body; no stack trace
 ever reaches the client.
 """
@@ -38,17 +38,17 @@ Explorer = RecommenderExplorer | TextExplorer
 
 # ---- request bodies ---------------------------------------------------------------------
 class KnobIn(BaseModel):
-    """One slider: ``{"concept": "Horror", "strength": 0.3}`` or ``{"neuron": 12, ...}``."""
+    """One slider: ``{"concept": "Horror", "strength": 0.3}`` or ``{"latent": 12, ...}``."""
 
     model_config = ConfigDict(extra="forbid")
     concept: str | None = Field(None, min_length=1, max_length=QUERY_CHARS)
-    neuron: int | None = Field(None, ge=0)
+    latent: int | None = Field(None, ge=0)
     strength: float = Field(..., ge=-5.0, le=5.0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _one_target(self) -> KnobIn:
-        if (self.concept is None) == (self.neuron is None):
-            raise ValueError("a knob names exactly one of 'concept' or 'neuron'")
+        if (self.concept is None) == (self.latent is None):
+            raise ValueError("a knob names exactly one of 'concept' or 'latent'")
         return self
 
 
@@ -63,7 +63,7 @@ class RecommendIn(BaseModel):
     n: int = Field(20, ge=1, le=MAX_N)
     source: str | None = Field(None, max_length=QUERY_CHARS)
     mapping: str | None = Field(None, max_length=QUERY_CHARS)
-    top_neurons: int | None = Field(None, ge=1, le=64)
+    top_latents: int | None = Field(None, ge=1, le=64)
     explain: bool = True
 
     @model_validator(mode="after")
@@ -204,7 +204,7 @@ def load_explorer(
         data: for a spliced recommender, a loaded ``InteractionData`` or a
             ``load_dataset`` spec (default: the data set recorded with the model); for a
             text model, the corpus file to search.
-        options: passed to the explorer (``source``, ``mapping``, ``top_neurons``,
+        options: passed to the explorer (``source``, ``mapping``, ``top_latents``,
             ``seed`` for recommenders; ``embedder``, ``embeddings`` for text).
     """
     from steercf.io import load_model_dir
@@ -289,7 +289,7 @@ def create_app(source: str | Path | Explorer, data: Any = None, **options: Any) 
 
     @app.post("/api/recommend")
     def recommend(body: RecommendIn) -> dict[str, Any]:
-        knobs = [KnobSpec(k.strength, k.concept, k.neuron) for k in body.knobs]
+        knobs = [KnobSpec(k.strength, k.concept, k.latent) for k in body.knobs]
         return rec().recommend(
             user=None if body.user is None else str(body.user),
             items=body.items,
@@ -298,17 +298,9 @@ def create_app(source: str | Path | Explorer, data: Any = None, **options: Any) 
             n=body.n,
             source=body.source,
             mapping=body.mapping,
-            top_neurons=body.top_neurons,
+            top_latents=body.top_latents,
             explain=body.explain,
         )
-
-    @app.get("/api/neurons")
-    def neurons(q: str = query, limit: int = limit, offset: int = offset) -> dict[str, Any]:
-        return rec().neurons(q, limit, offset)
-
-    @app.get("/api/neurons/{neuron}")
-    def neuron(neuron: int) -> dict[str, Any]:
-        return rec().neuron(neuron)
 
     # ---- text ------------------------------------------------------------------------------
     @app.post("/api/search")
@@ -317,13 +309,14 @@ def create_app(source: str | Path | Explorer, data: Any = None, **options: Any) 
             raise InputError("type a query to search for")
         return text().search(body.query, [(s.latent, s.strength) for s in body.sliders], body.top)
 
+    # ---- latents (either kind of model) --------------------------------------------------
     @app.get("/api/latents")
     def latents(q: str = query, limit: int = limit, offset: int = offset) -> dict[str, Any]:
-        return text().latents(q, limit, offset)
+        return explorer.latents(q, limit, offset)
 
     @app.get("/api/latents/{latent}")
     def latent(latent: int) -> dict[str, Any]:
-        return text().latent(latent)
+        return explorer.latent(latent)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

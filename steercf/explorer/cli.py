@@ -18,7 +18,7 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     from steercf.explorer.server import DEFAULT_HOST, DEFAULT_PORT
 
     p = subparsers.add_parser(
-        "serve", help="explorer web app: steer, explain and browse neurons (or text latents)"
+        "serve", help="explorer web app: steer, explain and browse latents (or text latents)"
     )
     p.add_argument("model_dir", help="a spliced model (train-sae) or a text model (text train)")
     p.add_argument(
@@ -30,8 +30,8 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--host", default=DEFAULT_HOST, help="bind address (default: local only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--source", default=None, help="concept source of the sliders (default: first)")
-    p.add_argument("--mapping", default=None, help="concept -> neuron mapping of the sliders")
-    p.add_argument("--top-neurons", type=int, default=None, help="neurons per concept slider")
+    p.add_argument("--mapping", default=None, help="concept -> latent mapping of the sliders")
+    p.add_argument("--top-latents", type=int, default=None, help="latents per concept slider")
     p.add_argument("--text-column", default="text", help="text model: column of the documents")
     p.add_argument("--title-column", default="title", help="text model: column of the titles")
     p.add_argument("--quiet", action="store_true", help="no request log")
@@ -54,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be in [0, 65535], got {args.port}")
     options: dict[str, Any] = {}
-    for name in ("source", "mapping", "top_neurons"):
+    for name in ("source", "mapping", "top_latents"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     from steercf.io import load_model_dir
@@ -62,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     kind, _, _ = load_model_dir(args.model_dir)
     if kind == "TextSAE":
         if options:
-            raise InputError("--source, --mapping and --top-neurons apply to recommenders only")
+            raise InputError("--source, --mapping and --top-latents apply to recommenders only")
         options = {"text_column": args.text_column, "title_column": args.title_column}
     print(f"loading {args.model_dir} ...", flush=True)
     app = create_app(args.model_dir, data=args.data, **options)

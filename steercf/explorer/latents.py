@@ -1,4 +1,4 @@
-"""What the neuron browser and the latent browser show alike: how a latent's activations
+"""What the latent browser and the latent browser show alike: how a latent's activations
 are spread, and which latents point the same way."""
 
 from __future__ import annotations

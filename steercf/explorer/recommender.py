@@ -1,5 +1,5 @@
 """The explorer's view of a spliced recommender: users, steered lists, explanations and
-the neuron browser, as JSON-ready dicts (the web layer only validates and serialises).
+the latent browser, as JSON-ready dicts (the web layer only validates and serialises).
 
 Everything that does not depend on a request is computed once when the explorer is
 built (item activations, the users' sparse codes for the histograms, unit decoder
@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from steercf.concepts import NeuronLabels, available_sources, label_model, load_labels
+from steercf.concepts import LatentLabels, available_sources, label_model, load_labels
 from steercf.concepts.labels import LABELS_FILE
 from steercf.concepts.mapping import MAPPINGS, top_items
 from steercf.concepts.report import sae_item_activations
@@ -41,8 +41,8 @@ from steercf.steering import (
     user_concepts,
 )
 
-DEFAULT_MAPPING = DECODER_EFFECT  # the steering-side view: what a neuron does to scores
-DEFAULT_TOP_NEURONS = 8  # a concept spread over 8 neurons steers more smoothly than 1
+DEFAULT_MAPPING = DECODER_EFFECT  # the steering-side view: what a latent does to scores
+DEFAULT_TOP_LATENTS = 8  # a concept spread over 8 latents steers more smoothly than 1
 MAX_HISTORY_SHOWN = 40
 MAX_PROFILE_ITEMS = 2000
 MAX_N = 100
@@ -55,7 +55,7 @@ PLAIN_CACHE = 64  # users / profiles whose unsteered answer is kept
 class _Plain:
     """One history's unsteered answer: its SAE code (``codes`` (1, n_latents), ``mean``,
     ``std`` (1, 1) from ``model.encode``), the plain list ``ids``/``scores`` (1, n), its
-    explanations and the JSON summary (history, concepts, active neurons)."""
+    explanations and the JSON summary (history, concepts, active latents)."""
 
     codes: torch.Tensor
     mean: torch.Tensor
@@ -68,11 +68,11 @@ class _Plain:
 
 @dataclass(frozen=True)
 class KnobSpec:
-    """One slider: a concept (by name) or a neuron (by id) and a signed strength."""
+    """One slider: a concept (by name) or a latent (by id) and a signed strength."""
 
     strength: float
     concept: str | None = None
-    neuron: int | None = None
+    latent: int | None = None
 
 
 def resolve_data(
@@ -123,10 +123,10 @@ class RecommenderExplorer:
     Args:
         model: a fitted :class:`~steercf.spliced.SplicedRecommender`.
         data: the data set it was trained on (titles, tags, user histories).
-        labels: neuron labels (default: computed from ``data``).
+        labels: latent labels (default: computed from ``data``).
         seed: the split seed the model was trained under (user tags come from its
             training users only).
-        source, mapping, top_neurons: defaults of the concept sliders.
+        source, mapping, top_latents: defaults of the concept sliders.
     """
 
     kind = "recommender"
@@ -135,11 +135,11 @@ class RecommenderExplorer:
         self,
         model: SplicedRecommender,
         data: InteractionData,
-        labels: NeuronLabels | None = None,
+        labels: LatentLabels | None = None,
         seed: int = 0,
         source: str | None = None,
         mapping: str = DEFAULT_MAPPING,
-        top_neurons: int = DEFAULT_TOP_NEURONS,
+        top_latents: int = DEFAULT_TOP_LATENTS,
     ) -> None:
         if not isinstance(model, SplicedRecommender):
             raise InputError(
@@ -153,12 +153,12 @@ class RecommenderExplorer:
         if not self.sources:
             raise InputError(f"data set {data.name!r} has no concept source (genres, kg, tags)")
         self.source = source or self.sources[0]
-        self._check_options(self.source, mapping, top_neurons)
-        self.mapping, self.top_neurons = mapping, top_neurons
+        self._check_options(self.source, mapping, top_latents)
+        self.mapping, self.top_latents = mapping, top_latents
         self.labels = labels or label_model(model, data, train_users=self.split.train_users)
-        if self.labels.n_neurons != model.n_latents:
+        if self.labels.n_latents != model.n_latents:
             raise InputError(
-                f"labels describe {self.labels.n_neurons} neurons, the model has {model.n_latents}"
+                f"labels describe {self.labels.n_latents} latents, the model has {model.n_latents}"
             )
         self._titles = np.asarray(data.titles(np.arange(data.n_items)), dtype=object)
         self._folded_titles = [t.casefold() for t in self._titles]
@@ -177,7 +177,7 @@ class RecommenderExplorer:
         self._plain_cache: OrderedDict[tuple, _Plain] = OrderedDict()
         self._lock = threading.Lock()
         self._precompute()
-        self.knobs_for(self.source, self.mapping, self.top_neurons)  # fail early, warm cache
+        self.knobs_for(self.source, self.mapping, self.top_latents)  # fail early, warm cache
 
     # ---- construction ----------------------------------------------------------------
     @classmethod
@@ -201,7 +201,7 @@ class RecommenderExplorer:
         seed = int((getattr(model, "metadata_", {}) or {}).get("seed", 0))
         return cls(model, data, labels=labels, seed=options.pop("seed", seed), **options)
 
-    def _check_options(self, source: str, mapping: str, top_neurons: int) -> None:
+    def _check_options(self, source: str, mapping: str, top_latents: int) -> None:
         if source not in self.sources:
             raise UnknownIdError(
                 f"unknown concept source {source!r}; this data set has {', '.join(self.sources)}"
@@ -211,8 +211,8 @@ class RecommenderExplorer:
                 f"unknown mapping {mapping!r}; choose one of "
                 f"{', '.join((*MAPPINGS, *STEERING_MAPPINGS))}"
             )
-        if not 1 <= int(top_neurons) <= 64:
-            raise InputError(f"neurons per concept must be in [1, 64], got {top_neurons}")
+        if not 1 <= int(top_latents) <= 64:
+            raise InputError(f"latents per concept must be in [1, 64], got {top_latents}")
 
     def _precompute(self) -> None:
         model = self.model
@@ -223,7 +223,7 @@ class RecommenderExplorer:
         )
         del item_acts  # n_items x n_latents: large for big catalogues, not needed again
         self._directions = unit_directions(model.sae_.W_dec)  # (n_latents, d)
-        # sparse codes of (up to HISTOGRAM_USERS) users: one column per neuron
+        # sparse codes of (up to HISTOGRAM_USERS) users: one column per latent
         n_users = self.data.n_users
         rows = np.arange(n_users)
         if n_users > HISTOGRAM_USERS:
@@ -235,14 +235,14 @@ class RecommenderExplorer:
         self._user_codes = sp.vstack(parts, format="csr").tocsc()  # (n_sampled, n_latents)
         self._n_histogram_users = len(rows)
 
-    def knobs_for(self, source: str, mapping: str, top_neurons: int) -> ConceptKnobs:
-        """The concept -> neurons resolution for these settings (built once, cached)."""
-        self._check_options(source, mapping, top_neurons)
-        key = (source, mapping, int(top_neurons))
+    def knobs_for(self, source: str, mapping: str, top_latents: int) -> ConceptKnobs:
+        """The concept -> latents resolution for these settings (built once, cached)."""
+        self._check_options(source, mapping, top_latents)
+        key = (source, mapping, int(top_latents))
         with self._lock:  # requests run in a thread pool; build each mapping only once
             if key not in self._knobs:
                 self._knobs[key] = ConceptKnobs.for_model(
-                    self.model, self.data, source, mapping, self.split.train_users, int(top_neurons)
+                    self.model, self.data, source, mapping, self.split.train_users, int(top_latents)
                 )
             return self._knobs[key]
 
@@ -256,18 +256,18 @@ class RecommenderExplorer:
             **extra,
         }
 
-    def _label(self, neuron: int) -> str:
-        return self.labels[int(neuron)].text
+    def _label(self, latent: int) -> str:
+        return self.labels[int(latent)].text
 
-    def _neuron_index(self, neuron: Any) -> int:
-        if isinstance(neuron, bool) or not isinstance(neuron, (int, np.integer)):
-            raise InputError(f"a neuron is an integer id, got {neuron!r}")
-        if not 0 <= int(neuron) < self.model.n_latents:
+    def _latent_index(self, latent: Any) -> int:
+        if isinstance(latent, bool) or not isinstance(latent, (int, np.integer)):
+            raise InputError(f"a latent is an integer id, got {latent!r}")
+        if not 0 <= int(latent) < self.model.n_latents:
             raise UnknownIdError(
-                f"unknown neuron {neuron}: the model has {self.model.n_latents} neurons "
+                f"unknown latent {latent}: the model has {self.model.n_latents} latents "
                 f"(0..{self.model.n_latents - 1})"
             )
-        return int(neuron)
+        return int(latent)
 
     def history(self, user: str | None = None, items: Sequence[Any] | None = None) -> sp.csr_matrix:
         """(1, n_items) history of a data set user, or a profile built from item ids.
@@ -298,25 +298,25 @@ class RecommenderExplorer:
         )
 
     def make_knobs(
-        self, specs: Sequence[KnobSpec], source: str, mapping: str, top_neurons: int, rule: str
+        self, specs: Sequence[KnobSpec], source: str, mapping: str, top_latents: int, rule: str
     ) -> list[Knob]:
-        """Knobs of the non-zero sliders (a concept twice or a neuron twice is an error)."""
+        """Knobs of the non-zero sliders (a concept twice or a latent twice is an error)."""
         if rule not in RULES:
             raise InputError(f"unknown steering rule {rule!r}; choose one of {', '.join(RULES)}")
         resolver = None
         knobs, names = [], set()
         for spec in specs:
-            if (spec.concept is None) == (spec.neuron is None):
-                raise InputError("each knob names either a concept or a neuron")
+            if (spec.concept is None) == (spec.latent is None):
+                raise InputError("each knob names either a concept or a latent")
             if not np.isfinite(spec.strength):
                 raise InputError("knob strengths must be finite numbers")
             if spec.strength == 0:
                 continue  # a slider at rest
-            if spec.neuron is not None:
-                neuron = self._neuron_index(spec.neuron)
-                knob = Knob.of(neuron, spec.strength, name=f"neuron:{neuron}")
+            if spec.latent is not None:
+                latent = self._latent_index(spec.latent)
+                knob = Knob.of(latent, spec.strength, name=f"latent:{latent}")
             else:
-                resolver = resolver or self.knobs_for(source, mapping, top_neurons)
+                resolver = resolver or self.knobs_for(source, mapping, top_latents)
                 knob = resolver.knob(spec.concept, spec.strength)
             if knob.name in names:
                 raise InputError(f"knob {knob.name!r} is given twice")
@@ -334,7 +334,7 @@ class RecommenderExplorer:
             "model": f"{self.model.base.kind}+SAE",
             "n_users": self.data.n_users,
             "n_items": self.data.n_items,
-            "n_neurons": self.model.n_latents,
+            "n_latents": self.model.n_latents,
             "n_live": len(self.labels.live()),
             "sources": self.sources,
             "mappings": [*MAPPINGS, *STEERING_MAPPINGS],
@@ -342,7 +342,7 @@ class RecommenderExplorer:
             "defaults": {
                 "source": self.source,
                 "mapping": self.mapping,
-                "top_neurons": self.top_neurons,
+                "top_latents": self.top_latents,
                 "rule": "convex",
                 "n": 20,
                 "user": str(test_users[0]),
@@ -353,9 +353,9 @@ class RecommenderExplorer:
 
     def concepts(self, source: str, query: str = "", limit: int = 50) -> dict[str, Any]:
         """Concept names of a source (matching ``query``, case-blind), most items first."""
-        resolver = self.knobs_for(source, self.mapping, self.top_neurons)
+        resolver = self.knobs_for(source, self.mapping, self.top_latents)
         names = resolver.mapping.tag_names
-        # a concept is a slider only when some live neuron is linked to it
+        # a concept is a slider only when some live latent is linked to it
         usable = (resolver.mapping.scores[:, resolver.mapping.live] > 0).any(axis=1)
         folded = query.casefold()
         chosen = [
@@ -395,26 +395,26 @@ class RecommenderExplorer:
         n: int = 20,
         source: str | None = None,
         mapping: str | None = None,
-        top_neurons: int | None = None,
+        top_latents: int | None = None,
         explain: bool = True,
     ) -> dict[str, Any]:
         """Plain and steered top-``n`` of one user (or profile), with explanations.
 
         Returns:
-            ``history``, ``concepts`` (the user's top concepts), ``neurons`` (active
-            neurons with labels), ``knobs`` (what was turned, resolved to neurons),
+            ``history``, ``concepts`` (the user's top concepts), ``latents`` (active
+            latents with labels), ``knobs`` (what was turned, resolved to latents),
             ``before`` / ``after`` (items with scores, ranks and, with ``explain``, the
-            neurons adding most to each score), ``entered`` / ``left`` (item indices).
+            latents adding most to each score), ``entered`` / ``left`` (item indices).
         """
         if not 1 <= int(n) <= MAX_N:
             raise InputError(f"n must be in [1, {MAX_N}], got {n}")
         n = int(n)
         source = source or self.source
         mapping = mapping or self.mapping
-        top_neurons = top_neurons or self.top_neurons
+        top_latents = top_latents or self.top_latents
         history = self.history(user, items)
-        resolved = self.make_knobs(knobs, source, mapping, top_neurons, rule)
-        plain = self._plain(history, n, (source, mapping, top_neurons), explain)
+        resolved = self.make_knobs(knobs, source, mapping, top_latents, rule)
+        plain = self._plain(history, n, (source, mapping, top_latents), explain)
         if resolved:  # the same steps as steering.compare, on the cached code
             steered = steer_codes(plain.codes, resolved, rule)
             after_ids, after_scores = self.model.recommend_from_codes(
@@ -445,7 +445,7 @@ class RecommenderExplorer:
             "user": user,
             **plain.summary,
             "knobs": [
-                {"name": k.name, "strength": k.strength, "neurons": list(k.neurons)}
+                {"name": k.name, "strength": k.strength, "latents": list(k.latents)}
                 for k in resolved
             ],
             "rule": rule,
@@ -492,7 +492,7 @@ class RecommenderExplorer:
         ids, scores = self.model.recommend_from_codes(codes, mean, std, history, n)
         why = explain_items(self.model, history, ids[0]) if explain else [[] for _ in range(n)]
         concept_map = self.knobs_for(*concepts_by).mapping
-        values, neurons = codes[0].topk(min(12, codes.shape[1]))
+        values, latents = codes[0].topk(min(12, codes.shape[1]))
         seen = history.indices[np.argsort(-self._popularity[history.indices], kind="stable")]
         summary = {
             "history": {
@@ -503,9 +503,9 @@ class RecommenderExplorer:
                 {"concept": c, "weight": w}
                 for c, w in user_concepts(self.model, history, concept_map, top=8)
             ],
-            "neurons": [
-                {"neuron": int(nid), "activation": float(value), "label": self._label(int(nid))}
-                for nid, value in zip(neurons.tolist(), values.tolist(), strict=True)
+            "latents": [
+                {"latent": int(nid), "activation": float(value), "label": self._label(int(nid))}
+                for nid, value in zip(latents.tolist(), values.tolist(), strict=True)
                 if value > 0
             ],
         }
@@ -518,27 +518,27 @@ class RecommenderExplorer:
 
     def _why(self, reasons: Sequence[tuple[int, float]]) -> list[dict[str, Any]]:
         return [
-            {"neuron": nid, "contribution": value, "label": self._label(nid)}
+            {"latent": nid, "contribution": value, "label": self._label(nid)}
             for nid, value in reasons
         ]
 
-    def neurons(self, query: str = "", limit: int = 50, offset: int = 0) -> dict[str, Any]:
-        """Live neurons whose label contains ``query`` (case-blind), broadest first."""
+    def latents(self, query: str = "", limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        """Live latents whose label contains ``query`` (case-blind), broadest first."""
         folded = query.casefold()
         chosen = [label for label in self.labels.live() if folded in label.text.casefold()]
-        chosen.sort(key=lambda label: (-label.n_items, label.neuron))
+        chosen.sort(key=lambda label: (-label.n_items, label.latent))
         return {
             "total": len(chosen),
-            "neurons": [
-                {"neuron": label.neuron, "n_items": label.n_items, "label": label.text}
+            "latents": [
+                {"latent": label.latent, "n_items": label.n_items, "label": label.text}
                 for label in chosen[offset : offset + limit]
             ],
         }
 
-    def neuron(self, neuron: int, nearest: int = 8) -> dict[str, Any]:
-        """One neuron: label, concepts, top items, the items it lifts, an activation
-        histogram over users and its nearest neurons by decoder direction."""
-        nid = self._neuron_index(neuron)
+    def latent(self, latent: int, nearest: int = 8) -> dict[str, Any]:
+        """One latent: label, concepts, top items, the items it lifts, an activation
+        histogram over users and its nearest latents by decoder direction."""
+        nid = self._latent_index(latent)
         label = self.labels[nid]
         acts = self._top_item_values[nid]
         top = [
@@ -551,9 +551,9 @@ class RecommenderExplorer:
         lifted = np.argsort(-effect, kind="stable")[:10]
         histogram = activation_histogram(self._user_codes[:, nid].data)
         order, cosine = nearest_latents(self._directions, nid, nearest)
-        steering = self.knobs_for(self.source, self.mapping, self.top_neurons).mapping
+        steering = self.knobs_for(self.source, self.mapping, self.top_latents).mapping
         return {
-            "neuron": nid,
+            "latent": nid,
             "live": label.live,
             "n_items": label.n_items,
             "label": label.text,
@@ -565,7 +565,7 @@ class RecommenderExplorer:
             "lifted_items": [self._item(int(i), effect=float(effect[i])) for i in lifted],
             "histogram": {**histogram, "n_users": self._n_histogram_users},
             "nearest": [
-                {"neuron": int(j), "cosine": float(cosine[j]), "label": self._label(int(j))}
+                {"latent": int(j), "cosine": float(cosine[j]), "label": self._label(int(j))}
                 for j in order
             ],
         }

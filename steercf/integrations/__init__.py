@@ -32,11 +32,11 @@ def is_steerable(model: Recommender) -> bool:
 
 
 def build_knobs(
-    steer_neurons: Mapping[int, float] | None = None,
+    steer_latents: Mapping[int, float] | None = None,
     knobs: Sequence[Knob] | None = None,
 ) -> list[Knob]:
-    """One knob per ``{neuron: strength}`` entry, followed by the given knobs."""
-    out = [Knob.of(int(n), float(s)) for n, s in (steer_neurons or {}).items()]
+    """One knob per ``{latent: strength}`` entry, followed by the given knobs."""
+    out = [Knob.of(int(n), float(s)) for n, s in (steer_latents or {}).items()]
     return out + list(knobs or [])
 
 

@@ -21,7 +21,7 @@ scores the rows passed in ``user_items``, so users unseen at fit time can be ser
 Users without any interaction get the training popularity ranking.
 
 With an SAE spliced in (:class:`~steercf.spliced.SplicedRecommender`), ``recommend``
-also steers: ``steer_neurons={neuron: strength}`` and/or ``knobs=[Knob, ...]`` with
+also steers: ``steer_latents={latent: strength}`` and/or ``knobs=[Knob, ...]`` with
 ``steer_rule`` (see :mod:`steercf.steering`).
 """
 
@@ -143,7 +143,7 @@ class SteerCFImplicit(RecommenderBase):
         recalculate_user: bool = False,
         items: np.ndarray | Sequence[int] | None = None,
         *,
-        steer_neurons: Mapping[int, float] | None = None,
+        steer_latents: Mapping[int, float] | None = None,
         knobs: Sequence[Knob] | None = None,
         steer_rule: str = "convex",
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +160,7 @@ class SteerCFImplicit(RecommenderBase):
             recalculate_user: score ``user_items`` instead of the stored history (any
                 user id, even one unseen at fit time, is then accepted).
             items: rank only these item ids (not with ``filter_items``).
-            steer_neurons: ``{neuron: strength}``, one knob each (spliced models).
+            steer_latents: ``{latent: strength}``, one knob each (spliced models).
             knobs: further :class:`~steercf.steering.Knob` objects.
             steer_rule: ``"convex"`` or ``"additive"``.
 
@@ -198,7 +198,7 @@ class SteerCFImplicit(RecommenderBase):
         if items is not None and filter_items is not None and len(filter_items):
             raise InputError("Can't set both items and filter_items in recommend call")
 
-        knob_list = build_knobs(steer_neurons, knobs)
+        knob_list = build_knobs(steer_latents, knobs)
         ids_out, scores_out = [], []
         for start in range(0, len(users), self.batch_size):
             part = slice(start, start + self.batch_size)

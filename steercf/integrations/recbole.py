@@ -164,7 +164,7 @@ class SteerCFRecommender(GeneralRecommender):
         self,
         user_ids: np.ndarray | Sequence[int],
         N: int = 10,
-        steer_neurons: dict[int, float] | None = None,
+        steer_latents: dict[int, float] | None = None,
         knobs: Sequence[Knob] | None = None,
         steer_rule: str = "convex",
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -172,7 +172,7 @@ class SteerCFRecommender(GeneralRecommender):
         optionally steered.
 
         The history and the padding item are never recommended. Steering (one knob per
-        ``{neuron: strength}`` entry plus ``knobs``, see :mod:`steercf.steering`) needs a
+        ``{latent: strength}`` entry plus ``knobs``, see :mod:`steercf.steering`) needs a
         spliced model.
 
         Returns:
@@ -183,7 +183,7 @@ class SteerCFRecommender(GeneralRecommender):
         scores = score_rows(
             self.steercf_model,
             rows,
-            build_knobs(steer_neurons, knobs),
+            build_knobs(steer_latents, knobs),
             steer_rule,
             empty_scores=self._empty_scores,
         )
@@ -199,16 +199,16 @@ class SteerCFRecommender(GeneralRecommender):
         self,
         user_ids: np.ndarray | Sequence[int],
         knobs: Sequence[Knob] | None = None,
-        steer_neurons: dict[int, float] | None = None,
+        steer_latents: dict[int, float] | None = None,
         rule: str = "convex",
         N: int = 10,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Steered top-N (RecBole-internal item ids); see :meth:`recommend`."""
         if not is_steerable(self.steercf_model):
             raise InputError(f"{type(self).__name__} has no SAE to steer; use a spliced model")
-        if not (knobs or steer_neurons):
-            raise InputError("give knobs or steer_neurons to steer")
-        return self.recommend(user_ids, N, steer_neurons, knobs, rule)
+        if not (knobs or steer_latents):
+            raise InputError("give knobs or steer_latents to steer")
+        return self.recommend(user_ids, N, steer_latents, knobs, rule)
 
 
 class SteerCFEASE(SteerCFRecommender):

@@ -28,7 +28,9 @@ from steercf.distributed import Collective
 from steercf.errors import InputError
 from steercf.evaluation import monitor_hold_out, ndcg_at_k, parse_monitor, recall_at_k
 from steercf.io import require_tensors
-from steercf.models.base import CFAE, UserRows, as_user_rows, csr_to_torch, top_n
+from steercf.data.rows import thin_rows
+from steercf.models.base import CFAE, UserRows, as_user_rows, csr_to_torch
+from steercf.ranking import top_n
 
 # Recommended hyperparameters per data set, chosen on validation users of the protocol
 # (``split_users`` seeds 0-4, early stopping on ``split.val_full``); pass as
@@ -659,28 +661,3 @@ class _Validator:
         if self.metric == "loss":
             return -record["val_loss"]
         return record[f"val_{self.metric}@{self.k}"]
-
-
-def thin_rows(
-    rows: sp.csr_matrix, drop: float | np.ndarray, rng: np.random.Generator
-) -> sp.csr_matrix:
-    """Hide a random ``drop`` share of each row's entries, never emptying a row.
-
-    Args:
-        rows: (n, n_items) CSR interactions (empty rows stay empty).
-        drop: one share for every row, or (n,) shares, one per row.
-
-    Returns:
-        (n, n_items) CSR with a subset of the entries of ``rows``.
-    """
-    counts = np.diff(rows.indptr)
-    per_row = np.broadcast_to(np.asarray(drop, dtype=np.float64), (rows.shape[0],))
-    keep = rng.random(rows.nnz) >= np.repeat(per_row, counts)
-    starts = rows.indptr[:-1][counts > 0]
-    if len(starts):
-        lost = np.add.reduceat(keep.astype(np.int64), starts) == 0
-        keep[starts[lost]] = True  # a row that lost everything keeps its first entry
-    thinned = rows.copy()
-    thinned.data = np.where(keep, rows.data, 0).astype(np.float32)
-    thinned.eliminate_zeros()
-    return thinned

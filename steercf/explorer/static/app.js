@@ -12,7 +12,7 @@ const state = {
   freshUser: true,         // rebuild the per-user sliders on the next answer
   seq: 0,
   timer: null,
-  neuronOffset: 0,
+  latentOffset: 0,
   // text
   query: "",
   latentSliders: new Map(), // latent id -> {label, strength}
@@ -21,7 +21,7 @@ const state = {
   latentOffset: 0,
 };
 const FEW_CONCEPTS = 24;   // show every concept as a slider up to this many
-const USER_NEURON_SLIDERS = 5;
+const USER_LATENT_SLIDERS = 5;
 const QUERY_LATENT_SLIDERS = 10;
 const PAGE = 50;
 
@@ -140,20 +140,20 @@ function strengthRange() {
 
 function renderSliders() {
   const range = strengthRange();
-  const concepts = $("concept-sliders"), neurons = $("neuron-sliders");
+  const concepts = $("concept-sliders"), latents = $("latent-sliders");
   concepts.replaceChildren();
-  neurons.replaceChildren();
+  latents.replaceChildren();
   for (const [key, s] of state.sliders) {
     s.strength = Math.min(range.max, Math.max(range.min, s.strength));
-    const removable = s.kind === "neuron" || state.allConcepts === null;
+    const removable = s.kind === "latent" || state.allConcepts === null;
     const row = sliderRow({
       key, value: s.strength, ...range,
-      name: s.kind === "neuron" ? `#${s.target} ${s.label || ""}` : s.target,
+      name: s.kind === "latent" ? `#${s.target} ${s.label || ""}` : s.target,
       title: s.label,
       onInput: (v) => { s.strength = v; scheduleRefresh(); },
       onRemove: removable ? () => { state.sliders.delete(key); renderSliders(); scheduleRefresh(); } : null,
     });
-    (s.kind === "neuron" ? neurons : concepts).append(row);
+    (s.kind === "latent" ? latents : concepts).append(row);
   }
 }
 
@@ -162,9 +162,9 @@ function addConcept(name, strength = 0) {
   if (!state.sliders.has(key)) state.sliders.set(key, {kind: "concept", target: name, strength});
 }
 
-function addNeuron(id, label, strength = 0) {
+function addLatent(id, label, strength = 0) {
   const key = `n:${id}`;
-  if (!state.sliders.has(key)) state.sliders.set(key, {kind: "neuron", target: id, label, strength});
+  if (!state.sliders.has(key)) state.sliders.set(key, {kind: "latent", target: id, label, strength});
 }
 
 async function loadConcepts() {
@@ -182,14 +182,14 @@ function requestBody() {
   for (const s of state.sliders.values()) {
     if (s.strength === 0) continue;
     knobs.push(s.kind === "concept" ? {concept: s.target, strength: s.strength}
-                                    : {neuron: s.target, strength: s.strength});
+                                    : {latent: s.target, strength: s.strength});
   }
   const body = {
     knobs,
     rule: $("rule").value,
     source: $("source").value,
     mapping: $("mapping").value,
-    top_neurons: Number($("top-neurons").value),
+    top_latents: Number($("top-latents").value),
     n: Number($("list-n").value),
   };
   if (state.mode === "user") body.user = state.user; else body.items = [...state.profile.keys()];
@@ -235,9 +235,9 @@ function itemRow(item, side, changed) {
     }
   }
   const why = item.why && item.why.length
-    ? el("div", {class: "why", title: item.why.map((w) => `#${w.neuron} (${fmt(w.contribution, 3)}): ${w.label}`).join("\n")},
+    ? el("div", {class: "why", title: item.why.map((w) => `#${w.latent} (${fmt(w.contribution, 3)}): ${w.label}`).join("\n")},
         "because of ", ...item.why.slice(0, 2).map((w, i) => [i ? "; " : "",
-          el("a", {class: "link", text: `#${w.neuron}`, onclick: () => openNeuron(w.neuron)}),
+          el("a", {class: "link", text: `#${w.latent}`, onclick: () => openLatent(w.latent)}),
           ` ${short(w.label, 40)}`]))
     : null;
   return el("li", {class: changed ? (side === "after" ? "entered" : "left") : "", dataset: {id: item.id}},
@@ -259,16 +259,16 @@ function renderRecommendations(result) {
     el("div", {class: "chips"}, el("span", {class: "muted", text: "top concepts:"}),
       ...result.concepts.map((c) => el("span", {class: "chip link", title: "add a slider",
         text: `${c.concept} ${fmt(c.weight)}`, onclick: () => { addConcept(c.concept); renderSliders(); }}))),
-    el("div", {class: "chips"}, el("span", {class: "muted", text: "active neurons:"}),
-      ...result.neurons.map((n) => el("span", {class: "chip link", title: n.label,
-        text: `#${n.neuron} ${fmt(n.activation)} ${short(n.label, 28)}`, onclick: () => openNeuron(n.neuron)}))),
+    el("div", {class: "chips"}, el("span", {class: "muted", text: "active latents:"}),
+      ...result.latents.map((n) => el("span", {class: "chip link", title: n.label,
+        text: `#${n.latent} ${fmt(n.activation)} ${short(n.label, 28)}`, onclick: () => openLatent(n.latent)}))),
     el("details", {}, el("summary", {text: "history"}),
       el("div", {class: "muted", text: result.history.items.map((i) => i.title).join(" · ")})));
   if (state.freshUser) {
-    // per-user sliders: keep what is turned, offer this user's own neurons and concepts
+    // per-user sliders: keep what is turned, offer this user's own latents and concepts
     state.freshUser = false;
-    for (const [key, s] of [...state.sliders]) if (s.strength === 0 && (s.kind === "neuron" || !state.allConcepts)) state.sliders.delete(key);
-    result.neurons.slice(0, USER_NEURON_SLIDERS).forEach((n) => addNeuron(n.neuron, n.label));
+    for (const [key, s] of [...state.sliders]) if (s.strength === 0 && (s.kind === "latent" || !state.allConcepts)) state.sliders.delete(key);
+    result.latents.slice(0, USER_LATENT_SLIDERS).forEach((n) => addLatent(n.latent, n.label));
     if (!state.allConcepts) result.concepts.slice(0, 5).forEach((c) => addConcept(c.concept));
     renderSliders();
   }
@@ -302,8 +302,8 @@ function renderProfile() {
 
 async function initRecommender(info) {
   const d = info.defaults;
-  $("model-info").textContent = `${info.model} on ${info.dataset} · ${info.n_users} users · ${info.n_items} items · ${info.n_live} live of ${info.n_neurons} neurons`;
-  setupTabs([["recommend", "Recommendations"], ["neurons", "Neurons"]]);
+  $("model-info").textContent = `${info.model} on ${info.dataset} · ${info.n_users} users · ${info.n_items} items · ${info.n_live} live of ${info.n_latents} latents`;
+  setupTabs([["recommend", "Recommendations"], ["latents", "Latents"]]);
   const fill = (select, values, value) => {
     select.replaceChildren(...values.map((v) => el("option", {value: v, text: v})));
     select.value = value;
@@ -311,7 +311,7 @@ async function initRecommender(info) {
   fill($("rule"), info.rules, d.rule);
   fill($("source"), info.sources, d.source);
   fill($("mapping"), info.mappings, d.mapping);
-  $("top-neurons").value = d.top_neurons;
+  $("top-latents").value = d.top_latents;
   $("list-n").value = d.n;
   $("user-options").replaceChildren(...info.example_users.map((u) => el("option", {value: u})));
 
@@ -338,21 +338,21 @@ async function initRecommender(info) {
   $("clear-profile").addEventListener("click", () => { state.profile.clear(); renderProfile(); scheduleRefresh(0); });
   $("rule").addEventListener("change", () => { renderSliders(); scheduleRefresh(0); });
   $("source").addEventListener("change", async () => { await loadConcepts(); state.freshUser = true; scheduleRefresh(0); });
-  for (const id of ["mapping", "top-neurons", "list-n"]) $(id).addEventListener("change", () => scheduleRefresh(0));
+  for (const id of ["mapping", "top-latents", "list-n"]) $(id).addEventListener("change", () => scheduleRefresh(0));
   const addConceptFromBox = () => {
     const name = $("add-concept").value.trim();
     if (name) { addConcept(name); renderSliders(); $("add-concept").value = ""; }
   };
   $("add-concept-btn").addEventListener("click", addConceptFromBox);
   $("add-concept").addEventListener("keydown", (e) => { if (e.key === "Enter") addConceptFromBox(); });
-  $("add-neuron-btn").addEventListener("click", async () => {
-    const id = Number($("add-neuron").value);
-    if (!Number.isInteger(id) || $("add-neuron").value === "") return;
+  $("add-latent-btn").addEventListener("click", async () => {
+    const id = Number($("add-latent").value);
+    if (!Number.isInteger(id) || $("add-latent").value === "") return;
     try {
-      const neuron = await api(`/api/neurons/${id}`);
-      addNeuron(neuron.neuron, neuron.label);
+      const latent = await api(`/api/latents/${id}`);
+      addLatent(latent.latent, latent.label);
       renderSliders();
-      $("add-neuron").value = "";
+      $("add-latent").value = "";
       clearError();
     } catch (err) { showError(err.message); }
   });
@@ -361,39 +361,39 @@ async function initRecommender(info) {
     renderSliders();
     scheduleRefresh(0);
   });
-  $("neuron-query").addEventListener("input", () => { clearTimeout(state.neuronTimer); state.neuronTimer = setTimeout(() => loadNeurons(true), 150); });
-  $("neuron-more").addEventListener("click", () => loadNeurons(false));
+  $("latent-query").addEventListener("input", () => { clearTimeout(state.latentTimer); state.latentTimer = setTimeout(() => loadLatents(true), 150); });
+  $("latent-more").addEventListener("click", () => loadLatents(false));
 
   await loadConcepts();
-  await Promise.all([loadUser(d.user), loadNeurons(true)]);
+  await Promise.all([loadUser(d.user), loadLatents(true)]);
 }
 
-// ---- recommender: neuron browser --------------------------------------------------------
-async function loadNeurons(reset) {
-  if (reset) { state.neuronOffset = 0; $("neuron-list").replaceChildren(); }
-  const q = $("neuron-query").value.trim();
+// ---- recommender: latent browser --------------------------------------------------------
+async function loadLatents(reset) {
+  if (reset) { state.latentOffset = 0; $("latent-list").replaceChildren(); }
+  const q = $("latent-query").value.trim();
   try {
-    const answer = await api(`/api/neurons?q=${encodeURIComponent(q)}&limit=${PAGE}&offset=${state.neuronOffset}`);
-    state.neuronOffset += answer.neurons.length;
-    $("neuron-total").textContent = `${answer.total} live neurons${q ? " matching" : ""}, broadest first`;
-    $("neuron-list").append(...answer.neurons.map((n) => el("li", {dataset: {neuron: n.neuron}, title: n.label, onclick: () => showNeuron(n.neuron)},
-      el("span", {class: "muted", text: `#${n.neuron} · ${n.n_items} items`}), short(n.label, 80))));
-    $("neuron-more").hidden = state.neuronOffset >= answer.total;
+    const answer = await api(`/api/latents?q=${encodeURIComponent(q)}&limit=${PAGE}&offset=${state.latentOffset}`);
+    state.latentOffset += answer.latents.length;
+    $("latent-total").textContent = `${answer.total} live latents${q ? " matching" : ""}, broadest first`;
+    $("latent-list").append(...answer.latents.map((n) => el("li", {dataset: {latent: n.latent}, title: n.label, onclick: () => showLatent(n.latent)},
+      el("span", {class: "muted", text: `#${n.latent} · ${n.n_items} items`}), short(n.label, 80))));
+    $("latent-more").hidden = state.latentOffset >= answer.total;
   } catch (err) { showError(err.message); }
 }
 
-function openNeuron(id) { showTab("neurons"); showNeuron(id); }
+function openLatent(id) { showTab("latents"); showLatent(id); }
 
-async function showNeuron(id) {
+async function showLatent(id) {
   let n;
-  try { n = await api(`/api/neurons/${id}`); clearError(); } catch (err) { showError(err.message); return; }
-  for (const li of $("neuron-list").children) li.classList.toggle("active", Number(li.dataset.neuron) === n.neuron);
+  try { n = await api(`/api/latents/${id}`); clearError(); } catch (err) { showError(err.message); return; }
+  for (const li of $("latent-list").children) li.classList.toggle("active", Number(li.dataset.latent) === n.latent);
   const itemList = (items, key) => el("ol", {}, ...items.map((i) => el("li", {}, i.title, el("span", {class: "muted", text: ` ${fmt(i[key], 3)}`}))));
-  $("neuron-detail").replaceChildren(
-    el("h2", {text: `Neuron ${n.neuron}`}),
+  $("latent-detail").replaceChildren(
+    el("h2", {text: `Latent ${n.latent}`}),
     el("p", {text: n.label}),
     el("p", {class: "muted", text: n.live ? `fires for ${n.n_items} single-item histories; for ${n.histogram.n_active} of ${n.histogram.n_users} users` : "dead: fires for no single item"}),
-    el("button", {text: "Steer with this neuron", onclick: () => { addNeuron(n.neuron, n.label, 0.3); renderSliders(); showTab("recommend"); scheduleRefresh(0); }}),
+    el("button", {text: "Steer with this latent", onclick: () => { addLatent(n.latent, n.label, 0.3); renderSliders(); showTab("recommend"); scheduleRefresh(0); }}),
     el("h3", {text: "Concepts (labels)"}),
     el("div", {class: "chips"}, ...n.concepts.map((c) => el("span", {class: "chip", text: `${c.source}: ${c.concept} ${fmt(c.score, 3)}`}))),
     el("h3", {text: "Steers toward"}),
@@ -403,9 +403,9 @@ async function showNeuron(id) {
       el("div", {}, el("h3", {text: "Items it lifts (decoder effect)"}), itemList(n.lifted_items, "effect"))),
     el("div", {class: "columns"},
       el("div", {}, el("h3", {text: "Activation over users"}), histogram(n.histogram, "users")),
-      el("div", {}, el("h3", {text: "Nearest neurons (decoder cosine)"}),
+      el("div", {}, el("h3", {text: "Nearest latents (decoder cosine)"}),
         el("ol", {}, ...n.nearest.map((m) => el("li", {},
-          el("a", {class: "link", text: `#${m.neuron}`, onclick: () => showNeuron(m.neuron)}),
+          el("a", {class: "link", text: `#${m.latent}`, onclick: () => showLatent(m.latent)}),
           ` ${fmt(m.cosine, 3)} ${short(m.label, 60)}`))))));
 }
 

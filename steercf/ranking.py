@@ -1,0 +1,104 @@
+"""Top-N: the one function that turns item scores into ranked lists.
+
+Every entry point (models, steering, batch scoring, the implicit and RecBole wrappers,
+the explorer, the CLI) ranks through :func:`top_n`, so they share one contract:
+
+* a returned item is never one the user has seen, a filtered item or outside the
+  candidate set;
+* a row with fewer than ``N`` candidates gets fewer items. Results are rectangular
+  (n_users, width) arrays, so such a row is padded with id ``-1`` and score ``-inf``;
+  ``width`` is the longest list in the batch (``N`` with ``pad=True``, implicit's
+  fixed-width convention). For one user the result is exactly the candidates left.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from steercf.errors import InputError, UnknownIdError
+
+NO_ITEM = -1  # id of an empty slot in a row with fewer than N candidates
+
+
+def check_n(N: Any, name: str = "N") -> int:
+    """``N`` as an int >= 1; raises InputError for a bool, float, string or N < 1."""
+    if isinstance(N, bool) or not isinstance(N, numbers.Integral):
+        raise InputError(f"{name} must be a whole number >= 1, got {N!r}")
+    if N < 1:
+        raise InputError(f"{name} must be >= 1, got {N}")
+    return int(N)
+
+
+def item_index(ids: Any, n_items: int, name: str = "filter_items") -> np.ndarray:
+    """(m,) int64 item indices, each checked to lie in ``[0, n_items)``.
+
+    Raises:
+        UnknownIdError: an index is negative or too large (``-1`` is not "the last item").
+    """
+    index = np.asarray(ids).reshape(-1)
+    if index.size and not np.issubdtype(index.dtype, np.integer):
+        raise InputError(f"{name} must hold integer item indices, got {index.dtype}")
+    index = index.astype(np.int64)
+    bad = index[(index < 0) | (index >= n_items)]
+    if len(bad):
+        raise UnknownIdError(
+            f"{name}: unknown item index(es) {bad[:10].tolist()}; the model has items "
+            f"0..{n_items - 1}"
+        )
+    return index
+
+
+def top_n(
+    scores: torch.Tensor,
+    seen: sp.spmatrix | None,
+    N: int,
+    filter_items: Any = None,
+    items: Any = None,
+    pad: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-N item indices per row with seen and filtered items excluded.
+
+    Args:
+        scores: (n_users, n_items) float scores; overwritten with ``-inf`` where excluded.
+        seen: (n_users, n_items) items to exclude per user (their history), or None.
+        N: list length, >= 1.
+        filter_items: (m,) item indices excluded for every user.
+        items: (c,) the only item indices that may be returned (a candidate set).
+        pad: always return N columns (at most n_items), padding with ``-1`` / ``-inf``.
+
+    Returns:
+        ``(ids, scores)``, both (n_users, width), best first; ``width`` is N capped at
+        the largest number of candidates of any row (see the module docstring).
+
+    Raises:
+        InputError: bad N or a ``seen`` matrix of another shape; UnknownIdError: an item
+            index outside ``[0, n_items)`` in ``filter_items`` or ``items``.
+    """
+    N = check_n(N)
+    n_users, n_items = scores.shape
+    allowed = torch.ones(n_users, n_items, dtype=torch.bool, device=scores.device)
+    if items is not None:
+        allowed[:] = False
+        allowed[:, torch.from_numpy(item_index(items, n_items, "items"))] = True
+    if filter_items is not None:
+        allowed[:, torch.from_numpy(item_index(filter_items, n_items))] = False
+    if seen is not None:
+        seen = sp.csr_matrix(seen)
+        if seen.shape != (n_users, n_items):
+            raise InputError(f"seen items are {seen.shape}, scores {(n_users, n_items)}")
+        seen.eliminate_zeros()
+        rows = np.repeat(np.arange(n_users), np.diff(seen.indptr))
+        allowed[torch.from_numpy(rows), torch.from_numpy(seen.indices.astype(np.int64))] = False
+    candidates = allowed.sum(dim=1)  # (n_users,)
+    width = min(N, n_items) if pad else min(N, int(candidates.max()) if n_users else 0)
+    scores.masked_fill_(~allowed, -torch.inf)
+    values, ids = torch.topk(scores, width, dim=1)
+    empty = torch.arange(width, device=scores.device)[None, :] >= candidates[:, None]
+    ids = ids.masked_fill(empty, NO_ITEM)
+    values = values.masked_fill(empty, -torch.inf)
+    return ids.cpu().numpy(), values.cpu().numpy()
