@@ -39,9 +39,9 @@ from steercf.concepts import label_model, save_labels
 from steercf.data import load_dataset
 from steercf.evaluation import split_users
 from steercf.experiment import base_params, make_model
+from steercf.models.spliced import SplicedRecommender
 from steercf.reporting import format_table, write_records
 from steercf.sae import TrainConfig
-from steercf.spliced import SplicedRecommender
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WARMUP = 5

@@ -35,9 +35,9 @@ from threadpoolctl import threadpool_limits
 from steercf.data import load_dataset
 from steercf.integrations.implicit import SteerCFImplicit, steercf_metrics_at_k
 from steercf.models import EASE, ELSA
+from steercf.models.spliced import SplicedRecommender
 from steercf.reporting import format_table, write_records
 from steercf.sae import TrainConfig
-from steercf.spliced import SplicedRecommender
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DATASET = "ml-latest-small"

@@ -49,9 +49,9 @@ from steercf.concepts.report import (
 from steercf.data import load_dataset
 from steercf.evaluation import split_users
 from steercf.models import ELSA
+from steercf.models.spliced import SplicedRecommender
 from steercf.reporting import format_table, write_records
 from steercf.sae import TrainConfig
-from steercf.spliced import SplicedRecommender
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SOURCES = {"ml-100k": ["genres", "kg"], "ml-latest-small": ["genres", "tags"]}

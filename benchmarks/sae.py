@@ -23,9 +23,9 @@ from pathlib import Path
 from steercf.data import load_dataset
 from steercf.evaluation import evaluate, split_users
 from steercf.experiment import base_params, cap_factors, make_model
+from steercf.models.spliced import SplicedRecommender
 from steercf.reporting import format_table, mean_over_seeds, write_records
 from steercf.sae import TrainConfig, sae_metrics
-from steercf.spliced import SplicedRecommender
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DATASETS = ["ml-100k", "ml-latest-small"]

@@ -51,10 +51,10 @@ from _common import synthetic_interactions  # noqa: E402
 
 from steercf.distributed import Collective, launch  # noqa: E402
 from steercf.models.elsa import ELSA  # noqa: E402
+from steercf.models.spliced import SplicedRecommender  # noqa: E402
 from steercf.reporting import format_table, write_records  # noqa: E402
 from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig, train_sae  # noqa: E402
 from steercf.scoring import CSRDirSource, save_csr_dir  # noqa: E402
-from steercf.spliced import SplicedRecommender  # noqa: E402
 
 
 def _train_worker(

@@ -21,9 +21,9 @@ from steercf.concepts import MAPPINGS, concept_tags
 from steercf.data import load_dataset
 from steercf.evaluation import split_users
 from steercf.experiment import base_params, cap_factors, make_model
+from steercf.models.spliced import SplicedRecommender
 from steercf.reporting import format_table, write_records
 from steercf.sae import TrainConfig
-from steercf.spliced import SplicedRecommender
 from steercf.steering import DECODER_EFFECT, DECODER_FIT, MAX_ADDITIVE, ConceptKnobs
 from steercf.steering_eval import steering_latency, steering_sweep, suppression
 

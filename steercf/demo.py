@@ -16,9 +16,9 @@ from steercf.experiment import (
     select_on_validation,
     test_metrics,
 )
+from steercf.models.spliced import SplicedRecommender
 from steercf.reporting import format_table
 from steercf.sae import TrainConfig
-from steercf.spliced import SplicedRecommender
 from steercf.steering import DECODER_EFFECT, ConceptKnobs, compare
 
 DEMO_MAX_FACTORS = 256

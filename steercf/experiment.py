@@ -74,6 +74,31 @@ def cap_factors(params: dict[str, Any], max_factors: int) -> dict[str, Any]:
     return params
 
 
+def preset_params(dataset: str, model: str) -> dict[str, Any]:
+    """The validated preset of ``model`` for ``dataset`` (``{}`` when there is none: the
+    model's own defaults, the published large-data recipe for ELSA)."""
+    return dict(PRESETS.get(dataset, {}).get(model, {}))
+
+
+def tune_candidates(model: str, dataset: str) -> list[dict[str, Any]]:
+    """Settings ``--tune`` tries on validation users: the grid of
+    :data:`DEFAULT_GRIDS` plus, for ELSA, every warm-started preset (the EASE spectral
+    start of ML-100K and the padded start of latest-small) and the data set's own preset."""
+    grid = DEFAULT_GRIDS.get(model, {})
+    keys = list(grid)
+    candidates = [
+        dict(zip(keys, values, strict=True))
+        for values in itertools.product(*(grid[key] for key in keys))
+    ]
+    if model == "elsa":
+        warm = [p for p in ELSA_PRESETS.values() if p.get("init", "random") != "random"]
+        own = preset_params(dataset, model)
+        for params in [*warm, *([own] if own else [])]:
+            if params not in candidates:
+                candidates.append(dict(params))
+    return candidates
+
+
 def make_model(name: str, **params: Any) -> Recommender:
     """Instantiate a recommender by name (``popularity``, ``ease``, ``elsa``)."""
     if name not in MODELS:
@@ -104,22 +129,30 @@ def select_on_validation(
     grid: dict[str, list[Any]] | None = None,
     metric: str = "recall@20",
     progress: bool = False,
+    candidates: list[dict[str, Any]] | None = None,
     **fixed: Any,
 ) -> Selection:
-    """Fit every grid point on training users and keep the best by ``metric`` on
-    validation users. Test users are never looked at.
+    """Fit every grid point (or listed candidate) on training users and keep the best by
+    ``metric`` on validation users. Test users are never looked at.
 
     Args:
         grid: ``{param: [values]}``; defaults to :data:`DEFAULT_GRIDS`.
-        fixed: parameters passed to every model (e.g. ``seed``).
+        candidates: explicit settings to try instead of a grid (``tune_candidates``).
+        fixed: parameters passed to every model (e.g. ``seed``); a candidate's own
+            value wins.
     """
-    grid = DEFAULT_GRIDS.get(name, {}) if grid is None else grid
+    if candidates is None:
+        grid = DEFAULT_GRIDS.get(name, {}) if grid is None else grid
+        keys = list(grid)
+        candidates = [
+            dict(zip(keys, values, strict=True))
+            for values in itertools.product(*(grid[key] for key in keys))
+        ]
     k = int(metric.split("@")[1])
     best: Selection | None = None
     trials = []
-    keys = list(grid)
-    for values in itertools.product(*(grid[key] for key in keys)):
-        params = {**fixed, **dict(zip(keys, values, strict=True))}
+    for candidate in candidates or [{}]:
+        params = {**fixed, **candidate}
         model = fit_model(name, split, progress=progress, **params)
         score = evaluate(model, split.val_input, split.val_target, ks=(k,)).mean(metric)
         trials.append((params, score))

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file

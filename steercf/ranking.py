@@ -69,7 +69,8 @@ def top_n(
         N: list length, >= 1.
         filter_items: (m,) item indices excluded for every user.
         items: (c,) the only item indices that may be returned (a candidate set).
-        pad: always return N columns (at most n_items), padding with ``-1`` / ``-inf``.
+        pad: always return N columns (at most the number of candidate items), padding
+            with ``-1`` / ``-inf``.
 
     Returns:
         ``(ids, scores)``, both (n_users, width), best first; ``width`` is N capped at
@@ -82,9 +83,12 @@ def top_n(
     N = check_n(N)
     n_users, n_items = scores.shape
     allowed = torch.ones(n_users, n_items, dtype=torch.bool, device=scores.device)
+    columns = n_items  # items that could ever be listed (the padded width's cap)
     if items is not None:
         allowed[:] = False
-        allowed[:, torch.from_numpy(item_index(items, n_items, "items"))] = True
+        listed = np.unique(item_index(items, n_items, "items"))
+        allowed[:, torch.from_numpy(listed)] = True
+        columns = len(listed)
     if filter_items is not None:
         allowed[:, torch.from_numpy(item_index(filter_items, n_items))] = False
     if seen is not None:
@@ -95,7 +99,7 @@ def top_n(
         rows = np.repeat(np.arange(n_users), np.diff(seen.indptr))
         allowed[torch.from_numpy(rows), torch.from_numpy(seen.indices.astype(np.int64))] = False
     candidates = allowed.sum(dim=1)  # (n_users,)
-    width = min(N, n_items) if pad else min(N, int(candidates.max()) if n_users else 0)
+    width = min(N, columns) if pad else min(N, int(candidates.max()) if n_users else 0)
     scores.masked_fill_(~allowed, -torch.inf)
     values, ids = torch.topk(scores, width, dim=1)
     empty = torch.arange(width, device=scores.device)[None, :] >= candidates[:, None]

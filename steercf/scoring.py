@@ -40,19 +40,18 @@ from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from tqdm.auto import tqdm
 
 from steercf.distributed import Collective
 from steercf.errors import InputError
-from steercf.models.base import CFAE, Recommender, as_user_rows, top_n
-from steercf.spliced import SplicedRecommender, tensor_fingerprint
-from steercf.steering import Knob, check_knobs, steer_codes
+from steercf.io import ids_fingerprint
+from steercf.models.base import Recommender, as_user_rows
+from steercf.steering import SCORE_PRECISIONS, Knob, recommend_rows, require_steerable
 
 FORMAT = "steercf-scores"
 VERSION = 1
 MANIFEST = "manifest.json"
-SCORE_PRECISIONS = ("fp32", "bf16")
+USERS_KEY = "steercf_users"  # Parquet metadata: users a part file covers
 
 
 # ---- row sources ---------------------------------------------------------------------------
@@ -223,20 +222,8 @@ class ScoreReport:
         return self.users_scored / self.seconds if self.seconds > 0 else float("nan")
 
 
-def model_fingerprint(model: Recommender) -> str:
-    """Content hash of a fitted model's tensors (a spliced model: its base and its SAE)."""
-    if isinstance(model, SplicedRecommender):
-        tensors = {f"base.{k}": v for k, v in model.base._state()[1].items()}
-        tensors.update({f"sae.{k}": v for k, v in model.sae_.state_dict().items()})
-    else:
-        tensors = model._state()[1]
-    return f"{model.kind}:{tensor_fingerprint(tensors)}"
-
-
 def _ids_fingerprint(ids: Any) -> str | None:
-    if ids is None:
-        return None
-    return hashlib.sha1("\x1f".join(map(str, np.asarray(ids).tolist())).encode()).hexdigest()[:16]
+    return None if ids is None else ids_fingerprint(ids)
 
 
 def score_users(
@@ -263,7 +250,8 @@ def score_users(
         model: a fitted recommender on the device to score on (``model.to(device)``).
         source: (n_users, n_items) CSR matrix or a :class:`RowSource`.
         out: output directory (created; resumed if it holds an unfinished run).
-        N: list length (capped at the item count).
+        N: list length (capped at the item count); a user with fewer unseen items gets
+            fewer rows, and a user with an empty history none.
         chunk_users: users per part file; bounds memory with ``batch_users``.
         batch_users: users scored at once: (batch_users x n_items) float32 scores.
         knobs: steering knobs (needs a :class:`SplicedRecommender`).
@@ -304,11 +292,7 @@ def score_users(
             f"precision must be one of {', '.join(SCORE_PRECISIONS)}, got {precision!r}"
         )
     if knobs:
-        if not isinstance(model, SplicedRecommender):
-            raise InputError(f"steering needs a spliced model, got a {model.kind}")
-        check_knobs(knobs, model.n_latents, rule)
-    if precision == "bf16" and not isinstance(model, (CFAE, SplicedRecommender)):
-        raise InputError(f"bf16 scoring needs an autoencoder model, got a {model.kind}")
+        require_steerable(model, knobs, rule)
     for name, ids, size in (("user_ids", user_ids, n_users), ("item_ids", item_ids, n_items)):
         if ids is not None and len(ids) != size:
             raise InputError(f"{name} has {len(ids)} entries, expected {size}")
@@ -316,7 +300,7 @@ def score_users(
 
     config = _json(
         {
-            "model": model_fingerprint(model),
+            "model": model.fingerprint(),
             "data": source.fingerprint(),
             "shape": [n_users, n_items],
             "N": N,
@@ -348,14 +332,14 @@ def score_users(
     if not group.is_main:
         _check_manifest(out, config)
 
-    def expected_rows(chunk: int) -> int:
-        return (min(n_users, (chunk + 1) * chunk_users) - chunk * chunk_users) * N
+    def expected_users(chunk: int) -> int:
+        return min(n_users, (chunk + 1) * chunk_users) - chunk * chunk_users
 
     def part(chunk: int) -> Path:
         return out / f"part-{chunk:0{width}d}.parquet"
 
     mine = [c for c in range(n_chunks) if c % group.world_size == group.rank]
-    todo = [c for c in mine if not _complete(pq, part(c), expected_rows(c))]
+    todo = [c for c in mine if not _complete(pq, part(c), expected_users(c))]
     skipped = [c for c in range(n_chunks) if c not in set(todo)]
     item_lookup = None if item_ids is None else np.asarray(item_ids)
     started, written = time.perf_counter(), 0
@@ -363,22 +347,29 @@ def score_users(
     for chunk in bar:
         start, stop = chunk * chunk_users, min(n_users, (chunk + 1) * chunk_users)
         rows = as_user_rows(source.rows(start, stop), n_items, allow_empty=True)
-        ids = np.empty((stop - start, N), dtype=np.int64)
-        scores = np.empty((stop - start, N), dtype=np.float32)
-        for begin in range(0, stop - start, batch_users):
-            batch = rows[begin : begin + batch_users]
-            top_ids, top_scores = _top_n(model, batch, N, knobs, rule, filter_seen, precision)
-            ids[begin : begin + batch.shape[0]] = top_ids
-            scores[begin : begin + batch.shape[0]] = top_scores
+        ids = np.full((stop - start, N), -1, dtype=np.int64)
+        scores = np.full((stop - start, N), -np.inf, dtype=np.float32)
+        # a user with an empty history has nothing to rank from and gets no rows
+        with_history = np.flatnonzero(np.diff(rows.indptr) > 0)
+        for begin in range(0, len(with_history), batch_users):
+            index = with_history[begin : begin + batch_users]
+            top_ids, top_scores = recommend_rows(
+                model, rows[index], N, knobs, rule, filter_seen, precision=precision
+            )
+            ids[index, : top_ids.shape[1]] = top_ids
+            scores[index, : top_ids.shape[1]] = top_scores
         users = np.arange(start, stop) if user_ids is None else np.asarray(user_ids[start:stop])
+        filled = ids.ravel() >= 0  # a user with fewer than N unseen items gets fewer rows
         table = pa.table(
             {
-                "user": np.repeat(users, N),
-                "rank": np.tile(np.arange(1, N + 1, dtype=np.int16), stop - start),
-                "item": ids.ravel() if item_lookup is None else item_lookup[ids.ravel()],
-                "score": scores.ravel(),
+                "user": np.repeat(users, N)[filled],
+                "rank": np.tile(np.arange(1, N + 1, dtype=np.int16), stop - start)[filled],
+                "item": ids.ravel()[filled]
+                if item_lookup is None
+                else item_lookup[ids.ravel()[filled]],
+                "score": scores.ravel()[filled],
             }
-        )
+        ).replace_schema_metadata({USERS_KEY: str(stop - start)})
         _write_atomically(pq, table, part(chunk))
         written += stop - start
         if on_chunk is not None:
@@ -386,43 +377,13 @@ def score_users(
     seconds = time.perf_counter() - started
     group.barrier()
     if group.is_main:
-        missing = [c for c in range(n_chunks) if not _complete(pq, part(c), expected_rows(c))]
+        missing = [c for c in range(n_chunks) if not _complete(pq, part(c), expected_users(c))]
         if missing:
             raise InputError(f"{out}: chunks {missing[:10]} are missing after scoring")
-        _write_manifest(out, config, n_chunks, complete=True, rows=n_users * N)
+        rows_written = sum(pq.ParquetFile(part(c)).metadata.num_rows for c in range(n_chunks))
+        _write_manifest(out, config, n_chunks, complete=True, rows=rows_written)
     group.barrier()
     return ScoreReport(out, n_users, n_chunks, N, todo, skipped, written, seconds)
-
-
-def _top_n(
-    model: Recommender,
-    rows: sp.csr_matrix,
-    N: int,
-    knobs: Sequence[Knob],
-    rule: str,
-    filter_seen: bool,
-    precision: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(b, N) item indices and scores of one batch of (b, n_items) rows."""
-    with torch.no_grad():
-        if isinstance(model, SplicedRecommender):
-            codes, mean, std = model.encode(rows)
-            if knobs:
-                codes = steer_codes(codes, knobs, rule)
-            with _autocast(precision, codes.device):
-                scores = model.decode(codes, mean, std)
-        elif isinstance(model, CFAE):
-            embeddings = model.encode(rows)
-            with _autocast(precision, embeddings.device):
-                scores = model.decode(embeddings)
-        else:
-            scores = model.score(rows)
-        scores = scores.float()  # the seen-item mask and top-k in float32
-    return top_n(scores, rows if filter_seen else None, N)
-
-
-def _autocast(precision: str, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 # ---- files -------------------------------------------------------------------------------
@@ -508,12 +469,13 @@ def _write_atomically(pq: Any, table: Any, path: Path) -> None:
         raise
 
 
-def _complete(pq: Any, path: Path, expected_rows: int) -> bool:
-    """A part file under its final name with the expected row count."""
+def _complete(pq: Any, path: Path, expected_users: int) -> bool:
+    """A part file under its final name that covers the expected number of users."""
     if not path.exists():
         return False
     try:
-        return pq.ParquetFile(path).metadata.num_rows == expected_rows
+        metadata = pq.ParquetFile(path).schema_arrow.metadata or {}
+        return metadata.get(USERS_KEY.encode()) == str(expected_users).encode()
     except Exception:  # an unreadable file is rescored (pyarrow raises several kinds)
         return False
 

@@ -1,142 +1,174 @@
 """Steering: edit a user's sparse code toward or away from latents, decode, re-rank.
 
-A *knob* is a set of latents with weights (a concept spread over its top-m latents, or a
-single latent) and a strength. With ``e`` a user's code and ``s = sum(e)`` its total
-activation, the rules are (``w`` sums to 1 over the knob's latents ``N``):
+The knobs and their rules (``convex``, ``additive``) live in the sparse core
+(:mod:`steercf.sae.steer`, re-exported here); this module applies them to a spliced
+recommender, maps concepts to knobs and explains scores. The user's own history always
+stays masked, and steering never changes the model.
 
-``convex`` (published): for positive strengths ``a_c`` (sum <= 1)
-    ``e' = (1 - sum_c a_c) e + s sum_c a_c w_c``
-    and for a negative strength ``-a`` on knob ``N``: ``e'_N = (1 - a) e_N - a s w_N``.
-    At ``-1`` the knob's latents carry minus the user's whole activation: its decoder
-    directions are subtracted, not merely switched off, which removes the concept
-    even where other latents also hint at it.
-``additive``
-    ``e'_N = e_N + a s w_N`` for any finite ``a`` (negative pushes below zero); the rest
-    of the code is untouched.
-
-The user's own history always stays masked, and steering never changes the model.
+:func:`score_rows` and :func:`recommend_rows` are the one path from user rows to
+(optionally steered) scores and top-N lists: the models' own ``recommend``, batch
+scoring, the implicit and RecBole wrappers, the explorer and the CLI all go through them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from scipy.optimize import nnls
 
+from steercf.concepts import ConceptMapping, concept_tags, map_concepts
+from steercf.data import ItemTags
 from steercf.errors import InputError
-from steercf.models.base import as_user_rows
+from steercf.models.base import CFAE, Recommender, as_user_rows
+from steercf.models.spliced import SparseEncoding, SplicedRecommender
+from steercf.ranking import top_n
+from steercf.sae.steer import MAX_ADDITIVE, RULES, Knob, check_knobs, steer_codes
 
-RULES = ("convex", "additive")
-MAX_ADDITIVE = 5.0  # "full strength": five times the user's total activation
+__all__ = [
+    "MAX_ADDITIVE",
+    "RULES",
+    "ConceptKnobs",
+    "Knob",
+    "SteeredRecommendations",
+    "check_knobs",
+    "compare",
+    "decoder_effect",
+    "decoder_fit",
+    "explain_items",
+    "latent_contributions",
+    "recommend_rows",
+    "score_rows",
+    "steer",
+    "steer_codes",
+    "steer_encoding",
+    "user_concepts",
+]
+
+SCORE_PRECISIONS = ("fp32", "bf16")
+
+DECODER_EFFECT = "decoder_effect"
+DECODER_FIT = "decoder_fit"
+STEERING_MAPPINGS = (DECODER_EFFECT, DECODER_FIT)  # mappings by what a latent does to scores
+# The defaults of every steering entry point (Python, CLI, explorer): the steering-side
+# mapping (what a latent does to scores) with a concept spread over 8 latents, which
+# steers more smoothly than one.
+DEFAULT_MAPPING = DECODER_EFFECT
+DEFAULT_TOP_LATENTS = 8
+DEFAULT_STRENGTH = 0.3  # a bare "+Concept": 0.3 of the user's total activation
 
 
-@dataclass(frozen=True)
-class Knob:
-    """Latents to turn together and how hard.
-
-    Attributes:
-        latents: (m,) latent ids.
-        weights: (m,) non-negative shares, normalised to sum to 1.
-        strength: > 0 toward, < 0 away from; ``convex`` takes [-1, 1].
-        name: what the knob stands for (a concept name or ``latent:N``).
-    """
-
-    latents: tuple[int, ...]
-    weights: tuple[float, ...]
-    strength: float
-    name: str = ""
-
-    @classmethod
-    def of(
-        cls,
-        latents: Sequence[int] | int,
-        strength: float,
-        weights: Sequence[float] | None = None,
-        name: str = "",
-    ) -> Knob:
-        latents = [int(latents)] if np.isscalar(latents) else [int(n) for n in latents]
-        if not latents:
-            raise InputError(f"knob {name!r} has no latents")
-        if len(set(latents)) != len(latents):
-            raise InputError(f"knob {name!r} lists a latent twice: {latents}")
-        w = np.ones(len(latents)) if weights is None else np.asarray(weights, dtype=float)
-        if w.shape != (len(latents),) or (w < 0).any() or w.sum() <= 0 or not np.isfinite(w).all():
-            raise InputError(f"knob {name!r}: weights must be {len(latents)} non-negative numbers")
-        if not np.isfinite(strength):
-            raise InputError(f"knob {name!r}: strength must be finite, got {strength}")
-        return cls(
-            tuple(latents),
-            tuple((w / w.sum()).tolist()),
-            float(strength),
-            name or f"latent:{latents[0]}",
+def require_steerable(model: Recommender, knobs: Sequence[Knob], rule: str) -> None:
+    """Raise InputError unless ``model`` has latents the ``knobs`` can turn under ``rule``."""
+    if not isinstance(model, SplicedRecommender):
+        raise InputError(
+            "steering needs a model with an SAE spliced in (SplicedRecommender), "
+            f"got {type(model).__name__}"
         )
+    check_knobs(knobs, model.n_latents, rule)
 
 
-def check_knobs(knobs: Sequence[Knob], n_latents: int, rule: str) -> None:
-    """Raise InputError for an unknown rule, a latent out of range or a strength outside
-    the rule's range."""
-    if rule not in RULES:
-        raise InputError(f"unknown steering rule {rule!r}; choose one of {', '.join(RULES)}")
-    for knob in knobs:
-        bad = [n for n in knob.latents if not 0 <= n < n_latents]
-        if bad:
-            raise InputError(f"knob {knob.name!r}: latent(s) {bad} out of range [0, {n_latents})")
-        if rule == "convex" and not -1.0 <= knob.strength <= 1.0:
-            raise InputError(
-                f"knob {knob.name!r}: convex strength must be in [-1, 1], got {knob.strength}"
-            )
-        if rule == "additive" and abs(knob.strength) > MAX_ADDITIVE:
-            raise InputError(
-                f"knob {knob.name!r}: additive strength must be in "
-                f"[-{MAX_ADDITIVE}, {MAX_ADDITIVE}], got {knob.strength}"
-            )
-    if rule == "convex":
-        total = sum(k.strength for k in knobs if k.strength > 0)
-        if total > 1.0 + 1e-9:
-            raise InputError(f"convex strengths toward concepts must sum to <= 1, got {total:.3f}")
+def steer_encoding(
+    encoding: SparseEncoding, knobs: Sequence[Knob], rule: str = "convex"
+) -> SparseEncoding:
+    """The encoding with ``knobs`` applied to its codes (unchanged without knobs)."""
+    if not knobs:
+        return encoding
+    return encoding.with_codes(steer_codes(encoding.codes, knobs, rule))
 
 
-def steer_codes(codes: torch.Tensor, knobs: Sequence[Knob], rule: str = "convex") -> torch.Tensor:
-    """Apply knobs to a batch of codes (a new tensor; ``codes`` is not modified).
+def score_rows(
+    model: Recommender,
+    rows: Any,
+    knobs: Sequence[Knob] = (),
+    rule: str = "convex",
+    empty_scores: torch.Tensor | None = None,
+    batch_size: int = 1024,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """Item scores of user rows, optionally steered: the one scoring path.
 
     Args:
-        codes: (n_users, n_latents) SAE activations.
-        knobs: what to turn; see the module docstring for the rules.
-        rule: ``"convex"`` or ``"additive"``.
+        model: a fitted recommender (steering needs a :class:`SplicedRecommender`).
+        rows: (n, n_items) interactions.
+        knobs: steering knobs (empty: the model's plain scores).
+        rule: ``"convex"`` or ``"additive"`` (:mod:`steercf.sae.steer`).
+        empty_scores: (n_items,) scores for rows without any interaction (RecBole's
+            padding user, implicit users whose items all went to the test side); when
+            None such rows are refused with InputError.
+        batch_size: rows scored at once (bounds the (batch, n_items) buffers).
+        precision: ``"fp32"``, or ``"bf16"``: the decoder's (users x items) product runs
+            in bfloat16 under autocast (codes and embeddings stay float32).
 
     Returns:
-        (n_users, n_latents) steered codes.
+        (n, n_items) float32 CPU scores.
     """
-    check_knobs(knobs, codes.shape[1], rule)
-    total = codes.sum(dim=1, keepdim=True)  # s, per user
-    out = codes.clone()
-    if rule == "convex":
-        toward = [k for k in knobs if k.strength > 0]
-        out.mul_(1.0 - sum(k.strength for k in toward))
-        for knob in toward:
-            _add(out, knob, knob.strength * total)
-        for knob in (k for k in knobs if k.strength < 0):
-            a = -knob.strength
-            idx = torch.tensor(knob.latents)
-            out[:, idx] *= 1.0 - a
-            _add(out, knob, -a * total)
-    else:
-        for knob in knobs:
-            _add(out, knob, knob.strength * total)
+    model._check_fitted()
+    rows = as_user_rows(rows, model.n_items_, allow_empty=empty_scores is not None)
+    if knobs:
+        require_steerable(model, knobs, rule)
+    if precision not in SCORE_PRECISIONS:
+        raise InputError(
+            f"precision must be one of {', '.join(SCORE_PRECISIONS)}, got {precision!r}"
+        )
+    if precision == "bf16" and not isinstance(model, CFAE):
+        raise InputError(f"bf16 scoring needs an autoencoder model, got a {model.kind}")
+    out = torch.zeros(rows.shape[0], model.n_items_)
+    if empty_scores is not None:
+        out[:] = empty_scores
+    filled = np.flatnonzero(np.diff(rows.indptr) > 0)
+    with torch.no_grad():
+        for start in range(0, len(filled), batch_size):
+            index = filled[start : start + batch_size]
+            batch = rows[index]
+            if isinstance(model, CFAE):
+                encoding = model.encode(batch)
+                if knobs:
+                    encoding = steer_encoding(encoding, knobs, rule)
+                device = next(iter(model._tensors().values())).device
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    scores = model.decode(encoding)
+            else:
+                scores = model.score(batch)
+            out[torch.from_numpy(index)] = scores.float().cpu()
     return out
 
 
-def _add(codes: torch.Tensor, knob: Knob, amount: torch.Tensor) -> None:
-    """codes[:, N] += amount * w  (amount: (n, 1))."""
-    idx = torch.tensor(knob.latents)
-    w = torch.tensor(knob.weights, dtype=codes.dtype)
-    codes[:, idx] += amount * w
+def recommend_rows(
+    model: Recommender,
+    rows: Any,
+    N: int = 20,
+    knobs: Sequence[Knob] = (),
+    rule: str = "convex",
+    filter_seen: bool = True,
+    filter_items: Any = None,
+    items: Any = None,
+    pad: bool = False,
+    empty_scores: torch.Tensor | None = None,
+    precision: str = "fp32",
+    seen: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-N of :func:`score_rows` through :func:`steercf.ranking.top_n`.
 
+    Args:
+        rows: (n, n_items) histories; with ``filter_seen`` never recommended.
+        seen: (n, n_items) items to mask instead of ``rows`` (implicit's ``user_items``
+            when the scored history is another one).
+        filter_items, items, pad: see :func:`~steercf.ranking.top_n`.
+        others: see :func:`score_rows`.
 
-# ---- the steering API on a spliced recommender ---------------------------------------
+    Returns:
+        ``(ids, scores)``, each (n, width), best first; ``-1`` / ``-inf`` mark empty
+        slots of rows with fewer than N candidates.
+    """
+    rows = as_user_rows(rows, model.n_items_, allow_empty=empty_scores is not None)
+    scores = score_rows(model, rows, knobs, rule, empty_scores, precision=precision)
+    mask = seen if seen is not None else (rows if filter_seen else None)
+    return top_n(scores, mask, N, filter_items, items, pad)
 
 
 @dataclass
@@ -168,14 +200,14 @@ class SteeredRecommendations:
 
 
 def steer(
-    model,
-    user_items,
+    model: SplicedRecommender,
+    user_items: Any,
     knobs: Sequence[Knob],
     rule: str = "convex",
     N: int = 20,
     filter_items: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Steered top-N for a batch of users of a :class:`~steercf.spliced.SplicedRecommender`.
+    """Steered top-N for a batch of users of a :class:`SplicedRecommender`.
 
     Args:
         model: a fitted spliced recommender (never modified).
@@ -183,66 +215,38 @@ def steer(
         knobs: latents to turn (see :class:`Knob`, :func:`steer_codes`).
 
     Returns:
-        ``(ids, scores)``, each (n_users, N).
+        ``(ids, scores)``, each (n_users, width) as :func:`recommend_rows`.
     """
-    rows = as_user_rows(user_items, model.n_items_)
-    codes, mean, std = model.encode(rows)
-    steered = steer_codes(codes, knobs, rule)
-    return model.recommend_from_codes(steered, mean, std, rows, N, filter_items)
+    require_steerable(model, knobs, rule)
+    return recommend_rows(model, user_items, N, knobs, rule, filter_items=filter_items)
 
 
 def compare(
-    model,
-    user_items,
+    model: SplicedRecommender,
+    user_items: Any,
     knobs: Sequence[Knob],
     rule: str = "convex",
     N: int = 20,
     filter_items: np.ndarray | None = None,
 ) -> SteeredRecommendations:
     """Plain and steered lists side by side (one encode, two decodes)."""
+    require_steerable(model, knobs, rule)
     rows = as_user_rows(user_items, model.n_items_)
-    codes, mean, std = model.encode(rows)
-    before = model.recommend_from_codes(codes, mean, std, rows, N, filter_items)
-    after = model.recommend_from_codes(
-        steer_codes(codes, knobs, rule), mean, std, rows, N, filter_items
-    )
+    encoding = model.encode(rows)
+    before = top_n(model.decode(encoding), rows, N, filter_items)
+    after = top_n(model.decode(steer_encoding(encoding, knobs, rule)), rows, N, filter_items)
     return SteeredRecommendations(*before, *after, tuple(knobs), rule)
 
 
 def latent_contributions(
-    model, codes: torch.Tensor, std: torch.Tensor, items: np.ndarray
+    model: SplicedRecommender, encoding: SparseEncoding, items: np.ndarray
 ) -> torch.Tensor:
-    """How much each latent adds to each listed item's score, for one user.
-
-    The SAE decoder and the CFAE decoders are linear, so an item's score splits exactly
-    into one term per active latent, ``e_n * std * dec(W_dec[n])_i``, plus a bias term
-    from the SAE's decoder bias and the user's embedding mean.
-
-    Args:
-        codes: (n_latents,) the user's (possibly steered) code.
-        std: (1,) or scalar: the user's standardisation scale from ``model.encode``.
-        items: (m,) item indices.
-
-    Returns:
-        (n_latents, m) contributions; zero rows for inactive latents.
-    """
-    active = torch.nonzero(codes).flatten()
-    out = torch.zeros(codes.shape[0], len(items))
-    if len(active) == 0:
-        return out
-    directions = model.sae_.W_dec[active] * (codes[active, None] * std.reshape(1, 1))
-    with torch.no_grad():
-        per_item = model.base.decode(directions)  # (n_active, n_items)
-    out[active] = per_item[:, torch.as_tensor(np.asarray(items, dtype=np.int64))]
-    return out
+    """(n_latents, m) what each latent adds to each listed item's score for one user:
+    :meth:`SplicedRecommender.latent_contributions`."""
+    return model.latent_contributions(encoding, items)
 
 
 # ---- concepts as knobs ------------------------------------------------------------------
-
-
-DECODER_EFFECT = "decoder_effect"
-DECODER_FIT = "decoder_fit"
-STEERING_MAPPINGS = (DECODER_EFFECT, DECODER_FIT)  # mappings by what a latent does to scores
 
 
 def decoder_effect(model, item_tags, tag_names=None):
@@ -268,10 +272,6 @@ def decoder_effect(model, item_tags, tag_names=None):
 def _decoder_effect_parts(model, item_tags, tag_names=None):
     """:func:`decoder_effect` and what it is computed from: ``(mapping, effects
     (n_latents, n_items) float64, has (n_items, n_tags) CSC 0/1 membership)``."""
-    from steercf.concepts import ConceptMapping
-    from steercf.concepts.report import sae_item_activations
-    from steercf.data import ItemTags
-
     if isinstance(item_tags, ItemTags):
         counts, names = item_tags.matrix, item_tags.names
     else:
@@ -283,8 +283,7 @@ def _decoder_effect_parts(model, item_tags, tag_names=None):
         raise InputError(
             f"{counts.shape[0]} item tag rows but the model scores {model.n_items_} items"
         )
-    with torch.no_grad():
-        effects = model.base.decode(model.sae_.W_dec).double().numpy()  # (n_latents, n_items)
+    effects = model.latent_item_effects().double().numpy()  # (n_latents, n_items)
     has = (counts > 0).astype(np.float64).tocsc()
     n_items = effects.shape[1]
     share = np.asarray(has.sum(axis=0)).ravel() / n_items  # (n_tags,)
@@ -294,7 +293,7 @@ def _decoder_effect_parts(model, item_tags, tag_names=None):
     scores = np.divide(
         covariance, denominator, out=np.zeros_like(covariance), where=denominator > 1e-12
     )
-    live = (sae_item_activations(model) > 0).any(axis=0)
+    live = (model.item_codes() > 0).any(dim=0).numpy()
     mapping = ConceptMapping(DECODER_EFFECT, scores, np.asarray(names, dtype=str), live)
     return mapping, effects, has
 
@@ -318,10 +317,6 @@ def decoder_fit(model, item_tags, tag_names=None, candidates: int = 128):
     Returns:
         a :class:`steercf.concepts.ConceptMapping` named ``"decoder_fit"``.
     """
-    from scipy.optimize import nnls
-
-    from steercf.concepts import ConceptMapping
-
     if candidates < 1:
         raise InputError(f"candidates must be >= 1, got {candidates}")
     effect, effects, has = _decoder_effect_parts(model, item_tags, tag_names)
@@ -349,7 +344,7 @@ class ConceptKnobs:
             (positive) mapping scores; 1 is the published single-latent steering.
     """
 
-    def __init__(self, mapping, top_latents: int = 1) -> None:
+    def __init__(self, mapping, top_latents: int = DEFAULT_TOP_LATENTS) -> None:
         if top_latents < 1:
             raise InputError(f"top_latents must be >= 1, got {top_latents}")
         self.mapping = mapping
@@ -361,20 +356,17 @@ class ConceptKnobs:
         model,
         data,
         source: str = "genres",
-        mapping: str = "best_characterizes",
+        mapping: str = DEFAULT_MAPPING,
         train_users: np.ndarray | None = None,
-        top_latents: int = 1,
+        top_latents: int = DEFAULT_TOP_LATENTS,
     ) -> ConceptKnobs:
         """Build the mapping of ``model``'s latents to the ``source`` tags of ``data``."""
-        from steercf.concepts import concept_tags, map_concepts
-        from steercf.concepts.report import sae_item_activations
-
         tags = concept_tags(data, source, train_users)
         if mapping == DECODER_EFFECT:
             return cls(decoder_effect(model, tags), top_latents)
         if mapping == DECODER_FIT:
             return cls(decoder_fit(model, tags), top_latents)
-        return cls(map_concepts(sae_item_activations(model), tags, mapping), top_latents)
+        return cls(map_concepts(model.item_codes().numpy(), tags, mapping), top_latents)
 
     def knob(self, concept: str | int, strength: float) -> Knob:
         """The knob of one concept (UnknownIdError with close matches if unknown)."""
@@ -390,7 +382,7 @@ class ConceptKnobs:
         name = str(self.mapping.tag_names[self.mapping.concept_index(concept)])
         return Knob.of(latents, strength, weights, name=name)
 
-    def parse(self, spec: str, default_strength: float = 0.3) -> Knob:
+    def parse(self, spec: str, default_strength: float = DEFAULT_STRENGTH) -> Knob:
         """Parse a knob spec: ``+Horror`` (toward, default strength), ``-Comedy`` (away,
         full removal), ``+Horror:0.2``, ``-Comedy:0.5``; ``latent:N`` instead of a
         concept name steers one latent."""
@@ -447,32 +439,30 @@ def user_concepts(model, user_items, mapping, top: int = 5) -> list[tuple[str, f
 
 
 def explain_items(
-    model,
-    user_items,
+    model: SplicedRecommender,
+    user_items: Any,
     items: Sequence[int],
     knobs: Sequence[Knob] = (),
     rule: str = "convex",
     top: int = 3,
-    codes: torch.Tensor | None = None,
-    std: torch.Tensor | None = None,
+    encoding: SparseEncoding | None = None,
 ) -> list[list[tuple[int, float]]]:
     """For each listed item, the latents that add most to its score for this user
     (after applying ``knobs``, so a steered list is explained by the steered code).
 
     Args:
-        user_items: (1, n_items) the user's history (ignored when ``codes`` is given).
+        user_items: (1, n_items) the user's history (ignored when ``encoding`` is given).
         items: (m,) item indices to explain.
-        codes, std: (1, n_latents) and (1, 1) from ``model.encode``, to skip encoding the
-            history again (an app re-ranking on every slider move keeps them).
+        encoding: the user's encoding from ``model.encode``, to skip encoding the history
+            again (an app re-ranking on every slider move keeps it).
 
     Returns:
         per item, ``[(latent, contribution), ...]`` largest first (positive ones only).
     """
-    if codes is None or std is None:
-        codes, _, std = model.encode(user_items)
-    if knobs:
-        codes = steer_codes(codes, knobs, rule)
-    contributions = latent_contributions(model, codes[0], std[0], np.asarray(items))
+    if encoding is None:
+        encoding = model.encode(user_items)
+    encoding = steer_encoding(encoding[0], knobs, rule)
+    contributions = model.latent_contributions(encoding, np.asarray(items))
     values, latents = torch.topk(contributions, min(top, contributions.shape[0]), dim=0)
     return [
         [(int(n), float(v)) for n, v in zip(latents[:, j], values[:, j], strict=True) if v > 0]

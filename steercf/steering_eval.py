@@ -20,7 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from steercf.evaluation import Split, ndcg_at_k, recall_at_k
-from steercf.steering import ConceptKnobs, steer_codes
+from steercf.ranking import top_n
+from steercf.steering import ConceptKnobs, steer, steer_codes
 
 
 def target_concepts(
@@ -72,7 +73,7 @@ def steering_sweep(
     """Personal and segment Recall/nDCG@k and target share for each strength.
 
     Args:
-        model: a fitted :class:`~steercf.spliced.SplicedRecommender`.
+        model: a fitted :class:`~steercf.models.spliced.SplicedRecommender`.
         item_tags: (n_items, n_tags) the concept source ``knobs`` maps (same columns).
         knobs: concept -> latent resolution (mapping and top-m latents).
 
@@ -84,7 +85,8 @@ def steering_sweep(
     users = np.flatnonzero(concepts >= 0)
     rows, target, concepts = split.test_input[users], split.test_target[users], concepts[users]
     segment = _segment_rows(concepts, item_tags, rows)
-    codes, mean, std = model.encode(rows)
+    encoding = model.encode(rows)
+    codes = encoding.codes
     # knobs per concept, once: users sharing a target concept share the knob
     per_concept = {c: knobs.knob(int(c), 1.0) for c in np.unique(concepts)}
     results = []
@@ -94,7 +96,7 @@ def steering_sweep(
             members = torch.from_numpy(np.flatnonzero(concepts == concept))
             scaled = replace(knob, strength=float(strength))
             steered[members] = steer_codes(codes[members], [scaled], rule)
-        ids, _ = model.recommend_from_codes(steered, mean, std, rows, N=k)
+        ids, _ = top_n(model.decode(encoding.with_codes(steered)), rows, k)
         results.append(
             {
                 "strength": float(strength),
@@ -125,8 +127,9 @@ def suppression(
         carrying the suppressed tag) and ``drop`` (1 - after / before).
     """
     rows = split.test_input
-    codes, mean, std = model.encode(rows)
-    before, _ = model.recommend_from_codes(codes, mean, std, rows, N=k)
+    encoding = model.encode(rows)
+    codes = encoding.codes
+    before, _ = top_n(model.decode(encoding), rows, k)
     carries = (item_tags > 0).astype(np.float64).tocsr()
     counts = np.stack([np.asarray(carries[ids].sum(axis=0)).ravel() for ids in before])
     concepts = counts.argmax(axis=1)
@@ -134,7 +137,7 @@ def suppression(
     for concept in np.unique(concepts):
         members = torch.from_numpy(np.flatnonzero(concepts == concept))
         steered[members] = steer_codes(codes[members], [knobs.knob(int(concept), strength)], rule)
-    after, _ = model.recommend_from_codes(steered, mean, std, rows, N=k)
+    after, _ = top_n(model.decode(encoding.with_codes(steered)), rows, k)
     share_before = share_with_tag(before, concepts, item_tags).mean()
     share_after = share_with_tag(after, concepts, item_tags).mean()
     return {
@@ -155,7 +158,6 @@ def steering_latency(
 
     The two calls alternate, after one warm-up call each, so that load from other
     processes and cache effects fall on both alike."""
-    from steercf.steering import steer
 
     def unsteered() -> None:
         model.recommend(user_rows, N=k)

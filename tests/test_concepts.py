@@ -45,8 +45,8 @@ from steercf.data import ItemTags, load_dataset
 from steercf.errors import InputError, ModelFileError, UnknownIdError
 from steercf.evaluation import split_users
 from steercf.models import ELSA
+from steercf.models.spliced import SplicedRecommender
 from steercf.sae import TrainConfig
-from steercf.spliced import SplicedRecommender
 
 # ---- the toy case ----------------------------------------------------------------------
 # 4 items, 2 tags, 3 latents. Items 0-1 carry "action", items 2-3 carry "drama".

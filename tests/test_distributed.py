@@ -161,7 +161,7 @@ def test_devices_resolve_and_models_move(monkeypatch):
     with pytest.raises(InputError, match="precision"):
         configure_precision(torch.device("cpu"), "fp8")
 
-    from steercf.spliced import SplicedRecommender
+    from steercf.models.spliced import SplicedRecommender
 
     train, val = _interactions()
     elsa = ELSA(factors=8, epochs=1, progress=False).fit(train)

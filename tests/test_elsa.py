@@ -9,8 +9,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from steercf.errors import InputError
 from steercf.data.rows import thin_rows
+from steercf.errors import InputError
 from steercf.models.elsa import ELSA, PRESETS, Workspace, elsa_loss_and_grad
 
 

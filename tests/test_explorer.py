@@ -197,7 +197,7 @@ def test_latent_browser(client, explorer):
     assert detail["n_items"] == int((acts > 0).sum())
     assert detail["label"] == explorer.labels[nid].text
     # the histogram counts every user of the data set whose code uses the latent
-    codes, _, _ = explorer.model.encode(explorer.data.matrix)
+    codes = explorer.model.encode(explorer.data.matrix).codes
     active = codes[:, nid].numpy()
     assert detail["histogram"]["n_users"] == explorer.data.n_users
     assert (

@@ -21,8 +21,8 @@ from steercf.data import load_ml100k  # noqa: E402
 from steercf.errors import InputError, ModelFileError, UnknownIdError  # noqa: E402
 from steercf.integrations.implicit import SteerCFImplicit, steercf_metrics_at_k  # noqa: E402
 from steercf.models import EASE, ELSA, Popularity  # noqa: E402
+from steercf.models.spliced import SplicedRecommender  # noqa: E402
 from steercf.sae import TrainConfig  # noqa: E402
-from steercf.spliced import SplicedRecommender  # noqa: E402
 from steercf.steering import Knob, steer  # noqa: E402
 
 

@@ -21,7 +21,7 @@ from steercf.integrations.recbole import (  # noqa: E402
     run_recbole,
     train_recbole,
 )
-from steercf.spliced import SplicedRecommender  # noqa: E402
+from steercf.models.spliced import SplicedRecommender  # noqa: E402
 from steercf.steering import Knob, steer  # noqa: E402
 
 QUIET = {"show_progress": False, "use_gpu": False}
@@ -116,7 +116,7 @@ def test_spliced_elsa_trains_its_sae_inside_recbole_and_ranks(spliced_run) -> No
         spliced_run.dataset.user_num,
         spliced_run.dataset.item_num,
     )
-    codes, _, _ = inner.encode(model.interaction_matrix[1:20])
+    codes = inner.encode(model.interaction_matrix[1:20]).codes
     active = (codes > 0).sum(1)
     assert (active <= 8).all() and active.float().mean() > 7  # k = 8; the refit may drop one
 

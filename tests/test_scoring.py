@@ -13,6 +13,7 @@ import torch
 from steercf.distributed import Collective, launch
 from steercf.errors import InputError
 from steercf.models.elsa import ELSA
+from steercf.models.spliced import SplicedRecommender
 from steercf.sae import TrainConfig
 from steercf.scoring import (
     CSRDirSource,
@@ -21,7 +22,6 @@ from steercf.scoring import (
     save_csr_dir,
     score_users,
 )
-from steercf.spliced import SplicedRecommender
 from steercf.steering import Knob, steer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -124,7 +124,7 @@ def test_a_different_config_is_refused(elsa, matrix, tmp_path):
 
 
 def test_steered_scores_equal_steer_with_original_ids(spliced, matrix, tmp_path):
-    codes, _, _ = spliced.encode(matrix)
+    codes = spliced.encode(matrix).codes
     latent = int(codes.sum(0).argmax())
     knobs = [Knob.of(latent, 0.5), Knob.of([(latent + 1) % spliced.n_latents], -1.0)]
     users = np.array([f"u{i}" for i in range(530)], dtype=object)

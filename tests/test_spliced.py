@@ -13,8 +13,8 @@ from steercf.data import load_ml100k
 from steercf.errors import InputError, ModelFileError
 from steercf.evaluation import evaluate, monitor_hold_out, recall_at_k, split_users
 from steercf.models import EASE, ELSA, load_model
+from steercf.models.spliced import SplicedRecommender, augmented_rows
 from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig
-from steercf.spliced import SplicedRecommender, augmented_rows
 
 SAE = {"k": 8, "expansion": 4}
 
@@ -41,7 +41,8 @@ def spliced(split, base):
 
 
 def test_spliced_model_recommends_close_to_its_base_from_sparse_codes(split, base, spliced):
-    codes, mean, std = spliced.encode(split.test_input)
+    encoding = spliced.encode(split.test_input)
+    codes, mean, std = encoding.codes, encoding.mean, encoding.std
     assert codes.shape == (split.test_input.shape[0], 48 * 4)
     active = (codes > 0).sum(1)
     # TopK picks k = 8 latents per user; the refit may set one of them to 0, never add one
@@ -61,7 +62,7 @@ def test_sparse_code_is_a_first_class_result(split, spliced):
     code = spliced.sparse_code(split.test_input[:5])
     assert code.values.shape == code.indices.shape == (5, 8)
     assert (np.diff(code.values, axis=1) <= 0).all()
-    dense, _, _ = spliced.encode(split.test_input[:5])
+    dense = spliced.encode(split.test_input[:5]).codes
     for user in range(5):
         for latent, value in code.of(user):
             assert dense[user, latent].item() == pytest.approx(value)
@@ -81,7 +82,7 @@ def test_augmentation_adds_sub_histories_that_are_subsets(split):
 def test_dead_latents_cover_users_and_single_items(split, spliced):
     dead = spliced.dead_latents(split.train)
     assert dead.shape == (spliced.n_latents,)
-    codes = spliced.sae_.encode(spliced.item_embeddings())[0]
+    codes = spliced.item_codes()
     assert not dead[np.flatnonzero((codes > 0).any(0).numpy())].any()
 
 

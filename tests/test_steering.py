@@ -12,8 +12,8 @@ from steercf.data import load_ml100k
 from steercf.errors import InputError, UnknownIdError
 from steercf.evaluation import split_users
 from steercf.models import ELSA
+from steercf.models.spliced import SplicedRecommender
 from steercf.sae import TrainConfig
-from steercf.spliced import SplicedRecommender
 from steercf.steering import (
     DECODER_EFFECT,
     ConceptKnobs,
@@ -124,10 +124,11 @@ def test_steering_refuses_empty_histories(setup):
 def test_contributions_add_up_to_the_scores(setup):
     _, split, model, _ = setup
     row = split.test_input[:1]
-    codes, mean, std = model.encode(row)
+    encoding = model.encode(row)
     items = np.arange(model.n_items_)
-    parts = latent_contributions(model, codes[0], std[0], items)
-    bias = model.base.decode((model.sae_.b_dec * std[0] + mean[0]).reshape(1, -1))[0]
+    parts = latent_contributions(model, encoding, items)
+    std, mean = encoding.std[0], encoding.mean[0]
+    bias = model.base.decode((model.sae_.b_dec * std + mean).reshape(1, -1))[0]
     torch.testing.assert_close(parts.sum(0) + bias, model.score(row)[0], atol=1e-3, rtol=1e-4)
     why = explain_items(model, row, [3, 4])
     assert len(why) == 2 and all(c > 0 for item in why for _, c in item)
@@ -182,8 +183,7 @@ def test_decoder_fit_mix_lifts_each_concept_at_least_as_well_as_its_best_latent(
     data, split, model, tags = setup
     fit = decoder_fit(model, tags, candidates=32)
     effect = decoder_effect(model, tags)
-    with torch.no_grad():
-        effects = model.base.decode(model.sae_.W_dec).double().numpy()
+    effects = model.latent_item_effects().double().numpy()
     has = (tags.matrix > 0).toarray().astype(float)
     for t in range(0, has.shape[1], 3):
         weights = fit.scores[t]

@@ -194,9 +194,6 @@ def label_model(
         sources: concept sources (default: every source ``data`` has).
         options: passed to :func:`label_latents` (top_concepts, top_titles).
     """
-    from steercf.concepts.report import sae_item_activations
-    from steercf.spliced import tensor_fingerprint
-
     if model.n_items_ != data.n_items:
         raise InputError(f"the model scores {model.n_items_} items but the data has {data.n_items}")
     concept_sets = {
@@ -204,12 +201,12 @@ def label_model(
         for source in (sources or available_sources(data))
     }
     return label_latents(
-        sae_item_activations(model),
+        model.item_codes().numpy(),
         data.titles(np.arange(data.n_items)),
         concept_sets,
         item_ids=data.item_ids,
         mapping=mapping,
-        sae_fingerprint=tensor_fingerprint(model.sae_.state_dict()),
+        sae_fingerprint=model.sae_fingerprint(),
         **options,
     )
 

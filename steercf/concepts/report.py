@@ -73,6 +73,7 @@ from steercf.concepts.mapping import (
     top_items,
 )
 from steercf.data import InteractionData, ItemTags
+from steercf.data.rows import one_hot_items
 from steercf.errors import InputError
 from steercf.reporting import format_table
 
@@ -355,33 +356,16 @@ def monosemanticity_report(
 # ----------------------------------------------------------------------------------------
 # Activations of the SAE and of the controls
 # ----------------------------------------------------------------------------------------
-def one_hot_items(n_items: int) -> sp.csr_matrix:
-    """(n_items, n_items) identity: each row is a history of exactly one item."""
-    return sp.identity(n_items, format="csr", dtype=np.float32)
-
-
-def sae_item_activations(model: Any, batch_size: int = 2048) -> np.ndarray:
+def sae_item_activations(model: Any) -> np.ndarray:
     """``S``: (n_items, n_latents) SAE codes of every one-hot item row of a
-    :class:`~steercf.spliced.SplicedRecommender`."""
-    eye = one_hot_items(model.n_items_)
-    parts = [
-        model.encode(eye[s : s + batch_size])[0].numpy()
-        for s in range(0, model.n_items_, batch_size)
-    ]
-    return np.concatenate(parts).astype(np.float32)
+    :class:`~steercf.models.spliced.SplicedRecommender`."""
+    return model.item_codes().numpy()
 
 
-def dense_item_embeddings(model: Any, batch_size: int = 2048) -> np.ndarray:
+def dense_item_embeddings(model: Any) -> np.ndarray:
     """(n_items, d) signed CFAE embeddings of every one-hot item row (of a spliced
-    model's ``base``, or of a CFAE itself)."""
-    base = getattr(model, "base", model)
-    eye = one_hot_items(base.n_items_)
-    with torch.no_grad():
-        parts = [
-            base.encode(eye[s : s + batch_size]).numpy()
-            for s in range(0, base.n_items_, batch_size)
-        ]
-    return np.concatenate(parts).astype(np.float32)
+    model's base, or of a CFAE itself)."""
+    return model.user_vectors(one_hot_items(model.n_items_)).numpy()
 
 
 def signed_split(features: ItemActs) -> np.ndarray:

@@ -12,8 +12,9 @@ latent browser.
 * :mod:`steercf.explorer.server`: run it in the foreground or in a background thread.
 """
 
-from steercf.explorer.recommender import KnobSpec, RecommenderExplorer, resolve_data
+from steercf.explorer.recommender import KnobSpec, RecommenderExplorer
 from steercf.explorer.text import TextExplorer
+from steercf.runs import resolve_data
 
 
 def create_app(*args, **kwargs):  # noqa: ANN002, ANN003 - re-exported lazily

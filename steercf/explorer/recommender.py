@@ -18,31 +18,30 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from steercf.concepts import LatentLabels, available_sources, label_model, load_labels
 from steercf.concepts.labels import LABELS_FILE
 from steercf.concepts.mapping import MAPPINGS, top_items
-from steercf.concepts.report import sae_item_activations
-from steercf.data import InteractionData, load_dataset
+from steercf.data import InteractionData
 from steercf.errors import InputError, UnknownIdError
 from steercf.evaluation import split_users
 from steercf.explorer.latents import activation_histogram, nearest_latents, unit_directions
-from steercf.spliced import SplicedRecommender
+from steercf.models import SparseEncoding, SplicedRecommender, load_model
+from steercf.ranking import top_n
+from steercf.runs import resolve_data
 from steercf.steering import (
-    DECODER_EFFECT,
+    DEFAULT_MAPPING,
+    DEFAULT_TOP_LATENTS,
     RULES,
     STEERING_MAPPINGS,
     ConceptKnobs,
     Knob,
     SteeredRecommendations,
     explain_items,
-    steer_codes,
+    steer_encoding,
     user_concepts,
 )
 
-DEFAULT_MAPPING = DECODER_EFFECT  # the steering-side view: what a latent does to scores
-DEFAULT_TOP_LATENTS = 8  # a concept spread over 8 latents steers more smoothly than 1
 MAX_HISTORY_SHOWN = 40
 MAX_PROFILE_ITEMS = 2000
 MAX_N = 100
@@ -53,13 +52,11 @@ PLAIN_CACHE = 64  # users / profiles whose unsteered answer is kept
 
 @dataclass(frozen=True)
 class _Plain:
-    """One history's unsteered answer: its SAE code (``codes`` (1, n_latents), ``mean``,
-    ``std`` (1, 1) from ``model.encode``), the plain list ``ids``/``scores`` (1, n), its
-    explanations and the JSON summary (history, concepts, active latents)."""
+    """One history's unsteered answer: its encoding (from ``model.encode``), the plain
+    list ``ids``/``scores`` (1, n), its explanations and the JSON summary (history,
+    concepts, active latents)."""
 
-    codes: torch.Tensor
-    mean: torch.Tensor
-    std: torch.Tensor
+    encoding: SparseEncoding
     ids: np.ndarray
     scores: np.ndarray
     why: list
@@ -75,53 +72,11 @@ class KnobSpec:
     latent: int | None = None
 
 
-def resolve_data(
-    model: SplicedRecommender,
-    data: InteractionData | str | Path | None = None,
-    min_rating: float | None = None,
-    min_user_positives: int | None = None,
-) -> InteractionData:
-    """The data set a saved model was trained on.
-
-    Args:
-        data: a loaded data set, a ``load_dataset`` spec, or None to use the one recorded
-            in the model's metadata by ``steercf train`` / ``train-sae``.
-        min_rating, min_user_positives: override the recorded binarisation settings.
-
-    Raises:
-        InputError: no data set given nor recorded, or one with other item columns.
-    """
-    from steercf.cli import item_fingerprint
-
-    metadata = getattr(model, "metadata_", {}) or {}
-    if not isinstance(data, InteractionData):
-        spec = data if data is not None else metadata.get("data")
-        if spec is None:
-            raise InputError(
-                "the model does not record the data set it was trained on; pass --data "
-                "(the same one given to `steercf train`)"
-            )
-        data = load_dataset(
-            str(spec),
-            min_rating=min_rating if min_rating is not None else metadata.get("min_rating", 4.0),
-            min_user_positives=min_user_positives
-            if min_user_positives is not None
-            else metadata.get("min_user_positives", 5),
-        )
-    fingerprint = metadata.get("item_fingerprint")
-    if model.n_items_ != data.n_items or (fingerprint and fingerprint != item_fingerprint(data)):
-        raise InputError(
-            f"the model was fitted on other items ({model.n_items_} items) than data set "
-            f"{data.name!r} ({data.n_items} items); pass the --data it was trained on"
-        )
-    return data
-
-
 class RecommenderExplorer:
     """Read, steer and explain a spliced recommender for the web app.
 
     Args:
-        model: a fitted :class:`~steercf.spliced.SplicedRecommender`.
+        model: a fitted :class:`~steercf.models.spliced.SplicedRecommender`.
         data: the data set it was trained on (titles, tags, user histories).
         labels: latent labels (default: computed from ``data``).
         seed: the split seed the model was trained under (user tags come from its
@@ -188,8 +143,6 @@ class RecommenderExplorer:
         **options: Any,
     ) -> RecommenderExplorer:
         """Load a spliced model directory, its data set and its stored labels."""
-        from steercf.models import load_model
-
         model = load_model(model_dir)
         if not isinstance(model, SplicedRecommender):
             raise InputError(
@@ -216,13 +169,13 @@ class RecommenderExplorer:
 
     def _precompute(self) -> None:
         model = self.model
-        item_acts = sae_item_activations(model)  # (n_items, n_latents)
+        item_acts = model.item_codes().numpy()  # (n_items, n_latents)
         self._top_items = top_items(item_acts, TOP_ITEMS_KEPT)  # (n_latents, k), -1 padded
         self._top_item_values = np.take_along_axis(
             item_acts.T, np.maximum(self._top_items, 0), axis=1
         )
         del item_acts  # n_items x n_latents: large for big catalogues, not needed again
-        self._directions = unit_directions(model.sae_.W_dec)  # (n_latents, d)
+        self._directions = unit_directions(model.latent_directions())  # (n_latents, d)
         # sparse codes of (up to HISTOGRAM_USERS) users: one column per latent
         n_users = self.data.n_users
         rows = np.arange(n_users)
@@ -230,8 +183,8 @@ class RecommenderExplorer:
             rows = np.sort(np.random.default_rng(0).choice(n_users, HISTOGRAM_USERS, replace=False))
         parts = []
         for start in range(0, len(rows), 4096):
-            codes, _, _ = model.encode(self.data.matrix[rows[start : start + 4096]])
-            parts.append(sp.csr_matrix(codes.numpy()))
+            encoding = model.encode(self.data.matrix[rows[start : start + 4096]])
+            parts.append(sp.csr_matrix(encoding.codes.numpy()))
         self._user_codes = sp.vstack(parts, format="csr").tocsc()  # (n_sampled, n_latents)
         self._n_histogram_users = len(rows)
 
@@ -416,19 +369,11 @@ class RecommenderExplorer:
         resolved = self.make_knobs(knobs, source, mapping, top_latents, rule)
         plain = self._plain(history, n, (source, mapping, top_latents), explain)
         if resolved:  # the same steps as steering.compare, on the cached code
-            steered = steer_codes(plain.codes, resolved, rule)
-            after_ids, after_scores = self.model.recommend_from_codes(
-                steered, plain.mean, plain.std, history, n
-            )
+            steered = steer_encoding(plain.encoding, resolved, rule)
+            after_ids, after_scores = top_n(self.model.decode(steered), history, n)
             why_after = (
                 explain_items(
-                    self.model,
-                    history,
-                    after_ids[0],
-                    resolved,
-                    rule,
-                    codes=plain.codes,
-                    std=plain.std,
+                    self.model, history, after_ids[0], resolved, rule, encoding=plain.encoding
                 )
                 if explain
                 else [[] for _ in range(n)]
@@ -488,9 +433,14 @@ class RecommenderExplorer:
             if key in self._plain_cache:
                 self._plain_cache.move_to_end(key)
                 return self._plain_cache[key]
-        codes, mean, std = self.model.encode(history)
-        ids, scores = self.model.recommend_from_codes(codes, mean, std, history, n)
-        why = explain_items(self.model, history, ids[0]) if explain else [[] for _ in range(n)]
+        encoding = self.model.encode(history)
+        ids, scores = top_n(self.model.decode(encoding), history, n)
+        why = (
+            explain_items(self.model, history, ids[0], encoding=encoding)
+            if explain
+            else [[] for _ in range(n)]
+        )
+        codes = encoding.codes
         concept_map = self.knobs_for(*concepts_by).mapping
         values, latents = codes[0].topk(min(12, codes.shape[1]))
         seen = history.indices[np.argsort(-self._popularity[history.indices], kind="stable")]
@@ -509,7 +459,7 @@ class RecommenderExplorer:
                 if value > 0
             ],
         }
-        plain = _Plain(codes, mean, std, ids, scores, why, summary)
+        plain = _Plain(encoding, ids, scores, why, summary)
         with self._lock:
             self._plain_cache[key] = plain
             while len(self._plain_cache) > PLAIN_CACHE:
@@ -546,8 +496,7 @@ class RecommenderExplorer:
             for i, a in zip(self._top_items[nid], acts, strict=True)
             if i >= 0 and a > 0
         ]
-        with torch.no_grad():
-            effect = self.model.base.decode(self.model.sae_.W_dec[nid : nid + 1])[0].numpy()
+        effect = self.model.latent_item_effects([nid])[0].numpy()
         lifted = np.argsort(-effect, kind="stable")[:10]
         histogram = activation_histogram(self._user_codes[:, nid].data)
         order, cosine = nearest_latents(self._directions, nid, nearest)

@@ -20,7 +20,7 @@ history stored at ``fit`` (like implicit's stored user factors); ``recalculate_u
 scores the rows passed in ``user_items``, so users unseen at fit time can be served.
 Users without any interaction get the training popularity ranking.
 
-With an SAE spliced in (:class:`~steercf.spliced.SplicedRecommender`), ``recommend``
+With an SAE spliced in (:class:`~steercf.models.spliced.SplicedRecommender`), ``recommend``
 also steers: ``steer_latents={latent: strength}`` and/or ``knobs=[Knob, ...]`` with
 ``steer_rule`` (see :mod:`steercf.steering`).
 """
@@ -41,11 +41,10 @@ from implicit.recommender_base import RecommenderBase
 
 from steercf.errors import InputError, ModelFileError, UnknownIdError
 from steercf.evaluation import evaluate
-from steercf.integrations import build_knobs, score_rows
-from steercf.models import EASE
-from steercf.models.base import CFAE, Recommender, load_model
-from steercf.spliced import SplicedRecommender
-from steercf.steering import Knob
+from steercf.integrations import build_knobs
+from steercf.models import CFAE, Recommender, load_model
+from steercf.ranking import top_n
+from steercf.steering import Knob, recommend_rows, score_rows
 
 __all__ = ["SteerCFImplicit", "steercf_metrics_at_k"]
 
@@ -202,21 +201,20 @@ class SteerCFImplicit(RecommenderBase):
         ids_out, scores_out = [], []
         for start in range(0, len(users), self.batch_size):
             part = slice(start, start + self.batch_size)
-            scores = score_rows(
+            ids, values = recommend_rows(
                 self.model,
                 history[part],
+                N,
                 knob_list,
                 steer_rule,
-                empty_scores=self._popularity,
-                batch_size=self.batch_size,
-            )
-            seen = (given if given is not None else history)[part]
-            ids, values = _top_n(
-                scores,
-                seen if filter_already_liked_items else None,
-                N,
+                filter_seen=False,
                 filter_items=filter_items,
                 items=items,
+                pad=True,  # implicit's fixed-width lists: -1 / -inf where none is left
+                empty_scores=self._popularity,
+                seen=(given if given is not None else history)[part]
+                if filter_already_liked_items
+                else None,
             )
             ids_out.append(ids)
             scores_out.append(values)
@@ -234,10 +232,9 @@ class SteerCFImplicit(RecommenderBase):
         self._check_fitted()
         rows = sp.csr_matrix(user_items, dtype=np.float32)
         with torch.no_grad():
-            if isinstance(self.model, SplicedRecommender):
-                out = self.model.encode(rows)[0]
-            elif isinstance(self.model, CFAE):
-                out = self.model.encode(rows)
+            if isinstance(self.model, CFAE):
+                encoding = self.model.encode(rows)
+                out = getattr(encoding, "codes", encoding)  # a spliced model: the SAE code
             else:
                 out = score_rows(self.model, rows, empty_scores=self._popularity)
         return out[0] if np.isscalar(userid) else out
@@ -294,39 +291,30 @@ class SteerCFImplicit(RecommenderBase):
             raise InputError("Can't set both a candidate list and a filter list")
         with torch.no_grad():
             sims = vectors[torch.from_numpy(query)] @ vectors.T
-        ids, scores = _top_n(sims, None, N, filter_items=exclude, items=only)
+        ids, scores = top_n(sims, None, N, filter_items=exclude, items=only, pad=True)
         ids, scores = ids.astype(np.int32), scores.astype(np.float32)
         return (ids[0], scores[0]) if single else (ids, scores)
 
     def _items_normalised(self) -> torch.Tensor:
         self._check_fitted()
         if self._item_vectors is None:
-            model = self.model
-            if isinstance(model, SplicedRecommender):
-                vectors = model.item_embeddings()
-            elif isinstance(model, EASE) and model.rank is None:
-                vectors = model.weights_
-            elif isinstance(model, CFAE):
-                vectors = _encode_all(model, sp.identity(self.n_items, format="csr"))
-            else:
+            if not isinstance(self.model, CFAE):
                 raise NotImplementedError(
-                    f"similar_items needs item embeddings; {type(model).__name__} has none"
+                    f"similar_items needs item embeddings; {type(self.model).__name__} has none"
                 )
+            vectors = self.model.item_vectors()
             self._item_vectors = torch.nn.functional.normalize(vectors.float(), dim=1)
         return self._item_vectors
 
     def _users_normalised(self) -> torch.Tensor:
         self._check_fitted()
         if self._user_vectors is None:
-            model = self.model
-            if isinstance(model, SplicedRecommender):
-                model = model.base
-            if not isinstance(model, CFAE):
+            if not isinstance(self.model, CFAE):
                 raise NotImplementedError(
-                    f"similar_users needs user embeddings; {type(model).__name__} has none"
+                    f"similar_users needs user embeddings; {type(self.model).__name__} has none"
                 )
             self._user_vectors = torch.nn.functional.normalize(
-                _encode_all(model, self.user_items), dim=1
+                self.model.user_vectors(self.user_items), dim=1
             )
         return self._user_vectors
 
@@ -410,55 +398,9 @@ def steercf_metrics_at_k(
 
 
 def _check_ids(ids: np.ndarray, n: int, kind: str) -> None:
+    """Raise UnknownIdError for an id outside ``[0, n)``."""
     bad = ids[(ids < 0) | (ids >= n)]
     if len(bad):
         raise UnknownIdError(
             f"unknown {kind} id(s) {bad[:10].tolist()}: the model knows {kind}s 0..{n - 1}"
         )
-
-
-def _encode_all(model: CFAE, rows: sp.csr_matrix, batch_size: int = 4096) -> torch.Tensor:
-    """(n, d) embeddings of (n, n_items) rows, empty rows included (zero embeddings)."""
-    rows = sp.csr_matrix(rows, dtype=np.float32)
-    with torch.no_grad():
-        parts = [
-            model.encode(rows[s : s + batch_size]) for s in range(0, rows.shape[0], batch_size)
-        ]
-    return torch.cat(parts).float()
-
-
-def _top_n(
-    scores: torch.Tensor,
-    seen: sp.csr_matrix | None,
-    N: int,
-    filter_items: Any = None,
-    items: Any = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Best-first ``(ids, scores)`` per row of (n, m) ``scores`` (modified in place).
-
-    ``seen`` (n, m) and ``filter_items`` are excluded; ``items`` restricts the candidates.
-    Rows with fewer than N candidates are padded with id -1 / score -inf.
-    """
-    if N < 1:
-        raise InputError(f"N must be >= 1, got {N}")
-    n_cols = scores.shape[1]
-    if seen is not None and seen.nnz:
-        seen = seen.tocsr()
-        rows = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
-        scores[torch.from_numpy(rows), torch.from_numpy(seen.indices.astype(np.int64))] = -torch.inf
-    if filter_items is not None and len(filter_items):
-        excluded = np.asarray(filter_items, dtype=np.int64)
-        _check_ids(excluded, n_cols, "item")
-        scores[:, torch.from_numpy(excluded)] = -torch.inf
-    candidates = None
-    if items is not None:
-        candidates = np.unique(np.asarray(items, dtype=np.int64))
-        _check_ids(candidates, n_cols, "item")
-        scores = scores[:, torch.from_numpy(candidates)]
-    k = min(N, scores.shape[1])
-    values, ids = torch.topk(scores, k, dim=1)
-    ids, values = ids.numpy(), values.numpy()
-    if candidates is not None:
-        ids = candidates[ids]
-    ids = np.where(np.isneginf(values), -1, ids)
-    return ids, values

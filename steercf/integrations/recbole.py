@@ -63,12 +63,11 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, ModelType, get_trainer, init_seed
 
 from steercf.errors import InputError, UnknownIdError
-from steercf.integrations import build_knobs, is_steerable, score_rows
-from steercf.models import EASE, ELSA
+from steercf.integrations import build_knobs
+from steercf.models import EASE, ELSA, SplicedRecommender
 from steercf.models.base import Recommender
 from steercf.sae import TrainConfig
-from steercf.spliced import SplicedRecommender
-from steercf.steering import Knob
+from steercf.steering import Knob, recommend_rows, score_rows
 
 __all__ = [
     "RecBoleRun",
@@ -167,33 +166,31 @@ class SteerCFRecommender(GeneralRecommender):
         steer_latents: dict[int, float] | None = None,
         knobs: Sequence[Knob] | None = None,
         steer_rule: str = "convex",
+        filter_items: Sequence[int] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-N items (RecBole-internal ids) from each user's training history,
         optionally steered.
 
-        The history and the padding item are never recommended. Steering (one knob per
+        The history, the padding item and ``filter_items`` (RecBole-internal item ids)
+        are never recommended; a user with fewer than N candidates gets fewer, padded
+        with id -1 / score -inf in a batch (:func:`steercf.ranking.top_n`). Steering (one knob per
         ``{latent: strength}`` entry plus ``knobs``, see :mod:`steercf.steering`) needs a
         spliced model.
 
         Returns:
-            ``(ids, scores)``, each (n_users, N), best first.
+            ``(ids, scores)``, each (n_users, width), best first.
         """
         users = _as_index(user_ids, self.n_users, "user")
         rows = self.interaction_matrix[users]
-        scores = score_rows(
+        return recommend_rows(
             self.steercf_model,
             rows,
+            N,
             build_knobs(steer_latents, knobs),
             steer_rule,
+            filter_items=[0, *(filter_items if filter_items is not None else [])],  # 0: padding
             empty_scores=self._empty_scores,
         )
-        scores[:, 0] = -torch.inf
-        nz_rows = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
-        scores[
-            torch.from_numpy(nz_rows), torch.from_numpy(rows.indices.astype(np.int64))
-        ] = -torch.inf
-        values, ids = torch.topk(scores, min(N, self.n_items - 1), dim=1)
-        return ids.numpy(), values.numpy()
 
     def steer(
         self,
@@ -204,7 +201,7 @@ class SteerCFRecommender(GeneralRecommender):
         N: int = 10,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Steered top-N (RecBole-internal item ids); see :meth:`recommend`."""
-        if not is_steerable(self.steercf_model):
+        if not isinstance(self.steercf_model, SplicedRecommender):
             raise InputError(f"{type(self).__name__} has no SAE to steer; use a spliced model")
         if not (knobs or steer_latents):
             raise InputError("give knobs or steer_latents to steer")

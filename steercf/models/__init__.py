@@ -4,7 +4,21 @@ from steercf.models.base import CFAE, Recommender, load_model
 from steercf.models.ease import EASE
 from steercf.models.elsa import ELSA
 from steercf.models.popularity import Popularity
+from steercf.models.spliced import SparseCode, SparseEncoding, SplicedRecommender
 
-MODEL_KINDS: dict[str, type[Recommender]] = {m.kind: m for m in (ELSA, EASE, Popularity)}
+MODEL_KINDS: dict[str, type[Recommender]] = {
+    m.kind: m for m in (ELSA, EASE, Popularity, SplicedRecommender)
+}
 
-__all__ = ["CFAE", "EASE", "ELSA", "MODEL_KINDS", "Popularity", "Recommender", "load_model"]
+__all__ = [
+    "CFAE",
+    "EASE",
+    "ELSA",
+    "MODEL_KINDS",
+    "Popularity",
+    "Recommender",
+    "SparseCode",
+    "SparseEncoding",
+    "SplicedRecommender",
+    "load_model",
+]

@@ -8,6 +8,7 @@ autoencoder is spliced in.
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from abc import ABC, abstractmethod
@@ -17,8 +18,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from steercf.data.rows import one_hot_items
 from steercf.errors import InputError, ModelFileError
-from steercf.io import load_model_dir, save_model_dir
+from steercf.io import load_model_dir, save_model_dir, tensor_fingerprint
+from steercf.ranking import top_n
 
 # torch warns on every CSR tensor that the layout is "beta"; we rely only on sparse.mm.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -60,7 +63,12 @@ def as_user_rows(
         raise InputError(f"{name} contains negative values; interactions must be >= 0")
     if rows.shape[0] == 0:
         raise InputError(f"{name} has no rows")
-    rows.eliminate_zeros()
+    if not rows.has_canonical_format or (rows.data == 0).any():
+        # repeated (user, item) entries add up, stored zeros are no interaction; on a
+        # copy, never on the caller's matrix
+        rows = rows.copy()
+        rows.sum_duplicates()
+        rows.eliminate_zeros()
     if not allow_empty:
         empty = np.flatnonzero(np.diff(rows.indptr) == 0)
         if len(empty):
@@ -84,34 +92,6 @@ def csr_to_torch(rows: sp.csr_matrix, device: str | torch.device = "cpu") -> tor
     )
 
 
-def top_n(
-    scores: torch.Tensor,
-    seen: sp.csr_matrix | None,
-    N: int,
-    filter_items: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-N item indices per row with seen and filtered items excluded.
-
-    Args:
-        scores: (n_users, n_items) float scores; modified in place.
-        seen: (n_users, n_items) items to exclude per user, or None.
-        N: list length (capped at the item count).
-        filter_items: (m,) item indices excluded for every user.
-
-    Returns:
-        ``(ids, scores)``, both (n_users, N), best first.
-    """
-    if N < 1:
-        raise InputError(f"N must be >= 1, got {N}")
-    if seen is not None and seen.nnz:
-        rows = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
-        scores[torch.from_numpy(rows), torch.from_numpy(seen.indices.astype(np.int64))] = -torch.inf
-    if filter_items is not None and len(filter_items):
-        scores[:, torch.as_tensor(np.asarray(filter_items, dtype=np.int64))] = -torch.inf
-    values, ids = torch.topk(scores, min(N, scores.shape[1]), dim=1)
-    return ids.cpu().numpy(), values.cpu().numpy()
-
-
 class Recommender(ABC):
     """Base recommender: fit on a CSR matrix, score and recommend for batches of rows.
 
@@ -121,6 +101,48 @@ class Recommender(ABC):
 
     kind: ClassVar[str]
     n_items_: int
+    # settings that say where and how verbosely to run, not what the model is: never
+    # written to a model file
+    RUNTIME_PARAMS: ClassVar[tuple[str, ...]] = ("device", "progress")
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The ``__init__`` parameters, in order (scikit-learn's ``get_params`` idea:
+        one list of a model's settings, read off its signature)."""
+        signature = inspect.signature(cls.__init__)
+        return [
+            name
+            for name, p in signature.parameters.items()
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+
+    @classmethod
+    def param_defaults(cls) -> dict[str, Any]:
+        """``{parameter: default}`` of ``__init__`` (parameters without a default left out)."""
+        signature = inspect.signature(cls.__init__)
+        return {
+            name: signature.parameters[name].default
+            for name in cls.param_names()
+            if signature.parameters[name].default is not inspect.Parameter.empty
+        }
+
+    def get_params(self) -> dict[str, Any]:
+        """``{parameter: value}`` of every ``__init__`` parameter."""
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    def saved_params(self) -> dict[str, Any]:
+        """:meth:`get_params` without the runtime settings, JSON-ready (tuples as lists)."""
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in self.get_params().items()
+            if name not in self.RUNTIME_PARAMS
+        }
+
+    @classmethod
+    def from_saved_params(cls, config: dict[str, Any]) -> Recommender:
+        """An unfitted model from a saved config: known parameters taken, the rest (and
+        parameters that an older file lacks) left at their defaults."""
+        return cls(**{name: config[name] for name in cls.param_names() if name in config})
 
     @abstractmethod
     def fit(self, user_items: sp.csr_matrix, val_user_items: sp.csr_matrix | None = None):
@@ -150,13 +172,25 @@ class Recommender(ABC):
             filter_items: item indices never recommended.
 
         Returns:
-            ``(ids, scores)``, each (n_users, N), best first.
+            ``(ids, scores)``, each (n_users, width), best first: ``width`` is N, or fewer
+            when no user has N unseen candidates; a row with fewer candidates than the
+            others ends in id -1 / score -inf (:func:`steercf.ranking.top_n`).
         """
         self._check_fitted()
         rows = as_user_rows(user_items, self.n_items_)
         with torch.no_grad():
             scores = self.score(rows)
         return top_n(scores, rows if filter_seen else None, N, filter_items)
+
+    def fingerprint(self) -> str:
+        """``kind:hash`` of the fitted tensors: two models with equal fingerprints score
+        alike (a scoring run checks it before resuming)."""
+        self._check_fitted()
+        return f"{self.kind}:{tensor_fingerprint(self._tensors())}"
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        """Every fitted tensor by name (what :meth:`fingerprint` hashes)."""
+        return self._state()[1]
 
     def to(self, device: str | torch.device) -> Recommender:
         """Move the fitted state to ``device`` (in place; returns ``self``).
@@ -206,31 +240,48 @@ class Recommender(ABC):
 
 
 class CFAE(Recommender):
-    """A collaborative autoencoder: ``score(x) = decode(encode(x))``."""
+    """A collaborative autoencoder: ``score(x) = decode(encode(x))``.
 
-    d_: int  # embedding width
+    ``encode`` returns one object per batch and ``decode`` takes exactly that object: a
+    (n_users, d_) tensor for the dense models, a
+    :class:`~steercf.models.spliced.SparseEncoding` for a spliced one.
+    """
+
+    d_: int  # embedding width (for a spliced model: its number of latents)
 
     @abstractmethod
-    def encode(self, user_items: UserRows) -> torch.Tensor:
-        """(n_users, n_items) rows -> (n_users, d_) float32 embeddings."""
+    def encode(self, user_items: UserRows) -> Any:
+        """(n_users, n_items) rows -> the users' encoding ((n_users, d_) embeddings)."""
 
     @abstractmethod
-    def decode(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """(n_users, d_) embeddings -> (n_users, n_items) float32 item scores."""
+    def decode(self, encoding: Any) -> torch.Tensor:
+        """What :meth:`encode` returned -> (n_users, n_items) float32 item scores."""
 
     def score(self, user_items: sp.csr_matrix) -> torch.Tensor:
         return self.decode(self.encode(user_items))
+
+    def user_vectors(self, user_items: UserRows, batch_size: int = 4096) -> torch.Tensor:
+        """(n, d) dense float32 embeddings of user rows, empty rows included (zeros);
+        what user-user similarity compares."""
+        self._check_fitted()
+        rows = as_user_rows(user_items, self.n_items_, allow_empty=True)
+        with torch.no_grad():
+            parts = [
+                self.encode(rows[s : s + batch_size]) for s in range(0, rows.shape[0], batch_size)
+            ]
+        return torch.cat(parts).float()
+
+    def item_vectors(self) -> torch.Tensor:
+        """(n_items, d) float32 item vectors (the embedding of each item's one-hot row);
+        what item-item similarity compares."""
+        return self.user_vectors(one_hot_items(self.n_items_))
 
 
 def load_model(path: str | os.PathLike) -> Recommender:
     """Load any steercf recommender from its directory, dispatching on the stored kind."""
     from steercf.models import MODEL_KINDS  # late import: the registry imports the models
 
-    kind, config, tensors = load_model_dir(path, (*MODEL_KINDS, "Spliced"))
-    if kind == "Spliced":
-        from steercf.spliced import SplicedRecommender  # builds on the models, not vice versa
-
-        return SplicedRecommender._from_parts(config, path)
+    kind, config, tensors = load_model_dir(path, tuple(MODEL_KINDS))
     return _restore(MODEL_KINDS[kind], config, tensors, path)
 
 

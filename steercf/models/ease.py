@@ -130,15 +130,21 @@ class EASE(CFAE):
             return embeddings @ self.weights_
         return embeddings @ self.decoder_.T
 
+    def item_vectors(self) -> torch.Tensor:
+        """(n_items, d) item vectors: the low-rank encoder's rows, or for full rank each
+        item's row of B (its one-hot embedding would be the identity)."""
+        self._check_fitted()
+        return (self.weights_ if self.rank is None else self.encoder_).float()
+
     def _state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        config = {"l2": self.l2, "rank": self.rank, "seed": self.seed, "n_items": self.n_items_}
+        config = {**self.saved_params(), "n_items": self.n_items_}
         if self.rank is None:
             return config, {"weights": self.weights_}
         return config, {"encoder": self.encoder_, "decoder": self.decoder_}
 
     @classmethod
     def _from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor], path) -> EASE:
-        model = cls(l2=config["l2"], rank=config["rank"], seed=config["seed"])
+        model = cls.from_saved_params(config)
         n, rank = config["n_items"], config["rank"]
         if rank is None:
             require_tensors(tensors, {"weights": (n, n)}, path)

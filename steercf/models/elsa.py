@@ -24,11 +24,11 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from steercf.data.rows import thin_rows
 from steercf.distributed import Collective
 from steercf.errors import InputError
 from steercf.evaluation import monitor_hold_out, ndcg_at_k, parse_monitor, recall_at_k
 from steercf.io import require_tensors
-from steercf.data.rows import thin_rows
 from steercf.models.base import CFAE, UserRows, as_user_rows, csr_to_torch
 from steercf.ranking import top_n
 
@@ -308,7 +308,7 @@ class ELSA(CFAE):
         self.epochs = epochs
         self.patience = patience
         self.input_dropout = input_dropout
-        self.betas = betas
+        self.betas = tuple(betas)  # a saved config holds a list
         self.monitor = monitor
         self.init = init
         self.init_l2 = init_l2
@@ -453,45 +453,18 @@ class ELSA(CFAE):
             raise InputError(f"embeddings must be (n, {self.d_}), got {tuple(embeddings.shape)}")
         return embeddings @ self.items_.T
 
+    def item_vectors(self) -> torch.Tensor:
+        """(n_items, factors) the unit-norm item rows of ``A`` (each item's embedding)."""
+        self._check_fitted()
+        return self.items_.float()
+
     def _state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        config = {
-            "factors": self.factors,
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "epochs": self.epochs,
-            "patience": self.patience,
-            "input_dropout": self.input_dropout,
-            "betas": list(self.betas),
-            "monitor": self.monitor,
-            "init": self.init,
-            "init_l2": self.init_l2,
-            "init_scale": self.init_scale,
-            "init_rank": self.init_rank,
-            "init_quantile": self.init_quantile,
-            "seed": self.seed,
-            "n_items": self.n_items_,
-        }
-        return config, {"items": self.items_}
+        return {**self.saved_params(), "n_items": self.n_items_}, {"items": self.items_}
 
     @classmethod
     def _from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor], path) -> ELSA:
         require_tensors(tensors, {"items": (config["n_items"], config["factors"])}, path)
-        model = cls(
-            factors=config["factors"],
-            lr=config["lr"],
-            batch_size=config["batch_size"],
-            epochs=config["epochs"],
-            patience=config["patience"],
-            input_dropout=config["input_dropout"],
-            betas=tuple(config["betas"]),
-            monitor=config.get("monitor", "loss"),
-            init=config.get("init", "random"),
-            init_l2=config.get("init_l2", 300.0),
-            init_scale=config.get("init_scale", 3.0),
-            init_rank=config.get("init_rank", 128),
-            init_quantile=config.get("init_quantile", 0.95),
-            seed=config["seed"],
-        )
+        model = cls.from_saved_params(config)
         model.items_ = tensors["items"].float()
         model.n_items_, model.d_ = config["n_items"], config["factors"]
         return model

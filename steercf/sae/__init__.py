@@ -21,9 +21,12 @@ from steercf.sae.metrics import (
     sae_metrics,
 )
 from steercf.sae.model import SAEOutput, SparseAutoencoder, as_rows, geometric_median
+from steercf.sae.steer import RULES, Knob, check_knobs, edit_codes, steer_codes
 from steercf.sae.trainer import TrainResult, auxk_loss, reconstruction_loss, train_sae
 
 __all__ = [
+    "RULES",
+    "Knob",
     "SAEConfig",
     "SAEOutput",
     "SparseAutoencoder",
@@ -32,10 +35,13 @@ __all__ = [
     "activation_counts",
     "as_rows",
     "auxk_loss",
+    "check_knobs",
+    "edit_codes",
     "geometric_median",
     "latent_density",
     "plot_latent_density",
     "reconstruction_loss",
     "sae_metrics",
+    "steer_codes",
     "train_sae",
 ]

@@ -189,11 +189,14 @@ class TextSAE:
 
     @torch.no_grad()
     def query_code(self, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(codes (n_latents,), pre_activations (n_latents,))`` of one embedding (d,)."""
+        """``(codes (n_latents,), pre_activations (n_latents,))`` of one embedding (d,).
+
+        The codes come from the same ``sae.encode`` as every document's (refit
+        included), so a query and a document with equal embeddings get equal codes."""
         x = torch.as_tensor(np.asarray(vector, np.float32).reshape(1, -1))
+        codes, _, _ = self.sae.encode(x)
         x_std, _, _ = self.sae.standardize(x)
-        pre = self.sae.encode_pre(x_std)
-        return self.sae.activate(pre)[0].numpy(), pre[0].numpy()
+        return codes[0].numpy(), self.sae.encode_pre(x_std)[0].numpy()
 
     # ------------------------------------------------------------------ labels
     def set_labels(

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from steercf.errors import InputError
+from steercf.sae.steer import edit_codes
 from steercf.text.analysis import doc_similarity
 from steercf.text.embed import Embedder, Embeddings
 from steercf.text.model import TextSAE
@@ -105,7 +106,6 @@ class SteerableSearch:
         sae = self.model.sae
         x = torch.as_tensor(q.reshape(1, -1))
         codes, mean, std = sae.encode(x)
-        edited = codes.clone()
         strengthen_f = _as_factors(strengthen, 2.0)
         weaken_f = _as_factors(weaken, 0.0)
         add_v = (
@@ -123,15 +123,14 @@ class SteerableSearch:
                 raise InputError(
                     f"latent {j} is not active for this query: use add= to switch it on"
                 )
-            edited[0, j] = codes[0, j] * f
         for j, f in weaken_f.items():
             if not 0 <= f < 1:
                 raise InputError(f"weaken factor for latent {j} must lie in [0, 1), got {f}")
-            edited[0, j] = codes[0, j] * f
         for j, v in add_v.items():
             if v < 0:
                 raise InputError(f"added activation for latent {j} must be >= 0, got {v}")
-            edited[0, j] = v
+        # the code-editing step shared with recommender steering (steercf.sae.steer)
+        edited = edit_codes(codes, scale={**strengthen_f, **weaken_f}, assign=add_v)
         delta = sae.decode(edited, mean, std) - sae.decode(codes, mean, std)
         return (x + delta)[0].numpy()
 

@@ -8,21 +8,21 @@ out of thousands, which later modules label with concepts and steer.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from steercf.data.rows import one_hot_items, thin_rows
 from steercf.distributed import Collective
 from steercf.errors import InputError, ModelFileError
 from steercf.evaluation import monitor_hold_out, ndcg_at_k, parse_monitor, recall_at_k
-from steercf.io import load_model_dir, save_model_dir
-from steercf.models.base import CFAE, Recommender, UserRows, as_user_rows, top_n
-from steercf.models.elsa import thin_rows
+from steercf.io import load_model_dir, save_model_dir, tensor_fingerprint
+from steercf.models.base import CFAE, UserRows, as_user_rows
+from steercf.ranking import top_n
 from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig, activation_counts, train_sae
 
 
@@ -47,13 +47,41 @@ class SparseCode:
         ]
 
 
-def tensor_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
-    """Content hash of a model's tensors: ties an SAE to the exact CFAE it was trained on."""
-    digest = hashlib.sha1()
-    for name in sorted(tensors):
-        digest.update(name.encode())
-        digest.update(tensors[name].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+# The spliced model's SAE unless told otherwise (over SAEConfig's own defaults): the
+# published TopK shape, with the refit (least-squares activations on the encoder's
+# support at inference) on: on ML-100K it turned a 0.010 Recall@20 loss against the
+# base into none (benchmarks/sae.py, refit=on vs off).
+SAE_DEFAULTS: dict[str, Any] = {"k": 16, "expansion": 8, "refit": True}
+
+
+@dataclass(frozen=True)
+class SparseEncoding:
+    """What :meth:`SplicedRecommender.encode` gives and :meth:`SplicedRecommender.decode`
+    takes: the users' SAE codes and the per-user standardisation the SAE undoes.
+
+    Attributes:
+        codes: (n_users, n_latents) non-negative activations (zero where inactive).
+        mean: (n_users, 1) per-user embedding mean removed before encoding.
+        std: (n_users, 1) per-user embedding scale divided out before encoding.
+    """
+
+    codes: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def with_codes(self, codes: torch.Tensor) -> SparseEncoding:
+        """The same users with edited (n_users, n_latents) codes (e.g. steered)."""
+        if codes.shape != self.codes.shape:
+            raise InputError(f"codes must be {tuple(self.codes.shape)}, got {tuple(codes.shape)}")
+        return replace(self, codes=codes)
+
+    def __getitem__(self, rows: int | slice) -> SparseEncoding:
+        """The encoding of a subset of users (an int keeps the row dimension)."""
+        index = slice(rows, rows + 1) if isinstance(rows, int) else rows
+        return SparseEncoding(self.codes[index], self.mean[index], self.std[index])
+
+    def __len__(self) -> int:
+        return self.codes.shape[0]
 
 
 def augmented_rows(
@@ -77,8 +105,11 @@ def augmented_rows(
     return sp.vstack(parts, format="csr")
 
 
-class SplicedRecommender(Recommender):
+class SplicedRecommender(CFAE):
     """A trained CFAE with an SAE between encoder and decoder.
+
+    A CFAE itself: :meth:`encode` gives a :class:`SparseEncoding` (the users' sparse
+    codes), :meth:`decode` takes it back to item scores, ``d_`` is the number of latents.
 
     Args:
         base: a CFAE (ELSA, or EASE with ``rank`` set); fitted in :meth:`fit` if it is not.
@@ -107,8 +138,10 @@ class SplicedRecommender(Recommender):
         progress: bool = True,
         monitor: str = "loss",
     ) -> None:
-        if not isinstance(base, CFAE):
-            raise InputError(f"base must be a CFAE (ELSA or EASE), got {type(base).__name__}")
+        if not isinstance(base, CFAE) or isinstance(base, SplicedRecommender):
+            raise InputError(
+                f"base must be a dense CFAE (ELSA or low-rank EASE), got {type(base).__name__}"
+            )
         self.base = base
         self.sae_config = sae_config
         self.train_config = train_config
@@ -160,6 +193,7 @@ class SplicedRecommender(Recommender):
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.n_items_ = self.base.n_items_
+        self.d_ = self.sae_.config.n_latents
         return self
 
     def _ranking_score(self, val: sp.csr_matrix):
@@ -171,7 +205,9 @@ class SplicedRecommender(Recommender):
         measure = recall_at_k if metric == "recall" else ndcg_at_k
 
         def score(sae: SparseAutoencoder) -> float:
-            ranked, _ = top_n(self.base.decode(sae.decode(*sae.encode(z_given))), given, k)
+            ranked, _ = top_n(
+                self._decode_with(sae, SparseEncoding(*sae.encode(z_given))), given, k
+            )
             return float(measure(ranked, target, k).mean())
 
         return score
@@ -180,10 +216,7 @@ class SplicedRecommender(Recommender):
         given = self.sae_config
         if isinstance(given, SAEConfig):
             given = given.to_dict()
-        # refit: least-squares activations on the encoder's support at inference; on
-        # ML-100K it turned a 0.010 Recall@20 loss against the base into none
-        # (benchmarks/sae.py, refit=on vs off).
-        settings = {"k": 16, "expansion": 8, "refit": True, **(given or {})}
+        settings = {**SAE_DEFAULTS, **(given or {})}
         if settings.get("d_in", self.base.d_) != self.base.d_:
             raise InputError(
                 f"SAE d_in {settings['d_in']} does not match the base embedding width {self.base.d_}"
@@ -191,68 +224,122 @@ class SplicedRecommender(Recommender):
         settings["d_in"] = self.base.d_
         return SAEConfig.from_dict(settings)
 
-    def _embed(self, rows: sp.csr_matrix, batch_size: int = 4096) -> torch.Tensor:
-        with torch.no_grad():
-            parts = [
-                self.base.encode(rows[s : s + batch_size])
-                for s in range(0, rows.shape[0], batch_size)
-            ]
-        return torch.cat(parts)
+    def _embed(self, rows: sp.csr_matrix) -> torch.Tensor:
+        """(n, d) the base CFAE's embeddings of (n, n_items) rows: the SAE's input."""
+        return self.base.user_vectors(rows)
 
     # ---- inference -----------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "sae_"):
             raise InputError("SplicedRecommender is not fitted yet; call fit() first")
 
-    def encode(self, user_items: UserRows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def encode(self, user_items: UserRows) -> SparseEncoding:
         """SAE codes of user rows.
 
         Args:
             user_items: (n_users, n_items).
 
         Returns:
-            ``(codes (n, n_latents), mean (n, 1), std (n, 1))``; pass all three to
-            :meth:`decode` (the SAE standardises each embedding and undoes it after).
+            a :class:`SparseEncoding` ((n, n_latents) codes plus the per-user
+            standardisation); :meth:`decode` takes it back to item scores.
         """
         self._check_fitted()
         rows = as_user_rows(user_items, self.n_items_, allow_empty=True)
         with torch.no_grad():
-            return self.sae_.encode(self.base.encode(rows))
+            return SparseEncoding(*self.sae_.encode(self.base.encode(rows)))
 
-    def decode(self, codes: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-        """(n, n_latents) codes -> (n, n_items) item scores through the SAE decoder and
-        the CFAE decoder."""
+    def decode(self, encoding: SparseEncoding) -> torch.Tensor:
+        """A :class:`SparseEncoding` (possibly with edited codes) -> (n, n_items) item
+        scores through the SAE decoder and the CFAE decoder."""
         self._check_fitted()
+        if not isinstance(encoding, SparseEncoding):
+            raise InputError(
+                "decode takes the SparseEncoding that encode returned, got "
+                f"{type(encoding).__name__}"
+            )
         with torch.no_grad():
-            return self.base.decode(self.sae_.decode(codes, mean, std))
+            return self._decode_with(self.sae_, encoding)
 
-    def score(self, user_items: sp.csr_matrix) -> torch.Tensor:
-        return self.decode(*self.encode(user_items))
+    def _decode_with(self, sae: SparseAutoencoder, encoding: SparseEncoding) -> torch.Tensor:
+        return self.base.decode(sae.decode(encoding.codes, encoding.mean, encoding.std))
 
     def sparse_code(self, user_items: UserRows, top: int | None = None) -> SparseCode:
         """The active latents of each user, strongest first (``top`` per row; default k)."""
-        codes, _, _ = self.encode(user_items)
+        return self.sparse_code_of(self.encode(user_items), top)
+
+    @staticmethod
+    def sparse_code_of(encoding: SparseEncoding, top: int | None = None) -> SparseCode:
+        """:class:`SparseCode` of an encoding: ``top`` strongest latents per row (default:
+        the most active in any row)."""
+        codes = encoding.codes
         if top is None:
             top = max(int((codes > 0).sum(1).max()), 1)
         values, indices = codes.topk(min(top, codes.shape[1]), dim=1)
         return SparseCode(values.numpy(), indices.numpy())
 
-    def recommend_from_codes(
-        self,
-        codes: torch.Tensor,
-        mean: torch.Tensor,
-        std: torch.Tensor,
-        seen: sp.csr_matrix | None,
-        N: int = 20,
-        filter_items: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-N from (possibly edited) codes; ``seen`` (n, n_items) stays masked."""
-        return top_n(self.decode(codes, mean, std), seen, N, filter_items)
-
-    def item_embeddings(self) -> torch.Tensor:
-        """(n_items, d) the base CFAE's embedding of each item's one-hot row."""
+    # ---- what steering, explanations and the explorer read ----------------------------
+    def latent_directions(self) -> torch.Tensor:
+        """(n_latents, d) the SAE decoder rows: each latent's direction in the base
+        CFAE's (standardised) embedding space, unit norm."""
         self._check_fitted()
-        return self._embed(sp.identity(self.n_items_, format="csr", dtype=np.float32))
+        return self.sae_.W_dec.detach()
+
+    def latent_item_effects(self, latents: np.ndarray | None = None) -> torch.Tensor:
+        """What one unit of each latent adds to every item's score (both decoders are
+        linear): ``dec(W_dec[n])``, before the per-user scale.
+
+        Args:
+            latents: (m,) latent ids; default all.
+
+        Returns:
+            (m, n_items) float32, or (n_latents, n_items).
+        """
+        self._check_fitted()
+        directions = self.sae_.W_dec if latents is None else self.sae_.W_dec[latents]
+        with torch.no_grad():
+            return self.base.decode(directions)
+
+    def latent_contributions(self, encoding: SparseEncoding, items: np.ndarray) -> torch.Tensor:
+        """How much each latent adds to each listed item's score, for one user.
+
+        An item's score splits exactly into one term per active latent,
+        ``e_n * std * dec(W_dec[n])_i``, plus a bias term from the SAE's decoder bias and
+        the user's embedding mean (not included).
+
+        Args:
+            encoding: one user's (possibly steered) encoding (1 row).
+            items: (m,) item indices.
+
+        Returns:
+            (n_latents, m) contributions; zero rows for inactive latents.
+        """
+        codes, std = encoding.codes[0], encoding.std[0]
+        active = torch.nonzero(codes).flatten()
+        out = torch.zeros(codes.shape[0], len(items))
+        if len(active):
+            effects = self.latent_item_effects(active.numpy())  # (n_active, n_items)
+            scaled = effects[:, torch.as_tensor(np.asarray(items, dtype=np.int64))]
+            out[active] = scaled * (codes[active, None] * std.reshape(1, 1))
+        return out
+
+    def item_codes(self, batch_size: int = 2048) -> torch.Tensor:
+        """(n_items, n_latents) float32 codes of every single-item history (what the
+        concept mappings read)."""
+        eye = one_hot_items(self.n_items_)
+        parts = [
+            self.encode(eye[s : s + batch_size]).codes for s in range(0, eye.shape[0], batch_size)
+        ]
+        return torch.cat(parts).float()
+
+    def item_vectors(self) -> torch.Tensor:
+        """(n_items, d) the base CFAE's item vectors (see :meth:`CFAE.item_vectors`)."""
+        self._check_fitted()
+        return self.base.item_vectors()
+
+    def user_vectors(self, user_items: UserRows) -> torch.Tensor:
+        """(n, d) the base CFAE's dense embeddings of user rows (empty rows: zeros)."""
+        self._check_fitted()
+        return self.base.user_vectors(user_items)
 
     def dead_latents(self, user_items: sp.csr_matrix) -> np.ndarray:
         """(n_latents,) bool: latents active on no row of ``user_items`` (e.g. the training
@@ -260,8 +347,18 @@ class SplicedRecommender(Recommender):
         self._check_fitted()
         rows = as_user_rows(user_items, self.n_items_, allow_empty=True)
         fired = activation_counts(self.sae_, self._embed(rows))
-        fired += activation_counts(self.sae_, self.item_embeddings())
+        fired += activation_counts(self.sae_, self._embed(one_hot_items(self.n_items_)))
         return fired == 0
+
+    def sae_fingerprint(self) -> str:
+        """Content hash of the SAE's weights (labels saved beside a model carry it)."""
+        self._check_fitted()
+        return tensor_fingerprint(self.sae_.state_dict())
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {f"base.{k}": v for k, v in self.base._tensors().items()}
+        tensors.update({f"sae.{k}": v for k, v in self.sae_.state_dict().items()})
+        return tensors
 
     @property
     def n_latents(self) -> int:
@@ -296,12 +393,18 @@ class SplicedRecommender(Recommender):
         return cls._from_parts(config, path)
 
     @classmethod
+    def _from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor], path):
+        """The spliced directory holds no tensors of its own: read ``base/`` and ``sae/``."""
+        return cls._from_parts(config, path)
+
+    @classmethod
     def _from_parts(cls, config: dict[str, Any], path) -> SplicedRecommender:
-        from steercf.models import MODEL_KINDS
+        from steercf.models import MODEL_KINDS  # the registry imports this module
 
         path = os.fspath(path)
         base_kind, base_config, base_tensors = load_model_dir(
-            os.path.join(path, "base"), tuple(k for k in MODEL_KINDS if k != "Popularity")
+            os.path.join(path, "base"),
+            tuple(k for k in MODEL_KINDS if k not in ("Popularity", cls.kind)),
         )
         try:
             if base_kind != config["base_kind"]:
@@ -347,5 +450,6 @@ class SplicedRecommender(Recommender):
         model = cls(base, sae.config, **kwargs)
         model.sae_ = sae.eval()
         model.n_items_ = base.n_items_
+        model.d_ = sae.config.n_latents
         model.metadata_ = metadata or {}
         return model

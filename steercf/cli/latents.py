@@ -1,0 +1,242 @@
+"""``steercf train-sae|concepts|latents|latent|steer|explain``: splice an SAE in, then
+read, label and turn its latents."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steercf.cli.common import (
+    add_command,
+    add_config_flags,
+    add_parallel_args,
+    add_saved_model_args,
+    config_values,
+    load_saved,
+    parallel,
+)
+from steercf.cli.models import add_steering_args, knobs_from_specs
+from steercf.concepts import (
+    concepts_report,
+    format_latent,
+    format_latents,
+    format_reports,
+    label_model,
+    load_labels,
+    plot_reports,
+    save_labels,
+)
+from steercf.concepts.labels import LABELS_FILE
+from steercf.data import InteractionData
+from steercf.errors import InputError
+from steercf.models import CFAE, EASE, SplicedRecommender
+from steercf.models.spliced import SAE_DEFAULTS
+from steercf.runs import Run
+from steercf.sae import SAEConfig, TrainConfig
+from steercf.sae.config import ACTIVATIONS, LOSSES
+from steercf.steering import ConceptKnobs, compare, explain_items, user_concepts
+
+SAE_FLAGS = ("k", "expansion", "activation", "refit")
+TRAIN_FLAGS = ("loss", "aux_coef", "lr", "batch_size", "max_epochs", "patience")
+
+
+def cmd_train_sae(args: argparse.Namespace) -> None:
+    group, device = parallel(args)
+    run = load_saved(args)
+    base = run.model
+    if not isinstance(base, CFAE) or isinstance(base, SplicedRecommender):
+        raise InputError(
+            f"{args.model_dir} holds a {base.kind}; train-sae needs ELSA or low-rank EASE"
+        )
+    if isinstance(base, EASE) and base.rank is None:
+        raise InputError("EASE without rank has no bottleneck; train it with --param rank=256")
+    train_config = TrainConfig(
+        **config_values(args, TRAIN_FLAGS),
+        seed=run.split.seed if args.seed is None else args.seed,
+        device=str(device),
+        progress=not args.quiet,
+    )
+    model = SplicedRecommender(
+        base.to(device),
+        config_values(args, SAE_FLAGS),
+        train_config,
+        augment=args.augment,
+        seed=train_config.seed,
+        monitor=args.monitor,
+    ).fit(run.split.train, run.split.val_full, group=group)
+    model.to("cpu")  # labelling below reads tensors as numpy arrays
+    if not group.is_main:  # every rank holds the same model; one writes it
+        group.barrier()
+        return
+    model.save(args.out, metadata=dict(base.metadata_))
+    # label latents now so they travel with the model (`steercf latents` reads them)
+    save_labels(args.out, label_model(model, run.data, train_users=run.split.train_users))
+    final = model.history_[model.best_epoch_]
+    print(
+        f"saved {base.kind}+SAE ({model.n_latents} latents, k={args.k}) to {args.out}; "
+        f"best epoch {model.best_epoch_}, val cosine {final.get('val_cosine', float('nan')):.4f}"
+    )
+    group.barrier()
+
+
+def cmd_concepts(args: argparse.Namespace) -> None:
+    run = load_saved(args, spliced=True)
+    reports = concepts_report(
+        run.model, run.data, sources=args.source, train_users=run.split.train_users
+    )
+    print(format_reports(reports, titles=run.data.titles(np.arange(run.data.n_items))))
+    if args.plot:
+        print(f"plots: {plot_reports(reports, args.plot, title=run.data.name)}")
+
+
+def stored_labels(args: argparse.Namespace, run: Run | None = None):
+    """Labels stored with the model, computed and stored on first use."""
+    if (Path(args.model_dir) / LABELS_FILE).exists():
+        return load_labels(args.model_dir)
+    run = run or load_saved(args, spliced=True)
+    labels = label_model(run.model, run.data, train_users=run.split.train_users)
+    save_labels(args.model_dir, labels)
+    return labels
+
+
+def cmd_latents(args: argparse.Namespace) -> None:
+    print(format_latents(stored_labels(args), top=args.top, dead=args.dead))
+
+
+def cmd_latent(args: argparse.Namespace) -> None:
+    print(format_latent(stored_labels(args), args.latent))
+
+
+def _user_row(data: InteractionData, user: str):
+    row = int(np.atleast_1d(data.user_index(np.asarray([user], dtype=object)))[0])
+    return data.matrix[row]
+
+
+def _latent_text(labels: Any, latent: int) -> str:
+    return labels[latent].text if labels is not None else f"latent {latent}"
+
+
+def cmd_steer(args: argparse.Namespace) -> None:
+    run = load_saved(args, spliced=True)
+    model, data = run.model, run.data
+    knobs = knobs_from_specs(run, args.concept, args)
+    history = _user_row(data, args.user)
+    result = compare(model, history, knobs, rule=args.rule, N=args.n)
+    labels = stored_labels(args, run)
+    turned = ", ".join(
+        f"{k.name} {k.strength:+.2f} (latents {', '.join(map(str, k.latents))})" for k in knobs
+    )
+    print(f"user {args.user}, steering {turned} with the {args.rule} rule ({args.mapping}):")
+    entered = set(result.entered(0))
+    why = dict(
+        zip(
+            result.after_ids[0].tolist(),
+            explain_items(model, history, result.after_ids[0], knobs, args.rule),
+            strict=True,
+        )
+    )
+    for before, item in zip(
+        result.before_ids[0].tolist(), result.after_ids[0].tolist(), strict=False
+    ):
+        mark = "+" if item in entered else " "
+        print(f"  {data.titles([before])[0][:42]:<42} | {mark} {data.titles([item])[0]}")
+        if item in entered and why[item]:
+            latent = why[item][0][0]
+            text = _latent_text(labels, latent)[:70]
+            print(f"  {'':>42} |     because of latent {latent}: {text}")
+    left = result.left(0)
+    print(f"left the list: {'; '.join(data.titles(left)) if left else 'nothing'}")
+
+
+def cmd_explain(args: argparse.Namespace) -> None:
+    run = load_saved(args, spliced=True)
+    model, data = run.model, run.data
+    # the same resolution as `steer`, so every mapping name (decoder_effect too) works
+    mapping = ConceptKnobs.for_model(
+        model, data, args.source, args.mapping, run.split.train_users
+    ).mapping
+    labels = stored_labels(args, run)
+    history = _user_row(data, args.user)
+    concepts = user_concepts(model, history, mapping)
+    print(
+        f"user {args.user} ({history.nnz} items): " + ", ".join(f"{c} {w:.2f}" for c, w in concepts)
+    )
+    print("active latents:")
+    for latent, value in model.sparse_code(history).of(0)[: args.latents]:
+        print(f"  {latent:>5}  {value:.3f}  {_latent_text(labels, latent)[:90]}")
+    ids, scores = model.recommend(history, N=args.n)
+    print("recommendations (top contributing latents):")
+    for item, score, why in zip(
+        ids[0], scores[0], explain_items(model, history, ids[0]), strict=True
+    ):
+        reasons = ", ".join(f"{n} ({c:.2f})" for n, c in why)
+        print(f"  {data.titles([item])[0][:50]:<50} {score:.3f}  <- {reasons}")
+
+
+def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
+    """Register train-sae, concepts, latents, latent, steer and explain."""
+    tsae = add_command(sub, "train-sae", "splice an SAE into a saved CFAE (ELSA / low-rank EASE)")
+    add_saved_model_args(tsae)
+    tsae.add_argument("--out", required=True, help="spliced model directory to write")
+    add_config_flags(
+        tsae, SAEConfig, SAE_FLAGS, defaults=SAE_DEFAULTS, choices={"activation": ACTIVATIONS}
+    )
+    add_config_flags(tsae, TrainConfig, TRAIN_FLAGS, choices={"loss": LOSSES})
+    spliced_defaults = SplicedRecommender.param_defaults()
+    tsae.add_argument(
+        "--augment",
+        type=int,
+        default=spliced_defaults["augment"],
+        help="random sub-histories per training user added to the SAE's training rows",
+    )
+    tsae.add_argument(
+        "--monitor",
+        default=spliced_defaults["monitor"],
+        help="early stopping on the SAE's validation 'loss' or the splice's 'recall@K'",
+    )
+    add_parallel_args(tsae)
+    tsae.set_defaults(func=cmd_train_sae)
+
+    concepts = add_command(sub, "concepts", "monosemanticity report of a spliced model")
+    add_saved_model_args(concepts)
+    concepts.add_argument(
+        "--source", action="append", default=None, help="genres | kg | tags (default: all)"
+    )
+    concepts.add_argument("--plot", help="write distribution plots to this PNG")
+    concepts.set_defaults(func=cmd_concepts)
+
+    latents = add_command(sub, "latents", "labels of a spliced model's latents")
+    add_saved_model_args(latents)
+    latents.add_argument("--top", type=int, default=30, help="how many latents to list")
+    latents.add_argument("--dead", action="store_true", help="also list dead latents")
+    latents.set_defaults(func=cmd_latents)
+
+    latent = add_command(sub, "latent", "one latent: label, concepts, top items")
+    add_saved_model_args(latent)
+    latent.add_argument("latent", type=int, help="latent id")
+    latent.set_defaults(func=cmd_latent)
+
+    steer = add_command(sub, "steer", "turn concept knobs for a user; before/after lists")
+    add_saved_model_args(steer)
+    steer.add_argument("--user", required=True, help="original user id")
+    steer.add_argument(
+        "--concept",
+        action="append",
+        required=True,
+        help='"+Horror" (toward), "-Comedy" (remove), "+Horror:0.2", "+latent:12:0.3"',
+    )
+    add_steering_args(steer)
+    steer.add_argument("-n", type=int, default=10, help="list length")
+    steer.set_defaults(func=cmd_steer)
+
+    explain = add_command(sub, "explain", "a user's concepts, latents and why each item")
+    add_saved_model_args(explain)
+    explain.add_argument("--user", required=True, help="original user id")
+    add_steering_args(explain)
+    explain.add_argument("--latents", type=int, default=8, help="active latents to show")
+    explain.add_argument("-n", type=int, default=10, help="list length")
+    explain.set_defaults(func=cmd_explain)
+    return [tsae, concepts, latents, latent, steer, explain]
