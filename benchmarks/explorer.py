@@ -34,13 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from steercf.cli import item_fingerprint
 from steercf.concepts import label_model, save_labels
 from steercf.data import load_dataset
 from steercf.evaluation import split_users
 from steercf.experiment import base_params, make_model
 from steercf.models.spliced import SplicedRecommender
 from steercf.reporting import format_table, write_records
+from steercf.runs import run_metadata
 from steercf.sae import TrainConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -85,13 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "spliced"
-        metadata = {
-            "data": "ml-100k",
-            "min_rating": 4.0,
-            "min_user_positives": 5,
-            "seed": args.seed,
-            "item_fingerprint": item_fingerprint(data),
-        }
+        metadata = run_metadata("ml-100k", data, args.seed)
         model.save(model_dir, metadata=metadata)
         save_labels(model_dir, label_model(model, data, train_users=split.train_users))
         with serving(model_dir) as url, httpx.Client(base_url=url, timeout=60) as client:

@@ -209,7 +209,6 @@ class _RecBoleData:
 
 
 class TestRecBoleWrapper(RecommenderContract):
-
     def fitted(self, seed: int = 0):
         pytest.importorskip("recbole")
         from steercf.integrations.recbole import SteerCFEASE

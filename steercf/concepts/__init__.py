@@ -1,12 +1,31 @@
 """Concepts and latents: map item tags to SAE units, measure monosemanticity, label latents.
 
-* :mod:`steercf.concepts.mapping`: tag sources (genres, knowledge graph, user tags,
-  user-supplied) and concept <-> unit mappings (:data:`MAPPINGS`).
-* :mod:`steercf.concepts.report`: specificity measures, the dense and random-rotation
-  controls, text and plots.
+* :mod:`steercf.concepts.sources`: tag sources (genres, knowledge graph, user tags,
+  user-supplied).
+* :mod:`steercf.concepts.mapping`: concept <-> unit mappings (:data:`MAPPINGS`), built on
+  the shared arrays of :mod:`steercf.concepts.arrays` (tag means, TF-IDF, top items).
+* :mod:`steercf.concepts.report`: reports of a model and its controls, assembled from
+  :mod:`~steercf.concepts.specificity` (the measures), :mod:`~steercf.concepts.controls`
+  (the dense and random-rotation controls), :mod:`~steercf.concepts.monosemanticity`
+  (one report) and :mod:`~steercf.concepts.display` (text and plots).
 * :mod:`steercf.concepts.labels`: latent labels stored with the model.
 """
 
+from steercf.concepts.arrays import tag_unit_means, tfidf
+from steercf.concepts.controls import (
+    dense_item_embeddings,
+    model_activations,
+    random_rotation,
+    sae_item_activations,
+    signed_split,
+)
+from steercf.concepts.display import (
+    comparison_rows,
+    format_comparison,
+    format_report,
+    format_reports,
+    plot_reports,
+)
 from steercf.concepts.labels import (
     LatentLabel,
     LatentLabels,
@@ -19,40 +38,26 @@ from steercf.concepts.labels import (
     save_labels,
 )
 from steercf.concepts.mapping import (
-    DEFAULT_MIN_COUNT,
     MAPPINGS,
     ConceptMapping,
     activation_auc,
     activation_correlation,
-    available_sources,
     best_characterizes,
-    concept_tags,
     get_mapping,
     map_concepts,
     most_unique,
-    tag_unit_means,
-    tags_from_applications,
-    tags_from_mapping,
-    tfidf,
     top_item_precision,
 )
-from steercf.concepts.report import (
-    MonosemanticityReport,
-    Specificity,
-    comparison_rows,
-    concepts_report,
-    dense_item_embeddings,
-    format_comparison,
-    format_report,
-    format_reports,
-    model_activations,
-    monosemanticity_report,
-    plot_reports,
-    random_rotation,
-    sae_item_activations,
-    signed_split,
-    specificity,
+from steercf.concepts.monosemanticity import MonosemanticityReport, monosemanticity_report
+from steercf.concepts.report import concepts_report
+from steercf.concepts.sources import (
+    DEFAULT_MIN_COUNT,
+    available_sources,
+    concept_tags,
+    tags_from_applications,
+    tags_from_mapping,
 )
+from steercf.concepts.specificity import Specificity, specificity
 
 __all__ = [
     "DEFAULT_MIN_COUNT",

@@ -1,17 +1,15 @@
-"""Concepts (item tags) and their mapping to units (SAE latents or any other item features).
+"""Concept <-> unit mappings (:data:`MAPPINGS`) and their result, :class:`ConceptMapping`.
 
-Two halves:
+A mapping is a pure function of two arrays, the item activations ``S``
+``(n_items, n_units)`` (non-negative) and the tag counts ``T`` ``(n_items, n_tags)``, that
+returns a :class:`ConceptMapping`: one score per (concept, unit) read in both directions
+(concept -> ranked units, unit -> ranked concepts). Mappings never look at a model, so
+the dense-embedding and random-rotation controls of :mod:`steercf.concepts.report` go
+through exactly the same code as the SAE.
 
-* **Tag sources** turn item metadata into an ``ItemTags`` count matrix
-  ``(n_items, n_tags)``: MovieLens genres, ML-100K knowledge-graph relations
-  (``directed_by:m.xxx``, ``actor:m.xxx``, ...), ml-latest user tags counted from
-  *training users only*, or any user-supplied ``item -> tags`` mapping or frame.
-* **Mappings** are pure functions of two arrays, the item activations ``S``
-  ``(n_items, n_units)`` (non-negative) and the tag counts ``T`` ``(n_items, n_tags)``,
-  that return a :class:`ConceptMapping`: one score per (concept, unit) read in both
-  directions (concept -> ranked units, unit -> ranked concepts). They never look at a
-  model, so the dense-embedding and random-rotation controls of
-  :mod:`steercf.concepts.report` go through exactly the same code as the SAE.
+The tag sources that build ``T`` live in :mod:`steercf.concepts.sources` and the shared
+array helpers (``A``, ``tfidf``, top items) in :mod:`steercf.concepts.arrays`; both are
+re-exported here, where they used to be defined.
 
 Notation used in the docstrings (REFERENCE.md section 1, item 4):
 
@@ -27,261 +25,60 @@ Notation used in the docstrings (REFERENCE.md section 1, item 4):
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
-import torch
 
-from steercf.data import InteractionData, ItemTags
-from steercf.data.interactions import tags_from_pairs
+from steercf.concepts.arrays import (
+    TOP_ITEMS,
+    ItemActs,
+    as_activations,
+    live_units,
+    tag_inputs,
+    tag_means,
+    tag_unit_means,
+    tfidf,
+    top_items,
+)
+from steercf.concepts.sources import (
+    DEFAULT_MIN_COUNT,
+    PLACEHOLDER_GENRES,
+    available_sources,
+    concept_tags,
+    tags_from_applications,
+    tags_from_mapping,
+)
+from steercf.data import ItemTags
 from steercf.errors import InputError, UnknownIdError
 
-# Default minimum number of items (kg) / applications (user tags) a concept needs: rarer
-# ones give TF-IDF scores from one or two items, which is noise rather than a concept.
-DEFAULT_MIN_COUNT = {"genres": 1, "kg": 10, "tags": 5}
-TOP_ITEMS = 10  # K of the top-item precision mapping and of label precision@K
-# genre placeholders of the MovieLens files: "no information", not a concept
-PLACEHOLDER_GENRES = ("unknown", "(no genres listed)")
-
-ItemActs = np.ndarray | torch.Tensor
-
-
-# ----------------------------------------------------------------------------------------
-# Tag sources
-# ----------------------------------------------------------------------------------------
-def tags_from_applications(
-    frame: pd.DataFrame,
-    item_ids: np.ndarray,
-    users: Iterable[Any] | None = None,
-    min_count: int = 1,
-    lowercase: bool = True,
-    item_col: str = "item",
-    tag_col: str = "tag",
-    user_col: str = "user",
-) -> ItemTags:
-    """Item x tag counts from raw ``(user, item, tag)`` application rows.
-
-    Args:
-        frame: one row per tag application; ``user_col`` is needed only with ``users``.
-        item_ids: (n_items,) original item ids, the rows of the result.
-        users: keep only applications by these (original) user ids, e.g. the training
-            users of a split, so that no held-out user's tags leak into the concepts.
-            None keeps every row.
-        min_count: drop tags with fewer kept applications than this (counted after the
-            user filter and on ``item_ids`` only).
-        lowercase: strip and lower-case tags, so "Sci-Fi" and "sci-fi " are one concept.
-
-    Returns:
-        ItemTags with an (n_items, n_tags) float32 count matrix; tags sorted by name.
-    """
-    missing = [c for c in (item_col, tag_col) if c not in frame.columns]
-    if users is not None and user_col not in frame.columns:
-        missing.append(user_col)
-    if missing:
-        raise InputError(
-            f"tag frame lacks column(s) {', '.join(map(repr, missing))}; "
-            f"it has {list(map(str, frame.columns))}"
-        )
-    if min_count < 1:
-        raise InputError(f"min_count must be >= 1, got {min_count}")
-    rows = frame
-    if users is not None:
-        rows = rows[rows[user_col].isin(pd.Index(list(users)))]
-    tags = rows[tag_col].astype("string")
-    if lowercase:
-        tags = tags.str.strip().str.lower()
-    keep = tags.notna() & (tags != "")
-    return tags_from_pairs(
-        rows[item_col].to_numpy()[keep.to_numpy()],
-        tags[keep].astype(str).to_numpy(),
-        item_ids,
-    ).filter(min_count)
-
-
-def tags_from_mapping(
-    mapping: Mapping[Any, Any] | pd.DataFrame,
-    item_ids: np.ndarray,
-    min_count: int = 1,
-    lowercase: bool = False,
-    users: Iterable[Any] | None = None,
-) -> ItemTags:
-    """User-supplied concepts: a dict ``item id -> tag or tags`` or a frame of rows.
-
-    Args:
-        mapping: ``{item_id: "tag" | ["tag", ...] | {"tag": count}}``, or a DataFrame
-            with columns ``item``, ``tag`` (and ``user`` when ``users`` is given).
-        item_ids: (n_items,) original item ids; unknown items are ignored.
-        min_count: drop tags counted fewer times in total.
-        lowercase: lower-case and strip tag names.
-        users: for a frame with a ``user`` column: keep only rows of these users.
-
-    Returns:
-        ItemTags (n_items, n_tags) with counts (a dict value repeated or given as counts
-        adds up).
-    """
-    if isinstance(mapping, pd.DataFrame):
-        return tags_from_applications(
-            mapping, item_ids, users=users, min_count=min_count, lowercase=lowercase
-        )
-    if not isinstance(mapping, Mapping):
-        raise InputError(
-            f"concepts must be a dict item -> tags or a DataFrame, got {type(mapping).__name__}"
-        )
-    items: list[Any] = []
-    tags: list[str] = []
-    for item, value in mapping.items():
-        if isinstance(value, str):
-            pairs: Iterable[tuple[Any, int]] = [(value, 1)]
-        elif isinstance(value, Mapping):
-            pairs = value.items()
-        elif isinstance(value, Iterable):
-            pairs = [(v, 1) for v in value]
-        else:
-            raise InputError(f"tags of item {item!r} must be a str, list or dict, got {value!r}")
-        for tag, count in pairs:
-            n = int(count)
-            items.extend([item] * n)
-            tags.extend([str(tag)] * n)
-    frame = pd.DataFrame({"item": items, "tag": tags})
-    return tags_from_applications(frame, item_ids, min_count=min_count, lowercase=lowercase)
-
-
-def concept_tags(
-    data: InteractionData,
-    source: str,
-    train_users: np.ndarray | None = None,
-    min_count: int | None = None,
-) -> ItemTags:
-    """The item x concept counts of a named tag source of ``data``.
-
-    Args:
-        data: a loaded data set.
-        source: ``"genres"``, ``"kg"`` (ML-100K knowledge-graph relations) or ``"tags"``
-            (ml-latest user tags); any other key of ``data.tags`` is used as it is.
-        train_users: row indices into ``data.matrix`` of the training users
-            (``Split.train_users``). User tags are then recounted from these users'
-            applications only: a held-out user's tags describe exactly the items they
-            hide, so counting them would leak. Genres and knowledge-graph relations are
-            item metadata, not user data, and ignore it.
-        min_count: minimum total count of a concept (items for kg, applications for user
-            tags); default ``DEFAULT_MIN_COUNT`` (1 for an unlisted source).
-
-    Returns:
-        ItemTags (n_items, n_concepts). The genre placeholders "unknown" (ML-100K) and
-        "(no genres listed)" (ml-latest) are dropped: they mark missing data.
-
-    Raises:
-        UnknownIdError: ``data`` has no such source (the message lists the ones it has).
-    """
-    threshold = DEFAULT_MIN_COUNT.get(source, 1) if min_count is None else int(min_count)
-    if source == "tags" and data.tag_applications is not None:
-        users = None if train_users is None else data.user_ids[np.asarray(train_users)]
-        # applications are already lower-cased by the loader; lowercase again for frames
-        # assembled by hand
-        return tags_from_applications(
-            data.tag_applications, data.item_ids, users=users, min_count=threshold
-        )
-    if source not in data.tags:
-        close = difflib.get_close_matches(source, list(data.tags), n=3, cutoff=0.4)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise UnknownIdError(
-            f"{data.name} has no tag source {source!r} (it has "
-            f"{', '.join(map(repr, data.tags)) or 'none'}){hint}"
-        )
-    tags = data.tags[source].filter(threshold)
-    if source == "genres":
-        keep = np.flatnonzero(~np.isin(np.char.lower(tags.names), PLACEHOLDER_GENRES))
-        tags = ItemTags(tags.matrix[:, keep].tocsr(), tags.names[keep])
-    return tags
-
-
-def available_sources(data: InteractionData) -> list[str]:
-    """Tag sources of ``data`` that :func:`concept_tags` can build, in a fixed order."""
-    return [s for s in ("genres", "kg", "tags") if s in data.tags] + sorted(
-        s for s in data.tags if s not in ("genres", "kg", "tags")
-    )
-
-
-# ----------------------------------------------------------------------------------------
-# Arrays shared by the mappings
-# ----------------------------------------------------------------------------------------
-def as_activations(item_acts: ItemActs) -> np.ndarray:
-    """(n_items, n_units) float64 numpy copy; rejects NaN and negative activations."""
-    acts = item_acts.detach().cpu().numpy() if torch.is_tensor(item_acts) else item_acts
-    acts = np.asarray(acts, dtype=np.float64)
-    if acts.ndim != 2:
-        raise InputError(f"item activations must be 2-D (items x units), got shape {acts.shape}")
-    if not np.isfinite(acts).all():
-        raise InputError("item activations hold NaN or infinite values")
-    if (acts < 0).any():
-        raise InputError(
-            "item activations must be non-negative; pass signed features through "
-            "steercf.concepts.report.signed_split first"
-        )
-    return acts
-
-
-def _tag_inputs(
-    item_acts: ItemActs, item_tags: ItemTags | sp.spmatrix, tag_names: Iterable[str] | None
-) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
-    acts = as_activations(item_acts)
-    if isinstance(item_tags, ItemTags):
-        counts, names = item_tags.matrix, item_tags.names
-    else:
-        counts = sp.csr_matrix(item_tags)
-        names = np.array([f"tag{i}" for i in range(counts.shape[1])], dtype=str)
-    if tag_names is not None:
-        names = np.asarray(list(tag_names), dtype=str)
-    counts = sp.csr_matrix(counts, dtype=np.float64)
-    if counts.shape[0] != acts.shape[0]:
-        raise InputError(
-            f"{acts.shape[0]} item activation rows but {counts.shape[0]} item tag rows"
-        )
-    if counts.shape[1] != len(names):
-        raise InputError(f"{counts.shape[1]} tag columns but {len(names)} tag names")
-    if counts.nnz and counts.data.min() < 0:
-        raise InputError("tag counts must be non-negative")
-    return acts, counts, names
-
-
-def tag_unit_means(item_acts: ItemActs, item_tags: ItemTags | sp.spmatrix) -> np.ndarray:
-    """``A = P S``: (n_tags, n_units) mean activation of each unit over each tag's items.
-
-    ``P[t, i] = T[i, t] / sum_j T[j, t]`` (tag rows normalised to sum 1; an untagged
-    concept gets a zero row).
-    """
-    acts, counts, _ = _tag_inputs(item_acts, item_tags, None)
-    return _tag_means(acts, counts)
-
-
-def _tag_means(acts: np.ndarray, counts: sp.csr_matrix) -> np.ndarray:
-    per_tag = np.asarray(counts.sum(axis=0)).ravel()
-    p = sp.diags(np.divide(1.0, per_tag, out=np.zeros_like(per_tag), where=per_tag > 0))
-    return np.asarray((p @ counts.T.tocsr()) @ acts)
-
-
-def tfidf(x: np.ndarray) -> np.ndarray:
-    """TF-IDF of a (terms x documents) matrix, as in the reference.
-
-    ``tf[a, b] = x[a, b] / sum_a' x[a', b]`` (each document normalised; an all-zero
-    document stays zero), ``idf[a] = ln((N + 1) / (df[a] + 1)) + 1`` with ``N`` the number
-    of documents and ``df[a] = #{b : x[a, b] != 0}``; returns ``tf * idf[:, None]``.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    column = x.sum(axis=0, keepdims=True)
-    tf = np.divide(x, column, out=np.zeros_like(x), where=column > 0)
-    df = (x != 0).sum(axis=1)
-    idf = np.log((x.shape[1] + 1) / (df + 1)) + 1.0
-    return tf * idf[:, None]
-
-
-def live_units(item_acts: ItemActs, min_items: int = 1) -> np.ndarray:
-    """(n_units,) bool: units active (> 0) on at least ``min_items`` items."""
-    return (as_activations(item_acts) > 0).sum(axis=0) >= min_items
+__all__ = [
+    "DEFAULT_MIN_COUNT",
+    "MAPPINGS",
+    "PLACEHOLDER_GENRES",
+    "TOP_ITEMS",
+    "ConceptMapping",
+    "ItemActs",
+    "MappingFn",
+    "activation_auc",
+    "activation_correlation",
+    "as_activations",
+    "available_sources",
+    "best_characterizes",
+    "concept_tags",
+    "get_mapping",
+    "live_units",
+    "map_concepts",
+    "most_unique",
+    "tag_unit_means",
+    "tags_from_applications",
+    "tags_from_mapping",
+    "tfidf",
+    "top_item_precision",
+    "top_items",
+    "unknown_concept_message",
+]
 
 
 # ----------------------------------------------------------------------------------------
@@ -421,8 +218,8 @@ def best_characterizes(
         item_tags: (n_items, n_tags) counts ``T`` (ItemTags or sparse).
         tag_names: overrides the names of ``item_tags``.
     """
-    acts, counts, names = _tag_inputs(item_acts, item_tags, tag_names)
-    scores = tfidf(_tag_means(acts, counts).T).T
+    acts, counts, names = tag_inputs(item_acts, item_tags, tag_names)
+    scores = tfidf(tag_means(acts, counts).T).T
     return ConceptMapping("best_characterizes", scores, names, (acts > 0).any(axis=0))
 
 
@@ -440,8 +237,8 @@ def most_unique(
 
     Args: as :func:`best_characterizes`.
     """
-    acts, counts, names = _tag_inputs(item_acts, item_tags, tag_names)
-    scores = tfidf(_tag_means(acts, counts))
+    acts, counts, names = tag_inputs(item_acts, item_tags, tag_names)
+    scores = tfidf(tag_means(acts, counts))
     return ConceptMapping("most_unique", scores, names, (acts > 0).any(axis=0))
 
 
@@ -463,7 +260,7 @@ def top_item_precision(
     """
     if k < 1:
         raise InputError(f"k must be >= 1, got {k}")
-    acts, counts, names = _tag_inputs(item_acts, item_tags, tag_names)
+    acts, counts, names = tag_inputs(item_acts, item_tags, tag_names)
     top = top_items(acts, k)  # (n_units, k), -1 padded
     has = (counts > 0).astype(np.float64).tocsr()
     valid = top >= 0
@@ -493,7 +290,7 @@ def activation_auc(
     """
     from scipy.stats import rankdata
 
-    acts, counts, names = _tag_inputs(item_acts, item_tags, tag_names)
+    acts, counts, names = tag_inputs(item_acts, item_tags, tag_names)
     has = (counts > 0).astype(np.float64).tocsc()
     n_items = acts.shape[0]
     ranks = rankdata(acts, axis=0)  # (n_items, n_units) mid-ranks, ties averaged
@@ -524,7 +321,7 @@ def activation_correlation(
 
     Args: as :func:`best_characterizes`.
     """
-    acts, counts, names = _tag_inputs(item_acts, item_tags, tag_names)
+    acts, counts, names = tag_inputs(item_acts, item_tags, tag_names)
     has = (counts > 0).astype(np.float64).tocsc()
     n_items = acts.shape[0]
     act_mean = acts.mean(axis=0)
@@ -537,17 +334,6 @@ def activation_correlation(
         covariance, denominator, out=np.zeros_like(covariance), where=denominator > 1e-12
     )
     return ConceptMapping("activation_correlation", scores, names, (acts > 0).any(axis=0))
-
-
-def top_items(item_acts: ItemActs, k: int) -> np.ndarray:
-    """(n_units, k) int64: each unit's ``k`` most active items, strongest first (ties:
-    lower item index); ``-1`` pads units active on fewer than ``k`` items."""
-    acts = as_activations(item_acts)
-    k = int(min(k, acts.shape[0]))
-    # a stable sort of -acts along items gives "strongest first, lower index on ties"
-    order = np.argsort(-acts, axis=0, kind="stable")[:k].T
-    active = np.take_along_axis(acts.T, order, axis=1) > 0
-    return np.where(active, order, -1).astype(np.int64)
 
 
 MappingFn = Callable[..., ConceptMapping]

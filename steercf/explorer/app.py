@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -215,6 +216,11 @@ def load_explorer(
     return RecommenderExplorer.from_dir(model_dir, data, **options)
 
 
+QUERY = Query("", max_length=QUERY_CHARS)
+LIMIT = Query(50, ge=1, le=500)
+OFFSET = Query(0, ge=0)
+
+
 def create_app(source: str | Path | Explorer, data: Any = None, **options: Any) -> FastAPI:
     """The explorer app over a model directory (or a ready explorer).
 
@@ -255,9 +261,15 @@ def create_app(source: str | Path | Explorer, data: Any = None, **options: Any) 
             )
         return explorer
 
-    query = Query("", max_length=QUERY_CHARS)
-    limit = Query(50, ge=1, le=500)
-    offset = Query(0, ge=0)
+    _shared_routes(app, explorer)
+    _recommender_routes(app, rec)
+    _text_routes(app, text)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _shared_routes(app: FastAPI, explorer: Explorer) -> None:
+    """The page, health, info and the latent browser (either kind of model)."""
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -271,18 +283,29 @@ def create_app(source: str | Path | Explorer, data: Any = None, **options: Any) 
     def info() -> dict[str, Any]:
         return explorer.info()
 
-    # ---- recommender -------------------------------------------------------------------
+    @app.get("/api/latents")
+    def latents(q: str = QUERY, limit: int = LIMIT, offset: int = OFFSET) -> dict[str, Any]:
+        return explorer.latents(q, limit, offset)
+
+    @app.get("/api/latents/{latent}")
+    def latent(latent: int) -> dict[str, Any]:
+        return explorer.latent(latent)
+
+
+def _recommender_routes(app: FastAPI, rec: Callable[[], RecommenderExplorer]) -> None:
+    """Users, items, concepts and (steered) recommendations; 404 for a text model."""
+
     @app.get("/api/users")
-    def users(q: str = query, limit: int = limit) -> dict[str, Any]:
+    def users(q: str = QUERY, limit: int = LIMIT) -> dict[str, Any]:
         return rec().users(q, limit)
 
     @app.get("/api/items")
-    def items(q: str = query, limit: int = limit) -> dict[str, Any]:
+    def items(q: str = QUERY, limit: int = LIMIT) -> dict[str, Any]:
         return rec().search_items(q, limit)
 
     @app.get("/api/concepts")
     def concepts(
-        source: str | None = Query(None, max_length=QUERY_CHARS), q: str = query, limit: int = limit
+        source: str | None = Query(None, max_length=QUERY_CHARS), q: str = QUERY, limit: int = LIMIT
     ) -> dict[str, Any]:
         explorer = rec()
         return explorer.concepts(source or explorer.source, q, limit)
@@ -302,21 +325,12 @@ def create_app(source: str | Path | Explorer, data: Any = None, **options: Any) 
             explain=body.explain,
         )
 
-    # ---- text ------------------------------------------------------------------------------
+
+def _text_routes(app: FastAPI, text: Callable[[], TextExplorer]) -> None:
+    """Steerable search; 404 for a recommender."""
+
     @app.post("/api/search")
     def search(body: SearchIn) -> dict[str, Any]:
         if not body.query.strip():
             raise InputError("type a query to search for")
         return text().search(body.query, [(s.latent, s.strength) for s in body.sliders], body.top)
-
-    # ---- latents (either kind of model) --------------------------------------------------
-    @app.get("/api/latents")
-    def latents(q: str = query, limit: int = limit, offset: int = offset) -> dict[str, Any]:
-        return explorer.latents(q, limit, offset)
-
-    @app.get("/api/latents/{latent}")
-    def latent(latent: int) -> dict[str, Any]:
-        return explorer.latent(latent)
-
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    return app

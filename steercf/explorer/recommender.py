@@ -21,11 +21,11 @@ import scipy.sparse as sp
 
 from steercf.concepts import LatentLabels, available_sources, label_model, load_labels
 from steercf.concepts.labels import LABELS_FILE
-from steercf.concepts.mapping import MAPPINGS, top_items
+from steercf.concepts.mapping import MAPPINGS
 from steercf.data import InteractionData
 from steercf.errors import InputError, UnknownIdError
 from steercf.evaluation import split_users
-from steercf.explorer.latents import activation_histogram, nearest_latents, unit_directions
+from steercf.explorer.latent_browser import LatentBrowser
 from steercf.models import SparseEncoding, SplicedRecommender, load_model
 from steercf.ranking import top_n
 from steercf.runs import resolve_data
@@ -45,8 +45,6 @@ from steercf.steering import (
 MAX_HISTORY_SHOWN = 40
 MAX_PROFILE_ITEMS = 2000
 MAX_N = 100
-HISTOGRAM_USERS = 20_000  # users encoded for the activation histograms (sampled beyond)
-TOP_ITEMS_KEPT = 20
 PLAIN_CACHE = 64  # users / profiles whose unsteered answer is kept
 
 
@@ -72,7 +70,7 @@ class KnobSpec:
     latent: int | None = None
 
 
-class RecommenderExplorer:
+class RecommenderExplorer(LatentBrowser):
     """Read, steer and explain a spliced recommender for the web app.
 
     Args:
@@ -166,27 +164,6 @@ class RecommenderExplorer:
             )
         if not 1 <= int(top_latents) <= 64:
             raise InputError(f"latents per concept must be in [1, 64], got {top_latents}")
-
-    def _precompute(self) -> None:
-        model = self.model
-        item_acts = model.item_codes().numpy()  # (n_items, n_latents)
-        self._top_items = top_items(item_acts, TOP_ITEMS_KEPT)  # (n_latents, k), -1 padded
-        self._top_item_values = np.take_along_axis(
-            item_acts.T, np.maximum(self._top_items, 0), axis=1
-        )
-        del item_acts  # n_items x n_latents: large for big catalogues, not needed again
-        self._directions = unit_directions(model.latent_directions())  # (n_latents, d)
-        # sparse codes of (up to HISTOGRAM_USERS) users: one column per latent
-        n_users = self.data.n_users
-        rows = np.arange(n_users)
-        if n_users > HISTOGRAM_USERS:
-            rows = np.sort(np.random.default_rng(0).choice(n_users, HISTOGRAM_USERS, replace=False))
-        parts = []
-        for start in range(0, len(rows), 4096):
-            encoding = model.encode(self.data.matrix[rows[start : start + 4096]])
-            parts.append(sp.csr_matrix(encoding.codes.numpy()))
-        self._user_codes = sp.vstack(parts, format="csr").tocsc()  # (n_sampled, n_latents)
-        self._n_histogram_users = len(rows)
 
     def knobs_for(self, source: str, mapping: str, top_latents: int) -> ConceptKnobs:
         """The concept -> latents resolution for these settings (built once, cached)."""
@@ -376,16 +353,13 @@ class RecommenderExplorer:
                     self.model, history, after_ids[0], resolved, rule, encoding=plain.encoding
                 )
                 if explain
-                else [[] for _ in range(n)]
+                else [[] for _ in after_ids[0]]
             )
         else:
             after_ids, after_scores, why_after = plain.ids, plain.scores, plain.why
         result = SteeredRecommendations(
             plain.ids, plain.scores, after_ids, after_scores, tuple(resolved), rule
         )
-        before, after = result.before_ids[0], result.after_ids[0]
-        before_rank = {int(i): r + 1 for r, i in enumerate(before)}
-        after_rank = {int(i): r + 1 for r, i in enumerate(after)}
         return {
             "user": user,
             **plain.summary,
@@ -394,30 +368,35 @@ class RecommenderExplorer:
                 for k in resolved
             ],
             "rule": rule,
-            "before": [
+            **self._lists(result, plain.why, why_after),
+        }
+
+    def _lists(
+        self, result: SteeredRecommendations, why_before: list, why_after: list
+    ) -> dict[str, Any]:
+        """``before`` / ``after`` items (rank, score, the other list's rank, reasons) and
+        what ``entered`` / ``left`` the list, for one user."""
+        before, after = result.before_ids[0], result.after_ids[0]
+        rank_in = {
+            "before": {int(i): r + 1 for r, i in enumerate(before)},
+            "after": {int(i): r + 1 for r, i in enumerate(after)},
+        }
+
+        def listed(ids, scores, why, other: str) -> list[dict[str, Any]]:
+            return [
                 self._item(
                     i,
                     rank=r + 1,
-                    score=float(s),
-                    after_rank=after_rank.get(int(i)),
+                    score=float(v),
+                    **{f"{other}_rank": rank_in[other].get(int(i))},
                     why=self._why(w),
                 )
-                for r, (i, s, w) in enumerate(
-                    zip(before, result.before_scores[0], plain.why, strict=True)
-                )
-            ],
-            "after": [
-                self._item(
-                    i,
-                    rank=r + 1,
-                    score=float(s),
-                    before_rank=before_rank.get(int(i)),
-                    why=self._why(w),
-                )
-                for r, (i, s, w) in enumerate(
-                    zip(after, result.after_scores[0], why_after, strict=True)
-                )
-            ],
+                for r, (i, v, w) in enumerate(zip(ids, scores, why, strict=True))
+            ]
+
+        return {
+            "before": listed(before, result.before_scores[0], why_before, "after"),
+            "after": listed(after, result.after_scores[0], why_after, "before"),
             "entered": result.entered(0),
             "left": result.left(0),
         }
@@ -438,7 +417,7 @@ class RecommenderExplorer:
         why = (
             explain_items(self.model, history, ids[0], encoding=encoding)
             if explain
-            else [[] for _ in range(n)]
+            else [[] for _ in ids[0]]
         )
         codes = encoding.codes
         concept_map = self.knobs_for(*concepts_by).mapping
@@ -471,50 +450,3 @@ class RecommenderExplorer:
             {"latent": nid, "contribution": value, "label": self._label(nid)}
             for nid, value in reasons
         ]
-
-    def latents(self, query: str = "", limit: int = 50, offset: int = 0) -> dict[str, Any]:
-        """Live latents whose label contains ``query`` (case-blind), broadest first."""
-        folded = query.casefold()
-        chosen = [label for label in self.labels.live() if folded in label.text.casefold()]
-        chosen.sort(key=lambda label: (-label.n_items, label.latent))
-        return {
-            "total": len(chosen),
-            "latents": [
-                {"latent": label.latent, "n_items": label.n_items, "label": label.text}
-                for label in chosen[offset : offset + limit]
-            ],
-        }
-
-    def latent(self, latent: int, nearest: int = 8) -> dict[str, Any]:
-        """One latent: label, concepts, top items, the items it lifts, an activation
-        histogram over users and its nearest latents by decoder direction."""
-        nid = self._latent_index(latent)
-        label = self.labels[nid]
-        acts = self._top_item_values[nid]
-        top = [
-            self._item(int(i), activation=float(a))
-            for i, a in zip(self._top_items[nid], acts, strict=True)
-            if i >= 0 and a > 0
-        ]
-        effect = self.model.latent_item_effects([nid])[0].numpy()
-        lifted = np.argsort(-effect, kind="stable")[:10]
-        histogram = activation_histogram(self._user_codes[:, nid].data)
-        order, cosine = nearest_latents(self._directions, nid, nearest)
-        steering = self.knobs_for(self.source, self.mapping, self.top_latents).mapping
-        return {
-            "latent": nid,
-            "live": label.live,
-            "n_items": label.n_items,
-            "label": label.text,
-            "concepts": [{"source": s, "concept": c, "score": v} for s, c, v in label.concepts],
-            "steers_toward": [
-                {"concept": c, "score": v} for c, v in steering.concepts_for(nid, 5) if v > 0
-            ],
-            "top_items": top,
-            "lifted_items": [self._item(int(i), effect=float(effect[i])) for i in lifted],
-            "histogram": {**histogram, "n_users": self._n_histogram_users},
-            "nearest": [
-                {"latent": int(j), "cosine": float(cosine[j]), "label": self._label(int(j))}
-                for j in order
-            ],
-        }

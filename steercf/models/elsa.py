@@ -4,19 +4,15 @@ One item matrix ``A`` (n_items x d) with unit-norm rows; ``encode(x) = x A`` and
 ``decode(z) = z A^T``. Per user the loss is the squared distance between
 ``normalize(relu(x A A^T - x))`` and ``normalize(x)``, i.e. ``2 - 2 cos``.
 
-Training never densifies the interaction matrix and computes the gradient by hand: one
-epoch then costs little more than its five matrix products (x A, z A^T, G A, G^T z,
-x^T gz), where autograd would add a dozen full passes over the (batch x items) scores.
-The remaining overhead is kept small by touching the batch's non-zeros only through 1-D
-``index_add_``/``index_select`` on flat positions, reusing the (batch x items) score
-buffer and the gradient buffer across batches (:class:`Workspace`), an MKL ``addmm_`` for
-x^T gz, and the fused Adam kernel (``benchmarks/speed.py`` measures epoch vs floor).
-``tests/test_elsa.py`` checks the hand gradient against autograd.
+The loss and its hand-written gradient live in :mod:`steercf.models.elsa_loss`, the
+EASE warm starts in :mod:`steercf.models.elsa_init`; their public names are re-exported
+here. Early stopping is :class:`steercf.training.EarlyStopping`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,7 +26,26 @@ from steercf.errors import InputError
 from steercf.evaluation import monitor_hold_out, ndcg_at_k, parse_monitor, recall_at_k
 from steercf.io import require_tensors
 from steercf.models.base import CFAE, UserRows, as_user_rows, csr_to_torch
+from steercf.models.elsa_init import _check_init_rank, ease_padded_init, ease_spectral_init
+from steercf.models.elsa_loss import (
+    Workspace,
+    _canonical,
+    _normalize_rows_,
+    _remove_parallel_,
+    elsa_loss_and_grad,
+)
 from steercf.ranking import top_n
+from steercf.training import EarlyStopping
+
+__all__ = [
+    "ELSA",
+    "INITS",
+    "PRESETS",
+    "Workspace",
+    "ease_padded_init",
+    "ease_spectral_init",
+    "elsa_loss_and_grad",
+]
 
 # Recommended hyperparameters per data set, chosen on validation users of the protocol
 # (``split_users`` seeds 0-4, early stopping on ``split.val_full``); pass as
@@ -89,111 +104,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 INITS = ("random", "ease", "ease_padded")
-
-
-def elsa_loss_and_grad(
-    rows: sp.csr_matrix,
-    items: torch.Tensor,
-    need_grad: bool = True,
-    input_rows: sp.csr_matrix | None = None,
-    workspace: Workspace | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """ELSA loss (mean over users) and its gradient with respect to ``items``.
-
-    Args:
-        rows: (b, n_items) CSR interactions of one batch (no empty rows): the targets.
-        items: (n_items, d) item matrix A.
-        input_rows: (b, n_items) what the encoder sees, a subset of ``rows`` (denoising);
-            defaults to ``rows`` (the published loss).
-        workspace: scratch buffers reused between calls (the training loop passes one);
-            the returned gradient then lives in it and is overwritten by the next call.
-
-    Returns:
-        ``(loss, grad)``: a scalar and (n_items, d), or None without ``need_grad``.
-    """
-    b, n_items = rows.shape
-    device = items.device
-    workspace = Workspace() if workspace is None else workspace
-    rows = _canonical(rows)
-    seen = rows if input_rows is None else _canonical(input_rows)
-    # Non-zeros are addressed by their flat position row * n_items + col in the (b, n_items)
-    # score buffer and touched with 1-D index_add_ / index_select: 2-D advanced indexing
-    # (``index_put_(accumulate=True)``, ``residual[row, col]``, even ``norm[row]``) goes
-    # through a generic kernel that is 10-500x slower on CPU for these sizes.
-    seen_pos, seen_val, _ = _flat_nonzeros(seen, device)
-    pos, val, row_of = _flat_nonzeros(rows, device)
-
-    z = torch.sparse.mm(csr_to_torch(seen, device), items)  # (b, d)
-    residual = workspace.get("scores", (b, n_items), device)
-    torch.mm(z, items.T, out=residual)  # becomes r = relu(x A A^T - x) in place
-    flat = residual.view(-1)
-    flat.index_add_(0, seen_pos, seen_val, alpha=-1.0)
-    residual.relu_()
-    r_norm = torch.linalg.vector_norm(residual, dim=1)  # (b,)
-    x_norm = torch.zeros(b, device=device).index_add_(0, row_of, val * val).sqrt_()
-    x_unit = val / x_norm.index_select(0, row_of)  # non-zeros of normalize(x)
-    r_at_x = flat.index_select(0, pos)
-    dot = torch.zeros(b, device=device).index_add_(0, row_of, r_at_x * x_unit)
-    safe_norm = r_norm.clamp_min(1e-12)
-    # |normalize(r) - normalize(x)|^2 = 2 - 2 cos, or 1 when r == 0 (normalize(0) = 0).
-    per_user = torch.where(r_norm > 0, 2 - 2 * dot / safe_norm, torch.ones_like(r_norm))
-    loss = per_user.mean()
-    if not need_grad:
-        return loss, None
-
-    # d loss_u / d r = -2 (x_unit / |r| - (r . x_unit) r / |r|^3), masked by relu' (r > 0);
-    # the dense term vanishes where r == 0 by itself, the sparse term needs the mask.
-    grad_scores = residual.mul_((2 * dot / safe_norm**3 / b)[:, None])  # reuses the buffer
-    sparse_term = -2 * x_unit / safe_norm.index_select(0, row_of) / b * (r_at_x > 0)
-    flat.index_add_(0, pos, sparse_term)
-    grad_z = grad_scores @ items  # (b, d)
-    grad_items = workspace.get("grad", tuple(items.shape), device)
-    torch.mm(grad_scores.T, z, out=grad_items)  # decoder side, (n_items, d)
-    # Encoder side X^T grad_z: torch's sparse.mm on a tall CSR is slow on CPU (~10x), the
-    # MKL-backed addmm_ accumulating straight into the gradient is not.
-    grad_items.addmm_(csr_to_torch(seen.T.tocsr(), device), grad_z)
-    return loss, grad_items
-
-
-class Workspace:
-    """Scratch buffers reused across batches.
-
-    A fresh (b, n_items) score matrix per batch costs an allocation that the OS backs
-    page by page (tens of milliseconds at 1024 x 20k); reusing one buffer avoids it."""
-
-    def __init__(self) -> None:
-        self._buffers: dict[str, torch.Tensor] = {}
-
-    def get(self, name: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-        """A contiguous float32 tensor of ``shape`` (contents undefined)."""
-        numel = math.prod(shape)
-        buffer = self._buffers.get(name)
-        if buffer is None or buffer.numel() < numel or buffer.device != device:
-            buffer = torch.empty(numel, device=device)
-            self._buffers[name] = buffer
-        return buffer[:numel].view(shape)
-
-
-def _canonical(rows: sp.csr_matrix) -> sp.csr_matrix:
-    """CSR with sorted, unique column indices per row (duplicates summed)."""
-    rows = rows.tocsr()
-    if not rows.has_canonical_format:
-        rows = rows.copy()
-        rows.sum_duplicates()
-    return rows
-
-
-def _flat_nonzeros(
-    rows: sp.csr_matrix, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(flat positions, values, row of each non-zero)``, each (nnz,), of a (b, n) CSR."""
-    row_of = np.repeat(np.arange(rows.shape[0], dtype=np.int64), np.diff(rows.indptr))
-    positions = row_of * rows.shape[1] + rows.indices
-    return (
-        torch.from_numpy(positions).to(device),
-        torch.from_numpy(rows.data.astype(np.float32, copy=False)).to(device),
-        torch.from_numpy(row_of).to(device),
-    )
 
 
 class ELSA(CFAE):
@@ -469,127 +379,6 @@ class ELSA(CFAE):
         model.n_items_, model.d_ = config["n_items"], config["factors"]
         return model
 
-
-def ease_spectral_init(
-    rows: sp.csr_matrix, factors: int, l2: float, scale: float, fallback: torch.Tensor
-) -> torch.Tensor:
-    """Item rows whose Gram matrix approximates EASE's, as an ELSA warm start.
-
-    ELSA scores unseen items with ``A A^T - I`` restricted off the diagonal: a symmetric
-    matrix with unit diagonal. EASE's ``B`` symmetrised, ``S = (B + B^T) / 2``, ranks as
-    well as ``B`` on MovieLens 100K, so ``A`` is taken from the top-``factors``
-    eigenpairs of ``I + scale * S`` (``scale`` trades the identity's weight against the
-    item-item part, which the rank cut and the unit-norm rows then distort less), with
-    rows renormalised by the caller.
-
-    Args:
-        rows: (n_users, n_items) training interactions.
-        factors: d, at most n_items.
-        l2: EASE's ridge penalty.
-        scale: weight of the symmetrised EASE matrix against the identity.
-        fallback: (n_items, factors) rows used for items the spectrum leaves at zero.
-
-    Returns:
-        (n_items, factors) float32 rows (not yet unit-norm).
-    """
-    n_items = rows.shape[1]
-    if factors > n_items:
-        raise InputError(f"init='ease' needs factors <= n_items ({n_items}), got {factors}")
-    target = _ease_plus_transpose(rows, l2, torch.float64).mul_(scale / 2)
-    target.diagonal().add_(1.0)
-    values, vectors = torch.linalg.eigh(target)  # ascending
-    del target
-    top = vectors[:, -factors:] * values[-factors:].clamp_min(0).sqrt()
-    # eigh's vectors are column-major and a column slice keeps that layout; the fused
-    # Adam kernel pairs parameter and gradient elements by memory position, so a
-    # non-contiguous parameter with a contiguous gradient silently gets wrong updates.
-    start = top.float().contiguous()
-    empty = torch.linalg.vector_norm(start, dim=1) < 1e-8
-    start[empty] = fallback[empty]
-    return start
-
-
-def ease_padded_init(
-    rows: sp.csr_matrix,
-    factors: int,
-    l2: float,
-    rank: int,
-    quantile: float,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """Unit-norm item rows: a rank-``rank`` factor of EASE's item-item matrix, each row
-    filled up to unit norm along its own random direction in the other columns.
-
-    ELSA ranks an unseen item by the off-diagonal of ``A A^T`` only; the unit diagonal is
-    a constraint, not a signal. With ``S = (B + B^T) / 2`` (EASE's ``B`` symmetrised) and
-    ``L`` its top-``rank`` positive eigenpairs (``V sqrt(lambda)``), ``L L^T`` ranks about
-    as well as ``S`` even at rank 128 on latest-small (val Recall@20 0.306 vs 0.312), but
-    the rows of rare items are short and renormalising them inflates their scores
-    (val 0.19). Here ``L`` is scaled so that the ``quantile`` of its row norms is 1 (the
-    few longer rows are shrunk to 1) and every row gets the missing length
-    ``sqrt(1 - |l_i|^2)`` along a random direction in the remaining
-    ``factors - rank`` columns. Random directions in many columns are nearly
-    orthogonal, so the filler adds little to off-diagonal scores.
-
-    Args:
-        rows: (n_users, n_items) training interactions.
-        factors: d, the total width; must exceed ``rank``.
-        l2: EASE's ridge penalty.
-        rank: number of eigenpairs of ``S`` carrying the item-item signal.
-        quantile: share of items whose signal row fits inside the unit ball unshrunk.
-        generator: draws the filler directions.
-
-    Returns:
-        (n_items, factors) float32 rows of unit norm.
-    """
-    n_items = rows.shape[1]
-    _check_init_rank(rank, factors)
-    if rank > n_items:
-        raise InputError(f"init_rank must be <= n_items ({n_items}), got {rank}")
-    symmetric = _ease_plus_transpose(rows, l2, torch.float32).mul_(0.5)
-    values, vectors = torch.linalg.eigh(symmetric)  # ascending
-    del symmetric
-    signal = vectors[:, -rank:] * values[-rank:].clamp_min(0).sqrt()  # (n_items, rank)
-    lengths = torch.linalg.vector_norm(signal, dim=1)
-    unit = torch.quantile(lengths.double(), quantile).item()
-    if unit <= 0:
-        raise InputError("EASE's item-item matrix has no positive eigenvalue to start from")
-    signal.div_(unit)
-    signal.div_(torch.linalg.vector_norm(signal, dim=1, keepdim=True).clamp_min(1.0))
-    missing = (1 - signal.square().sum(1)).clamp_min(0).sqrt()  # (n_items,)
-    filler = torch.randn(n_items, factors - rank, generator=generator)
-    filler.mul_((missing / torch.linalg.vector_norm(filler, dim=1).clamp_min(1e-12))[:, None])
-    return torch.cat([signal.float(), filler], dim=1).contiguous()
-
-
-def _check_init_rank(rank: int, factors: int) -> None:
-    """A padded warm start needs its factor narrower than the rows (spare columns)."""
-    if not 0 < rank < factors:
-        raise InputError(f"init_rank must be in [1, factors), got {rank} with factors={factors}")
-
-
-def _ease_plus_transpose(rows: sp.csr_matrix, l2: float, dtype: torch.dtype) -> torch.Tensor:
-    """(n_items, n_items) ``B + B^T`` of EASE fitted on ``rows``: what both warm starts
-    decompose."""
-    from steercf.models.ease import EASE  # the closed form ELSA starts from
-
-    weights = EASE(l2=l2).fit(rows).weights_.to(dtype)
-    return weights.add_(weights.T.clone())
-
-
-def _remove_parallel_(grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Drop, in place, each gradient row's component along its (unit-norm) parameter row,
-    so a step moves along the sphere instead of changing the norm the renormalisation
-    undoes. Returns ``grad``."""
-    # einsum runs the row-wise dots as a batched matmul, without the (n_items, d)
-    # temporary of (grad * rows).sum(1) (3x faster at 20k x 512).
-    parallel = torch.einsum("ij,ij->i", grad, rows).unsqueeze(1)  # (n_items, 1)
-    return grad.addcmul_(parallel, rows, value=-1.0)
-
-
-def _normalize_rows_(items: torch.Tensor) -> None:
-    """Rescale each row of (n_items, d) ``items`` to unit L2 norm, in place."""
-    items.div_(torch.linalg.vector_norm(items, dim=1, keepdim=True).clamp_min_(1e-12))
 
 
 class _Validator:

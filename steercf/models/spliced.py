@@ -9,7 +9,6 @@ out of thousands, which later modules label with concepts and steer.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -22,66 +21,15 @@ from steercf.errors import InputError, ModelFileError
 from steercf.evaluation import monitor_hold_out, ndcg_at_k, parse_monitor, recall_at_k
 from steercf.io import load_model_dir, save_model_dir, tensor_fingerprint
 from steercf.models.base import CFAE, UserRows, as_user_rows
+from steercf.models.sparse_code import SparseCode, SparseEncoding
 from steercf.ranking import top_n
 from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig, activation_counts, train_sae
-
-
-@dataclass
-class SparseCode:
-    """The active latents of a batch of users, strongest first.
-
-    Attributes:
-        values: (n_users, m) activations, descending per row (0 pads rows with fewer).
-        indices: (n_users, m) latent ids.
-    """
-
-    values: np.ndarray
-    indices: np.ndarray
-
-    def of(self, user: int) -> list[tuple[int, float]]:
-        """``[(latent, activation), ...]`` of one row, active latents only."""
-        return [
-            (int(i), float(v))
-            for i, v in zip(self.indices[user], self.values[user], strict=True)
-            if v > 0
-        ]
-
 
 # The spliced model's SAE unless told otherwise (over SAEConfig's own defaults): the
 # published TopK shape, with the refit (least-squares activations on the encoder's
 # support at inference) on: on ML-100K it turned a 0.010 Recall@20 loss against the
 # base into none (benchmarks/sae.py, refit=on vs off).
 SAE_DEFAULTS: dict[str, Any] = {"k": 16, "expansion": 8, "refit": True}
-
-
-@dataclass(frozen=True)
-class SparseEncoding:
-    """What :meth:`SplicedRecommender.encode` gives and :meth:`SplicedRecommender.decode`
-    takes: the users' SAE codes and the per-user standardisation the SAE undoes.
-
-    Attributes:
-        codes: (n_users, n_latents) non-negative activations (zero where inactive).
-        mean: (n_users, 1) per-user embedding mean removed before encoding.
-        std: (n_users, 1) per-user embedding scale divided out before encoding.
-    """
-
-    codes: torch.Tensor
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def with_codes(self, codes: torch.Tensor) -> SparseEncoding:
-        """The same users with edited (n_users, n_latents) codes (e.g. steered)."""
-        if codes.shape != self.codes.shape:
-            raise InputError(f"codes must be {tuple(self.codes.shape)}, got {tuple(codes.shape)}")
-        return replace(self, codes=codes)
-
-    def __getitem__(self, rows: int | slice) -> SparseEncoding:
-        """The encoding of a subset of users (an int keeps the row dimension)."""
-        index = slice(rows, rows + 1) if isinstance(rows, int) else rows
-        return SparseEncoding(self.codes[index], self.mean[index], self.std[index])
-
-    def __len__(self) -> int:
-        return self.codes.shape[0]
 
 
 def augmented_rows(

@@ -1,0 +1,179 @@
+"""Tag sources: item metadata as an ``ItemTags`` count matrix ``(n_items, n_tags)``.
+
+MovieLens genres, ML-100K knowledge-graph relations (``directed_by:m.xxx``,
+``actor:m.xxx``, ...), ml-latest user tags counted from *training users only*, or any
+user-supplied ``item -> tags`` mapping or frame. The concepts these give are what
+:mod:`steercf.concepts.mapping` links to units.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from steercf.data import InteractionData, ItemTags
+from steercf.data.interactions import tags_from_pairs
+from steercf.errors import InputError, UnknownIdError
+
+# Default minimum number of items (kg) / applications (user tags) a concept needs: rarer
+# ones give TF-IDF scores from one or two items, which is noise rather than a concept.
+DEFAULT_MIN_COUNT = {"genres": 1, "kg": 10, "tags": 5}
+# genre placeholders of the MovieLens files: "no information", not a concept
+PLACEHOLDER_GENRES = ("unknown", "(no genres listed)")
+
+
+def tags_from_applications(
+    frame: pd.DataFrame,
+    item_ids: np.ndarray,
+    users: Iterable[Any] | None = None,
+    min_count: int = 1,
+    lowercase: bool = True,
+    item_col: str = "item",
+    tag_col: str = "tag",
+    user_col: str = "user",
+) -> ItemTags:
+    """Item x tag counts from raw ``(user, item, tag)`` application rows.
+
+    Args:
+        frame: one row per tag application; ``user_col`` is needed only with ``users``.
+        item_ids: (n_items,) original item ids, the rows of the result.
+        users: keep only applications by these (original) user ids, e.g. the training
+            users of a split, so that no held-out user's tags leak into the concepts.
+            None keeps every row.
+        min_count: drop tags with fewer kept applications than this (counted after the
+            user filter and on ``item_ids`` only).
+        lowercase: strip and lower-case tags, so "Sci-Fi" and "sci-fi " are one concept.
+
+    Returns:
+        ItemTags with an (n_items, n_tags) float32 count matrix; tags sorted by name.
+    """
+    missing = [c for c in (item_col, tag_col) if c not in frame.columns]
+    if users is not None and user_col not in frame.columns:
+        missing.append(user_col)
+    if missing:
+        raise InputError(
+            f"tag frame lacks column(s) {', '.join(map(repr, missing))}; "
+            f"it has {list(map(str, frame.columns))}"
+        )
+    if min_count < 1:
+        raise InputError(f"min_count must be >= 1, got {min_count}")
+    rows = frame
+    if users is not None:
+        rows = rows[rows[user_col].isin(pd.Index(list(users)))]
+    tags = rows[tag_col].astype("string")
+    if lowercase:
+        tags = tags.str.strip().str.lower()
+    keep = tags.notna() & (tags != "")
+    return tags_from_pairs(
+        rows[item_col].to_numpy()[keep.to_numpy()],
+        tags[keep].astype(str).to_numpy(),
+        item_ids,
+    ).filter(min_count)
+
+
+def tags_from_mapping(
+    mapping: Mapping[Any, Any] | pd.DataFrame,
+    item_ids: np.ndarray,
+    min_count: int = 1,
+    lowercase: bool = False,
+    users: Iterable[Any] | None = None,
+) -> ItemTags:
+    """User-supplied concepts: a dict ``item id -> tag or tags`` or a frame of rows.
+
+    Args:
+        mapping: ``{item_id: "tag" | ["tag", ...] | {"tag": count}}``, or a DataFrame
+            with columns ``item``, ``tag`` (and ``user`` when ``users`` is given).
+        item_ids: (n_items,) original item ids; unknown items are ignored.
+        min_count: drop tags counted fewer times in total.
+        lowercase: lower-case and strip tag names.
+        users: for a frame with a ``user`` column: keep only rows of these users.
+
+    Returns:
+        ItemTags (n_items, n_tags) with counts (a dict value repeated or given as counts
+        adds up).
+    """
+    if isinstance(mapping, pd.DataFrame):
+        return tags_from_applications(
+            mapping, item_ids, users=users, min_count=min_count, lowercase=lowercase
+        )
+    if not isinstance(mapping, Mapping):
+        raise InputError(
+            f"concepts must be a dict item -> tags or a DataFrame, got {type(mapping).__name__}"
+        )
+    items: list[Any] = []
+    tags: list[str] = []
+    for item, value in mapping.items():
+        if isinstance(value, str):
+            pairs: Iterable[tuple[Any, int]] = [(value, 1)]
+        elif isinstance(value, Mapping):
+            pairs = value.items()
+        elif isinstance(value, Iterable):
+            pairs = [(v, 1) for v in value]
+        else:
+            raise InputError(f"tags of item {item!r} must be a str, list or dict, got {value!r}")
+        for tag, count in pairs:
+            n = int(count)
+            items.extend([item] * n)
+            tags.extend([str(tag)] * n)
+    frame = pd.DataFrame({"item": items, "tag": tags})
+    return tags_from_applications(frame, item_ids, min_count=min_count, lowercase=lowercase)
+
+
+def concept_tags(
+    data: InteractionData,
+    source: str,
+    train_users: np.ndarray | None = None,
+    min_count: int | None = None,
+) -> ItemTags:
+    """The item x concept counts of a named tag source of ``data``.
+
+    Args:
+        data: a loaded data set.
+        source: ``"genres"``, ``"kg"`` (ML-100K knowledge-graph relations) or ``"tags"``
+            (ml-latest user tags); any other key of ``data.tags`` is used as it is.
+        train_users: row indices into ``data.matrix`` of the training users
+            (``Split.train_users``). User tags are then recounted from these users'
+            applications only: a held-out user's tags describe exactly the items they
+            hide, so counting them would leak. Genres and knowledge-graph relations are
+            item metadata, not user data, and ignore it.
+        min_count: minimum total count of a concept (items for kg, applications for user
+            tags); default ``DEFAULT_MIN_COUNT`` (1 for an unlisted source).
+
+    Returns:
+        ItemTags (n_items, n_concepts). The genre placeholders "unknown" (ML-100K) and
+        "(no genres listed)" (ml-latest) are dropped: they mark missing data.
+
+    Raises:
+        UnknownIdError: ``data`` has no such source (the message lists the ones it has).
+    """
+    threshold = DEFAULT_MIN_COUNT.get(source, 1) if min_count is None else int(min_count)
+    if source == "tags" and data.tag_applications is not None:
+        users = None if train_users is None else data.user_ids[np.asarray(train_users)]
+        # applications are already lower-cased by the loader; lowercase again for frames
+        # assembled by hand
+        return tags_from_applications(
+            data.tag_applications, data.item_ids, users=users, min_count=threshold
+        )
+    if source not in data.tags:
+        close = difflib.get_close_matches(source, list(data.tags), n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise UnknownIdError(
+            f"{data.name} has no tag source {source!r} (it has "
+            f"{', '.join(map(repr, data.tags)) or 'none'}){hint}"
+        )
+    tags = data.tags[source].filter(threshold)
+    if source == "genres":
+        keep = np.flatnonzero(~np.isin(np.char.lower(tags.names), PLACEHOLDER_GENRES))
+        tags = ItemTags(tags.matrix[:, keep].tocsr(), tags.names[keep])
+    return tags
+
+
+def available_sources(data: InteractionData) -> list[str]:
+    """Tag sources of ``data`` that :func:`concept_tags` can build, in a fixed order."""
+    return [s for s in ("genres", "kg", "tags") if s in data.tags] + sorted(
+        s for s in data.tags if s not in ("genres", "kg", "tags")
+    )

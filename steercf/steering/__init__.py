@@ -1,0 +1,61 @@
+"""Steering: edit a user's sparse code toward or away from latents, decode, re-rank.
+
+The knobs and their rules (``convex``, ``additive``) live in the sparse core
+(:mod:`steercf.sae.steer`, re-exported here). This package applies them to a spliced
+recommender (:mod:`.core`: the one scoring path :func:`score_rows` /
+:func:`recommend_rows`, :func:`steer`, :func:`compare`), maps concepts to knobs
+(:mod:`.knobs`) and explains scores (:mod:`.explain`).
+"""
+
+from steercf.sae.steer import MAX_ADDITIVE, RULES, Knob, check_knobs, steer_codes
+from steercf.steering.core import (
+    SCORE_PRECISIONS,
+    SteeredRecommendations,
+    compare,
+    latent_contributions,
+    recommend_rows,
+    require_steerable,
+    score_rows,
+    steer,
+    steer_encoding,
+)
+from steercf.steering.explain import explain_items, user_concepts
+from steercf.steering.knobs import (
+    DECODER_EFFECT,
+    DECODER_FIT,
+    DEFAULT_MAPPING,
+    DEFAULT_STRENGTH,
+    DEFAULT_TOP_LATENTS,
+    STEERING_MAPPINGS,
+    ConceptKnobs,
+    decoder_effect,
+    decoder_fit,
+)
+
+__all__ = [
+    "DECODER_EFFECT",
+    "DECODER_FIT",
+    "DEFAULT_MAPPING",
+    "DEFAULT_STRENGTH",
+    "DEFAULT_TOP_LATENTS",
+    "MAX_ADDITIVE",
+    "RULES",
+    "SCORE_PRECISIONS",
+    "STEERING_MAPPINGS",
+    "ConceptKnobs",
+    "Knob",
+    "SteeredRecommendations",
+    "check_knobs",
+    "compare",
+    "decoder_effect",
+    "decoder_fit",
+    "explain_items",
+    "latent_contributions",
+    "recommend_rows",
+    "require_steerable",
+    "score_rows",
+    "steer",
+    "steer_codes",
+    "steer_encoding",
+    "user_concepts",
+]

@@ -1,0 +1,67 @@
+"""Explanations: a user's concepts and the latents behind each recommended item."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from steercf.models.spliced import SparseEncoding, SplicedRecommender
+from steercf.sae.steer import Knob
+from steercf.steering.core import steer_encoding
+
+
+def user_concepts(model, user_items, mapping, top: int = 5) -> list[tuple[str, float]]:
+    """A user's top concepts: each active latent votes for its best concepts (mapping
+    scores rescaled to sum 1 per latent) with its activation.
+
+    Args:
+        user_items: (1, n_items) one user's history.
+        mapping: a :class:`steercf.concepts.ConceptMapping` of the model's latents.
+
+    Returns:
+        ``[(concept, weight), ...]`` strongest first; weights sum to at most 1.
+    """
+    code = model.sparse_code(user_items)
+    votes: dict[str, float] = {}
+    total = float(code.values[0].sum()) or 1.0
+    for latent, activation in code.of(0):
+        ranked = [(c, s) for c, s in mapping.concepts_for(latent, top=3) if s > 0]
+        mass = sum(s for _, s in ranked)
+        for concept, score in ranked:
+            votes[concept] = votes.get(concept, 0.0) + activation / total * score / mass
+    return sorted(votes.items(), key=lambda kv: -kv[1])[:top]
+
+
+def explain_items(
+    model: SplicedRecommender,
+    user_items: Any,
+    items: Sequence[int],
+    knobs: Sequence[Knob] = (),
+    rule: str = "convex",
+    top: int = 3,
+    encoding: SparseEncoding | None = None,
+) -> list[list[tuple[int, float]]]:
+    """For each listed item, the latents that add most to its score for this user
+    (after applying ``knobs``, so a steered list is explained by the steered code).
+
+    Args:
+        user_items: (1, n_items) the user's history (ignored when ``encoding`` is given).
+        items: (m,) item indices to explain.
+        encoding: the user's encoding from ``model.encode``, to skip encoding the history
+            again (an app re-ranking on every slider move keeps it).
+
+    Returns:
+        per item, ``[(latent, contribution), ...]`` largest first (positive ones only).
+    """
+    if encoding is None:
+        encoding = model.encode(user_items)
+    encoding = steer_encoding(encoding[0], knobs, rule)
+    contributions = model.latent_contributions(encoding, np.asarray(items))
+    values, latents = torch.topk(contributions, min(top, contributions.shape[0]), dim=0)
+    return [
+        [(int(n), float(v)) for n, v in zip(latents[:, j], values[:, j], strict=True) if v > 0]
+        for j in range(contributions.shape[1])
+    ]
