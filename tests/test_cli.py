@@ -138,3 +138,66 @@ def test_spliced_workflow_end_to_end(tmp_path, capsys):
     assert "Horror" in capsys.readouterr().err  # unknown concept: close matches named
     assert main(["steer", str(base), "--user", "196", "--concept", "+Horror", "--quiet"]) == 2
     assert "needs a spliced model" in capsys.readouterr().err
+
+
+def test_recommend_with_n_beyond_the_unseen_items_lists_only_unseen_items(ease_dir, capsys):
+    """Issue 14: ``recommend -n 5000`` used to print the user's own history at -inf."""
+    from steercf.data import load_ml100k
+
+    data = load_ml100k()
+    assert main(["recommend", str(ease_dir), "--user", "196", "-n", "5000", "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    row = int(data.user_index(["196"])[0])
+    assert len(lines) == data.n_items - data.matrix[row].nnz
+    assert not any("-inf" in line for line in lines)
+    seen = {str(data.item_ids[i]) for i in data.matrix[row].indices}
+    listed = {line.rsplit("[", 1)[1].split("]")[0] for line in lines}
+    assert not listed & seen
+
+
+def test_train_starts_from_the_data_sets_preset_and_checks_params(shared_data):
+    from steercf.cli import build_parser
+    from steercf.cli.models import train_params
+    from steercf.errors import InputError
+    from steercf.experiment import PRESETS
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--data", "x", "--model", "elsa", "--out", "o"])
+    params = train_params(args, "ml-latest-small", "cpu")
+    for key, value in PRESETS["ml-latest-small"]["elsa"].items():
+        assert params[key] == value
+    assert params["seed"] == 0 and params["device"] == "cpu"
+    args = parser.parse_args(["train", "--model", "elsa", "--out", "o", "--param", "factors=64"])
+    assert train_params(args, "ml-100k", "cpu")["factors"] == 64  # --param over the preset
+    assert train_params(args, "ml-100k", "cpu")["init"] == PRESETS["ml-100k"]["elsa"]["init"]
+    args = parser.parse_args(["train", "--model", "elsa", "--out", "o", "--param", "factorz=64"])
+    with pytest.raises(InputError, match="unknown parameter 'factorz'"):
+        train_params(args, "ml-100k", "cpu")
+
+
+def test_cli_defaults_come_from_the_configs_and_help_shows_them(capsys):
+    from steercf.cli import build_parser
+    from steercf.models.spliced import SAE_DEFAULTS
+    from steercf.sae import TrainConfig
+    from steercf.steering import DEFAULT_MAPPING, DEFAULT_TOP_LATENTS, ConceptKnobs
+
+    parser = build_parser()
+    args = parser.parse_args(["train-sae", "m", "--out", "o"])
+    assert (args.k, args.expansion, args.refit) == (
+        SAE_DEFAULTS["k"],
+        SAE_DEFAULTS["expansion"],
+        SAE_DEFAULTS["refit"],
+    )
+    train = TrainConfig()
+    assert (args.max_epochs, args.aux_coef, args.loss) == (
+        train.max_epochs,
+        train.aux_coef,
+        train.loss,
+    )
+    steer = parser.parse_args(["steer", "m", "--user", "1", "--concept", "+Horror"])
+    assert (steer.mapping, steer.top_latents) == (DEFAULT_MAPPING, DEFAULT_TOP_LATENTS)
+    knobs = ConceptKnobs(mapping=None)
+    assert knobs.top_latents == DEFAULT_TOP_LATENTS  # the Python API's default too
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train-sae", "--help"])
+    assert f"(default: {SAE_DEFAULTS['k']})" in capsys.readouterr().out

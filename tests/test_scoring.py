@@ -200,3 +200,17 @@ def test_cli_score_writes_every_user_and_resumes(tmp_path, capsys):
     assert "chunk_users differ" in capsys.readouterr().err
     assert main([*command, "--concept", "+latent:3"]) == 2
     assert "needs a spliced model" in capsys.readouterr().err
+
+
+def test_n_beyond_the_unseen_items_writes_only_unseen_items(elsa, matrix, tmp_path):
+    """Issue 14: ``score -n 5000`` wrote every user's own history at -inf."""
+    report = score_users(elsa, matrix, tmp_path, N=matrix.shape[1] + 50, progress=False)
+    frame = read_scores(tmp_path)
+    assert report.N == matrix.shape[1]
+    assert len(frame) == matrix.shape[0] * matrix.shape[1] - matrix.nnz
+    assert np.isfinite(frame["score"]).all()
+    seen = set(zip(*matrix.nonzero(), strict=True))
+    assert not any((u, i) in seen for u, i in zip(frame["user"], frame["item"], strict=True))
+    # a rerun finds every (shorter) part file complete
+    again = score_users(elsa, matrix, tmp_path, N=matrix.shape[1] + 50, progress=False)
+    assert again.scored_chunks == []

@@ -195,3 +195,14 @@ def test_decoder_fit_mix_lifts_each_concept_at_least_as_well_as_its_best_latent(
     horror = knobs.mapping.scores[list(tags.names).index("Horror")]
     assert all(horror[n] > 0 for n in knob.latents)
     assert list(knob.latents) == list(np.argsort(-horror)[: len(knob.latents)])
+
+
+def test_steer_with_n_beyond_the_unseen_items_returns_only_unseen_items(setup):
+    """Issue 14: ``steer(..., N=48)`` on a long history returned seen items at -inf."""
+    data, split, model, _ = setup
+    dense = split.test_input[:1].toarray()
+    dense[0, : model.n_items_ - 40] = 1.0  # all but 40 items seen
+    row = sp.csr_matrix(dense)
+    ids, scores = steer(model, row, [Knob.of(0, 0.2)], N=48)
+    assert ids.shape == (1, 40) and np.isfinite(scores).all()
+    assert not set(ids[0].tolist()) & set(np.flatnonzero(row.toarray()[0]).tolist())

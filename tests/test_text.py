@@ -375,6 +375,27 @@ def test_steerable_search(model, emb, embedder, corpus, codes):
 
 
 # ---------------------------------------------------------------------- CLI
+def test_cli_train_defaults_are_the_api_defaults(capsys):
+    from steercf.cli import build_parser
+    from steercf.sae import SAEConfig, TrainConfig
+    from steercf.text.model import DEFAULT_SAE, DEFAULT_TRAIN
+
+    parser = build_parser()
+    args = parser.parse_args(["text", "train", "docs.csv", "--out", "model"])
+    assert args.k == DEFAULT_SAE["k"]
+    assert args.width == DEFAULT_SAE.get("width")  # None: expansion x embedding dim
+    assert args.max_epochs == DEFAULT_TRAIN["max_epochs"]
+    # the configs the CLI trains with are the ones TextSAE.fit builds by default
+    assert SAEConfig(d_in=384, **{**DEFAULT_SAE, "k": args.k}) == SAEConfig(d_in=384, **DEFAULT_SAE)
+    assert TrainConfig(**{**DEFAULT_TRAIN, "seed": args.seed}) == TrainConfig(**DEFAULT_TRAIN)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["text", "train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {DEFAULT_SAE['k']})" in shown
+    assert f"(default: {DEFAULT_TRAIN['max_epochs']})" in shown
+    assert f"expansion x embedding dim = {DEFAULT_SAE['expansion']} x d" in shown
+
+
 @pytest.mark.slow
 def test_cli_commands(corpus, tmp_path, capsys):
     parser = argparse.ArgumentParser()

@@ -17,8 +17,12 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``serve`` on ``subparsers`` (from ``parser.add_subparsers``)."""
     from steercf.explorer.server import DEFAULT_HOST, DEFAULT_PORT
 
+    summary = "explorer web app: steer, explain and browse latents (or text latents)"
     p = subparsers.add_parser(
-        "serve", help="explorer web app: steer, explain and browse latents (or text latents)"
+        "serve",
+        help=summary,
+        description=summary,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("model_dir", help="a spliced model (train-sae) or a text model (text train)")
     p.add_argument(

@@ -3,8 +3,12 @@ are spread, and which latents point the same way."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
+
+from steercf.errors import InputError, UnknownIdError
 
 HISTOGRAM_BINS = 20
 
@@ -35,3 +39,15 @@ def nearest_latents(directions: torch.Tensor, latent: int, n: int) -> tuple[np.n
     cosine = (directions @ directions[latent]).numpy()
     cosine[latent] = -np.inf
     return np.argsort(-cosine, kind="stable")[:n], cosine
+
+
+def latent_id(latent: Any, n_latents: int) -> int:
+    """``latent`` as an int in ``[0, n_latents)``; InputError for a non-integer,
+    UnknownIdError for one out of range."""
+    if isinstance(latent, bool) or not isinstance(latent, (int, np.integer)):
+        raise InputError(f"a latent is an integer id, got {latent!r}")
+    if not 0 <= int(latent) < n_latents:
+        raise UnknownIdError(
+            f"unknown latent {latent}: the model has {n_latents} latents (0..{n_latents - 1})"
+        )
+    return int(latent)

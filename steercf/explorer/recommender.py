@@ -26,6 +26,7 @@ from steercf.data import InteractionData
 from steercf.errors import InputError, UnknownIdError
 from steercf.evaluation import split_users
 from steercf.explorer.latent_browser import LatentBrowser
+from steercf.explorer.latents import latent_id
 from steercf.models import SparseEncoding, SplicedRecommender, load_model
 from steercf.ranking import top_n
 from steercf.runs import resolve_data
@@ -190,14 +191,7 @@ class RecommenderExplorer(LatentBrowser):
         return self.labels[int(latent)].text
 
     def _latent_index(self, latent: Any) -> int:
-        if isinstance(latent, bool) or not isinstance(latent, (int, np.integer)):
-            raise InputError(f"a latent is an integer id, got {latent!r}")
-        if not 0 <= int(latent) < self.model.n_latents:
-            raise UnknownIdError(
-                f"unknown latent {latent}: the model has {self.model.n_latents} latents "
-                f"(0..{self.model.n_latents - 1})"
-            )
-        return int(latent)
+        return latent_id(latent, self.model.n_latents)
 
     def history(self, user: str | None = None, items: Sequence[Any] | None = None) -> sp.csr_matrix:
         """(1, n_items) history of a data set user, or a profile built from item ids.

@@ -18,8 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from steercf.errors import InputError, UnknownIdError
-from steercf.explorer.latents import activation_histogram, nearest_latents, unit_directions
+from steercf.errors import InputError
+from steercf.explorer.latents import (
+    activation_histogram,
+    latent_id,
+    nearest_latents,
+    unit_directions,
+)
 
 MAX_STRENGTHEN = 4.0  # a = 1 multiplies an active latent by 5
 # a = 1 switches an inactive latent on at 8 x its p90 activation: the query's own latents
@@ -125,14 +130,7 @@ class TextExplorer:
         return vector
 
     def _latent(self, latent: Any) -> int:
-        if isinstance(latent, bool) or not isinstance(latent, (int, np.integer)):
-            raise InputError(f"a latent is an integer id, got {latent!r}")
-        if not 0 <= int(latent) < self.model.n_latents:
-            raise UnknownIdError(
-                f"unknown latent {latent}: the model has {self.model.n_latents} latents "
-                f"(0..{self.model.n_latents - 1})"
-            )
-        return int(latent)
+        return latent_id(latent, self.model.n_latents)
 
     def _doc(self, doc: int, **extra: Any) -> dict[str, Any]:
         text = self.texts[doc]

@@ -91,8 +91,9 @@ def score_rows(
                 encoding = model.encode(batch)
                 if knobs:
                     encoding = steer_encoding(encoding, knobs, rule)
-                device = next(iter(model._tensors().values())).device
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                codes = getattr(encoding, "codes", encoding)  # a spliced model's codes
+                bf16 = precision == "bf16"
+                with torch.autocast(codes.device.type, dtype=torch.bfloat16, enabled=bf16):
                     scores = model.decode(encoding)
             else:
                 scores = model.score(batch)

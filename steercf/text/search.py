@@ -19,9 +19,9 @@ import torch
 
 from steercf.errors import InputError
 from steercf.sae.steer import edit_codes
-from steercf.text.analysis import doc_similarity
 from steercf.text.embed import Embedder, Embeddings
 from steercf.text.model import TextSAE
+from steercf.text.retrieval import doc_similarity
 
 
 def _as_factors(

@@ -1,0 +1,142 @@
+"""Task 3, targeted clustering: spectral clustering of documents on the latents of an
+axis of interest (e.g. from :func:`steercf.text.query_latents`), each cluster described
+by the latents that fire more inside it than outside.
+
+Takes document codes ``(n_docs, n_latents)`` from :meth:`steercf.text.TextSAE.doc_codes`
+(binarised at > 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from steercf.errors import InputError
+from steercf.text.common import check_codes, label_column
+
+
+@dataclass
+class Clusters:
+    """Result of :func:`targeted_clustering`.
+
+    Attributes:
+        assignments: (n_docs,) cluster id of each document.
+        summary: DataFrame, one row per cluster: ``cluster, size, latents`` (top
+            latents by in- minus out-of-cluster frequency), ``lift`` (those
+            differences), ``description`` (their labels).
+        latents: (m,) the latents the clustering used.
+    """
+
+    assignments: np.ndarray
+    summary: pd.DataFrame
+    latents: np.ndarray
+
+
+def jaccard_affinity(binary: np.ndarray) -> np.ndarray:
+    """Jaccard similarity (n, n) between the rows of a binary matrix (n, m)."""
+    x = np.asarray(binary, dtype=np.float32)
+    inter = x @ x.T
+    sizes = x.sum(1)
+    union = sizes[:, None] + sizes[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def _axis_latents(
+    codes: np.ndarray,
+    latents: Sequence[int] | np.ndarray | dict[int, float] | None,
+    min_count: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The axis latents (m,) worth clustering on (firing on at least ``min_count``
+    documents and not on all of them) and their binarised codes (n_docs, m)."""
+    n = codes.shape[0]
+    if latents is None:
+        chosen = np.arange(codes.shape[1])
+    else:
+        chosen = np.asarray(sorted(latents.keys() if isinstance(latents, dict) else latents), int)
+        if chosen.size == 0:
+            raise InputError("no latents to cluster on: the axis selected none")
+        if chosen.min() < 0 or chosen.max() >= codes.shape[1]:
+            raise InputError(f"latent ids must lie in 0..{codes.shape[1] - 1}")
+    binary = codes[:, chosen] > 0
+    counts = binary.sum(0)
+    useful = (counts >= min_count) & (counts < n)
+    if not useful.any():
+        raise InputError("none of the selected latents fires on enough documents to cluster")
+    return chosen[useful], binary[:, useful]
+
+
+def _describe_clusters(
+    codes: np.ndarray,
+    assignments: np.ndarray,
+    n_clusters: int,
+    labels: Sequence[str] | None,
+    n_describe: int,
+) -> pd.DataFrame:
+    """:attr:`Clusters.summary`: per non-empty cluster, the ``n_describe`` latents (over
+    all latents) with the largest in- minus out-of-cluster firing frequency."""
+    all_binary = codes > 0
+    rows = []
+    for c in range(n_clusters):
+        inside = assignments == c
+        if not inside.any():
+            continue
+        out_freq = all_binary[~inside].mean(0) if (~inside).any() else np.zeros(codes.shape[1])
+        lift = all_binary[inside].mean(0) - out_freq
+        best = np.argsort(-lift)[:n_describe]
+        rows.append(
+            {
+                "cluster": c,
+                "size": int(inside.sum()),
+                "latents": best.tolist(),
+                "lift": [round(float(v), 3) for v in lift[best]],
+                "description": " | ".join(label_column(labels, best)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def targeted_clustering(
+    codes: Any,
+    n_clusters: int,
+    latents: Sequence[int] | np.ndarray | dict[int, float] | None = None,
+    labels: Sequence[str] | None = None,
+    min_count: int = 3,
+    n_describe: int = 5,
+    seed: int = 0,
+) -> Clusters:
+    """Spectral clustering of documents on (a subset of) binarised latents.
+
+    Args:
+        codes: (n_docs, n_latents) document codes.
+        n_clusters: number of clusters.
+        latents: the axis of interest, e.g. from :func:`query_latents` (a dict's keys
+            are used) or :func:`match_labels`; default all latents.
+        labels: (n_latents,) latent labels for the summary's descriptions.
+        min_count: drop latents firing on fewer documents (and on all of them).
+        n_describe: latents per cluster in the summary.
+        seed: random state of the spectral embedding and k-means.
+
+    Returns:
+        :class:`Clusters`. Document affinity is the Jaccard similarity of their active
+        latent sets (plus a tiny constant so that documents with no active latent still
+        form a connected graph).
+    """
+    from sklearn.cluster import SpectralClustering
+
+    codes = check_codes(codes)
+    n = codes.shape[0]
+    if not isinstance(n_clusters, int) or not 2 <= n_clusters <= n:
+        raise InputError(f"n_clusters must be an integer in [2, {n}], got {n_clusters!r}")
+    chosen, binary = _axis_latents(codes, latents, min_count)
+    affinity = jaccard_affinity(binary) + 1e-3
+    model = SpectralClustering(
+        n_clusters=n_clusters, affinity="precomputed", random_state=seed, assign_labels="kmeans"
+    )
+    assignments = model.fit_predict(affinity)
+    summary = _describe_clusters(codes, assignments, n_clusters, labels, n_describe)
+    return Clusters(assignments, summary, chosen)

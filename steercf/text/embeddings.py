@@ -1,0 +1,106 @@
+"""Chunk embeddings of a corpus: vectors (n_chunks, d) with the document of each chunk,
+their checks, subsets, concatenation and ``.npz`` files."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steercf.errors import InputError
+
+
+@dataclass
+class Embeddings:
+    """Chunk embeddings of a corpus.
+
+    Attributes:
+        vectors: (n_chunks, d) float32, one row per chunk.
+        doc_index: (n_chunks,) int64, the document each chunk belongs to, non-decreasing,
+            every document in ``range(n_docs)`` present at least once.
+        n_docs: number of documents.
+    """
+
+    vectors: np.ndarray
+    doc_index: np.ndarray
+    n_docs: int
+
+    def __post_init__(self) -> None:
+        self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
+        self.doc_index = np.asarray(self.doc_index, dtype=np.int64)
+        if self.vectors.ndim != 2 or self.vectors.shape[0] == 0:
+            raise InputError(
+                f"embeddings must be a non-empty (n, d) array, got {self.vectors.shape}"
+            )
+        if self.doc_index.shape != (self.vectors.shape[0],):
+            raise InputError("doc_index must have one entry per embedding row")
+        if not np.isfinite(self.vectors).all():
+            raise InputError("embeddings hold NaN or infinite values")
+        counts = np.bincount(self.doc_index, minlength=self.n_docs) if self.n_docs else []
+        if self.doc_index.min() < 0 or len(counts) != self.n_docs or not np.all(counts > 0):
+            raise InputError("doc_index must cover every document 0..n_docs-1 at least once")
+
+    @classmethod
+    def from_array(cls, x: Any, doc_index: Any = None) -> Embeddings:
+        """Wrap precomputed vectors (n, d): one per document unless ``doc_index`` maps
+        rows to documents."""
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise InputError(f"embeddings must be numeric, got dtype {x.dtype}")
+        if x.ndim != 2 or x.shape[0] == 0:
+            raise InputError(f"embeddings must be a non-empty (n, d) array, got shape {x.shape}")
+        if doc_index is None:
+            doc_index = np.arange(x.shape[0])
+        doc_index = np.asarray(doc_index, dtype=np.int64)
+        n_docs = int(doc_index.max()) + 1 if doc_index.size else 0
+        return cls(x, doc_index, n_docs)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def subset(self, docs: Sequence[int] | np.ndarray) -> Embeddings:
+        """The chunks of documents ``docs`` (in that order), renumbered 0..len(docs)-1."""
+        docs = np.asarray(docs, dtype=np.int64)
+        if docs.ndim != 1 or docs.size == 0:
+            raise InputError("subset needs a non-empty 1-D list of document indices")
+        if docs.min() < 0 or docs.max() >= self.n_docs:
+            raise InputError(f"document indices must lie in 0..{self.n_docs - 1}")
+        starts = np.searchsorted(self.doc_index, docs, side="left")
+        ends = np.searchsorted(self.doc_index, docs, side="right")
+        rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
+        new_index = np.repeat(np.arange(docs.size), ends - starts)
+        return Embeddings(self.vectors[rows], new_index, int(docs.size))
+
+    @staticmethod
+    def concat(parts: Sequence[Embeddings]) -> Embeddings:
+        """Documents of all ``parts`` one after the other."""
+        offsets = np.cumsum([0] + [p.n_docs for p in parts])
+        return Embeddings(
+            np.concatenate([p.vectors for p in parts]),
+            np.concatenate([p.doc_index + o for p, o in zip(parts, offsets, strict=False)]),
+            int(offsets[-1]),
+        )
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``vectors`` and ``doc_index`` to an ``.npz`` file atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp.npz")
+        np.savez(tmp, vectors=self.vectors, doc_index=self.doc_index)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Embeddings:
+        """Read a file written by :meth:`save` (``allow_pickle=False``)."""
+        try:
+            with np.load(Path(path), allow_pickle=False) as data:
+                return cls.from_array(data["vectors"], data["doc_index"])
+        except (OSError, KeyError, ValueError) as err:
+            raise InputError(f"cannot read embeddings from {path}: {err}") from err
