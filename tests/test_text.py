@@ -470,3 +470,19 @@ def test_cli_commands(corpus, tmp_path, capsys):
     assert "parent" in run("text", "families", model_dir, str(data), "--min-count", "3", *common)
     with pytest.raises(InputError, match="no text column 'text'"):
         run("text", "correlate", model_dir, str(data), "--quiet")
+
+
+def test_query_code_is_a_documents_code_with_the_refit_on():
+    """A query and a document with the same embedding get the same code: both go
+    through ``sae.encode`` (refit included), not a copy of the encoder."""
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((400, 24)).astype(np.float32)
+    model = TextSAE.fit(
+        vectors,
+        {"width": 48, "k": 6, "refit": True},
+        {"max_epochs": 5, "seed": 0, "progress": False},
+    )
+    for row in vectors[:5]:
+        code, pre = model.query_code(row)
+        np.testing.assert_allclose(code, model.chunk_codes(row[None])[0], rtol=1e-6, atol=1e-7)
+        assert pre.shape == code.shape and ((code > 0) <= (pre > 0)).all()
