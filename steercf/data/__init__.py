@@ -7,8 +7,9 @@ from steercf.data.download import (
     default_cache_dir,
     download_movielens,
 )
-from steercf.data.interactions import InteractionData, ItemTags, from_dataframe
+from steercf.data.interactions import InteractionData, from_dataframe
 from steercf.data.movielens import load_dataset, load_ml1m, load_ml100k, load_movielens_csv
+from steercf.data.tags import ItemTags
 
 __all__ = [
     "GROUPLENS_NAMES",

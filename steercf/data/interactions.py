@@ -7,8 +7,6 @@ become positives, duplicate (user, item) pairs collapse to one, users with fewer
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -17,80 +15,19 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from steercf.data.tags import ItemTags, tags_from_pairs
 from steercf.errors import InputError, UnknownIdError
 
+__all__ = [
+    "InteractionData",
+    "ItemTags",
+    "align_items",
+    "from_dataframe",
+    "sorted_unique_codes",
+    "tags_from_pairs",
+]
+
 _MAX_IDS_SHOWN = 10
-
-
-@dataclass(eq=False)  # fields are arrays: compare by identity rather than raise
-class ItemTags:
-    """A bag of tags per item.
-
-    Attributes:
-        matrix: (n_items, n_tags) float32 CSR counts; rows aligned to `InteractionData.item_ids`.
-        names: (n_tags,) tag names (str), column order of `matrix`.
-    """
-
-    matrix: sp.csr_matrix
-    names: np.ndarray
-
-    def __post_init__(self) -> None:
-        self.matrix = sp.csr_matrix(self.matrix, dtype=np.float32)
-        self.names = np.asarray(self.names, dtype=str)
-        if self.matrix.shape[1] != len(self.names):
-            raise InputError(
-                f"tag matrix has {self.matrix.shape[1]} columns but {len(self.names)} tag names"
-            )
-
-    @property
-    def n_tags(self) -> int:
-        return len(self.names)
-
-    def filter(self, min_count: int = 1) -> ItemTags:
-        """Keep only tags applied at least `min_count` times in total (column sum).
-
-        Returns a new ItemTags with the same rows and a subset of the columns, in the same order.
-        """
-        totals = np.asarray(self.matrix.sum(axis=0)).ravel()
-        keep = np.flatnonzero(totals >= min_count)
-        return ItemTags(matrix=self.matrix[:, keep].tocsr(), names=self.names[keep])
-
-    def index(self, name: str) -> int:
-        """Column of tag `name`.
-
-        An exact match wins; otherwise a unique case-insensitive match is accepted.
-        Raises UnknownIdError listing the closest tag names when there is none.
-        """
-        position = self._positions.get(name)
-        if position is not None:
-            return position
-        folded = self._folded_positions.get(str(name).casefold())
-        if folded is not None and len(folded) == 1:
-            return folded[0]
-        close = difflib.get_close_matches(str(name), list(self._positions), n=5, cutoff=0.6)
-        hint = f"; close matches: {', '.join(repr(c) for c in close)}" if close else ""
-        raise UnknownIdError(f"unknown tag {name!r} (among {self.n_tags} tags){hint}")
-
-    def items_with(self, name: str) -> np.ndarray:
-        """Sorted item indices (rows) that carry tag `name` at least once: (n,) int64."""
-        column = self.matrix[:, self.index(name)]
-        return np.sort(column.nonzero()[0]).astype(np.int64)
-
-    def tags_of(self, item_index: int) -> list[str]:
-        """Names of the tags an item carries, in column order."""
-        row = self.matrix[int(item_index)]
-        return [str(n) for n in self.names[np.sort(row.indices[row.data > 0])]]
-
-    @cached_property
-    def _positions(self) -> dict[str, int]:
-        return {str(n): i for i, n in enumerate(self.names)}
-
-    @cached_property
-    def _folded_positions(self) -> dict[str, list[int]]:
-        folded: dict[str, list[int]] = {}
-        for i, n in enumerate(self.names):
-            folded.setdefault(str(n).casefold(), []).append(i)
-        return folded
 
 
 @dataclass(eq=False)  # fields are arrays: compare by identity rather than raise
@@ -284,6 +221,31 @@ def from_dataframe(
         InputError: missing columns, empty frame, NaN ids or ratings, non-numeric ratings,
             or no user left after filtering.
     """
+    _check_frame(df, user_col, item_col, rating_col, min_user_positives)
+    users, item_values = _positive_rows(df, user_col, item_col, rating_col, min_rating)
+    user_codes, user_ids = sorted_unique_codes(users)
+    item_codes, item_ids = sorted_unique_codes(item_values)
+    matrix, keep_user, item_used = _binary_matrix(
+        user_codes, item_codes, len(user_ids), len(item_ids), min_user_positives
+    )
+    item_ids = item_ids[item_used]
+    return InteractionData(
+        matrix=matrix,
+        user_ids=user_ids[keep_user],
+        item_ids=item_ids,
+        items=align_items(items, item_ids),
+        name=name,
+    )
+
+
+def _check_frame(
+    df: pd.DataFrame,
+    user_col: str,
+    item_col: str,
+    rating_col: str | None,
+    min_user_positives: int,
+) -> None:
+    """InputError for a non-frame, missing columns, no rows, a negative threshold or NaN ids."""
     if not isinstance(df, pd.DataFrame):
         raise InputError(f"expected a pandas DataFrame, got {type(df).__name__}")
     wanted = [user_col, item_col] + ([rating_col] if rating_col is not None else [])
@@ -303,6 +265,12 @@ def from_dataframe(
         if n_nan:
             raise InputError(f"column {col!r} has {n_nan} missing (NaN) id(s)")
 
+
+def _positive_rows(
+    df: pd.DataFrame, user_col: str, item_col: str, rating_col: str | None, min_rating: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n_positive,) user and item ids of the rows rated >= `min_rating` (all rows when
+    there is no rating column)."""
     users = df[user_col].to_numpy()
     item_values = df[item_col].to_numpy()
     if rating_col is not None:
@@ -314,17 +282,33 @@ def from_dataframe(
                 f"{np.min(ratings):g} to {np.max(ratings):g}); no user is left"
             )
         users, item_values = users[positive], item_values[positive]
+    return users, item_values
 
-    user_codes, user_ids = sorted_unique_codes(users)
-    item_codes, item_ids = sorted_unique_codes(item_values)
 
+def _binary_matrix(
+    user_codes: np.ndarray,
+    item_codes: np.ndarray,
+    n_all_users: int,
+    n_all_items: int,
+    min_user_positives: int,
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """The binary CSR matrix of (user code, item code) pairs after the protocol's filters.
+
+    Args:
+        user_codes, item_codes: (n_pairs,) codes into the sorted unique user / item ids.
+        n_all_users, n_all_items: how many distinct users / items the codes range over.
+
+    Returns:
+        matrix: (n_users, n_items) float32 CSR with sorted indices, one 1.0 per distinct pair.
+        keep_user: (n_all_users,) bool, users with >= `min_user_positives` positives.
+        item_used: (n_all_items,) bool, items with a positive from a kept user.
+    """
     # One int64 key per (user, item): np.unique both removes duplicates and sorts by user, then
     # item, which is exactly CSR order.
-    n_all_items = len(item_ids)
     keys = np.unique(user_codes * n_all_items + item_codes)
     user_codes, item_codes = keys // n_all_items, keys % n_all_items
 
-    per_user = np.bincount(user_codes, minlength=len(user_ids))
+    per_user = np.bincount(user_codes, minlength=n_all_users)
     keep_user = per_user >= min_user_positives
     if not keep_user.any():
         raise InputError(
@@ -340,23 +324,16 @@ def from_dataframe(
     item_used[item_codes] = True
     item_map = np.cumsum(item_used) - 1
     rows, cols = user_map[user_codes], item_map[item_codes]
-    user_ids, item_ids = user_ids[keep_user], item_ids[item_used]
+    n_users, n_items = int(keep_user.sum()), int(item_used.sum())
 
-    indptr = np.zeros(len(user_ids) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=len(user_ids)), out=indptr[1:])
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
     matrix = sp.csr_matrix(
         (np.ones(len(cols), dtype=np.float32), cols.astype(np.int32), indptr),
-        shape=(len(user_ids), len(item_ids)),
+        shape=(n_users, n_items),
     )
     matrix.has_sorted_indices = True
-
-    return InteractionData(
-        matrix=matrix,
-        user_ids=user_ids,
-        item_ids=item_ids,
-        items=align_items(items, item_ids),
-        name=name,
-    )
+    return matrix, keep_user, item_used
 
 
 def _numeric_ratings(column: pd.Series, name: str) -> np.ndarray:
@@ -392,48 +369,3 @@ def align_items(items: pd.DataFrame | None, item_ids: np.ndarray) -> pd.DataFram
     else:
         frame.insert(0, "title", fallback)
     return frame
-
-
-def tags_from_pairs(
-    pair_items: Iterable[Any] | np.ndarray,
-    pair_tags: Iterable[Any] | np.ndarray,
-    item_ids: np.ndarray,
-    names: Iterable[str] | None = None,
-    unique: bool = False,
-) -> ItemTags:
-    """Build ItemTags from parallel arrays of (item id, tag name) rows.
-
-    Each row adds one to the (item, tag) count; with `unique=True` repeated rows count once.
-    Rows whose item is not in `item_ids`, or whose tag is not in `names`, are ignored.
-
-    Args:
-        pair_items: (n_rows,) original item ids.
-        pair_tags: (n_rows,) tag names.
-        item_ids: (n_items,) the matrix columns the rows of the result align to.
-        names: tag vocabulary in column order; default: sorted distinct tags of kept rows.
-
-    Returns:
-        ItemTags with an (n_items, n_tags) float32 count matrix.
-    """
-    pairs = pd.DataFrame(
-        {"item": np.asarray(pair_items), "tag": np.asarray(pair_tags, dtype=object)}
-    )
-    pairs["row"] = pd.Index(item_ids).get_indexer(pairs["item"])
-    pairs = pairs[(pairs["row"] >= 0) & pairs["tag"].notna()]
-    if unique:
-        pairs = pairs.drop_duplicates(["row", "tag"])
-    if names is None:
-        vocabulary = np.sort(pairs["tag"].astype(str).unique())
-    else:
-        vocabulary = np.asarray(list(names), dtype=str)
-    columns = pd.Index(vocabulary).get_indexer(pairs["tag"].astype(str))
-    in_vocabulary = columns >= 0
-    matrix = sp.csr_matrix(
-        (
-            np.ones(int(in_vocabulary.sum()), dtype=np.float32),
-            (pairs["row"].to_numpy()[in_vocabulary], columns[in_vocabulary]),
-        ),
-        shape=(len(item_ids), len(vocabulary)),
-    )
-    matrix.sum_duplicates()  # duplicates become counts
-    return ItemTags(matrix=matrix, names=vocabulary)

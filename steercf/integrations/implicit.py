@@ -170,33 +170,11 @@ class SteerCFImplicit(RecommenderBase):
         """
         self._check_fitted()
         single = np.isscalar(userid) or np.ndim(userid) == 0
-        users = np.atleast_1d(np.asarray(userid)).astype(np.int64, copy=False)
-        if users.ndim != 1:
-            raise InputError("userid must be an int or a 1-D array of ints")
-        if user_items is not None:
-            if not sp.issparse(user_items):
-                raise InputError("user_items must be a CSR sparse matrix")
-            given = sp.csr_matrix(user_items, dtype=np.float32)
-            if given.shape[0] != len(users):
-                raise InputError(
-                    f"user_items must contain 1 row for every user in userid: "
-                    f"{given.shape[0]} rows for {len(users)} user(s)"
-                )
-            if given.shape[1] != self.n_items:
-                raise InputError(
-                    f"user_items has {given.shape[1]} item columns, the model {self.n_items}"
-                )
-        elif recalculate_user:
-            raise InputError("recalculate_user=True needs user_items")
-        else:
-            given = None
-        if recalculate_user:
-            history = given
-        else:
-            history = self.user_items[self._known_users(users)]
+        users, given, history = self._recommend_inputs(userid, user_items, recalculate_user)
         if items is not None and filter_items is not None and len(filter_items):
             raise InputError("Can't set both items and filter_items in recommend call")
-
+        # filter what the caller passed when there is something, else the scored history
+        seen = (given if given is not None else history) if filter_already_liked_items else None
         knob_list = build_knobs(steer_latents, knobs)
         ids_out, scores_out = [], []
         for start in range(0, len(users), self.batch_size):
@@ -212,15 +190,45 @@ class SteerCFImplicit(RecommenderBase):
                 items=items,
                 pad=True,  # implicit's fixed-width lists: -1 / -inf where none is left
                 empty_scores=self._popularity,
-                seen=(given if given is not None else history)[part]
-                if filter_already_liked_items
-                else None,
+                seen=None if seen is None else seen[part],
             )
             ids_out.append(ids)
             scores_out.append(values)
         ids = np.concatenate(ids_out).astype(np.int32)
         scores = np.concatenate(scores_out).astype(np.float32)
         return (ids[0], scores[0]) if single else (ids, scores)
+
+    def _recommend_inputs(
+        self, userid: Any, user_items: sp.spmatrix | None, recalculate_user: bool
+    ) -> tuple[np.ndarray, sp.csr_matrix | None, sp.csr_matrix]:
+        """Checked inputs of :meth:`recommend`: ``(users, given, history)`` with (n,) int64
+        user ids, the (n, n_items) float32 CSR ``user_items`` (None when not passed) and
+        the (n, n_items) rows to score (``given`` with ``recalculate_user``, else the
+        stored training rows of ``users``)."""
+        users = np.atleast_1d(np.asarray(userid)).astype(np.int64, copy=False)
+        if users.ndim != 1:
+            raise InputError("userid must be an int or a 1-D array of ints")
+        given = None if user_items is None else self._given_rows(user_items, len(users))
+        if given is None and recalculate_user:
+            raise InputError("recalculate_user=True needs user_items")
+        history = given if recalculate_user else self.user_items[self._known_users(users)]
+        return users, given, history
+
+    def _given_rows(self, user_items: sp.spmatrix, n_users: int) -> sp.csr_matrix:
+        """``user_items`` as (n_users, n_items) float32 CSR, or InputError."""
+        if not sp.issparse(user_items):
+            raise InputError("user_items must be a CSR sparse matrix")
+        given = sp.csr_matrix(user_items, dtype=np.float32)
+        if given.shape[0] != n_users:
+            raise InputError(
+                f"user_items must contain 1 row for every user in userid: "
+                f"{given.shape[0]} rows for {n_users} user(s)"
+            )
+        if given.shape[1] != self.n_items:
+            raise InputError(
+                f"user_items has {given.shape[1]} item columns, the model {self.n_items}"
+            )
+        return given
 
     def recalculate_user(self, userid: Any, user_items: sp.spmatrix) -> torch.Tensor:
         """The model's representation of ``user_items`` rows (implicit API): the
