@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from steercf.data.rows import thin_rows
 from steercf.distributed import Collective
 from steercf.errors import InputError
-from steercf.evaluation import monitor_hold_out, ndcg_at_k, parse_monitor, recall_at_k
+from steercf.evaluation import parse_monitor
 from steercf.io import require_tensors
 from steercf.models.base import CFAE, UserRows, as_user_rows, csr_to_torch
 from steercf.models.elsa_init import _check_init_rank, ease_padded_init, ease_spectral_init
@@ -32,9 +32,9 @@ from steercf.models.elsa_loss import (
     _canonical,
     _normalize_rows_,
     _remove_parallel_,
+    _Validator,
     elsa_loss_and_grad,
 )
-from steercf.ranking import top_n
 from steercf.training import EarlyStopping
 
 __all__ = [
@@ -273,29 +273,12 @@ class ELSA(CFAE):
         ``best_epoch_``."""
         self._check_params()
         group = group if group is not None else Collective()
-        rows = _canonical(as_user_rows(user_items, user_items.shape[1], allow_empty=True))
-        rows = rows[np.diff(rows.indptr) > 0]  # an empty history carries no signal
-        if rows.shape[0] == 0:
-            raise InputError("no user with an interaction to train on")
-        n_items = rows.shape[1]
+        rows = _nonempty_rows(user_items)
         generator = torch.Generator().manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
-        validator = None
-        if val_user_items is not None:
-            val = as_user_rows(val_user_items, n_items, allow_empty=True, name="val_user_items")
-            val = _canonical(val[np.diff(val.indptr) > 0])
-            if val.shape[0]:
-                validator = _Validator(val, self.monitor, self.batch_size, self.seed)
+        validator = self._validator(val_user_items, rows.shape[1])
         device = torch.device(self.device)
-        items = torch.randn(n_items, self.factors, generator=generator)
-        if self.init == "ease":
-            items = ease_spectral_init(rows, self.factors, self.init_l2, self.init_scale, items)
-        elif self.init == "ease_padded":
-            items = ease_padded_init(
-                rows, self.factors, self.init_l2, self.init_rank, self.init_quantile, generator
-            )
-        items = torch.nn.functional.normalize(items, dim=1).to(device).contiguous()
-        items.requires_grad_(True)
+        items = self._initial_items(rows, generator, device)
         # The fused kernel does Adam's whole update in one pass over the parameters; the
         # default per-tensor CPU path makes ~10 passes and costs about as much as a batch's
         # matrix products at 20k x 512.
@@ -303,54 +286,105 @@ class ELSA(CFAE):
             [items], lr=self.lr, betas=self.betas, fused=device.type in ("cpu", "cuda")
         )
         workspace = Workspace()
-
         self.history_: list[dict[str, float]] = []
-        best_score, best_items, best_epoch, stale = -math.inf, items.detach().clone(), 0, 0
-        if validator is not None and self.init != "random":
-            # The warm start is a candidate too (epoch -1): training must beat it on
-            # validation to replace it.
-            record = {"epoch": -1, **group.agree(validator(items.detach(), workspace))}
-            best_score, best_epoch = validator.score(record), -1
-            self.history_.append(record)
+        stopper = self._early_stopping(items, validator, workspace, group)
         bar = tqdm(range(self.epochs), desc="ELSA", disable=not self.progress or not group.is_main)
         thin = (lambda b: thin_rows(b, self.input_dropout, rng)) if self.input_dropout else None
         for epoch in bar:
-            order = torch.randperm(rows.shape[0], generator=generator).numpy()
-            total = 0.0
-            for start in range(0, len(order), self.batch_size):
-                users = np.sort(order[start : start + self.batch_size])
-                batch, thinned = group.shard_rows(rows, users, thin)  # this process's share
-                if batch.shape[0]:
-                    loss, grad = elsa_loss_and_grad(
-                        batch, items.detach(), input_rows=thinned, workspace=workspace
-                    )
-                else:  # a last batch with fewer users than processes
-                    loss, grad = torch.zeros((), device=device), torch.zeros_like(items.detach())
-                loss, grad = group.mean_over_batch(loss, grad, batch.shape[0], len(users))
-                items.grad = _remove_parallel_(grad, items.detach())
-                optimizer.step()
-                with torch.no_grad():
-                    _normalize_rows_(items)
-                total += loss.item() * len(users)
-            record = {"epoch": epoch, "train_loss": total / rows.shape[0]}
+            loss = self._train_epoch(rows, items, optimizer, workspace, generator, group, thin)
+            record = {"epoch": epoch, "train_loss": loss}
             if validator is not None:
                 # rank 0's numbers decide early stopping for every process
                 record.update(group.agree(validator(items.detach(), workspace)))
-                score = validator.score(record)
-                if score > best_score + 1e-6:
-                    best_score, best_epoch, stale = score, epoch, 0
-                    best_items = items.detach().clone()
-                else:
-                    stale += 1
+                stopper.update(validator.score(record), epoch, lambda: items.detach().clone())
             self.history_.append(record)
             bar.set_postfix({k: round(v, 5) for k, v in record.items() if k != "epoch"})
-            if validator is not None and stale >= self.patience:
+            if validator is not None and stopper.should_stop:
                 break
         items.grad = None
-        self.items_ = best_items if validator is not None else items.detach().clone()
-        self.best_epoch_ = best_epoch if validator is not None else len(self.history_) - 1
-        self.n_items_, self.d_ = n_items, self.factors
+        self.items_ = stopper.best_state if validator is not None else items.detach().clone()
+        self.best_epoch_ = stopper.best_epoch if validator is not None else len(self.history_) - 1
+        self.n_items_, self.d_ = rows.shape[1], self.factors
         return self
+
+    def _validator(self, val_user_items: sp.csr_matrix | None, n_items: int) -> _Validator | None:
+        """The per-epoch judge on the validation users with an interaction, if any."""
+        if val_user_items is None:
+            return None
+        val = as_user_rows(val_user_items, n_items, allow_empty=True, name="val_user_items")
+        val = _canonical(val[np.diff(val.indptr) > 0])
+        return _Validator(val, self.monitor, self.batch_size, self.seed) if val.shape[0] else None
+
+    def _initial_items(
+        self, rows: sp.csr_matrix, generator: torch.Generator, device: torch.device
+    ) -> torch.Tensor:
+        """(n_items, factors) unit-norm starting rows of ``A`` on ``device``: a leaf
+        tensor that requires grad, random or warm-started per ``init``."""
+        # Drawn for every start: ease_spectral_init falls back to these rows, and skipping
+        # the draw for a warm start would shift every later draw (filler, batch order).
+        items = torch.randn(rows.shape[1], self.factors, generator=generator)
+        if self.init == "ease":
+            items = ease_spectral_init(rows, self.factors, self.init_l2, self.init_scale, items)
+        elif self.init == "ease_padded":
+            items = ease_padded_init(
+                rows, self.factors, self.init_l2, self.init_rank, self.init_quantile, generator
+            )
+        items = torch.nn.functional.normalize(items, dim=1).to(device).contiguous()
+        return items.requires_grad_(True)
+
+    def _early_stopping(
+        self,
+        items: torch.Tensor,
+        validator: _Validator | None,
+        workspace: Workspace,
+        group: Collective,
+    ) -> EarlyStopping[torch.Tensor]:
+        """Early stopping on the validator's score, keeping a copy of the best ``items``
+        (n_items, factors). A warm start is judged first, as epoch -1 (recorded in
+        ``history_``): training must beat it on validation to replace it."""
+        # Improvements must exceed 1e-6 (scores are means of per-user floats), and the
+        # stale epochs are counted from the start, so epoch 0 can already be stale.
+        stopper: EarlyStopping[torch.Tensor] = EarlyStopping(
+            self.patience, min_delta=1e-6, mode="max", counts_from=-1, state=items.detach().clone()
+        )
+        if validator is not None and self.init != "random":
+            record = {"epoch": -1, **group.agree(validator(items.detach(), workspace))}
+            stopper.set_best(validator.score(record), -1)
+            self.history_.append(record)
+        return stopper
+
+    def _train_epoch(
+        self,
+        rows: sp.csr_matrix,
+        items: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        workspace: Workspace,
+        generator: torch.Generator,
+        group: Collective,
+        thin: Callable[[sp.csr_matrix], sp.csr_matrix] | None,
+    ) -> float:
+        """One pass over the (n_users, n_items) training ``rows`` in shuffled batches,
+        updating ``items`` (n_items, factors) in place on the unit sphere; ``thin``
+        hides part of each batch from the encoder. Returns the mean training loss per
+        user (over all processes)."""
+        order = torch.randperm(rows.shape[0], generator=generator).numpy()
+        total = 0.0
+        for start in range(0, len(order), self.batch_size):
+            users = np.sort(order[start : start + self.batch_size])
+            batch, thinned = group.shard_rows(rows, users, thin)  # this process's share
+            if batch.shape[0]:
+                loss, grad = elsa_loss_and_grad(
+                    batch, items.detach(), input_rows=thinned, workspace=workspace
+                )
+            else:  # a last batch with fewer users than processes
+                loss, grad = torch.zeros((), device=items.device), torch.zeros_like(items.detach())
+            loss, grad = group.mean_over_batch(loss, grad, batch.shape[0], len(users))
+            items.grad = _remove_parallel_(grad, items.detach())
+            optimizer.step()
+            with torch.no_grad():
+                _normalize_rows_(items)
+            total += loss.item() * len(users)
+        return total / rows.shape[0]
 
     def encode(self, user_items: UserRows) -> torch.Tensor:
         self._check_fitted()
@@ -380,46 +414,11 @@ class ELSA(CFAE):
         return model
 
 
-
-class _Validator:
-    """Per-epoch validation: the ELSA loss on the validation users' full rows and, when
-    monitoring a ranking metric, that metric on a fixed hold-out of their items.
-
-    The hold-out mirrors the evaluation protocol (20 % of each user's items, rounded up,
-    hidden as targets) and is drawn once from ``seed``, so every epoch is judged on the
-    same targets."""
-
-    def __init__(self, rows: sp.csr_matrix, monitor: str, batch_size: int, seed: int) -> None:
-        self.rows = rows  # (n_val, n_items) canonical CSR, no empty rows
-        self.metric, self.k = parse_monitor(monitor)
-        self.batch_size = batch_size
-        if self.metric != "loss":
-            self.given, self.target = monitor_hold_out(rows, monitor, seed)
-
-    def __call__(self, items: torch.Tensor, workspace: Workspace) -> dict[str, float]:
-        """``{"val_loss": ..., ["val_recall@K": ...]}`` for (n_items, d) ``items``."""
-        total = 0.0
-        with torch.no_grad():
-            for start in range(0, self.rows.shape[0], self.batch_size):
-                batch = self.rows[start : start + self.batch_size]
-                loss, _ = elsa_loss_and_grad(batch, items, need_grad=False, workspace=workspace)
-                total += loss.item() * batch.shape[0]
-            record = {"val_loss": total / self.rows.shape[0]}
-            if self.metric != "loss":
-                per_user = []
-                measure = recall_at_k if self.metric == "recall" else ndcg_at_k
-                for start in range(0, self.given.shape[0], self.batch_size):
-                    given = self.given[start : start + self.batch_size]
-                    scores = torch.sparse.mm(csr_to_torch(given, items.device), items) @ items.T
-                    ranked, _ = top_n(scores, given, self.k)
-                    per_user.append(
-                        measure(ranked, self.target[start : start + self.batch_size], self.k)
-                    )
-                record[f"val_{self.metric}@{self.k}"] = float(np.mean(np.concatenate(per_user)))
-        return record
-
-    def score(self, record: dict[str, float]) -> float:
-        """Higher is better: minus the loss, or the ranking metric."""
-        if self.metric == "loss":
-            return -record["val_loss"]
-        return record[f"val_{self.metric}@{self.k}"]
+def _nonempty_rows(user_items: sp.csr_matrix) -> sp.csr_matrix:
+    """The (n_users', n_items) canonical CSR rows of the users with an interaction: an
+    empty history carries no signal. Raises :class:`InputError` if none is left."""
+    rows = _canonical(as_user_rows(user_items, user_items.shape[1], allow_empty=True))
+    rows = rows[np.diff(rows.indptr) > 0]
+    if rows.shape[0] == 0:
+        raise InputError("no user with an interaction to train on")
+    return rows

@@ -33,6 +33,7 @@ from steercf.errors import InputError
 from steercf.sae.config import SAEConfig, TrainConfig
 from steercf.sae.metrics import sae_metrics
 from steercf.sae.model import SAEOutput, SparseAutoencoder, as_rows
+from steercf.training import EarlyStopping
 
 BIAS_INIT_MAX_ROWS = 16384  # the decoder-bias mean / median is estimated on a sample
 VAL_BATCH_SIZE = 4096
@@ -130,6 +131,67 @@ def train_sae(
     tc.validate()
     sae_config.validate()
     group = group if group is not None else Collective()
+    _check_data_parallel(tc, sae_config, group)
+    run = _prepare_run(x_train, x_val, sae_config, tc, sae, group)
+    sae = run.sae
+    history: list[dict[str, float]] = []
+    # Patience counts the epochs after the best one (epoch 0 before any improvement).
+    stopper: EarlyStopping[dict[str, Tensor]] = EarlyStopping(
+        tc.patience, tc.min_delta, mode="min", counts_from=0
+    )
+    bar = tqdm(
+        range(tc.max_epochs), desc="SAE", unit="epoch", disable=not tc.progress or not group.is_main
+    )
+    for epoch in bar:
+        start = time.perf_counter()
+        record, l1_sum = _train_epoch(run, epoch)
+        criterion = _validate(run, record, l1_sum, val_score)
+        record["seconds"] = time.perf_counter() - start
+        history.append(record)
+        bar.set_postfix(
+            train=f"{record['train_loss']:.4g}",
+            val=f"{record['val_loss']:.4g}",
+            dead=f"{record['dead_fraction']:.1%}",
+        )
+        if not math.isfinite(record["train_loss"]):
+            warnings.warn(
+                f"SAE training loss became {record['train_loss']} at epoch {epoch}; "
+                "stopping and restoring the best state",
+                stacklevel=2,
+            )
+            break
+        stopper.update(criterion, epoch, lambda: _copy_state(sae))
+        if stopper.should_stop:
+            break
+    bar.close()
+    if stopper.best_state is not None:
+        sae.load_state_dict(stopper.best_state)
+        best_epoch = stopper.best_epoch
+    else:  # nothing improved (or the first epoch diverged): keep the last state
+        best_epoch = len(history) - 1
+    return TrainResult(sae.eval(), history, best_epoch)
+
+
+@dataclass
+class _Run:
+    """What one training run carries from epoch to epoch."""
+
+    sae: SparseAutoencoder
+    model: torch.nn.Module  # ``sae``, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    x_train: Tensor  # (n, d_in) on the training device
+    x_val: Tensor | None  # (m, d_in), or None to judge by the training loss
+    tc: TrainConfig
+    group: Collective
+    generator: torch.Generator  # the validation split, the bias sample, the shuffles
+    aux_k: int
+    dead_window: int
+    n_batches: int
+    since_fired: Tensor  # (n_latents,) int64: training inputs since each latent fired
+
+
+def _check_data_parallel(tc: TrainConfig, sae_config: SAEConfig, group: Collective) -> None:
+    """Refuse data-parallel training of a model whose loss or activation couples rows."""
     if group.world_size > 1 and (
         "nmse" in (tc.loss, tc.aux_loss) or sae_config.activation == "batchtopk"
     ):
@@ -139,6 +201,21 @@ def train_sae(
             "data-parallel SAE training needs per-row losses and activations: "
             "use loss/aux_loss 'cosine' or 'mse' and activation 'topk' or 'relu'"
         )
+
+
+def _prepare_run(
+    x_train: Any,
+    x_val: Any,
+    sae_config: SAEConfig,
+    tc: TrainConfig,
+    sae: SparseAutoencoder | None,
+    group: Collective,
+) -> _Run:
+    """Build (or check) the SAE, place the rows, hold out validation rows, initialise
+    the decoder bias of a fresh model and set up the optimiser.
+
+    The generator draws the validation split before the bias sample and both before
+    the first shuffle: the order that makes a run reproducible from ``tc.seed``."""
     fresh = sae is None
     if sae is None:
         sae = SparseAutoencoder(sae_config, seed=tc.seed)
@@ -161,98 +238,117 @@ def train_sae(
         sae.init_decoder_bias(x_train[sample])
 
     optimizer = torch.optim.Adam(sae.parameters(), lr=tc.learning_rate(sae_config.n_latents))
-    aux_k = tc.resolved_aux_k(sae_config)
-    dead_window = tc.dead_window if tc.dead_window is not None else n
-    since_fired = torch.zeros(sae_config.n_latents, dtype=torch.int64, device=device)
     # Nearly equal batches (no tiny last batch, whose nmse would be ill-defined).
     n_batches = math.ceil(n / tc.batch_size)
     if n // n_batches < group.world_size:
         raise InputError(
             f"batches of {n // n_batches} rows cannot be split over {group.world_size} processes"
         )
-    model = group.wrap(sae)  # DistributedDataParallel when data-parallel
-
-    history: list[dict[str, float]] = []
-    best_loss, best_epoch, best_state = math.inf, 0, None
-    bar = tqdm(
-        range(tc.max_epochs), desc="SAE", unit="epoch", disable=not tc.progress or not group.is_main
+    return _Run(
+        sae=sae,
+        model=group.wrap(sae),  # DistributedDataParallel when data-parallel
+        optimizer=optimizer,
+        x_train=x_train,
+        x_val=x_val,
+        tc=tc,
+        group=group,
+        generator=generator,
+        aux_k=tc.resolved_aux_k(sae_config),
+        dead_window=tc.dead_window if tc.dead_window is not None else n,
+        n_batches=n_batches,
+        since_fired=torch.zeros(sae_config.n_latents, dtype=torch.int64, device=device),
     )
-    for epoch in bar:
-        start = time.perf_counter()
-        sae.train()
-        loss_sum = aux_sum = l1_sum = 0.0
-        for rows in torch.randperm(n, generator=generator).to(device).tensor_split(n_batches):
-            mine = group.shard(rows)  # this process's share of the batch
-            x = x_train[mine]
-            out = model(x)
-            recon = reconstruction_loss(out.x_hat, x, tc.loss)
-            loss = recon
-            if tc.l1_coef > 0:
-                l1 = out.codes.sum(1).mean()  # codes are >= 0
-                loss = loss + tc.l1_coef * l1
-                l1_sum += float(l1.detach()) * len(mine)
-            dead = since_fired >= dead_window
-            if tc.aux_coef > 0 and bool(dead.any()):
-                aux = auxk_loss(sae, out, x, dead, aux_k, tc.aux_loss)
-                loss = loss + tc.aux_coef * aux
-                aux_sum += float(aux.detach()) * len(mine)
-            optimizer.zero_grad(set_to_none=True)
-            group.scale_loss(loss, len(mine), len(rows)).backward()
-            sae.remove_parallel_grad()
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(sae.parameters(), tc.grad_clip)
-            optimizer.step()
-            sae.normalize_decoder()
-            with torch.no_grad():
-                since_fired += len(rows)
-                since_fired.masked_fill_(group.any_((out.codes > 0).any(0)), 0)
-            loss_sum += float(recon.detach()) * len(mine)
-        loss_sum, aux_sum, l1_sum = group.sum_floats(loss_sum, aux_sum, l1_sum)
 
-        record = {
-            "epoch": epoch,
-            "train_loss": loss_sum / n,
-            "train_aux_loss": aux_sum / n,
-            "dead_fraction": float((since_fired >= dead_window).float().mean()),
-        }
-        if x_val is not None:
-            m = sae_metrics(sae, x_val, batch_size=VAL_BATCH_SIZE)
-            val_loss = {"cosine": 1.0 - m["cosine"], "mse": m["mse"], "nmse": m["nmse"]}[tc.loss]
-            # Stop on the objective being minimised (without the AuxK training aid):
-            # on reconstruction alone a ReLU + L1 model would keep its densest epoch.
-            val_loss += tc.l1_coef * m["l1"]
-            record.update(val_cosine=m["cosine"], val_nmse=m["nmse"], val_l0=m["l0"])
-        else:
-            val_loss = record["train_loss"] + tc.l1_coef * l1_sum / n
-        record["val_loss"] = val_loss = group.agree(val_loss)  # one verdict for all ranks
-        criterion = val_loss
-        if val_score is not None:
-            sae.eval()  # the next epoch starts with sae.train()
-            with torch.no_grad():
-                record["val_score"] = group.agree(float(val_score(sae)))
-            criterion = -record["val_score"]
-        record["seconds"] = time.perf_counter() - start
-        history.append(record)
-        bar.set_postfix(
-            train=f"{record['train_loss']:.4g}",
-            val=f"{val_loss:.4g}",
-            dead=f"{record['dead_fraction']:.1%}",
-        )
-        if not math.isfinite(record["train_loss"]):
-            warnings.warn(
-                f"SAE training loss became {record['train_loss']} at epoch {epoch}; "
-                "stopping and restoring the best state",
-                stacklevel=2,
-            )
-            break
-        if criterion < best_loss - tc.min_delta:
-            best_loss, best_epoch = criterion, epoch
-            best_state = {k: v.detach().clone() for k, v in sae.state_dict().items()}
-        elif epoch - best_epoch >= tc.patience:
-            break
-    bar.close()
-    if best_state is not None:
-        sae.load_state_dict(best_state)
+
+def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, float], float]:
+    """One pass over the shuffled training rows.
+
+    Returns the epoch's record so far (``epoch``, ``train_loss``, ``train_aux_loss``,
+    ``dead_fraction``; means over all processes' rows) and the L1 term summed over
+    those rows, which judges the epoch when there are no validation rows."""
+    run.sae.train()
+    n = run.x_train.shape[0]
+    loss_sum = aux_sum = l1_sum = 0.0
+    shuffled = torch.randperm(n, generator=run.generator).to(torch.device(run.tc.device))
+    for rows in shuffled.tensor_split(run.n_batches):
+        recon, aux, l1 = _train_batch(run, rows)
+        loss_sum += recon
+        aux_sum += aux
+        l1_sum += l1
+    loss_sum, aux_sum, l1_sum = run.group.sum_floats(loss_sum, aux_sum, l1_sum)
+    return {
+        "epoch": epoch,
+        "train_loss": loss_sum / n,
+        "train_aux_loss": aux_sum / n,
+        "dead_fraction": float((run.since_fired >= run.dead_window).float().mean()),
+    }, l1_sum
+
+
+def _train_batch(run: _Run, rows: Tensor) -> tuple[float, float, float]:
+    """One optimiser step on the batch ``rows`` (B,) (this process takes its share).
+
+    Returns this process's sums over its rows of the reconstruction, AuxK and L1 losses
+    (0.0 for a term that is off)."""
+    tc, sae, group = run.tc, run.sae, run.group
+    mine = group.shard(rows)  # this process's share of the batch
+    x = run.x_train[mine]
+    out = run.model(x)
+    recon = reconstruction_loss(out.x_hat, x, tc.loss)
+    loss = recon
+    l1_part = aux_part = 0.0
+    if tc.l1_coef > 0:
+        l1 = out.codes.sum(1).mean()  # codes are >= 0
+        loss = loss + tc.l1_coef * l1
+        l1_part = float(l1.detach()) * len(mine)
+    dead = run.since_fired >= run.dead_window
+    if tc.aux_coef > 0 and bool(dead.any()):
+        aux = auxk_loss(sae, out, x, dead, run.aux_k, tc.aux_loss)
+        loss = loss + tc.aux_coef * aux
+        aux_part = float(aux.detach()) * len(mine)
+    run.optimizer.zero_grad(set_to_none=True)
+    group.scale_loss(loss, len(mine), len(rows)).backward()
+    sae.remove_parallel_grad()
+    if tc.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), tc.grad_clip)
+    run.optimizer.step()
+    sae.normalize_decoder()
+    with torch.no_grad():
+        run.since_fired += len(rows)
+        run.since_fired.masked_fill_(group.any_((out.codes > 0).any(0)), 0)
+    return float(recon.detach()) * len(mine), aux_part, l1_part
+
+
+def _validate(
+    run: _Run,
+    record: dict[str, float],
+    l1_sum: float,
+    val_score: Callable[[SparseAutoencoder], float] | None,
+) -> float:
+    """Add the validation numbers to ``record`` (rank 0's on every process) and return
+    the early-stopping criterion, lower is better: ``val_loss``, or ``-val_score``.
+
+    Without validation rows ``val_loss`` is the epoch's training objective: its mean
+    reconstruction loss plus ``l1_coef`` times ``l1_sum`` (summed over the training rows)
+    per row."""
+    tc, sae, group = run.tc, run.sae, run.group
+    if run.x_val is not None:
+        m = sae_metrics(sae, run.x_val, batch_size=VAL_BATCH_SIZE)
+        val_loss = {"cosine": 1.0 - m["cosine"], "mse": m["mse"], "nmse": m["nmse"]}[tc.loss]
+        # Stop on the objective being minimised (without the AuxK training aid):
+        # on reconstruction alone a ReLU + L1 model would keep its densest epoch.
+        val_loss += tc.l1_coef * m["l1"]
+        record.update(val_cosine=m["cosine"], val_nmse=m["nmse"], val_l0=m["l0"])
     else:
-        best_epoch = len(history) - 1
-    return TrainResult(sae.eval(), history, best_epoch)
+        val_loss = record["train_loss"] + tc.l1_coef * l1_sum / run.x_train.shape[0]
+    record["val_loss"] = val_loss = group.agree(val_loss)  # one verdict for all ranks
+    if val_score is None:
+        return val_loss
+    sae.eval()  # the next epoch starts with sae.train()
+    with torch.no_grad():
+        record["val_score"] = group.agree(float(val_score(sae)))
+    return -record["val_score"]
+
+
+def _copy_state(sae: SparseAutoencoder) -> dict[str, Tensor]:
+    """A detached copy of the SAE's parameters and buffers (the best state so far)."""
+    return {k: v.detach().clone() for k, v in sae.state_dict().items()}
