@@ -124,7 +124,7 @@ def load_run(
     model = load_model(model_dir)
     if spliced and not isinstance(model, SplicedRecommender):
         raise InputError(
-            f"{model_dir} holds a {model.kind}; this needs a spliced model "
+            f"{model_dir} holds a {model.kind} model; this needs a spliced model "
             "(make one with `steercf train-sae`)"
         )
     loaded = resolve_data(model, data, min_rating, min_user_positives)

@@ -49,7 +49,7 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
     base = run.model
     if not isinstance(base, CFAE) or isinstance(base, SplicedRecommender):
         raise InputError(
-            f"{args.model_dir} holds a {base.kind}; train-sae needs ELSA or low-rank EASE"
+            f"{args.model_dir} holds a {base.kind} model; train-sae needs ELSA or low-rank EASE"
         )
     if isinstance(base, EASE) and base.rank is None:
         raise InputError("EASE without rank has no bottleneck; train it with --param rank=256")

@@ -142,7 +142,7 @@ def knobs_from_specs(run: Any, specs: list[str], args: argparse.Namespace) -> li
         return []
     if not isinstance(run.model, SplicedRecommender):
         raise InputError(
-            f"{args.model_dir} holds a {run.model.kind}; steering needs a spliced model"
+            f"{args.model_dir} holds a {run.model.kind} model; steering needs a spliced model"
         )
     if all(spec.lstrip("+-").startswith("latent:") for spec in specs):
         resolver = ConceptKnobs(mapping=None)

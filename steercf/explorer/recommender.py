@@ -145,7 +145,7 @@ class RecommenderExplorer(LatentBrowser):
         model = load_model(model_dir)
         if not isinstance(model, SplicedRecommender):
             raise InputError(
-                f"{model_dir} holds a {model.kind}; the explorer needs a spliced model "
+                f"{model_dir} holds a {model.kind} model; the explorer needs a spliced model "
                 "(make one with `steercf train-sae`) or a text model (`steercf text train`)"
             )
         data = resolve_data(model, data)

@@ -31,9 +31,9 @@ Configuration keys (RecBole config dict or YAML; defaults in each class's ``defa
     ``reg_weight`` (RecBole EASE's name for the ridge, default 250 as RecBole),
     ``rank`` (low-rank factorisation; required width for the spliced model).
 ``SteerCFELSA`` / ``SteerCFSplicedELSA``
-    ``elsa_factors``, ``elsa_lr``, ``elsa_batch_size``, ``elsa_epochs``,
-    ``elsa_input_dropout`` (RecBole's own ``epochs`` / ``learning_rate`` are left to
-    RecBole's trainer).
+    ``elsa_<name>`` for every :class:`~steercf.models.ELSA` parameter (``elsa_factors``,
+    ``elsa_lr``, ``elsa_batch_size``, ``elsa_epochs``, ``elsa_input_dropout``, ``elsa_init``,
+    ...; RecBole's own ``epochs`` / ``learning_rate`` are left to RecBole's trainer).
 spliced models
     ``sae_k``, ``sae_expansion``, ``sae_augment``, ``sae_max_epochs``,
     ``sae_patience``, plus ``sae_options`` / ``sae_train_options`` (dicts merged into
@@ -214,7 +214,15 @@ class SteerCFEASE(SteerCFRecommender):
 
 
 # Fitted on RecBole's ml-100k split (random 8:1:1 per user): see benchmarks/recbole_ml100k.py.
+# Every ELSA parameter as ``elsa_<name>`` (ELSA's own defaults, read off its signature),
+# with the settings fitted on RecBole's ml-100k split (random 8:1:1 per user) over them:
+# see benchmarks/recbole_ml100k.py.
 _ELSA_DEFAULTS: dict[str, Any] = {
+    **{
+        f"elsa_{name}": value
+        for name, value in ELSA.param_defaults().items()
+        if name not in ("seed", *ELSA.RUNTIME_PARAMS)
+    },
     "elsa_factors": 256,
     "elsa_lr": 1e-3,
     "elsa_batch_size": 64,
@@ -224,15 +232,11 @@ _ELSA_DEFAULTS: dict[str, Any] = {
 
 
 def _elsa(params: dict[str, Any], seed: int) -> ELSA:
-    return ELSA(
-        factors=int(params["elsa_factors"]),
-        lr=float(params["elsa_lr"]),
-        batch_size=int(params["elsa_batch_size"]),
-        epochs=int(params["elsa_epochs"]),
-        input_dropout=float(params["elsa_input_dropout"]),
-        seed=seed,
-        progress=False,
-    )
+    """ELSA from the ``elsa_<name>`` keys of a resolved RecBole config."""
+    settings = {
+        key[len("elsa_") :]: value for key, value in params.items() if key.startswith("elsa_")
+    }
+    return ELSA(**settings, seed=seed, progress=False)
 
 
 class SteerCFELSA(SteerCFRecommender):
