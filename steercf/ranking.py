@@ -73,8 +73,9 @@ def top_n(
             with ``-1`` / ``-inf``.
 
     Returns:
-        ``(ids, scores)``, both (n_users, width), best first; ``width`` is N capped at
-        the largest number of candidates of any row (see the module docstring).
+        ``(ids, scores)``, both (n_users, width), best first, equal scores by item index;
+        ``width`` is N capped at the largest number of candidates of any row (see the
+        module docstring).
 
     Raises:
         InputError: bad N or a ``seen`` matrix of another shape; UnknownIdError: an item
@@ -82,6 +83,8 @@ def top_n(
     """
     N = check_n(N)
     n_users, n_items = scores.shape
+    if torch.isnan(scores).any():
+        raise InputError("the scores hold NaN values; the model's output is broken")
     allowed = torch.ones(n_users, n_items, dtype=torch.bool, device=scores.device)
     columns = n_items  # items that could ever be listed (the padded width's cap)
     if items is not None:
@@ -101,8 +104,26 @@ def top_n(
     candidates = allowed.sum(dim=1)  # (n_users,)
     width = min(N, columns) if pad else min(N, int(candidates.max()) if n_users else 0)
     scores.masked_fill_(~allowed, -torch.inf)
-    values, ids = torch.topk(scores, width, dim=1)
+    values, ids = _top_by_score_then_index(scores, width)
     empty = torch.arange(width, device=scores.device)[None, :] >= candidates[:, None]
     ids = ids.masked_fill(empty, NO_ITEM)
     values = values.masked_fill(empty, -torch.inf)
     return ids.cpu().numpy(), values.cpu().numpy()
+
+
+def _top_by_score_then_index(scores: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``width`` best entries of each row of (n, m) ``scores``, equal scores taken and
+    listed by item index: ``(values, ids)``, both (n, width).
+
+    ``torch.topk`` alone picks and orders tied entries by chance (the choice depends on
+    k), so a list of 10 would not start with the list of 3."""
+    if width == 0:
+        return torch.topk(scores, 0, dim=1)
+    cutoff = torch.topk(scores, width, dim=1).values[:, -1:]  # (n, 1) the width-th best
+    above = scores > cutoff
+    tied = scores == cutoff
+    wanted = width - above.sum(dim=1, keepdim=True)  # tied entries still needed per row
+    chosen = above | (tied & (tied.cumsum(dim=1) <= wanted))  # exactly width per row
+    ids = chosen.nonzero()[:, 1].view(scores.shape[0], width)  # ascending item index
+    values, order = scores.gather(1, ids).sort(dim=1, descending=True, stable=True)
+    return values, ids.gather(1, order)

@@ -173,6 +173,19 @@ def test_train_starts_from_the_data_sets_preset_and_checks_params(shared_data):
     args = parser.parse_args(["train", "--model", "elsa", "--out", "o", "--param", "factorz=64"])
     with pytest.raises(InputError, match="unknown parameter 'factorz'"):
         train_params(args, "ml-100k", "cpu")
+    for bad, message in [
+        ("factors=abc", "expected int"),
+        ("epochs=2.5", "expected int"),
+        ("lr=abc", "expected float"),
+        ("device=gpu9", "unknown parameter 'device'"),  # --device sets it
+    ]:
+        args = parser.parse_args(["train", "--model", "elsa", "--out", "o", "--param", bad])
+        with pytest.raises(InputError, match=message):
+            train_params(args, "ml-100k", "cpu")
+    # a narrower ELSA keeps the padded warm start valid: its EASE factor shrinks with it
+    args = parser.parse_args(["train", "--model", "elsa", "--out", "o", "--param", "factors=64"])
+    params = train_params(args, "ml-latest-small", "cpu")
+    assert params["factors"] == 64 and params["init_rank"] == 32
 
 
 def test_cli_defaults_come_from_the_configs_and_help_shows_them(capsys):

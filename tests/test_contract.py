@@ -105,6 +105,14 @@ class RecommenderContract:
         assert ids.shape == (3, 5)  # user 10 has at least 7 unseen items
         assert (ids[0] >= 0).sum() == N_ITEMS - rows[0].nnz  # the short row is padded
 
+    def test_a_longer_list_starts_with_the_shorter_one(self, model):
+        """Equal scores (popularity counts, say) are listed by item index, so the top 3
+        never change order when N grows."""
+        users = np.arange(5, N_USERS)
+        _, short, _ = self._ask(model, users, 3)
+        _, long, _ = self._ask(model, users, 7)
+        np.testing.assert_array_equal(long[:, :3], short)
+
     def test_unknown_filter_item_is_refused(self, model):
         with pytest.raises(UnknownIdError):
             self._ask(model, np.array([10]), 5, filter_items=[N_ITEMS + 5])

@@ -29,7 +29,7 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="steercf", description=__doc__.splitlines()[0], formatter_class=HelpFormatter
+        prog="steercf", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
     commands = add_model_commands(sub) + add_latent_commands(sub)

@@ -17,7 +17,19 @@ from steercf.runs import DEFAULT_MIN_RATING, DEFAULT_MIN_USER_POSITIVES, Run, lo
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """``--help`` shows every option's default."""
+    """``--help`` shows every option's default (none where it is None: the help says
+    what happens then), and keeps the description's paragraphs."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(
+            super(HelpFormatter, self)._fill_text(part, width, indent)
+            for part in text.split("\n\n")
+        )
 
 
 def add_command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
@@ -100,7 +112,7 @@ def documented_fields(cls: type) -> dict[str, str]:
     doc = inspect.getdoc(cls) or ""
     found: dict[str, str] = {}
     for match in re.finditer(r"^ {4}(\w+(?:, \w+)*): (.+(?:\n {8}.+)*)", doc, re.MULTILINE):
-        text = " ".join(match.group(2).split())
+        text = " ".join(match.group(2).split()).replace("``", "")
         sentence = re.split(r"(?<=[a-z)])\. ", text)[0].rstrip(".")
         for name in match.group(1).split(", "):
             found[name] = sentence
@@ -156,21 +168,54 @@ def config_values(args: argparse.Namespace, names: Iterable[str]) -> dict[str, A
     return {name: getattr(args, name) for name in names}
 
 
-def parse_params(pairs: Sequence[str], known: Sequence[str] | None = None) -> dict[str, Any]:
+def parse_params(pairs: Sequence[str], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """``--param key=value`` pairs as a dict (values read as JSON where they parse).
 
+    Args:
+        defaults: ``{parameter: default}`` of the model (``Model.param_defaults()``): keys
+            must be among them and values of the default's type (an int where a float is
+            expected is fine; ``null`` where the default is None).
+
     Raises:
-        InputError: a pair without ``=``, or a key not in ``known`` (when given).
+        InputError: a pair without ``=``, an unknown key or a value of the wrong type.
     """
     params: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
             raise InputError(f"--param takes key=value, got {pair!r}")
         key, raw = pair.split("=", 1)
-        if known is not None and key not in known:
-            raise InputError(f"unknown parameter {key!r}; this model takes {', '.join(known)}")
         try:
-            params[key] = json.loads(raw)
+            value = json.loads(raw)
         except json.JSONDecodeError:
-            params[key] = raw
+            value = raw
+        if defaults is not None:
+            value = _checked_param(key, value, defaults)
+        params[key] = value
     return params
+
+
+def _checked_param(key: str, value: Any, defaults: dict[str, Any]) -> Any:
+    """``value`` converted to the type of ``defaults[key]``; InputError if it has none."""
+    if key not in defaults:
+        raise InputError(f"unknown parameter {key!r}; this model takes {', '.join(defaults)}")
+    default = defaults[key]
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, (tuple, list)):
+        ok = isinstance(value, list) and len(value) == len(default)
+        value = tuple(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise InputError(
+            f"--param {key}={json.dumps(value)}: expected {type(default).__name__}, "
+            f"like the default {json.dumps(default)}"
+        )
+    return value

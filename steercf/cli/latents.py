@@ -39,8 +39,8 @@ from steercf.sae import SAEConfig, TrainConfig
 from steercf.sae.config import ACTIVATIONS, LOSSES
 from steercf.steering import ConceptKnobs, compare, explain_items, user_concepts
 
-SAE_FLAGS = ("k", "expansion", "activation", "refit")
-TRAIN_FLAGS = ("loss", "aux_coef", "lr", "batch_size", "max_epochs", "patience")
+SAE_FLAGS = ("k", "expansion", "width", "activation", "refit")
+TRAIN_FLAGS = ("loss", "l1_coef", "aux_coef", "lr", "batch_size", "max_epochs", "patience")
 
 
 def cmd_train_sae(args: argparse.Namespace) -> None:
@@ -226,7 +226,8 @@ def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
         "--concept",
         action="append",
         required=True,
-        help='"+Horror" (toward), "-Comedy" (remove), "+Horror:0.2", "+latent:12:0.3"',
+        help='"+Horror" (toward, strength 0.3), "-Comedy" (away, 1.0: remove), "+Horror:0.2", '
+        '"+latent:12:0.3"',
     )
     add_steering_args(steer)
     steer.add_argument("-n", type=int, default=10, help="list length")

@@ -16,6 +16,7 @@ from steercf.cli.common import (
     parallel,
     parse_params,
 )
+from steercf.concepts import MAPPINGS
 from steercf.data import load_dataset
 from steercf.errors import InputError
 from steercf.evaluation import evaluate, split_users
@@ -30,7 +31,13 @@ from steercf.experiment import (
 from steercf.models import SplicedRecommender
 from steercf.reporting import format_table
 from steercf.runs import run_metadata
-from steercf.steering import DEFAULT_MAPPING, DEFAULT_TOP_LATENTS, RULES, ConceptKnobs
+from steercf.steering import (
+    DEFAULT_MAPPING,
+    DEFAULT_TOP_LATENTS,
+    RULES,
+    STEERING_MAPPINGS,
+    ConceptKnobs,
+)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -41,18 +48,31 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def train_params(args: argparse.Namespace, dataset: str, device: Any) -> dict[str, Any]:
     """The model's settings: the data set's validated preset, overridden by ``--param``
-    (checked against the model's parameters), plus seed, device and progress."""
+    (checked against the model's parameters and their types), plus seed, device and
+    progress from their own flags."""
     model_class = MODELS[args.model]
-    given = parse_params(args.param, known=model_class.param_names())
+    settable = {
+        name: value
+        for name, value in model_class.param_defaults().items()
+        if name not in ("seed", *model_class.RUNTIME_PARAMS)
+    }
+    given = parse_params(args.param, defaults=settable)
     preset = preset_params(dataset, args.model)
+    params = {**preset, **given}
+    if "factors" in given and params.get("init") == "ease_padded" and "init_rank" not in given:
+        # the padded warm start needs spare columns: its EASE factor keeps at most half
+        params["init_rank"] = min(params["init_rank"], given["factors"] // 2)
     if preset:
-        print(f"{args.model} preset for {dataset}: {preset}" + (f", with {given}" if given else ""))
+        changed = {k: v for k, v in params.items() if preset.get(k) != v}
+        print(
+            f"{args.model} preset for {dataset}: {preset}"
+            + (f", with {changed}" if changed else "")
+        )
     elif args.model != "popularity" and not given:
         print(f"no {args.model} preset for {dataset}: the model's defaults")
-    params = {**preset, **given}
     for name, value in (("seed", args.seed), ("device", str(device)), ("progress", not args.quiet)):
         if name in model_class.param_names():
-            params.setdefault(name, value)
+            params[name] = value
     return params
 
 
@@ -70,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             )
         model = make_model("elsa", **params).fit(split.train, split.val_full, group=group)
     elif args.tune:
-        given = parse_params(args.param)
+        given = {pair.split("=", 1)[0] for pair in args.param}
         fixed = {k: v for k, v in params.items() if k in given or k in ("seed", "device")}
         candidates = tune_candidates(args.model, data.name)
         chosen = select_on_validation(
@@ -187,7 +207,12 @@ def cmd_score(args: argparse.Namespace) -> None:
 def add_steering_args(parser: argparse.ArgumentParser) -> None:
     """How concept knobs resolve: the defaults every steering entry point shares."""
     parser.add_argument("--source", default="genres", help="concept source: genres | kg | tags")
-    parser.add_argument("--mapping", default=DEFAULT_MAPPING, help="concept -> latent mapping")
+    parser.add_argument(
+        "--mapping",
+        choices=[*STEERING_MAPPINGS, *MAPPINGS],
+        default=DEFAULT_MAPPING,
+        help="concept -> latent mapping",
+    )
     parser.add_argument(
         "--top-latents", type=int, default=DEFAULT_TOP_LATENTS, help="latents per concept"
     )
@@ -244,7 +269,8 @@ def add_model_commands(sub: Any) -> list[argparse.ArgumentParser]:
         "--concept",
         action="append",
         default=[],
-        help='steer every user: "+Horror", "-Comedy:0.5", "+latent:12:0.3" (spliced models)',
+        help='steer every user: "+Horror" (toward, strength 0.3), "-Comedy" (away, 1.0), '
+        '"-Comedy:0.5", "+latent:12:0.3" (spliced models)',
     )
     add_steering_args(score)
     score.add_argument("--include-seen", action="store_true", help="do not filter seen items")
