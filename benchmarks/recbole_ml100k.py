@@ -31,6 +31,7 @@ from steercf.integrations.recbole import (
     SteerCFSplicedELSA,
     train_recbole,
 )
+from steercf.models import ELSA
 from steercf.reporting import format_table, write_records
 
 DATASET = "ml-100k"
@@ -73,8 +74,14 @@ def plan(quick: bool) -> list[tuple[str, Any, dict[str, Any], str]]:
 
 
 def _setting(cls: Any, overrides: dict[str, Any]) -> str:
-    params = {**cls.defaults, **overrides}
-    return ",".join(f"{k.removeprefix('elsa_')}={v:g}" for k, v in params.items())
+    """The ELSA settings that differ from ELSA's own defaults, as ``key=value,...``."""
+    own = ELSA.param_defaults()
+    params = {k.removeprefix("elsa_"): v for k, v in {**cls.defaults, **overrides}.items()}
+    return ",".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in params.items()
+        if own.get(k) != v
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
