@@ -403,7 +403,7 @@ def test_browser_slider_reranks_live(app, client):
             page.screenshot(path=str(SCREENSHOT), full_page=True)
 
             # a latent slider turned down (negative) changes the list again
-            latent = page.locator("#latent-sliders input[type=range]").first
+            latent = page.locator("#rec-latent-sliders input[type=range]").first
             box = latent.bounding_box()
             latent.click(position={"x": 2, "y": box["height"] / 2})
             page.wait_for_function(
@@ -413,11 +413,11 @@ def test_browser_slider_reranks_live(app, client):
             assert after.all_inner_texts() != steered
 
             # the latent browser: click a latent, see its histogram and neighbours
-            page.click("#tab-latents")
-            page.locator("#latent-list li").first.click()
-            page.wait_for_selector("#latent-detail svg.histogram")
-            assert page.locator("#latent-detail svg.histogram rect").count() == 20
-            assert page.locator("#latent-detail ol li").count() > 8
+            page.click("#tab-rec-latents")
+            page.locator("#rec-latent-list li").first.click()
+            page.wait_for_selector("#rec-latent-detail svg.histogram")
+            assert page.locator("#rec-latent-detail svg.histogram rect").count() == 20
+            assert page.locator("#rec-latent-detail ol li").count() > 8
 
             # a profile built by searching titles gets its own recommendations
             page.click("#tab-recommend")

@@ -12,7 +12,7 @@ const state = {
   freshUser: true,         // rebuild the per-user sliders on the next answer
   seq: 0,
   timer: null,
-  latentOffset: 0,
+  recLatentOffset: 0,
   // text
   query: "",
   latentSliders: new Map(), // latent id -> {label, strength}
@@ -140,7 +140,7 @@ function strengthRange() {
 
 function renderSliders() {
   const range = strengthRange();
-  const concepts = $("concept-sliders"), latents = $("latent-sliders");
+  const concepts = $("concept-sliders"), latents = $("rec-latent-sliders");
   concepts.replaceChildren();
   latents.replaceChildren();
   for (const [key, s] of state.sliders) {
@@ -162,7 +162,7 @@ function addConcept(name, strength = 0) {
   if (!state.sliders.has(key)) state.sliders.set(key, {kind: "concept", target: name, strength});
 }
 
-function addLatent(id, label, strength = 0) {
+function addRecLatent(id, label, strength = 0) {
   const key = `n:${id}`;
   if (!state.sliders.has(key)) state.sliders.set(key, {kind: "latent", target: id, label, strength});
 }
@@ -237,7 +237,7 @@ function itemRow(item, side, changed) {
   const why = item.why && item.why.length
     ? el("div", {class: "why", title: item.why.map((w) => `#${w.latent} (${fmt(w.contribution, 3)}): ${w.label}`).join("\n")},
         "because of ", ...item.why.slice(0, 2).map((w, i) => [i ? "; " : "",
-          el("a", {class: "link", text: `#${w.latent}`, onclick: () => openLatent(w.latent)}),
+          el("a", {class: "link", text: `#${w.latent}`, onclick: () => openRecLatent(w.latent)}),
           ` ${short(w.label, 40)}`]))
     : null;
   return el("li", {class: changed ? (side === "after" ? "entered" : "left") : "", dataset: {id: item.id}},
@@ -261,14 +261,14 @@ function renderRecommendations(result) {
         text: `${c.concept} ${fmt(c.weight)}`, onclick: () => { addConcept(c.concept); renderSliders(); }}))),
     el("div", {class: "chips"}, el("span", {class: "muted", text: "active latents:"}),
       ...result.latents.map((n) => el("span", {class: "chip link", title: n.label,
-        text: `#${n.latent} ${fmt(n.activation)} ${short(n.label, 28)}`, onclick: () => openLatent(n.latent)}))),
+        text: `#${n.latent} ${fmt(n.activation)} ${short(n.label, 28)}`, onclick: () => openRecLatent(n.latent)}))),
     el("details", {}, el("summary", {text: "history"}),
       el("div", {class: "muted", text: result.history.items.map((i) => i.title).join(" · ")})));
   if (state.freshUser) {
     // per-user sliders: keep what is turned, offer this user's own latents and concepts
     state.freshUser = false;
     for (const [key, s] of [...state.sliders]) if (s.strength === 0 && (s.kind === "latent" || !state.allConcepts)) state.sliders.delete(key);
-    result.latents.slice(0, USER_LATENT_SLIDERS).forEach((n) => addLatent(n.latent, n.label));
+    result.latents.slice(0, USER_LATENT_SLIDERS).forEach((n) => addRecLatent(n.latent, n.label));
     if (!state.allConcepts) result.concepts.slice(0, 5).forEach((c) => addConcept(c.concept));
     renderSliders();
   }
@@ -303,7 +303,7 @@ function renderProfile() {
 async function initRecommender(info) {
   const d = info.defaults;
   $("model-info").textContent = `${info.model} on ${info.dataset} · ${info.n_users} users · ${info.n_items} items · ${info.n_live} live of ${info.n_latents} latents`;
-  setupTabs([["recommend", "Recommendations"], ["latents", "Latents"]]);
+  setupTabs([["recommend", "Recommendations"], ["rec-latents", "Latents"]]);
   const fill = (select, values, value) => {
     select.replaceChildren(...values.map((v) => el("option", {value: v, text: v})));
     select.value = value;
@@ -345,14 +345,14 @@ async function initRecommender(info) {
   };
   $("add-concept-btn").addEventListener("click", addConceptFromBox);
   $("add-concept").addEventListener("keydown", (e) => { if (e.key === "Enter") addConceptFromBox(); });
-  $("add-latent-btn").addEventListener("click", async () => {
-    const id = Number($("add-latent").value);
-    if (!Number.isInteger(id) || $("add-latent").value === "") return;
+  $("rec-add-latent-btn").addEventListener("click", async () => {
+    const id = Number($("rec-add-latent").value);
+    if (!Number.isInteger(id) || $("rec-add-latent").value === "") return;
     try {
       const latent = await api(`/api/latents/${id}`);
-      addLatent(latent.latent, latent.label);
+      addRecLatent(latent.latent, latent.label);
       renderSliders();
-      $("add-latent").value = "";
+      $("rec-add-latent").value = "";
       clearError();
     } catch (err) { showError(err.message); }
   });
@@ -361,39 +361,39 @@ async function initRecommender(info) {
     renderSliders();
     scheduleRefresh(0);
   });
-  $("latent-query").addEventListener("input", () => { clearTimeout(state.latentTimer); state.latentTimer = setTimeout(() => loadLatents(true), 150); });
-  $("latent-more").addEventListener("click", () => loadLatents(false));
+  $("rec-latent-query").addEventListener("input", () => { clearTimeout(state.recLatentTimer); state.recLatentTimer = setTimeout(() => loadRecLatents(true), 150); });
+  $("rec-latent-more").addEventListener("click", () => loadRecLatents(false));
 
   await loadConcepts();
-  await Promise.all([loadUser(d.user), loadLatents(true)]);
+  await Promise.all([loadUser(d.user), loadRecLatents(true)]);
 }
 
 // ---- recommender: latent browser --------------------------------------------------------
-async function loadLatents(reset) {
-  if (reset) { state.latentOffset = 0; $("latent-list").replaceChildren(); }
-  const q = $("latent-query").value.trim();
+async function loadRecLatents(reset) {
+  if (reset) { state.recLatentOffset = 0; $("rec-latent-list").replaceChildren(); }
+  const q = $("rec-latent-query").value.trim();
   try {
-    const answer = await api(`/api/latents?q=${encodeURIComponent(q)}&limit=${PAGE}&offset=${state.latentOffset}`);
-    state.latentOffset += answer.latents.length;
-    $("latent-total").textContent = `${answer.total} live latents${q ? " matching" : ""}, broadest first`;
-    $("latent-list").append(...answer.latents.map((n) => el("li", {dataset: {latent: n.latent}, title: n.label, onclick: () => showLatent(n.latent)},
+    const answer = await api(`/api/latents?q=${encodeURIComponent(q)}&limit=${PAGE}&offset=${state.recLatentOffset}`);
+    state.recLatentOffset += answer.latents.length;
+    $("rec-latent-total").textContent = `${answer.total} live latents${q ? " matching" : ""}, broadest first`;
+    $("rec-latent-list").append(...answer.latents.map((n) => el("li", {dataset: {latent: n.latent}, title: n.label, onclick: () => showRecLatent(n.latent)},
       el("span", {class: "muted", text: `#${n.latent} · ${n.n_items} items`}), short(n.label, 80))));
-    $("latent-more").hidden = state.latentOffset >= answer.total;
+    $("rec-latent-more").hidden = state.recLatentOffset >= answer.total;
   } catch (err) { showError(err.message); }
 }
 
-function openLatent(id) { showTab("latents"); showLatent(id); }
+function openRecLatent(id) { showTab("rec-latents"); showRecLatent(id); }
 
-async function showLatent(id) {
+async function showRecLatent(id) {
   let n;
   try { n = await api(`/api/latents/${id}`); clearError(); } catch (err) { showError(err.message); return; }
-  for (const li of $("latent-list").children) li.classList.toggle("active", Number(li.dataset.latent) === n.latent);
+  for (const li of $("rec-latent-list").children) li.classList.toggle("active", Number(li.dataset.latent) === n.latent);
   const itemList = (items, key) => el("ol", {}, ...items.map((i) => el("li", {}, i.title, el("span", {class: "muted", text: ` ${fmt(i[key], 3)}`}))));
-  $("latent-detail").replaceChildren(
+  $("rec-latent-detail").replaceChildren(
     el("h2", {text: `Latent ${n.latent}`}),
     el("p", {text: n.label}),
     el("p", {class: "muted", text: n.live ? `fires for ${n.n_items} single-item histories; for ${n.histogram.n_active} of ${n.histogram.n_users} users` : "dead: fires for no single item"}),
-    el("button", {text: "Steer with this latent", onclick: () => { addLatent(n.latent, n.label, 0.3); renderSliders(); showTab("recommend"); scheduleRefresh(0); }}),
+    el("button", {text: "Steer with this latent", onclick: () => { addRecLatent(n.latent, n.label, 0.3); renderSliders(); showTab("recommend"); scheduleRefresh(0); }}),
     el("h3", {text: "Concepts (labels)"}),
     el("div", {class: "chips"}, ...n.concepts.map((c) => el("span", {class: "chip", text: `${c.source}: ${c.concept} ${fmt(c.score, 3)}`}))),
     el("h3", {text: "Steers toward"}),
@@ -405,7 +405,7 @@ async function showLatent(id) {
       el("div", {}, el("h3", {text: "Activation over users"}), histogram(n.histogram, "users")),
       el("div", {}, el("h3", {text: "Nearest latents (decoder cosine)"}),
         el("ol", {}, ...n.nearest.map((m) => el("li", {},
-          el("a", {class: "link", text: `#${m.latent}`, onclick: () => showLatent(m.latent)}),
+          el("a", {class: "link", text: `#${m.latent}`, onclick: () => showRecLatent(m.latent)}),
           ` ${fmt(m.cosine, 3)} ${short(m.label, 60)}`))))));
 }
 
