@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from steercf.data import load_ml100k
-from steercf.evaluation import split_users
+from steercf.evaluation import evaluate, split_users
 from steercf.experiment import (
     base_params,
     cap_factors,
@@ -80,6 +80,20 @@ def run_demo(quick: bool = False, seed: int = 0, progress: bool = True) -> list[
         )
     print("\nTest users, mean ± standard error:")
     print(format_table(rows))
+    # the splice's honest cost: against the best plain model, chosen on validation users
+    val_recall = {
+        name: evaluate(models[name], split.val_input, split.val_target).mean("recall@20")
+        for name in ("ease", "elsa")
+    }
+    best = max(val_recall, key=val_recall.get)
+    by_name = {row["model"]: row for row in rows}
+    for metric in ("recall@20", "ndcg@20"):
+        tax = by_name[best][metric] - by_name["elsa+sae"][metric]
+        print(
+            f"interpretability tax, {metric}: {tax:+.4f} (best plain model on validation "
+            f"users: {best}, {by_name[best][metric]:.4f}; elsa+sae "
+            f"{by_name['elsa+sae'][metric]:.4f})"
+        )
 
     spliced = models["elsa+sae"]
     knobs = ConceptKnobs.for_model(spliced, data, "genres", DECODER_EFFECT, split.train_users, 8)

@@ -448,3 +448,41 @@ def test_refit_only_at_inference_and_never_worse_reconstruction():
     assert (error_refit <= error_plain + 1e-5).all() and error_refit.mean() < error_plain.mean()
     refit.train()  # training sees the encoder's own amounts
     assert torch.equal(refit.encode(x)[0], codes_plain)
+
+
+def test_independent_init_draws_encoder_and_decoder_apart():
+    tied = SparseAutoencoder(SAEConfig(d_in=16, expansion=4, k=4), seed=0)
+    apart = SparseAutoencoder(SAEConfig(d_in=16, expansion=4, k=4, init="independent"), seed=0)
+    assert torch.equal(tied.W_enc, tied.W_dec.T)
+    assert not torch.allclose(apart.W_enc, apart.W_dec.T)
+    torch.testing.assert_close(apart.W_dec.norm(dim=1), torch.ones(64))
+    # Kaiming-uniform bounds, as nn.Linear(16, 64) draws its weights
+    assert apart.W_enc.abs().max() <= 1 / math.sqrt(16)
+    again = SparseAutoencoder(SAEConfig(d_in=16, expansion=4, k=4, init="independent"), seed=0)
+    assert torch.equal(apart.W_enc, again.W_enc)
+    with pytest.raises(InputError, match="unknown SAE init"):
+        SAEConfig(d_in=16, init="xavier").validate()
+
+
+def test_task_loss_is_added_to_each_batch_with_the_callers_row_indices():
+    """The trainer adds ``task_loss(x_hat, rows)`` to the loss; ``rows`` index the
+    caller's ``x_train`` (also when validation rows are split off it)."""
+    x = sparse_data(300, seed=0, d=16, n_dirs=64)
+    config = SAEConfig(d_in=16, k=4, expansion=4)
+    seen: list[torch.Tensor] = []
+    target = torch.zeros(16)
+    target[0] = 5.0  # pull every reconstruction toward e_0 * 5
+
+    def pull(x_hat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        assert x_hat.requires_grad and x_hat.shape == (len(rows), 16)
+        seen.append(rows.clone())
+        return 10.0 * (x_hat - target).square().mean()
+
+    plain = train_sae(x, config, quick(max_epochs=5, val_fraction=0.2))
+    pulled = train_sae(x, config, quick(max_epochs=5, val_fraction=0.2), task_loss=pull)
+    used = torch.cat(seen).unique()
+    assert len(used) == 240 and used.max() < 300  # the 80 % kept for training, by index
+    with torch.no_grad():
+        mean_plain = plain.sae(x).x_hat[:, 0].mean()
+        mean_pulled = pulled.sae(x).x_hat[:, 0].mean()
+    assert mean_pulled > mean_plain + 0.1

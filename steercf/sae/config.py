@@ -11,6 +11,7 @@ from steercf.errors import InputError
 
 ACTIVATIONS = ("topk", "batchtopk", "relu")
 DECODER_BIAS_INITS = ("mean", "median", "zero")
+WEIGHT_INITS = ("tied", "independent")
 LOSSES = ("cosine", "mse", "nmse")
 
 
@@ -48,6 +49,10 @@ class SAEConfig:
             (inference-time optimisation on the encoder's support). The code stays as
             sparse; only the amounts change, so the reconstruction can only get closer.
             Training is unchanged (off: the published recipe).
+        init: how the weights start: ``"tied"`` (encoder = the decoder's transpose, Gao
+            et al. 2024) or ``"independent"`` (encoder and decoder drawn apart, Kaiming-
+            uniform as torch's ``nn.Linear``; decoder rows then set to unit norm, as the
+            steerable-CF paper's code does).
     """
 
     d_in: int
@@ -58,6 +63,7 @@ class SAEConfig:
     standardize: bool = True
     decoder_bias_init: str = "mean"
     refit: bool = False
+    init: str = "tied"
 
     @property
     def n_latents(self) -> int:
@@ -86,6 +92,10 @@ class SAEConfig:
             raise InputError(
                 f"unknown decoder_bias_init {self.decoder_bias_init!r}; "
                 f"choose one of {', '.join(DECODER_BIAS_INITS)}"
+            )
+        if self.init not in WEIGHT_INITS:
+            raise InputError(
+                f"unknown SAE init {self.init!r}; choose one of {', '.join(WEIGHT_INITS)}"
             )
         if not isinstance(self.standardize, bool):
             raise InputError(f"SAEConfig.standardize must be a bool, got {self.standardize!r}")

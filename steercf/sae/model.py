@@ -13,6 +13,7 @@ contribution. The module knows nothing about where the vectors come from.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, NamedTuple
 
@@ -116,15 +117,25 @@ class SparseAutoencoder(nn.Module):
     """
 
     def __init__(self, config: SAEConfig, seed: int = 0) -> None:
-        """Random unit-norm decoder rows; the encoder starts as their transpose."""
+        """Random unit-norm decoder rows; the encoder starts as their transpose
+        (``init="tied"``) or drawn on its own (``init="independent"``)."""
         super().__init__()
         config.validate()
         self.config = config
         generator = torch.Generator().manual_seed(seed)
-        w_dec = torch.randn(config.n_latents, config.d_in, generator=generator)
-        w_dec /= w_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        if config.init == "tied":
+            w_dec = torch.randn(config.n_latents, config.d_in, generator=generator)
+            w_dec /= w_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            w_enc = w_dec.t().clone()
+        else:  # Kaiming-uniform, as nn.Linear(d_in, n) and nn.Linear(n, d_in) start
+            bound_enc, bound_dec = 1 / math.sqrt(config.d_in), 1 / math.sqrt(config.n_latents)
+            w_enc = torch.rand(config.d_in, config.n_latents, generator=generator)
+            w_enc = w_enc.mul_(2 * bound_enc).sub_(bound_enc)
+            w_dec = torch.rand(config.n_latents, config.d_in, generator=generator)
+            w_dec = w_dec.mul_(2 * bound_dec).sub_(bound_dec)
+            w_dec /= w_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
         self.W_dec = nn.Parameter(w_dec)
-        self.W_enc = nn.Parameter(w_dec.t().clone())
+        self.W_enc = nn.Parameter(w_enc)
         self.b_enc = nn.Parameter(torch.zeros(config.n_latents))
         self.b_dec = nn.Parameter(torch.zeros(config.d_in))
         self.register_buffer("threshold", torch.tensor(0.0))

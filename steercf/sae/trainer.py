@@ -102,6 +102,7 @@ def train_sae(
     sae: SparseAutoencoder | None = None,
     group: Collective | None = None,
     val_score: Callable[[SparseAutoencoder], float] | None = None,
+    task_loss: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> TrainResult:
     """Train a sparse autoencoder on rows ``x_train`` (n, d_in).
 
@@ -121,6 +122,12 @@ def train_sae(
             eval mode without gradients) instead of the validation loss: how the caller
             uses the reconstruction (e.g. a recommender's validation recall through the
             SAE). The SAE itself never sees what the score measures.
+        task_loss: ``task_loss(x_hat, rows)``, a scalar added to each batch's loss:
+            what the caller does with the reconstruction ``x_hat`` (B, d_in, raw space,
+            differentiable) of its training rows ``rows`` (B,) (indices into
+            ``x_train``). Splice-aware ("end-to-end") training passes the downstream
+            model's loss here (Braun et al. 2024; Karvonen 2025); the SAE stays
+            ignorant of what it measures.
 
     Returns:
         :class:`TrainResult` with the best-validation-loss state restored.
@@ -133,6 +140,7 @@ def train_sae(
     group = group if group is not None else Collective()
     _check_data_parallel(tc, sae_config, group)
     run = _prepare_run(x_train, x_val, sae_config, tc, sae, group)
+    run.task_loss = task_loss
     sae = run.sae
     history: list[dict[str, float]] = []
     # Patience counts the epochs after the best one (epoch 0 before any improvement).
@@ -188,6 +196,8 @@ class _Run:
     dead_window: int
     n_batches: int
     since_fired: Tensor  # (n_latents,) int64: training inputs since each latent fired
+    train_index: Tensor  # (n,) each training row's index in the caller's x_train
+    task_loss: Callable[[Tensor, Tensor], Tensor] | None = None
 
 
 def _check_data_parallel(tc: TrainConfig, sae_config: SAEConfig, group: Collective) -> None:
@@ -226,12 +236,14 @@ def _prepare_run(
     dtype, d = sae.W_dec.dtype, sae_config.d_in
     x_train = as_rows(x_train, d, "x_train", dtype, device)
     generator = torch.Generator().manual_seed(tc.seed)
+    train_index = torch.arange(x_train.shape[0], device=device)
     if x_val is not None:
         x_val = as_rows(x_val, d, "x_val", dtype, device)
     elif tc.val_fraction > 0 and x_train.shape[0] >= 2:
         perm = torch.randperm(x_train.shape[0], generator=generator).to(device)
         n_val = min(max(1, round(tc.val_fraction * x_train.shape[0])), x_train.shape[0] - 1)
         x_val, x_train = x_train[perm[:n_val]], x_train[perm[n_val:]]
+        train_index = perm[n_val:]
     n = x_train.shape[0]
     if fresh:
         sample = torch.randperm(n, generator=generator)[:BIAS_INIT_MAX_ROWS].to(device)
@@ -257,6 +269,7 @@ def _prepare_run(
         dead_window=tc.dead_window if tc.dead_window is not None else n,
         n_batches=n_batches,
         since_fired=torch.zeros(sae_config.n_latents, dtype=torch.int64, device=device),
+        train_index=train_index,
     )
 
 
@@ -295,6 +308,8 @@ def _train_batch(run: _Run, rows: Tensor) -> tuple[float, float, float]:
     out = run.model(x)
     recon = reconstruction_loss(out.x_hat, x, tc.loss)
     loss = recon
+    if run.task_loss is not None:
+        loss = loss + run.task_loss(out.x_hat, run.train_index[mine])
     l1_part = aux_part = 0.0
     if tc.l1_coef > 0:
         l1 = out.codes.sum(1).mean()  # codes are >= 0
