@@ -46,7 +46,7 @@ REFERENCE = {
     "aug": "on",
     "refit": "on",
     "train": "recon",
-    "init": "independent",
+    "init": "tied",
 }
 VARIANTS = [
     {},
@@ -57,6 +57,7 @@ VARIANTS = [
     {"aux": "off"},
     {"aug": "off"},
     {"aux": "off", "aug": "off", "refit": "off"},  # the published recipe
+    {"init": "independent"},
     {"train": "e2e"},
     {"k": 32, "train": "e2e"},
 ]

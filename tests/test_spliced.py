@@ -158,3 +158,41 @@ def test_monitor_recall_stops_on_the_spliced_models_validation_recall(tmp_path, 
     assert SplicedRecommender.load(tmp_path / "m").monitor == "recall@20"
     with pytest.raises(InputError, match="monitor"):
         SplicedRecommender(base, SAE, quick_train(), monitor="hits").fit(split.train)
+
+
+def test_splice_ranking_loss_is_lowest_at_the_base_and_ignores_seen_items(split, base):
+    from steercf.models.splice_loss import splice_ranking_loss
+
+    rows = split.train[:32]
+    z = base.user_vectors(rows)
+    loss = splice_ranking_loss(base, z, rows, sharpness=5.0)
+    index = torch.arange(32)
+    exact = loss(z.clone(), index)
+    noisy = z + 0.5 * z.std() * torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
+    assert loss(noisy, index) > exact
+    # a change that only moves seen items' scores is free: they are not ranked
+    x_hat = noisy.clone().requires_grad_(True)
+    loss(x_hat, index).backward()
+    assert x_hat.grad is not None and x_hat.grad.abs().sum() > 0
+
+
+def test_splice_aware_finetune_is_kept_only_if_validation_recall_rises(tmp_path, split, base):
+    short = TrainConfig(max_epochs=4, patience=4, seed=0, progress=False)
+    model = SplicedRecommender(
+        base, SAE, short, augment=0, finetune_epochs=3, finetune_sharpness=5.0
+    ).fit(split.train, split.val_full)
+    phases = [record.get("phase") for record in model.history_]
+    assert phases.count("splice") == 3 and phases[0] is None and len(phases) == 7
+    assert np.isfinite(model.finetune_gain_)
+    if model.finetune_gain_ <= 0:  # the reconstruction-trained SAE was kept
+        assert model.history_[model.best_epoch_].get("phase") is None
+    else:
+        assert model.history_[model.best_epoch_]["phase"] == "splice"
+    model.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.finetune_epochs == 3
+    torch.testing.assert_close(
+        loaded.score(split.test_input[:5]), model.score(split.test_input[:5])
+    )
+    with pytest.raises(InputError, match="needs validation rows"):
+        SplicedRecommender(base, SAE, short, finetune_epochs=1).fit(split.train)

@@ -205,6 +205,7 @@ class SplicedRecommender(CFAE):
         z_given = self._embed(given)
         measure = recall_at_k if metric == "recall" else ndcg_at_k
 
+        @torch.no_grad()
         def score(sae: SparseAutoencoder) -> float:
             ranked, _ = top_n(
                 self._decode_with(sae, SparseEncoding(*sae.encode(z_given))), given, k
