@@ -203,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             split = split_users(data.matrix, seed=seed)
             n_test = int(split.test_input.shape[0])
-            elsa_params = base_params(dataset, args.base, quick=args.quick)
+            # --published: one ELSA d=512 recipe for both data sets (random start, lr 1e-3,
+            # batch 64, up to 100 epochs, patience 5: ML-100K's random-start preset)
+            preset_set = "ml-100k" if args.published else dataset
+            elsa_params = base_params(preset_set, args.base, quick=args.quick)
             if args.factors:
                 elsa_params = cap_factors({**elsa_params, "factors": args.factors}, args.factors)
             bases = {"elsa": make_model("elsa", **elsa_params, seed=seed)}
