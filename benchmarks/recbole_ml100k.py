@@ -5,7 +5,7 @@ each user's interactions, full ranking over all items with the user's history ma
 test Recall@10 / NDCG@10 of the best-validation (MRR@10) model, seed 2020. RecBole's
 built-in EASE (reg_weight 250), BPR and MultiVAE (their default settings) run through
 the same runner (:func:`steercf.integrations.recbole.train_recbole`, no ray) as steercf's
-EASE (same reg_weight), ELSA, and the spliced models (SAE trained inside the RecBole flow
+EASE (same reg_weight), ELSA, Mult-VAE, and the spliced models (SAE trained inside the RecBole flow
 on the trained CFAE's embeddings of the training users).
 
 Checks printed at the end: steercf's EASE within 0.005 NDCG@10 of RecBole's EASE, and
@@ -27,11 +27,12 @@ import torch
 from steercf.integrations.recbole import (
     SteerCFEASE,
     SteerCFELSA,
+    SteerCFMultVAE,
     SteerCFSplicedEASE,
     SteerCFSplicedELSA,
     train_recbole,
 )
-from steercf.models import ELSA
+from steercf.models import ELSA, MultVAE
 from steercf.reporting import format_table, write_records
 
 DATASET = "ml-100k"
@@ -46,6 +47,7 @@ def plan(quick: bool) -> list[tuple[str, Any, dict[str, Any], str]]:
     # --quick caps the iterative models; the numbers are then only a smoke test.
     short = {"epochs": 1} if quick else {}
     elsa = {"elsa_epochs": 3} if quick else {}
+    multvae = {"multvae_epochs": 3} if quick else {}
     sae = {"sae_max_epochs": 3, "sae_augment": 1, "sae_expansion": 2} if quick else {}
     runs = [
         ("recbole/EASE", "EASE", {"reg_weight": REG_WEIGHT}, f"reg_weight={REG_WEIGHT:g}"),
@@ -59,6 +61,12 @@ def plan(quick: bool) -> list[tuple[str, Any, dict[str, Any], str]]:
             f"reg_weight={REG_WEIGHT:g},rank={EASE_RANK}",
         ),
         ("steercf/ELSA", SteerCFELSA, dict(elsa), _setting(SteerCFELSA, elsa)),
+        (
+            "steercf/MultVAE",
+            SteerCFMultVAE,
+            dict(multvae),
+            _setting(SteerCFMultVAE, multvae, MultVAE, "multvae_"),
+        ),
         ("steercf/ELSA+SAE", SteerCFSplicedELSA, {**elsa, **sae}, "base=steercf/ELSA"),
         (
             "steercf/EASE+SAE",
@@ -68,20 +76,31 @@ def plan(quick: bool) -> list[tuple[str, Any, dict[str, Any], str]]:
         ),
     ]
     if quick:  # keep the runs the two checks need, plus one iterative RecBole model
-        skip = ("recbole/MultiVAE", f"steercf/EASE-r{EASE_RANK}", "steercf/EASE+SAE")
+        skip = (
+            "recbole/MultiVAE",
+            "steercf/MultVAE",
+            f"steercf/EASE-r{EASE_RANK}",
+            "steercf/EASE+SAE",
+        )
         runs = [r for r in runs if r[0] not in skip]
     return runs
 
 
-def _setting(cls: Any, overrides: dict[str, Any]) -> str:
-    """The ELSA settings that differ from ELSA's own defaults, as ``key=value,...``."""
-    own = ELSA.param_defaults()
-    params = {k.removeprefix("elsa_"): v for k, v in {**cls.defaults, **overrides}.items()}
+def _setting(cls: Any, overrides: dict[str, Any], model: Any = ELSA, prefix: str = "elsa_") -> str:
+    """The settings of a RecBole wrapper ``cls`` (keys ``<prefix><name>``) that differ
+    from its steercf ``model``'s own defaults, as ``key=value,...``."""
+    own = model.param_defaults()
+    params = {k.removeprefix(prefix): v for k, v in {**cls.defaults, **overrides}.items()}
     return ",".join(
         f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
         for k, v in params.items()
-        if own.get(k) != v
+        if _listed(own.get(k)) != _listed(v)
     )
+
+
+def _listed(value: Any) -> Any:
+    """A tuple as a list (a RecBole config holds lists), anything else as it is."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def main(argv: list[str] | None = None) -> int:

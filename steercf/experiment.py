@@ -10,14 +10,19 @@ from typing import Any
 
 from steercf.errors import InputError
 from steercf.evaluation import Split, evaluate
-from steercf.models import EASE, ELSA, Popularity, Recommender
+from steercf.models import EASE, ELSA, MultVAE, Popularity, Recommender
 from steercf.models.elsa import PRESETS as ELSA_PRESETS
+from steercf.models.multvae import PRESETS as MULTVAE_PRESETS
 
 MODELS: dict[str, Callable[..., Recommender]] = {
     "popularity": Popularity,
     "ease": EASE,
     "elsa": ELSA,
+    "multvae": MultVAE,
 }
+
+# Models that train by epochs (they take ``progress`` and early-stop on validation users).
+TRAINED = ("elsa", "multvae")
 
 # Validation grids. Small on purpose: validation sets of MovieLens 100K / latest-small
 # hold ~60-90 users, so finer grids mostly fit noise.
@@ -31,23 +36,35 @@ DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
         "epochs": [100],
         "patience": [5],
     },
+    # the grid the Mult-VAE presets were chosen from (steercf/models/multvae.py)
+    "multvae": {
+        "hidden_dims": [(600,), (200,)],
+        "latent_dim": [200, 64],
+        "total_anneal_steps": [500, 2000],
+        "batch_size": [64],
+        "epochs": [100],
+        "patience": [10],
+    },
 }
 
 
 # Per-data-set settings chosen on validation users of seeds 0-4 (ELSA's search is
-# documented in steercf/models/elsa.py); used where one good base model is needed.
+# documented in steercf/models/elsa.py; Mult-VAE's, on seeds 0-2, in
+# steercf/models/multvae.py); used where one good base model is needed.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "ml-100k": {
         "elsa": ELSA_PRESETS["ml-100k"],
         "elsa_random": ELSA_PRESETS["ml-100k-random"],
         "ease": {"l2": 300.0},
         "ease_lowrank": {"l2": 300.0, "rank": 256},
+        "multvae": MULTVAE_PRESETS["ml-100k"],
     },
     "ml-latest-small": {
         "elsa": ELSA_PRESETS["ml-latest-small"],
         "elsa_random": ELSA_PRESETS["ml-latest-small-random"],
         "ease": {"l2": 100.0},
         "ease_lowrank": {"l2": 100.0, "rank": 128},
+        "multvae": MULTVAE_PRESETS["ml-latest-small"],
     },
 }
 
@@ -58,7 +75,8 @@ def base_params(dataset: str, model: str, quick: bool = False) -> dict[str, Any]
     params = dict(PRESETS.get(dataset, PRESETS["ml-100k"])[model])
     if quick and "epochs" in params:
         params["epochs"] = 3
-        params = cap_factors(params, 128)  # a 1,024-latent SAE
+        if "factors" in params:
+            params = cap_factors(params, 128)  # a 1,024-latent SAE
     if "epochs" in params:
         params["progress"] = False
     return params
@@ -82,25 +100,29 @@ def preset_params(dataset: str, model: str) -> dict[str, Any]:
 
 def tune_candidates(model: str, dataset: str) -> list[dict[str, Any]]:
     """Settings ``--tune`` tries on validation users: the grid of
-    :data:`DEFAULT_GRIDS` plus, for ELSA, every warm-started preset (the EASE spectral
-    start of ML-100K and the padded start of latest-small) and the data set's own preset."""
+    :data:`DEFAULT_GRIDS`, for ELSA every warm-started preset (the EASE spectral start
+    of ML-100K and the padded start of latest-small), and the data set's own preset."""
     grid = DEFAULT_GRIDS.get(model, {})
     keys = list(grid)
     candidates = [
         dict(zip(keys, values, strict=True))
         for values in itertools.product(*(grid[key] for key in keys))
     ]
-    if model == "elsa":
-        warm = [p for p in ELSA_PRESETS.values() if p.get("init", "random") != "random"]
-        own = preset_params(dataset, model)
-        for params in [*warm, *([own] if own else [])]:
-            if params not in candidates:
-                candidates.append(dict(params))
+    own = preset_params(dataset, model)
+    extra = [p for p in ELSA_PRESETS.values() if p.get("init", "random") != "random"]
+    factory = MODELS.get(model)
+    is_model = isinstance(factory, type) and issubclass(factory, Recommender)
+    defaults = factory.param_defaults() if is_model else {}
+    seen = [{**defaults, **c} for c in candidates]
+    for params in [*(extra if model == "elsa" else []), *([own] if own else [])]:
+        if {**defaults, **params} not in seen:  # a preset that is a grid point runs once
+            candidates.append(dict(params))
+            seen.append({**defaults, **params})
     return candidates
 
 
 def make_model(name: str, **params: Any) -> Recommender:
-    """Instantiate a recommender by name (``popularity``, ``ease``, ``elsa``)."""
+    """Instantiate a recommender by name (``popularity``, ``ease``, ``elsa``, ``multvae``)."""
     if name not in MODELS:
         raise InputError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
     return MODELS[name](**params)
@@ -108,7 +130,7 @@ def make_model(name: str, **params: Any) -> Recommender:
 
 def fit_model(name: str, split: Split, progress: bool = False, **params: Any) -> Recommender:
     """Fit on the split's training users (validation users' full rows drive early stopping)."""
-    if name == "elsa":
+    if name in TRAINED:
         params.setdefault("progress", progress)
     return make_model(name, **params).fit(split.train, split.val_full)
 

@@ -214,3 +214,18 @@ def test_cli_defaults_come_from_the_configs_and_help_shows_them(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["train-sae", "--help"])
     assert f"(default: {SAE_DEFAULTS['k']})" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_multvae_trains_from_the_command_line_and_takes_an_sae(tmp_path, capsys):
+    base, spliced = tmp_path / "vae", tmp_path / "vae-sae"
+    params = ["--param", "hidden_dims=[64, 32]", "--param", "latent_dim=16"]
+    params += ["--param", "epochs=3", "--param", "batch_size=128"]
+    assert main(["train", "--model", "multvae", *params, "--out", str(base), "--quiet"]) == 0
+    assert "multvae preset for ml-100k" in capsys.readouterr().out
+    sae = ["--k", "4", "--expansion", "2", "--max-epochs", "3", "--augment", "1"]
+    assert main(["train-sae", str(base), "--out", str(spliced), *sae, "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(spliced), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "base MultVAE" in out and "recall@20" in out

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 import torch
 
 from steercf.errors import UnknownIdError
-from steercf.models import EASE, ELSA, Popularity, SplicedRecommender, load_model
+from steercf.models import EASE, ELSA, MultVAE, Popularity, SplicedRecommender, load_model
 from steercf.sae import TrainConfig
 
 N_USERS, N_ITEMS = 40, 12
@@ -164,6 +164,20 @@ def small_elsa(seed: int = 0) -> ELSA:
 class TestELSA(RecommenderContract):
     def fitted(self, seed: int = 0):
         return small_elsa(seed).fit(with_duplicates_and_zeros(interactions()))
+
+
+class TestMultVAE(RecommenderContract):
+    def fitted(self, seed: int = 0):
+        model = MultVAE(
+            hidden_dims=(16,),
+            latent_dim=4,
+            batch_size=8,
+            epochs=3,
+            total_anneal_steps=10,
+            seed=seed,
+            progress=False,
+        )
+        return model.fit(with_duplicates_and_zeros(interactions()))
 
 
 class TestSpliced(RecommenderContract):

@@ -20,7 +20,7 @@ from implicit.recommender_base import RecommenderBase  # noqa: E402
 from steercf.data import load_ml100k  # noqa: E402
 from steercf.errors import InputError, ModelFileError, UnknownIdError  # noqa: E402
 from steercf.integrations.implicit import SteerCFImplicit, steercf_metrics_at_k  # noqa: E402
-from steercf.models import EASE, ELSA, Popularity  # noqa: E402
+from steercf.models import EASE, ELSA, MultVAE, Popularity  # noqa: E402
 from steercf.models.spliced import SplicedRecommender  # noqa: E402
 from steercf.sae import TrainConfig  # noqa: E402
 from steercf.steering import Knob, steer  # noqa: E402
@@ -184,3 +184,28 @@ def test_fit_checks_its_input() -> None:
         SteerCFImplicit(EASE()).fit(np.eye(3))
     with pytest.raises(InputError, match="not fitted"):
         SteerCFImplicit(EASE()).recommend(0, sp.eye(3, format="csr")[:1])
+
+
+def test_multvae_through_the_wrapper(loo, tmp_path) -> None:
+    train, test = loo
+    vae = MultVAE(
+        hidden_dims=(64,),
+        latent_dim=32,
+        batch_size=128,
+        epochs=8,
+        total_anneal_steps=200,
+        progress=False,
+    )
+    model = SteerCFImplicit(vae).fit(train, show_progress=False)
+    theirs = ranking_metrics_at_k(model, train, test, K=10, show_progress=False)
+    ours = steercf_metrics_at_k(model.model, train, test, K=10)
+    assert theirs["precision"] == pytest.approx(ours["precision"], abs=1e-9)
+    assert theirs["precision"] > 0.1  # 10 random items of ~1.4k: ~0.004
+    ids, scores = model.recommend(3, train[3], N=7)
+    assert ids.shape == (7,) and not set(ids) & set(train[3].indices)
+    similar, _ = model.similar_items(10, N=5)
+    assert similar[0] == 10
+    model.save(tmp_path / "vae")
+    loaded = SteerCFImplicit.load(str(tmp_path / "vae"))
+    assert isinstance(loaded.model, MultVAE)
+    np.testing.assert_array_equal(loaded.recommend(3, train[3], N=7)[0], ids)

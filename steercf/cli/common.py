@@ -209,7 +209,9 @@ def _checked_param(key: str, value: Any, defaults: dict[str, Any]) -> Any:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
     elif isinstance(default, (tuple, list)):
-        ok = isinstance(value, list) and len(value) == len(default)
+        # the length is the model's to check (ELSA's two betas, any number of MultVAE
+        # hidden layers)
+        ok = isinstance(value, list)
         value = tuple(value) if ok else value
     else:
         ok = isinstance(value, type(default))

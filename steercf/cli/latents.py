@@ -49,7 +49,8 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
     base = run.model
     if not isinstance(base, CFAE) or isinstance(base, SplicedRecommender):
         raise InputError(
-            f"{args.model_dir} holds a {base.kind} model; train-sae needs ELSA or low-rank EASE"
+            f"{args.model_dir} holds a {base.kind} model; "
+            "train-sae needs ELSA, Mult-VAE or low-rank EASE"
         )
     if isinstance(base, EASE) and base.rank is None:
         raise InputError("EASE without rank has no bottleneck; train it with --param rank=256")
@@ -178,7 +179,9 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
     """Register train-sae, concepts, latents, latent, steer and explain."""
-    tsae = add_command(sub, "train-sae", "splice an SAE into a saved CFAE (ELSA / low-rank EASE)")
+    tsae = add_command(
+        sub, "train-sae", "splice an SAE into a saved CFAE (ELSA, Mult-VAE, low-rank EASE)"
+    )
     add_saved_model_args(tsae)
     tsae.add_argument("--out", required=True, help="spliced model directory to write")
     add_config_flags(

@@ -57,8 +57,8 @@ class SteerCFImplicit(RecommenderBase):
     """implicit's recommender interface over a steercf model.
 
     Args:
-        model: an unfitted (or fitted) steercf recommender: ELSA, EASE, Popularity or a
-            SplicedRecommender (which also steers).
+        model: an unfitted (or fitted) steercf recommender: ELSA, EASE, MultVAE,
+            Popularity or a SplicedRecommender (which also steers).
         batch_size: users scored at once in ``recommend`` / ``similar_users``.
 
     Attributes (after :meth:`fit`):

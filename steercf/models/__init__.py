@@ -3,11 +3,12 @@
 from steercf.models.base import CFAE, Recommender, load_model
 from steercf.models.ease import EASE
 from steercf.models.elsa import ELSA
+from steercf.models.multvae import MultVAE
 from steercf.models.popularity import Popularity
 from steercf.models.spliced import SparseCode, SparseEncoding, SplicedRecommender
 
 MODEL_KINDS: dict[str, type[Recommender]] = {
-    m.kind: m for m in (ELSA, EASE, Popularity, SplicedRecommender)
+    m.kind: m for m in (ELSA, EASE, MultVAE, Popularity, SplicedRecommender)
 }
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "EASE",
     "ELSA",
     "MODEL_KINDS",
+    "MultVAE",
     "Popularity",
     "Recommender",
     "SparseCode",

@@ -98,7 +98,7 @@ class SplicedRecommender(CFAE):
     ) -> None:
         if not isinstance(base, CFAE) or isinstance(base, SplicedRecommender):
             raise InputError(
-                f"base must be a dense CFAE (ELSA or low-rank EASE), got {type(base).__name__}"
+                f"base must be a dense CFAE (ELSA, Mult-VAE or low-rank EASE), got {type(base).__name__}"
             )
         self.base = base
         self.sae_config = sae_config
