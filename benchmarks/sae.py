@@ -160,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-ease", action="store_true", help="skip the low-rank EASE base")
     parser.add_argument(
+        "--multvae", action="store_true", help="also splice Mult-VAE (reconstruction and e2e)"
+    )
+    parser.add_argument("--no-elsa", action="store_true", help="skip the ELSA base")
+    parser.add_argument(
         "--variants", type=int, nargs="+", help="indices into VARIANTS (default: all)"
     )
     args = parser.parse_args(argv)
@@ -209,17 +213,22 @@ def main(argv: list[str] | None = None) -> int:
             elsa_params = base_params(preset_set, args.base, quick=args.quick)
             if args.factors:
                 elsa_params = cap_factors({**elsa_params, "factors": args.factors}, args.factors)
-            bases = {"elsa": make_model("elsa", **elsa_params, seed=seed)}
+            bases = {} if args.no_elsa else {"elsa": make_model("elsa", **elsa_params, seed=seed)}
             if not args.no_ease:
                 bases["ease_lowrank"] = make_model(
                     "ease", **base_params(dataset, "ease_lowrank"), seed=seed
+                )
+            if args.multvae:
+                bases["multvae"] = make_model(
+                    "multvae", **base_params(dataset, "multvae", quick=args.quick), seed=seed
                 )
             best_plain = best_plain_model(dataset, split, seed, args)
             for base_name, base in bases.items():
                 base.fit(split.train, split.val_full)
                 base_result = evaluate(base, split.test_input, split.test_target)
                 base_recall = base_result.mean("recall@20")
-                for variant in variants if base_name == "elsa" else [{}]:
+                base_variants = {"elsa": variants, "multvae": [{}, {"train": "e2e"}]}
+                for variant in base_variants.get(base_name, [{}]):
                     setting = {**reference, **variant}
                     started = time.perf_counter()
                     out = run_one(base, split, setting, seed, args)
