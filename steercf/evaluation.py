@@ -9,14 +9,16 @@ sees validation or test users while fitting.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from steercf.errors import InputError
+from steercf.ranking import top_n
 
 
 @dataclass
@@ -114,6 +116,61 @@ def monitor_hold_out(
     if not keep.any():
         raise InputError(f"monitor={monitor!r} needs validation users with at least 2 interactions")
     return given[keep], target[keep]
+
+
+class ValidationMonitor:
+    """Per-epoch validation of an iteratively trained model (ELSA, Mult-VAE): its loss
+    on the validation users' full rows and, when ``monitor`` is a ranking metric, that
+    metric on a fixed :func:`monitor_hold_out` of their items (so every epoch is judged
+    on the same targets).
+
+    Args:
+        rows: (n_val, n_items) CSR validation rows without empty rows.
+        monitor: ``"loss"``, ``"recall@K"`` or ``"ndcg@K"``.
+        batch_size: users scored at once.
+        seed: draws the hold-out.
+    """
+
+    def __init__(self, rows: sp.csr_matrix, monitor: str, batch_size: int, seed: int) -> None:
+        self.rows = rows
+        self.metric, self.k = parse_monitor(monitor)
+        self.batch_size = batch_size
+        if self.metric != "loss":
+            self.given, self.target = monitor_hold_out(rows, monitor, seed)
+
+    def record(
+        self,
+        batch_loss: Callable[[sp.csr_matrix], float],
+        batch_scores: Callable[[sp.csr_matrix], Any],
+    ) -> dict[str, float]:
+        """``{"val_loss": ..., ["val_recall@K": ...]}``.
+
+        Args:
+            batch_loss: the model's mean loss over a (b, n_items) batch of rows.
+            batch_scores: the model's (b, n_items) torch scores of a batch of given rows.
+        """
+        total = 0.0
+        for start in range(0, self.rows.shape[0], self.batch_size):
+            batch = self.rows[start : start + self.batch_size]
+            total += batch_loss(batch) * batch.shape[0]
+        record = {"val_loss": total / self.rows.shape[0]}
+        if self.metric != "loss":
+            measure = recall_at_k if self.metric == "recall" else ndcg_at_k
+            per_user = []
+            for start in range(0, self.given.shape[0], self.batch_size):
+                given = self.given[start : start + self.batch_size]
+                ranked, _ = top_n(batch_scores(given), given, self.k)
+                per_user.append(
+                    measure(ranked, self.target[start : start + self.batch_size], self.k)
+                )
+            record[f"val_{self.metric}@{self.k}"] = float(np.mean(np.concatenate(per_user)))
+        return record
+
+    def score(self, record: dict[str, float]) -> float:
+        """Higher is better: minus the loss, or the ranking metric."""
+        if self.metric == "loss":
+            return -record["val_loss"]
+        return record[f"val_{self.metric}@{self.k}"]
 
 
 def _hold_out(

@@ -20,9 +20,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from steercf.evaluation import monitor_hold_out, ndcg_at_k, parse_monitor, recall_at_k
+from steercf.evaluation import ValidationMonitor
 from steercf.models.base import csr_to_torch
-from steercf.ranking import top_n
 
 
 def elsa_loss_and_grad(
@@ -145,45 +144,20 @@ def _normalize_rows_(items: torch.Tensor) -> None:
     items.div_(torch.linalg.vector_norm(items, dim=1, keepdim=True).clamp_min_(1e-12))
 
 
-class _Validator:
-    """Per-epoch validation: the ELSA loss on the validation users' full rows and, when
-    monitoring a ranking metric, that metric on a fixed hold-out of their items.
-
-    The hold-out mirrors the evaluation protocol (20 % of each user's items, rounded up,
-    hidden as targets) and is drawn once from ``seed``, so every epoch is judged on the
-    same targets."""
-
-    def __init__(self, rows: sp.csr_matrix, monitor: str, batch_size: int, seed: int) -> None:
-        self.rows = rows  # (n_val, n_items) canonical CSR, no empty rows
-        self.metric, self.k = parse_monitor(monitor)
-        self.batch_size = batch_size
-        if self.metric != "loss":
-            self.given, self.target = monitor_hold_out(rows, monitor, seed)
+class _Validator(ValidationMonitor):
+    """Per-epoch validation of ELSA's item matrix: the ELSA loss on the validation
+    users' full rows and, when monitoring a ranking metric, that metric on a fixed
+    hold-out of their items (:class:`~steercf.evaluation.ValidationMonitor`)."""
 
     def __call__(self, items: torch.Tensor, workspace: Workspace) -> dict[str, float]:
         """``{"val_loss": ..., ["val_recall@K": ...]}`` for (n_items, d) ``items``."""
-        total = 0.0
-        with torch.no_grad():
-            for start in range(0, self.rows.shape[0], self.batch_size):
-                batch = self.rows[start : start + self.batch_size]
-                loss, _ = elsa_loss_and_grad(batch, items, need_grad=False, workspace=workspace)
-                total += loss.item() * batch.shape[0]
-            record = {"val_loss": total / self.rows.shape[0]}
-            if self.metric != "loss":
-                per_user = []
-                measure = recall_at_k if self.metric == "recall" else ndcg_at_k
-                for start in range(0, self.given.shape[0], self.batch_size):
-                    given = self.given[start : start + self.batch_size]
-                    scores = torch.sparse.mm(csr_to_torch(given, items.device), items) @ items.T
-                    ranked, _ = top_n(scores, given, self.k)
-                    per_user.append(
-                        measure(ranked, self.target[start : start + self.batch_size], self.k)
-                    )
-                record[f"val_{self.metric}@{self.k}"] = float(np.mean(np.concatenate(per_user)))
-        return record
 
-    def score(self, record: dict[str, float]) -> float:
-        """Higher is better: minus the loss, or the ranking metric."""
-        if self.metric == "loss":
-            return -record["val_loss"]
-        return record[f"val_{self.metric}@{self.k}"]
+        def batch_loss(batch: sp.csr_matrix) -> float:
+            loss, _ = elsa_loss_and_grad(batch, items, need_grad=False, workspace=workspace)
+            return loss.item()
+
+        def batch_scores(given: sp.csr_matrix) -> torch.Tensor:
+            return torch.sparse.mm(csr_to_torch(given, items.device), items) @ items.T
+
+        with torch.no_grad():
+            return self.record(batch_loss, batch_scores)

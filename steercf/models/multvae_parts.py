@@ -11,9 +11,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from steercf.evaluation import monitor_hold_out, ndcg_at_k, parse_monitor, recall_at_k
+from steercf.evaluation import ValidationMonitor
 from steercf.models.base import csr_to_torch
-from steercf.ranking import top_n
 
 
 def kl_weight(step: int, anneal_cap: float, total_anneal_steps: int) -> float:
@@ -75,7 +74,7 @@ class MultVAENetwork(nn.Module):
         return h
 
 
-class MultVAEValidator:
+class MultVAEValidator(ValidationMonitor):
     """Per-epoch validation: the multinomial NLL of the validation users' full rows
     decoded from their means and, when monitoring a ranking metric, that metric on a
     fixed hold-out of their items (the protocol's 20 %, drawn once from ``seed``)."""
@@ -83,39 +82,21 @@ class MultVAEValidator:
     def __init__(
         self, rows: sp.csr_matrix, monitor: str, batch_size: int, seed: int, device: torch.device
     ) -> None:
-        self.rows = rows  # (n_val, n_items), no empty rows
-        self.metric, self.k = parse_monitor(monitor)
-        self.batch_size = batch_size
+        super().__init__(rows, monitor, batch_size, seed)
         self.device = device
-        if self.metric != "loss":
-            self.given, self.target = monitor_hold_out(rows, monitor, seed)
 
     def __call__(self, network: MultVAENetwork) -> dict[str, float]:
         """``{"val_loss": ..., ["val_recall@K": ...]}`` of the network in eval mode."""
-        total = 0.0
-        with torch.no_grad():
-            for start in range(0, self.rows.shape[0], self.batch_size):
-                batch = self.rows[start : start + self.batch_size]
-                logits = network.decode(network.encode(network_input(batch, self.device))[0])
-                total += multinomial_nll(logits, batch, self.device).item() * batch.shape[0]
-            record = {"val_loss": total / self.rows.shape[0]}
-            if self.metric != "loss":
-                measure = recall_at_k if self.metric == "recall" else ndcg_at_k
-                per_user = []
-                for start in range(0, self.given.shape[0], self.batch_size):
-                    given = self.given[start : start + self.batch_size]
-                    mu = network.encode(network_input(given, self.device))[0]
-                    ranked, _ = top_n(network.decode(mu), given, self.k)
-                    target = self.target[start : start + self.batch_size]
-                    per_user.append(measure(ranked, target, self.k))
-                record[f"val_{self.metric}@{self.k}"] = float(np.mean(np.concatenate(per_user)))
-        return record
 
-    def score(self, record: dict[str, float]) -> float:
-        """Higher is better: minus the loss, or the ranking metric."""
-        if self.metric == "loss":
-            return -record["val_loss"]
-        return record[f"val_{self.metric}@{self.k}"]
+        def batch_loss(batch: sp.csr_matrix) -> float:
+            logits = network.decode(network.encode(network_input(batch, self.device))[0])
+            return multinomial_nll(logits, batch, self.device).item()
+
+        def batch_scores(given: sp.csr_matrix) -> torch.Tensor:
+            return network.decode(network.encode(network_input(given, self.device))[0])
+
+        with torch.no_grad():
+            return self.record(batch_loss, batch_scores)
 
 
 def network_input(
