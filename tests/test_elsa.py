@@ -287,6 +287,24 @@ def test_padded_warm_start_keeps_ease_ranking_on_latest_small(shared_data: Path)
     assert padded > renormalised + 0.05
 
 
+def test_partial_eigensolver_matches_full_decomposition() -> None:
+    """The padded warm start keeps a few eigenpairs of a large matrix through a Lanczos
+    solver: same values and the same subspace as the full decomposition."""
+    from steercf.models.elsa_init import top_eigenpairs
+
+    generator = torch.Generator().manual_seed(0)
+    half = torch.randn(300, 300, generator=generator, dtype=torch.float64)
+    symmetric = half + half.T
+    values, vectors = top_eigenpairs(symmetric, 20)  # 20 of 300: the partial solver
+    full_values, full_vectors = torch.linalg.eigh(symmetric)
+    assert torch.allclose(values, full_values[-20:], atol=1e-8)
+    overlap = torch.linalg.svdvals(vectors.T @ full_vectors[:, -20:])
+    assert float(overlap.min()) > 1 - 1e-8
+    assert torch.equal(top_eigenpairs(symmetric, 20)[1], vectors)  # deterministic
+    many_values, _ = top_eigenpairs(symmetric, 200)  # most of the spectrum: eigh
+    assert torch.allclose(many_values, full_values[-200:])
+
+
 def test_capped_presets_stay_valid() -> None:
     """Benchmarks and the demo cap ELSA's width; a padded warm start's factor must then
     shrink with it, leaving spare columns for the filler."""

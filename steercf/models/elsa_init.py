@@ -5,6 +5,7 @@ item-item matrix, so that ELSA's fine-tuning starts where EASE already ranks wel
 
 from __future__ import annotations
 
+import numpy as np
 import scipy.sparse as sp
 import torch
 
@@ -88,9 +89,9 @@ def ease_padded_init(
     if rank > n_items:
         raise InputError(f"init_rank must be <= n_items ({n_items}), got {rank}")
     symmetric = _ease_plus_transpose(rows, l2, torch.float32).mul_(0.5)
-    values, vectors = torch.linalg.eigh(symmetric)  # ascending
+    values, vectors = top_eigenpairs(symmetric, rank)
     del symmetric
-    signal = vectors[:, -rank:] * values[-rank:].clamp_min(0).sqrt()  # (n_items, rank)
+    signal = vectors * values.clamp_min(0).sqrt()  # (n_items, rank)
     lengths = torch.linalg.vector_norm(signal, dim=1)
     unit = torch.quantile(lengths.double(), quantile).item()
     if unit <= 0:
@@ -101,6 +102,43 @@ def ease_padded_init(
     filler = torch.randn(n_items, factors - rank, generator=generator)
     filler.mul_((missing / torch.linalg.vector_norm(filler, dim=1).clamp_min(1e-12))[:, None])
     return torch.cat([signal.float(), filler], dim=1).contiguous()
+
+
+# Below this share of the spectrum a Lanczos solver (ARPACK) beats the full
+# decomposition: on ml-latest-small (9k items, 64 pairs) 10 s against 58 s, same
+# subspace (cosine 0.999996); near the full spectrum it is slower and less robust.
+PARTIAL_EIGEN_MAX_SHARE = 0.2
+
+
+def top_eigenpairs(symmetric: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``rank`` largest (algebraic) eigenpairs of a dense symmetric matrix.
+
+    A partial solver (``scipy.sparse.linalg.eigsh``, deterministic start vector) when
+    ``rank`` is a small share of the size, the full ``torch.linalg.eigh`` otherwise.
+    Eigenvectors are defined up to sign; callers use them only through products that
+    a column sign flip leaves equivalent.
+
+    Args:
+        symmetric: (n, n) float tensor.
+        rank: number of pairs, 1 <= rank <= n.
+
+    Returns:
+        values (rank,) ascending and vectors (n, rank), in ``symmetric``'s dtype.
+    """
+    n = symmetric.shape[0]
+    if rank > PARTIAL_EIGEN_MAX_SHARE * n:
+        values, vectors = torch.linalg.eigh(symmetric)  # ascending
+        return values[-rank:], vectors[:, -rank:]
+    from scipy.sparse.linalg import eigsh
+
+    matrix = symmetric.double().numpy()
+    start = np.random.default_rng(0).standard_normal(n)  # fixed: deterministic result
+    values, vectors = eigsh(matrix, k=rank, which="LA", v0=start)
+    order = np.argsort(values)  # ascending, as eigh
+    return (
+        torch.from_numpy(values[order]).to(symmetric.dtype),
+        torch.from_numpy(np.ascontiguousarray(vectors[:, order])).to(symmetric.dtype),
+    )
 
 
 def _check_init_rank(rank: int, factors: int) -> None:
