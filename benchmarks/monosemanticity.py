@@ -1,11 +1,14 @@
 """Monosemanticity of SAE latents vs two controls, on MovieLens concepts.
 
-Per data set and seed: split users 80/10/10, train ELSA + a TopK SAE on the training
-users, take the SAE codes of every one-hot item, and measure how specific the units are
-to the concepts (``steercf.concepts.report``) for
+Per data set and seed: split users 80/10/10, fit the data set's splice base
+(``steercf.experiment.splice_base``) and splice the default SAE recipe in
+(``steercf.models.spliced``), once trained on reconstruction only (``train=recon``) and
+once with the splice-aware fine-tune after it (``train=e2e``, kept only if validation
+recall rises), take the SAE codes of every one-hot item, and measure how specific the
+units are to the concepts (``steercf.concepts.report``) for
 
 * ``sae``: the SAE latents;
-* ``dense``: the ELSA embedding dimensions, each split into its positive and negative
+* ``dense``: the base's embedding dimensions, each split into its positive and negative
   half (2d non-negative units);
 * ``random_rotation``: the SAE item codes times a random orthogonal matrix, split the
   same way (the SAE's information in a random basis).
@@ -25,6 +28,7 @@ The full run adds the same records over units active on >= 10 items (setting suf
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -48,39 +52,38 @@ from steercf.concepts.report import (
 )
 from steercf.data import load_dataset
 from steercf.evaluation import split_users
-from steercf.models import ELSA
-from steercf.models.spliced import SplicedRecommender
+from steercf.experiment import splice_base
+from steercf.models.spliced import SplicedRecommender, default_train_config
 from steercf.reporting import format_table, write_records
-from steercf.sae import TrainConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SOURCES = {"ml-100k": ["genres", "kg"], "ml-latest-small": ["genres", "tags"]}
-FULL = {
-    "elsa": {"factors": 256, "epochs": 30, "patience": 3},
-    "sae": {"k": 16, "expansion": 8},
-    "train": {"max_epochs": 200},
-    "augment": 8,
-}
-QUICK = {
-    "elsa": {"factors": 64, "epochs": 8, "patience": 3},
+FULL: dict[str, Any] = {"sae": {}, "train": {}, "augment": 8, "finetune_epochs": 10}
+QUICK: dict[str, Any] = {
     "sae": {"k": 8, "expansion": 4},
     "train": {"max_epochs": 20},
     "augment": 2,
+    "finetune_epochs": 2,
 }
+TRAININGS = ("recon", "e2e")
 ROBUST_MIN_ITEMS = 10
 
 
-def train(data: Any, seed: int, config: dict[str, Any]) -> tuple[SplicedRecommender, Any]:
-    """ELSA + SAE on the training users of a seeded split."""
+def train(
+    data: Any, seed: int, config: dict[str, Any], training: str, quick: bool
+) -> tuple[SplicedRecommender, Any]:
+    """The data set's splice base + an SAE (``training``: ``recon`` or ``e2e``) on the
+    training users of a seeded split."""
     split = split_users(data.matrix, seed=seed)
-    base = ELSA(**config["elsa"], seed=seed, progress=False).fit(split.train, split.val_full)
+    base = splice_base(data.name, seed=seed, quick=quick).fit(split.train, split.val_full)
     model = SplicedRecommender(
         base,
-        config["sae"],
-        TrainConfig(**config["train"], seed=seed, progress=False),
+        config["sae"] or None,
+        default_train_config(**config["train"], seed=seed, progress=False),
         augment=config["augment"],
         seed=seed,
         progress=False,
+        finetune_epochs=config["finetune_epochs"] if training == "e2e" else 0,
     ).fit(split.train, split.val_full)
     return model, split
 
@@ -92,25 +95,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write flat records here")
     parser.add_argument("--plots", type=Path, help="write distribution plots into this folder")
     parser.add_argument("--details", action="store_true", help="print each SAE report too")
+    parser.add_argument(
+        "--train", nargs="+", choices=TRAININGS, default=list(TRAININGS), help="SAE trainings"
+    )
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     seeds = range(1 if args.quick else args.seeds)
 
     records: list[dict[str, Any]] = []
-    reports: list[tuple[str, int, MonosemanticityReport]] = []
+    reports: list[tuple[str, int, str, MonosemanticityReport]] = []
     for dataset, sources in SOURCES.items():
         data = load_dataset(dataset, data_dir=SHARED_DATA)
-        for seed in seeds:
+        for seed, training in itertools.product(seeds, args.train):
             started = time.perf_counter()
-            model, split = train(data, seed, config)
+            model, split = train(data, seed, config, training, args.quick)
             acts = model_activations(model, seed=seed)
-            setting = f"elsa{config['elsa']['factors']}+sae{model.n_latents}/k{config['sae']['k']}"
+            setting = (
+                f"{model.base.kind.lower()}{model.base.d_}+sae{model.n_latents}"
+                f"/k{model.sae_.config.k},train={training}"
+            )
             for source in sources:
                 # user tags from training users only: no held-out user's tags leak in
                 tags = concept_tags(data, source, train_users=split.train_users)
                 for name, item_acts in acts.items():
                     report = monosemanticity_report(item_acts, tags, model=name, source=source)
-                    reports.append((dataset, seed, report))
+                    reports.append((dataset, seed, training, report))
                     for record in report.records(dataset, seed=seed):
                         record["setting"] = ",".join(filter(None, [record["setting"], setting]))
                         records.append(record)
@@ -128,19 +137,26 @@ def main(argv: list[str] | None = None) -> int:
                                 )
                             )
                             records.append(record)
+            kept = getattr(model, "finetune_gain_", None)
             print(
-                f"{dataset} seed {seed}: {model.n_latents} latents, "
-                f"{time.perf_counter() - started:.0f}s",
+                f"{dataset} seed {seed} train={training}: {model.n_latents} latents, "
+                f"{time.perf_counter() - started:.0f}s"
+                + ("" if kept is None else f", fine-tune val recall gain {kept:+.4f}"),
                 file=sys.stderr,
                 flush=True,
             )
         if args.plots:
-            chosen = [r for d, s, r in reports if d == dataset and s == seeds[0]]
+            chosen = [
+                r for d, s, t, r in reports if d == dataset and s == seeds[0] and t == args.train[0]
+            ]
             path = plot_reports(chosen, args.plots / f"{dataset}.png", title=dataset)
             print(f"plots: {path}", file=sys.stderr)
 
     rows, wins = summary_rows(reports)
     print(format_table(rows))
+    if len(args.train) == 2:  # side by side: what splice-aware training does to specificity
+        print("\nSAE latents, e2e minus recon (mean over seeds):")
+        print(format_table(training_deltas(rows)))
     worst = min(wins, key=lambda w: w[2])
     print(
         f"\nSAE beats both controls on every specificity measure ({', '.join(SPECIFICITY_KEYS)}) "
@@ -154,19 +170,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summary_rows(
-    reports: list[tuple[str, int, MonosemanticityReport]],
+    reports: list[tuple[str, int, str, MonosemanticityReport]],
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str, float]]]:
-    """Mean over seeds per (data set/source, metric, model), the SAE's margin over the
-    better control, and the specificity margins (for the verdict line)."""
-    grouped: dict[tuple[str, str], dict[str, list[dict[str, float]]]] = {}
-    for dataset, _, report in reports:
-        key = (dataset, report.source)
+    """Mean over seeds per (data set/source, training, metric, model), the SAE's margin
+    over the better control, and the specificity margins (for the verdict line)."""
+    grouped: dict[tuple[str, str, str], dict[str, list[dict[str, float]]]] = {}
+    for dataset, _, training, report in reports:
+        key = (dataset, report.source, training)
         grouped.setdefault(key, {}).setdefault(report.model, []).append(report.summary)
     rows, wins = [], []
-    for (dataset, source), models in grouped.items():
+    for (dataset, source, training), models in grouped.items():
         for key, (metric, setting) in (SUMMARY_METRICS | DIAGNOSTIC_METRICS).items():
             row: dict[str, Any] = {
                 "dataset": f"{dataset}/{source}",
+                "train": training,
                 "metric": metric + (f" ({setting})" if setting else ""),
             }
             for name, summaries in models.items():
@@ -176,8 +193,28 @@ def summary_rows(
             row["ratio"] = row["sae"] / best_control if best_control > 0 else float("inf")
             rows.append(row)
             if key in SPECIFICITY_KEYS:
-                wins.append((f"{dataset}/{source}", row["metric"], row["margin"]))
+                wins.append((f"{dataset}/{source},{training}", row["metric"], row["margin"]))
     return rows, wins
+
+
+def training_deltas(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (data set/source, metric): the SAE's value under recon and e2e and their
+    difference (positive: splice-aware training made the latents more specific)."""
+    by_key = {(r["dataset"], r["metric"], r["train"]): r["sae"] for r in rows}
+    out = []
+    for dataset, metric in dict.fromkeys((r["dataset"], r["metric"]) for r in rows):
+        recon, e2e = by_key.get((dataset, metric, "recon")), by_key.get((dataset, metric, "e2e"))
+        if recon is not None and e2e is not None:
+            out.append(
+                {
+                    "dataset": dataset,
+                    "metric": metric,
+                    "recon": recon,
+                    "e2e": e2e,
+                    "delta": e2e - recon,
+                }
+            )
+    return out
 
 
 if __name__ == "__main__":

@@ -1,15 +1,18 @@
 """What splicing an SAE into a CFAE costs, per SAE recipe.
 
-Per data set and seed: split users (protocol), fit the base (ELSA; and a low-rank EASE
-for the reference recipe), train one SAE per setting on the base's embeddings of the
-training users, and report test Recall/nDCG@20 of base and spliced model, the drop,
-the reconstruction cosine on test users and the dead-latent fraction (never active on a
+Per data set and seed: split users (protocol), fit the bases (the data set's splice base,
+a low-rank EASE, ``steercf.experiment.SPLICE_BASES``; the ELSA preset; optionally
+Mult-VAE), train one SAE per setting on each base's embeddings of the training users, and
+report validation and test Recall/nDCG@20 of base and spliced model, the drop, the
+reconstruction cosine on test users and the dead-latent fraction (never active on a
 training user nor on a single-item input).
 
-Settings vary one thing at a time from the reference ``arch=topk,k=16,width=8x,aux=on,
-aug=on,refit=on,train=recon``: refit off, k in {8, 32}, BatchTopK, AuxK off, augmentation
-off, the published recipe's training (aux off, aug off) and splice-aware training
-(``train=e2e``: reconstruction, then ``--finetune-epochs`` of the splice ranking loss).
+Settings vary one thing at a time from the reference, the spliced model's defaults
+(``steercf.models.spliced.SAE_DEFAULTS`` / ``TRAIN_DEFAULTS``: ``arch=topk,k=32,width=8x,
+aux=on,aug=on,refit=on,train=recon``): refit off, k in {8, 16}, BatchTopK, AuxK off,
+augmentation off, the published recipe's training (aux off, aug off), independent
+initialisation and splice-aware training (``train=e2e``: reconstruction, then
+``--finetune-epochs`` of the splice ranking loss).
 
 The tax is measured against the best plain model of the same split (EASE or the ELSA
 preset, whichever has the higher validation Recall@20), not only against the spliced
@@ -21,6 +24,7 @@ AuxK, augmentation or refit, up to 250 epochs with patience 50; once with our fo
 tied initialisation (encoder = decoder transpose) and once with independent weights.
 
     python benchmarks/sae.py [--quick] [--seeds 5] [--published] [--json out.json]
+    python benchmarks/sae.py --no-elsa --variants 0 9   # the default recipe, recon vs e2e
 """
 
 from __future__ import annotations
@@ -32,16 +36,16 @@ from pathlib import Path
 
 from steercf.data import load_dataset
 from steercf.evaluation import evaluate, split_users
-from steercf.experiment import base_params, cap_factors, make_model
-from steercf.models.spliced import SplicedRecommender
+from steercf.experiment import SPLICE_BASES, base_params, cap_factors, make_model, splice_base
+from steercf.models.spliced import SAE_DEFAULTS, SplicedRecommender, default_train_config
 from steercf.reporting import format_table, mean_over_seeds, write_records
-from steercf.sae import TrainConfig, sae_metrics
+from steercf.sae import sae_metrics
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DATASETS = ["ml-100k", "ml-latest-small"]
 REFERENCE = {
     "arch": "topk",
-    "k": 16,
+    "k": SAE_DEFAULTS["k"],
     "aux": "on",
     "aug": "on",
     "refit": "on",
@@ -52,18 +56,18 @@ VARIANTS = [
     {},
     {"refit": "off"},
     {"k": 8},
-    {"k": 32},
+    {"k": 16},
     {"arch": "batchtopk"},
     {"aux": "off"},
     {"aug": "off"},
     {"aux": "off", "aug": "off", "refit": "off"},  # the published recipe
     {"init": "independent"},
     {"train": "e2e"},
-    {"k": 32, "train": "e2e"},
 ]
 PUBLISHED = {"arch": "topk", "k": 16, "aux": "off", "aug": "off", "refit": "off", "train": "recon"}
 PUBLISHED_VARIANTS = [{"init": "tied"}, {"init": "independent"}]
 AUGMENT_COPIES = 8
+CHOSEN = "chosen on validation"
 
 
 def setting_name(setting: dict) -> str:
@@ -77,7 +81,7 @@ def setting_name(setting: dict) -> str:
 def run_one(base, split, setting: dict, seed: int, args: argparse.Namespace) -> dict[str, float]:
     started = time.perf_counter()
     published = {"l1_coef": 3e-4, "lr": 3e-4, "batch_size": 1024} if args.published else {}
-    train_config = TrainConfig(
+    train_config = default_train_config(
         aux_coef=1 / 32 if setting["aux"] == "on" else 0.0,
         max_epochs=5 if args.quick else args.max_epochs,
         patience=args.patience,
@@ -103,8 +107,10 @@ def run_one(base, split, setting: dict, seed: int, args: argparse.Namespace) -> 
     ).fit(split.train, split.val_full)
     fit_seconds = time.perf_counter() - started
     result = evaluate(model, split.test_input, split.test_target)
+    val = evaluate(model, split.val_input, split.val_target)
     quality = sae_metrics(model.sae_, model.base.encode(split.test_input))
     return {
+        "val_recall@20": val.mean("recall@20"),
         "recall@20": result.mean("recall@20"),
         "ndcg@20": result.mean("ndcg@20"),
         "cosine": quality["cosine"],
@@ -122,12 +128,13 @@ def best_plain_model(dataset: str, split, seed: int, args: argparse.Namespace) -
         "elsa": make_model("elsa", **base_params(dataset, "elsa", quick=args.quick), seed=seed),
     }
     best, best_val = {}, -1.0
-    for model in candidates.values():
+    for name, model in candidates.items():
         model.fit(split.train, split.val_full)
         val = evaluate(model, split.val_input, split.val_target).mean("recall@20")
         if val > best_val:
             test = evaluate(model, split.test_input, split.test_target)
             best = {"recall@20": test.mean("recall@20"), "ndcg@20": test.mean("ndcg@20")}
+            best.update({"val_recall@20": val, "name": name})
             best_val = val
     return best
 
@@ -185,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_epochs is None:
         args.max_epochs = 250 if args.published else 1000
     if args.patience is None:
-        args.patience = 50 if args.published else 20
+        args.patience = 50 if args.published else default_train_config().patience
 
     records: list[dict] = []
 
@@ -215,20 +222,27 @@ def main(argv: list[str] | None = None) -> int:
                 elsa_params = cap_factors({**elsa_params, "factors": args.factors}, args.factors)
             bases = {} if args.no_elsa else {"elsa": make_model("elsa", **elsa_params, seed=seed)}
             if not args.no_ease:
-                bases["ease_lowrank"] = make_model(
-                    "ease", **base_params(dataset, "ease_lowrank"), seed=seed
-                )
+                bases[SPLICE_BASES.get(dataset, "ease_lowrank")] = splice_base(dataset, seed)
             if args.multvae:
                 bases["multvae"] = make_model(
                     "multvae", **base_params(dataset, "multvae", quick=args.quick), seed=seed
                 )
             best_plain = best_plain_model(dataset, split, seed, args)
+            for metric in ("val_recall@20", "recall@20", "ndcg@20"):
+                add(dataset, "best_plain", metric, best_plain[metric], seed, "", n_test)
+            print(
+                f"{dataset} seed {seed} best plain model on validation users: "
+                f"{best_plain['name']}, test {best_plain['recall@20']:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
+            candidates = []  # (validation recall, test figures, name) of each spliced model
             for base_name, base in bases.items():
                 base.fit(split.train, split.val_full)
                 base_result = evaluate(base, split.test_input, split.test_target)
                 base_recall = base_result.mean("recall@20")
-                base_variants = {"elsa": variants, "multvae": [{}, {"train": "e2e"}]}
-                for variant in base_variants.get(base_name, [{}]):
+                base_variants = {"multvae": [{}, {"train": "e2e"}]}
+                for variant in base_variants.get(base_name, variants):
                     setting = {**reference, **variant}
                     started = time.perf_counter()
                     out = run_one(base, split, setting, seed, args)
@@ -243,7 +257,13 @@ def main(argv: list[str] | None = None) -> int:
                         name,
                         n_test,
                     )
-                    for metric in ("recall@20", "ndcg@20", "cosine", "dead_fraction"):
+                    for metric in (
+                        "val_recall@20",
+                        "recall@20",
+                        "ndcg@20",
+                        "cosine",
+                        "dead_fraction",
+                    ):
                         add(dataset, base_name, metric, out[metric], seed, name, n_test)
                     add(
                         dataset,
@@ -257,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                     for metric in ("recall@20", "ndcg@20"):
                         tax = best_plain[metric] - out[metric]
                         add(dataset, base_name, f"tax_{metric}", tax, seed, name, n_test)
+                    candidates.append((out["val_recall@20"], out, f"{base_name}:{name}"))
                     add(
                         dataset,
                         base_name,
@@ -276,9 +297,23 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
+            if candidates:  # the best spliced model of this split, chosen on validation
+                _, chosen, chosen_name = max(candidates, key=lambda c: c[0])
+                for metric in ("val_recall@20", "recall@20", "ndcg@20", "dead_fraction"):
+                    add(dataset, "best_spliced", metric, chosen[metric], seed, CHOSEN, n_test)
+                for metric in ("recall@20", "ndcg@20"):
+                    tax = best_plain[metric] - chosen[metric]
+                    add(dataset, "best_spliced", f"tax_{metric}", tax, seed, CHOSEN, n_test)
+                print(
+                    f"{dataset} seed {seed} best spliced model on validation users: "
+                    f"{chosen_name}, tax Recall@20 {best_plain['recall@20'] - chosen['recall@20']:+.4f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     metrics = (
         "base_recall@20",
+        "val_recall@20",
         "recall@20",
         "recall@20_drop",
         "tax_recall@20",
@@ -288,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         "dead_fraction",
         "spliced_fit_seconds",
     )
-    rows = mean_over_seeds(records, ("dataset", "model", "setting"), metrics)
+    rows = mean_over_seeds(records, ("dataset", "model", "setting"), metrics, sd=len(seeds) > 1)
     for row in rows:
         row["setting"] = row["setting"].replace(",width=8x", "")
     print(

@@ -21,6 +21,11 @@ Peak memory is the peak resident set size (RSS, sampled every 2 ms from
 what training adds on top of the interaction matrix, counting numpy and torch
 allocations alike. ``ru_maxrss`` of the whole process is printed for reference.
 
+*Splicing* (``spliced_fit_seconds``): seconds from a fitted base to a spliced model on
+MovieLens 100K (the embedded copy; the data set's splice base and the spliced model's
+default SAE recipe, seed 0 split), median of ``--splice-repeats`` fits, with the spliced
+model's test Recall@20 beside it so that speed is never bought with accuracy unseen.
+
 Usage (from the repository root)::
 
     python benchmarks/speed.py                 # 100k users x 20k items x 5M, d=512
@@ -135,6 +140,28 @@ def epoch_seconds(
     return seconds, peak.peak_mb
 
 
+def splice_seconds(repeats: int, quick: bool) -> tuple[list[float], float, int]:
+    """``(seconds per fit, test Recall@20, epochs)`` of splicing an SAE into ML-100K's
+    fitted splice base with the default recipe (``quick``: 3 epochs)."""
+    from steercf.data import load_ml100k
+    from steercf.evaluation import evaluate, split_users
+    from steercf.experiment import splice_base
+    from steercf.models.spliced import SplicedRecommender, default_train_config
+
+    split = split_users(load_ml100k().matrix, seed=0)
+    base = splice_base("ml-100k").fit(split.train, split.val_full)
+    overrides = {"max_epochs": 3} if quick else {}
+    seconds = []
+    for _ in range(repeats):
+        train = default_train_config(seed=0, progress=False, **overrides)
+        tick = time.perf_counter()
+        model = SplicedRecommender(base, train_config=train, progress=False)
+        model.fit(split.train, split.val_full)
+        seconds.append(time.perf_counter() - tick)
+    recall = evaluate(model, split.test_input, split.test_target).mean("recall@20")
+    return seconds, recall, len(model.history_)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shape (CI smoke test)")
@@ -146,11 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="alternating floor/epoch runs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--splice-repeats", type=int, default=3, help="spliced fits timed")
     parser.add_argument("--json", type=Path, default=None, help="write flat records here")
     args = parser.parse_args(argv)
     if args.quick:
         args.users, args.items, args.interactions = 4_000, 2_000, 100_000
-        args.factors, args.batch, args.repeats = 64, 512, 2
+        args.factors, args.batch, args.repeats, args.splice_repeats = 64, 512, 2, 1
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -197,12 +225,23 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"peak memory during the epoch: +{peak:.0f} MiB RSS over the data (process ru_maxrss {maxrss_mb:.0f} MiB)"
     )
+    splices, splice_recall, splice_epochs = splice_seconds(args.splice_repeats, args.quick)
+    splice_median = float(np.median(splices))
+    print(
+        f"\nsplicing an SAE into ML-100K's fitted base (default recipe{', 3 epochs' if args.quick else ''}): "
+        f"median {splice_median:.1f}s of {', '.join(f'{s:.1f}' for s in splices)}; "
+        f"{splice_epochs} epochs, test Recall@20 {splice_recall:.4f}"
+    )
     if args.json:
         base = {"dataset": dataset, "model": "elsa", "setting": setting, "n": args.repeats}
+        splice = {"dataset": "ml-100k", "model": "spliced", "n": args.splice_repeats}
+        splice["setting"] = "default recipe" + (",max_epochs=3" if args.quick else "")
         records = [
             {**base, "metric": "epoch_seconds", "value": epoch},
             {**base, "metric": "floor_seconds", "value": floor},
             {**base, "metric": "peak_mb", "value": peak},
+            {**splice, "metric": "spliced_fit_seconds", "value": splice_median},
+            {**splice, "metric": "recall@20", "value": splice_recall},
         ]
         write_records(args.json, records)
         print(f"wrote {args.json}")

@@ -1,6 +1,7 @@
 """Steering evaluation (published protocol) on MovieLens 100K and ml-latest-small.
 
-Per data set: fit ELSA and splice the reference SAE (TopK, k=16, 8x, AuxK, augmented);
+Per data set: fit the base (ELSA preset by default; ``--base multvae`` for Mult-VAE) and
+splice the spliced model's default SAE recipe in (``steercf.models.spliced``);
 then for each concept mapping, steering rule and latents-per-concept, sweep the strength
 and report personal / segment Recall@20 and the target share; steer away from each
 user's dominant concept to measure suppression; time steered vs unsteered top-20.
@@ -21,9 +22,8 @@ from steercf.concepts import MAPPINGS, concept_tags
 from steercf.data import load_dataset
 from steercf.evaluation import split_users
 from steercf.experiment import base_params, cap_factors, make_model
-from steercf.models.spliced import SplicedRecommender
+from steercf.models.spliced import SplicedRecommender, default_train_config
 from steercf.reporting import format_table, write_records
-from steercf.sae import TrainConfig
 from steercf.steering import DECODER_EFFECT, DECODER_FIT, MAX_ADDITIVE, ConceptKnobs
 from steercf.steering_eval import steering_latency, steering_sweep, suppression
 
@@ -67,7 +67,7 @@ def suppress(model, split, tags, knobs, rule, setting, seed, name, records) -> d
             records.append(
                 {
                     "dataset": name,
-                    "model": "elsa+sae",
+                    "model": f"{model.base.kind.lower()}+sae",
                     "metric": metric,
                     "value": value,
                     "seed": seed,
@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--base",
-        choices=["elsa", "elsa_random"],
+        choices=["elsa", "elsa_random", "multvae"],
         default="elsa",
-        help="ELSA preset: each data set's pick (EASE warm starts) or a random start",
+        help="base: the ELSA preset (EASE warm starts), a random-start ELSA, or Mult-VAE",
     )
     parser.add_argument("--max-epochs", type=int, default=1000, help="SAE epoch cap")
     args = parser.parse_args(argv)
@@ -119,12 +119,13 @@ def main(argv: list[str] | None = None) -> int:
             elsa_params = base_params(dataset, args.base, quick=args.quick)
             if args.max_factors:
                 elsa_params = cap_factors(elsa_params, args.max_factors)
-            base = make_model("elsa", **elsa_params, seed=args.seed)
-            train = TrainConfig(
+            kind = "multvae" if args.base == "multvae" else "elsa"
+            base = make_model(kind, **elsa_params, seed=args.seed)
+            train = default_train_config(
                 max_epochs=5 if args.quick else args.max_epochs, seed=args.seed, progress=False
             )
             model = SplicedRecommender(
-                base, {"k": 16}, train, augment=2 if args.quick else 8, seed=args.seed
+                base, train_config=train, augment=2 if args.quick else 8, seed=args.seed
             )
             models[dataset] = (data, split, model.fit(split.train, split.val_full))
         data, split, model = models[dataset]
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                             records.append(
                                 {
                                     "dataset": name,
-                                    "model": "elsa+sae",
+                                    "model": f"{model.base.kind.lower()}+sae",
                                     "metric": metric,
                                     "value": point[metric],
                                     "seed": args.seed,
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 records.append(
                     {
                         "dataset": name,
-                        "model": "elsa+sae",
+                        "model": f"{model.base.kind.lower()}+sae",
                         "metric": "latency_ms",
                         "value": timing[f"{kind}_ms"],
                         "setting": f"{kind},batch={batch}",

@@ -33,7 +33,7 @@ from steercf.concepts.labels import LABELS_FILE
 from steercf.data import InteractionData
 from steercf.errors import InputError
 from steercf.models import CFAE, EASE, SplicedRecommender
-from steercf.models.spliced import SAE_DEFAULTS
+from steercf.models.spliced import SAE_DEFAULTS, TRAIN_DEFAULTS
 from steercf.runs import Run
 from steercf.sae import SAEConfig, TrainConfig
 from steercf.sae.config import ACTIVATIONS, LOSSES
@@ -187,7 +187,9 @@ def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
     add_config_flags(
         tsae, SAEConfig, SAE_FLAGS, defaults=SAE_DEFAULTS, choices={"activation": ACTIVATIONS}
     )
-    add_config_flags(tsae, TrainConfig, TRAIN_FLAGS, choices={"loss": LOSSES})
+    add_config_flags(
+        tsae, TrainConfig, TRAIN_FLAGS, defaults=TRAIN_DEFAULTS, choices={"loss": LOSSES}
+    )
     spliced_defaults = SplicedRecommender.param_defaults()
     tsae.add_argument(
         "--augment",

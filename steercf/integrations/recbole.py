@@ -37,7 +37,9 @@ Configuration keys (RecBole config dict or YAML; defaults in each class's ``defa
 spliced models
     ``sae_k``, ``sae_expansion``, ``sae_augment``, ``sae_max_epochs``,
     ``sae_patience``, plus ``sae_options`` / ``sae_train_options`` (dicts merged into
-    :class:`~steercf.sae.SAEConfig` / :class:`~steercf.sae.TrainConfig`).
+    :class:`~steercf.sae.SAEConfig` / :class:`~steercf.sae.TrainConfig`); defaults are
+    the spliced model's own (``steercf.models.spliced.SAE_DEFAULTS``,
+    ``TRAIN_DEFAULTS``).
 
 ``seed`` (RecBole's) seeds the steercf models too.
 """
@@ -59,6 +61,7 @@ from steercf.integrations import build_knobs
 from steercf.integrations.recbole_runner import RecBoleRun, run_recbole, train_recbole
 from steercf.models import EASE, ELSA, MultVAE, SplicedRecommender
 from steercf.models.base import Recommender
+from steercf.models.spliced import SAE_DEFAULTS, TRAIN_DEFAULTS, default_train_config
 from steercf.sae import TrainConfig
 from steercf.steering import Knob, recommend_rows, score_rows
 
@@ -284,12 +287,12 @@ class SteerCFMultVAE(SteerCFRecommender):
         return _multvae(params, seed)
 
 
-_SAE_DEFAULTS: dict[str, Any] = {
-    "sae_k": 32,
-    "sae_expansion": 8,
-    "sae_augment": 8,
-    "sae_max_epochs": 60,
-    "sae_patience": 20,
+_SAE_DEFAULTS: dict[str, Any] = {  # the spliced model's own (steercf.models.spliced)
+    "sae_k": SAE_DEFAULTS["k"],
+    "sae_expansion": SAE_DEFAULTS["expansion"],
+    "sae_augment": SplicedRecommender.param_defaults()["augment"],
+    "sae_max_epochs": TrainConfig.max_epochs,
+    "sae_patience": TRAIN_DEFAULTS["patience"],
     "sae_options": None,
     "sae_train_options": None,
 }
@@ -301,8 +304,8 @@ def _spliced(base: Recommender, params: dict[str, Any], seed: int) -> SplicedRec
         "expansion": int(params["sae_expansion"]),
         **dict(params["sae_options"] or {}),
     }
-    train_config = TrainConfig.from_dict(
-        {
+    train_config = default_train_config(
+        **{
             "max_epochs": int(params["sae_max_epochs"]),
             "patience": int(params["sae_patience"]),
             "seed": seed,
