@@ -1,6 +1,6 @@
-"""The quick-start demo: MovieLens 100K (embedded), protocol split, the baselines (EASE,
-ELSA), the splice base (a low-rank EASE) with an SAE spliced in, one results table with
-the interpretability tax, and one user steered toward a genre."""
+"""The quick-start demo: MovieLens 100K (embedded), protocol split, the baselines, ELSA
+(the splice base) with an SAE spliced in, one results table with the interpretability
+tax, and one user steered toward a genre."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import numpy as np
 from steercf.data import load_ml100k
 from steercf.evaluation import evaluate, split_users
 from steercf.experiment import (
-    base_params,
-    cap_factors,
     fit_model,
     select_on_validation,
     splice_base,
@@ -22,8 +20,8 @@ from steercf.models.spliced import SAE_DEFAULTS, SplicedRecommender, default_tra
 from steercf.reporting import format_table
 from steercf.steering import DECODER_EFFECT, ConceptKnobs, compare
 
-DEMO_MAX_FACTORS = 256
-SPLICED_ROW = "spliced (base+sae)"
+SPLICED_ROW = "elsa+sae"
+DEMO_SHOWN_PARAMS = ("factors", "init", "lr", "epochs")
 
 
 def run_demo(quick: bool = False, seed: int = 0, progress: bool = True) -> list[dict]:
@@ -40,28 +38,24 @@ def run_demo(quick: bool = False, seed: int = 0, progress: bool = True) -> list[
         f"{split.train.shape[0]} train / {split.val_input.shape[0]} val / "
         f"{split.test_input.shape[0]} test users"
     )
-    elsa_params = base_params("ml-100k", "elsa", quick=quick)
-    # 256 wide instead of the preset's 1024: a plain baseline in seconds (validation
-    # recall as the full width's on ML-100K)
-    elsa_params = cap_factors(elsa_params, DEMO_MAX_FACTORS)
-    elsa_params["progress"] = progress
+    # the splice base: the ELSA preset at 256 factors (steercf.experiment.splice_base)
+    base = splice_base("ml-100k", seed=seed, quick=quick)
+    base.progress = progress
+    shown = {k: v for k, v in base.get_params().items() if k in DEMO_SHOWN_PARAMS}
     overrides = {"max_epochs": 10} if quick else {}
     sae_train = default_train_config(seed=seed, progress=progress, **overrides)
-    base = splice_base("ml-100k", seed=seed)
-    base_name = f"ease-r{base.rank}"
     models: dict = {}
     runs = [
         ("popularity", lambda: (fit_model("popularity", split), {})),
         ("ease", lambda: _tuned("ease", split, quick, seed)),
-        ("elsa", lambda: (fit_model("elsa", split, seed=seed, **elsa_params), elsa_params)),
-        (base_name, lambda: (base.fit(split.train, split.val_full), base.get_params())),
+        ("elsa", lambda: (base.fit(split.train, split.val_full), shown)),
         (
             SPLICED_ROW,
             lambda: (
                 SplicedRecommender(
                     base, train_config=sae_train, augment=2 if quick else 8, seed=seed
                 ).fit(split.train, split.val_full),
-                {**SAE_DEFAULTS, "latents": SAE_DEFAULTS["expansion"] * base.rank},
+                {**SAE_DEFAULTS, "latents": SAE_DEFAULTS["expansion"] * base.factors},
             ),
         ),
     ]
@@ -83,7 +77,7 @@ def run_demo(quick: bool = False, seed: int = 0, progress: bool = True) -> list[
                 "params": ", ".join(
                     f"{k}={v}"
                     for k, v in params.items()
-                    if k not in ("seed", "progress", "device") and v is not None
+                    if k not in ("seed", "progress", "device")
                 ),
             }
         )
@@ -110,7 +104,7 @@ def run_demo(quick: bool = False, seed: int = 0, progress: bool = True) -> list[
     result = compare(spliced, history, [knobs.knob("Horror", 0.4)], N=5)
     user = data.user_ids[split.test_users[0]]
     print(f"\nUser {user} liked e.g.: {'; '.join(data.titles(history.indices[:4]))}")
-    print(f"  the spliced model recommends: {'; '.join(data.titles(result.before_ids[0]))}")
+    print(f"  ELSA+SAE recommends: {'; '.join(data.titles(result.before_ids[0]))}")
     print(f"  steered +Horror 0.4: {'; '.join(data.titles(result.after_ids[0]))}")
     code = spliced.sparse_code(history)
     active = ", ".join(f"{n}:{v:.2f}" for n, v in code.of(0)[:6])

@@ -249,7 +249,12 @@ def _prepare_run(
         sample = torch.randperm(n, generator=generator)[:BIAS_INIT_MAX_ROWS].to(device)
         sae.init_decoder_bias(x_train[sample])
 
-    optimizer = torch.optim.Adam(sae.parameters(), lr=tc.learning_rate(sae_config.n_latents))
+    # fused: one pass over each parameter per step instead of one per Adam operation;
+    # the fused kernel pairs parameter and gradient by memory position, so only for
+    # contiguous parameters (a transposed view would silently get wrong updates)
+    params = list(sae.parameters())
+    fused = all(p.is_contiguous() for p in params)
+    optimizer = torch.optim.Adam(params, lr=tc.learning_rate(sae_config.n_latents), fused=fused)
     # Nearly equal batches (no tiny last batch, whose nmse would be ill-defined).
     n_batches = math.ceil(n / tc.batch_size)
     if n // n_batches < group.world_size:
