@@ -1,8 +1,8 @@
 """What splicing an SAE into a CFAE costs, per SAE recipe.
 
-Per data set and seed: split users (protocol), fit the bases (the data set's splice base,
-a low-rank EASE, ``steercf.experiment.SPLICE_BASES``; the ELSA preset; optionally
-Mult-VAE), train one SAE per setting on each base's embeddings of the training users, and
+Per data set and seed: split users (protocol), fit the bases (the ELSA preset, by default
+capped at the splice base's 256 factors, ``steercf.experiment.splice_base``; a low-rank
+EASE; optionally Mult-VAE), train one SAE per setting on each base's embeddings of the training users, and
 report validation and test Recall/nDCG@20 of base and spliced model, the drop, the
 reconstruction cosine on test users and the dead-latent fraction (never active on a
 training user nor on a single-item input).
@@ -36,7 +36,7 @@ from pathlib import Path
 
 from steercf.data import load_dataset
 from steercf.evaluation import evaluate, split_users
-from steercf.experiment import SPLICE_BASES, base_params, cap_factors, make_model, splice_base
+from steercf.experiment import SPLICE_MAX_FACTORS, base_params, cap_factors, make_model
 from steercf.models.spliced import SAE_DEFAULTS, SplicedRecommender, default_train_config
 from steercf.reporting import format_table, mean_over_seeds, write_records
 from steercf.sae import sae_metrics
@@ -147,7 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--factors", type=int, help="ELSA width (default: the data set's preset)")
+    parser.add_argument(
+        "--factors",
+        type=int,
+        default=SPLICE_MAX_FACTORS,
+        help="ELSA width cap (default: the splice base's; 0: the data set's preset)",
+    )
     parser.add_argument(
         "--base",
         choices=["elsa", "elsa_random"],
@@ -222,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
                 elsa_params = cap_factors({**elsa_params, "factors": args.factors}, args.factors)
             bases = {} if args.no_elsa else {"elsa": make_model("elsa", **elsa_params, seed=seed)}
             if not args.no_ease:
-                bases[SPLICE_BASES.get(dataset, "ease_lowrank")] = splice_base(dataset, seed)
+                bases["ease_lowrank"] = make_model(
+                    "ease", **base_params(dataset, "ease_lowrank"), seed=seed
+                )
             if args.multvae:
                 bases["multvae"] = make_model(
                     "multvae", **base_params(dataset, "multvae", quick=args.quick), seed=seed
