@@ -1,221 +1,260 @@
-"""Steering evaluation (published protocol) on MovieLens 100K and ml-latest-small.
+"""Steering: SAE knobs against the published recipe and a tag-boost re-ranker, with every
+choice made on validation users and reported on test users.
 
-Per data set: fit the base (ELSA preset by default; ``--base multvae`` for Mult-VAE) and
-splice the spliced model's default SAE recipe in (``steercf.models.spliced``);
-then for each concept mapping, steering rule and latents-per-concept, sweep the strength
-and report personal / segment Recall@20 and the target share; steer away from each
-user's dominant concept to measure suppression; time steered vs unsteered top-20.
+Per data set and seed: split users (protocol), fit the splice base and splice the default
+SAE in (``steercf.experiment.splice_base``, ``steercf.models.spliced``). Per target
+(ML-100K genres, ml-latest-small genres and user tags) and tag protocol:
 
-    python benchmarks/steering.py [--quick] [--json out.json] [--plot steering.png]
+* ``tags=full``: steerers see every item's tags; the segment is every unseen item
+  carrying the user's target concept.
+* ``tags=half``: a random half of each concept's items is hidden
+  (``steering_eval.hide_tag_items``); knobs, mappings and the re-ranker see only the
+  visible half, and the segment counts only the hidden half: items the steerer could
+  not have known.
+
+Methods (``model`` in the records):
+
+* ``sae``: SAE knobs; mapping (``decoder_effect``, ``decoder_fit``), rule (convex,
+  additive), spread (8, 32 latents) and strength chosen on validation users;
+* ``published``: the steerable-CF recipe, TF-IDF ``best_characterizes``, convex rule,
+  1, 5 or 10 latents, strength chosen on validation users;
+* ``rerank``: ``score + beta * std_u(score) * has_tag`` over the visible tags, beta
+  chosen on validation users.
+
+The choice: the largest segment Recall@20 that keeps >= 95 % of the unsteered personal
+Recall@20 on validation users (``steering_eval.choose_point``). Reported on test users at
+that choice: ``segment_gain@20`` (segment recall / unsteered), ``personal_kept@20`` and
+``in_segment_recall@20`` (the user's held-out items that are in the segment). The test
+curves of each method's chosen configuration are records too (``setting`` with
+``alpha=``) and, with ``--plot``, a figure with standard-error bands.
+
+A TEASER-style tag-space autoencoder (issue 16's third baseline) is not implemented yet.
+
+    python benchmarks/steering.py [--quick] [--seeds 5] [--json out.json] [--plot out.png]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from steercf.concepts import MAPPINGS, concept_tags
-from steercf.data import load_dataset
+from steercf.concepts import concept_tags
+from steercf.data import ItemTags, load_dataset
 from steercf.evaluation import split_users
-from steercf.experiment import base_params, cap_factors, make_model
+from steercf.experiment import splice_base
 from steercf.models.spliced import SplicedRecommender, default_train_config
 from steercf.reporting import format_table, write_records
 from steercf.steering import DECODER_EFFECT, DECODER_FIT, MAX_ADDITIVE, ConceptKnobs
-from steercf.steering_eval import steering_latency, steering_sweep, suppression
+from steercf.steering_eval import (
+    choose_point,
+    hide_tag_items,
+    point_ratios,
+    sae_steerer,
+    steering_latency,
+    steering_task,
+    sweep,
+    tag_boost_steerer,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TARGETS = [("ml-100k", "genres"), ("ml-latest-small", "genres"), ("ml-latest-small", "tags")]
-# Steps of 0.05 (convex) so that the best point keeping 95 % of personal recall lies
-# close to where the trade-off curve crosses that line.
+PROTOCOLS = ("full", "half")
 STRENGTHS = {
     "convex": [round(0.05 * i, 2) for i in range(17)],  # 0 .. 0.8
-    # over the rule's whole valid range (MAX_ADDITIVE): a wide spread needs large strengths
-    "additive": [round(0.1 * i, 1) for i in range(26)] + [3.0, 4.0, 5.0],
+    # over the rule's whole valid range: a wide spread needs large strengths
+    "additive": [round(0.25 * i, 2) for i in range(13)] + [4.0, MAX_ADDITIVE],
 }
-FULL_AWAY = {"convex": -1.0, "additive": -MAX_ADDITIVE}
+BETAS = [round(0.1 * i, 1) for i in range(11)] + [1.5, 2.0, 3.0]  # re-ranker, in score sds
+SAE_CONFIGS = [
+    {"mapping": m, "rule": r, "latents": n}
+    for m, r, n in itertools.product((DECODER_EFFECT, DECODER_FIT), STRENGTHS, (8, 32))
+]
+PUBLISHED_CONFIGS = [
+    {"mapping": "best_characterizes", "rule": "convex", "latents": n} for n in (1, 5, 10)
+]
+K = 20
 
 
-def best_point(sweep: list[dict]) -> dict:
-    """The strength with the largest segment gain whose personal recall keeps >= 95 %."""
-    base = sweep[0]
-    ok = [r for r in sweep if r["personal_recall@20"] >= 0.95 * base["personal_recall@20"]]
-    best = max(ok, key=lambda r: r["segment_recall@20"])
+def setting_of(config: dict[str, Any]) -> str:
+    return ",".join(f"{key}={value}" for key, value in config.items())
+
+
+def pick(candidates: list[tuple[dict, Any, list[float]]], val_task, test_task) -> dict:
+    """Sweep every (config, steerer, strengths) on the validation task, choose the
+    config and strength there, then sweep that config on the test task.
+
+    Returns ``config``, ``strength``, the validation point and the test curve and point."""
+    best = None
+    for config, steerer, strengths in candidates:
+        point = choose_point(sweep(steerer, val_task, strengths, K), k=K)
+        if best is None or point[f"segment_recall@{K}"] > best[1][f"segment_recall@{K}"]:
+            best = (config, point, steerer, strengths)
+    config, val_point, steerer, strengths = best
+    curve = sweep(steerer, test_task, strengths, K)
+    chosen = next(p for p in curve if p["strength"] == val_point["strength"])
     return {
-        "strength": best["strength"],
-        "personal_kept": best["personal_recall@20"] / base["personal_recall@20"],
-        "segment_gain": best["segment_recall@20"] / max(base["segment_recall@20"], 1e-12),
+        "config": config,
+        "strength": val_point["strength"],
+        "val": val_point,
+        "curve": curve,
+        "test": {**chosen, **point_ratios(chosen, curve[0], K)},
     }
-
-
-def suppress(model, split, tags, knobs, rule, setting, seed, name, records) -> dict:
-    """Steer each test user fully away from their list's dominant concept; record the
-    share of that concept before/after and the personal recall; return the table row
-    (``drop`` of the share, ``personal_kept``)."""
-    away = suppression(model, split, tags.matrix, knobs, FULL_AWAY[rule], rule)
-    for alpha, share, recall in (
-        (0, away["suppressed_share_before@20"], away["personal_recall_before@20"]),
-        (FULL_AWAY[rule], away["suppressed_share@20"], away["personal_recall@20"]),
-    ):
-        for metric, value in (
-            ("suppressed_share@20", share),
-            ("suppressed_personal_recall@20", recall),
-        ):
-            records.append(
-                {
-                    "dataset": name,
-                    "model": f"{model.base.kind.lower()}+sae",
-                    "metric": metric,
-                    "value": value,
-                    "seed": seed,
-                    "setting": f"alpha={alpha},{setting}",
-                    "n": split.test_input.shape[0],
-                }
-            )
-    kept = away["personal_recall@20"] / max(away["personal_recall_before@20"], 1e-12)
-    return {"dataset": name, "setting": setting, "drop": away["drop"], "personal_kept": kept}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="ML-100K genres, 2 mappings, tiny models"
-    )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="ML-100K, one seed, few settings")
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--plot", type=Path, help="trade-off curves (PNG)")
-    parser.add_argument(
-        "--max-factors", type=int, help="cap the ELSA width (default: each data set's preset)"
-    )
-    parser.add_argument(
-        "--base",
-        choices=["elsa", "elsa_random", "multvae"],
-        default="elsa",
-        help="base: the ELSA preset (EASE warm starts), a random-start ELSA, or Mult-VAE",
-    )
-    parser.add_argument("--max-epochs", type=int, default=1000, help="SAE epoch cap")
+    parser.add_argument("--plot", type=Path, help="test curves with standard-error bands (PNG)")
     args = parser.parse_args(argv)
     targets = TARGETS[:1] if args.quick else TARGETS
-    mappings = (
-        ["best_characterizes", DECODER_FIT]
-        if args.quick
-        else [*MAPPINGS, DECODER_EFFECT, DECODER_FIT]
-    )
-    # broad concepts (a genre on a third of the catalogue) steer best spread wide
-    latent_counts = [1, 8] if args.quick else [1, 8, 32, 128]
+    seeds = range(1 if args.quick else args.seeds)
+    sae_configs = SAE_CONFIGS[:2] if args.quick else SAE_CONFIGS
+    published_configs = PUBLISHED_CONFIGS[:1] if args.quick else PUBLISHED_CONFIGS
 
     records: list[dict] = []
-    summary: list[dict] = []
-    suppression: list[dict] = []  # one row per suppression run, printed as its own table
-    curves: dict[str, list[dict]] = {}
-    models: dict[str, tuple] = {}
-    for dataset, source in targets:
-        if dataset not in models:
-            data = load_dataset(dataset, data_dir=SHARED_DATA)
-            split = split_users(data.matrix, seed=args.seed)
-            elsa_params = base_params(dataset, args.base, quick=args.quick)
-            if args.max_factors:
-                elsa_params = cap_factors(elsa_params, args.max_factors)
-            kind = "multvae" if args.base == "multvae" else "elsa"
-            base = make_model(kind, **elsa_params, seed=args.seed)
-            train = default_train_config(
-                max_epochs=5 if args.quick else args.max_epochs, seed=args.seed, progress=False
-            )
-            model = SplicedRecommender(
-                base, train_config=train, augment=2 if args.quick else 8, seed=args.seed
-            )
-            models[dataset] = (data, split, model.fit(split.train, split.val_full))
-        data, split, model = models[dataset]
-        tags = concept_tags(data, source, split.train_users)
-        name = f"{dataset}/{source}"
-        for mapping in mappings:
-            for top in latent_counts:
-                knobs = ConceptKnobs.for_model(model, data, source, mapping, split.train_users, top)
-                for rule, strengths in STRENGTHS.items():
-                    setting = f"mapping={mapping},rule={rule},latents={top}"
-                    sweep = steering_sweep(model, split, tags.matrix, knobs, strengths, rule)
-                    curves[f"{name} {setting}"] = sweep
-                    for point in sweep:
+    results: list[dict] = []  # one per (target, protocol, method, seed)
+    curves: dict[tuple[str, str, str], list[list[dict]]] = {}
+    for seed in seeds:
+        models: dict[str, tuple] = {}
+        for dataset, source in targets:
+            started = time.perf_counter()
+            if dataset not in models:
+                data = load_dataset(dataset, data_dir=SHARED_DATA)
+                split = split_users(data.matrix, seed=seed)
+                train = default_train_config(
+                    seed=seed, progress=False, **({"max_epochs": 5} if args.quick else {})
+                )
+                base = splice_base(dataset, seed=seed, quick=args.quick)
+                model = SplicedRecommender(
+                    base, train_config=train, augment=2 if args.quick else 8, seed=seed
+                ).fit(split.train, split.val_full)
+                models[dataset] = (data, split, model)
+            data, split, model = models[dataset]
+            tags = concept_tags(data, source, split.train_users)
+            target = f"{dataset}/{source}"
+            for protocol in PROTOCOLS:
+                if protocol == "full":
+                    visible, segment_tags = tags.matrix, tags.matrix
+                else:
+                    visible, segment_tags = hide_tag_items(tags.matrix, 0.5, seed)
+                seen = ItemTags(visible, tags.names)
+                val_task = steering_task(
+                    split.val_input, split.val_target, tags.matrix, segment_tags
+                )
+                test_task = steering_task(
+                    split.test_input, split.test_target, tags.matrix, segment_tags
+                )
+                configs = sae_configs + published_configs
+                mappings = {  # each mapping once; a spread only picks its top latents
+                    c["mapping"]: ConceptKnobs.from_tags(model, seen, c["mapping"], 1).mapping
+                    for c in configs
+                }
+
+                def steerer(config: dict, mappings: dict = mappings, model=model):
+                    knobs = ConceptKnobs(mappings[config["mapping"]], config["latents"])
+                    return sae_steerer(model, knobs, config["rule"])
+
+                methods = {
+                    "sae": [
+                        (
+                            c,
+                            steerer(c),
+                            STRENGTHS[c["rule"]],
+                        )
+                        for c in sae_configs
+                    ],
+                    "published": [
+                        (
+                            c,
+                            steerer(c),
+                            STRENGTHS[c["rule"]],
+                        )
+                        for c in published_configs
+                    ],
+                    "rerank": [({"boost": "tag"}, tag_boost_steerer(model, visible), BETAS)],
+                }
+                for method, candidates in methods.items():
+                    out = pick(candidates, val_task, test_task)
+                    setting = f"tags={protocol},{setting_of(out['config'])},alpha={out['strength']}"
+                    for metric in (
+                        f"segment_gain@{K}",
+                        f"personal_kept@{K}",
+                        f"in_segment_recall@{K}",
+                    ):
+                        records.append(
+                            {
+                                "dataset": target,
+                                "model": method,
+                                "metric": metric,
+                                "value": out["test"][metric],
+                                "seed": seed,
+                                "setting": setting,
+                                "n": out["test"]["n_users"],
+                            }
+                        )
+                    for point in out["curve"]:
                         for metric in (
-                            "personal_recall@20",
-                            "personal_ndcg@20",
-                            "segment_recall@20",
-                            "segment_ndcg@20",
-                            "target_share@20",
+                            f"personal_recall@{K}",
+                            f"segment_recall@{K}",
+                            f"in_segment_recall@{K}",
                         ):
                             records.append(
                                 {
-                                    "dataset": name,
-                                    "model": f"{model.base.kind.lower()}+sae",
+                                    "dataset": target,
+                                    "model": method,
                                     "metric": metric,
                                     "value": point[metric],
-                                    "seed": args.seed,
-                                    "setting": f"alpha={point['strength']},{setting}",
+                                    "seed": seed,
+                                    "setting": f"curve,tags={protocol},{setting_of(out['config'])},alpha={point['strength']}",
                                     "n": point["n_users"],
                                 }
                             )
-                    away = suppress(
-                        model, split, tags, knobs, rule, setting, args.seed, name, records
-                    )
-                    suppression.append(away)
-                    best = best_point(sweep)
-                    summary.append(
+                    curves.setdefault((target, protocol, method), []).append(out["curve"])
+                    results.append(
                         {
-                            "dataset": name,
-                            "mapping": mapping,
-                            "rule": rule,
-                            "latents": top,
-                            "segment_0": sweep[0]["segment_recall@20"],
-                            "alpha*": best["strength"],
-                            "segment_gain": best["segment_gain"],
-                            "personal_kept": best["personal_kept"],
-                            "suppression_drop": away["drop"],
+                            "target": target,
+                            "tags": protocol,
+                            "method": method,
+                            "seed": seed,
+                            "choice": f"{setting_of(out['config'])},alpha={out['strength']}",
+                            "in_segment_before": out["curve"][0][f"in_segment_recall@{K}"],
+                            **{
+                                key: out["test"][key]
+                                for key in (
+                                    f"segment_gain@{K}",
+                                    f"personal_kept@{K}",
+                                    f"in_segment_recall@{K}",
+                                )
+                            },
                         }
                     )
-            # Removal wants every unit that lifts the concept, not just the top few.
-            wide = ConceptKnobs.for_model(
-                model, data, source, mapping, split.train_users, model.n_latents
-            )
-            for rule in STRENGTHS:
-                setting = f"mapping={mapping},rule={rule},latents=all"
-                suppression.append(
-                    suppress(model, split, tags, wide, rule, setting, args.seed, name, records)
-                )
-        # latency: one user and a batch of 1,000 (test users repeated), best knob type
-        knobs = ConceptKnobs.for_model(model, data, source, DECODER_EFFECT, split.train_users, 8)
-        knob = knobs.knob(int(np.argmax(np.asarray(tags.matrix.sum(axis=0)).ravel())), 0.3)
-        for batch in (1, 1000):
-            rows = split.test_input[np.arange(batch) % split.test_input.shape[0]]
-            timing = steering_latency(model, rows, knob)
-            for kind in ("unsteered", "steered"):
-                records.append(
-                    {
-                        "dataset": name,
-                        "model": f"{model.base.kind.lower()}+sae",
-                        "metric": "latency_ms",
-                        "value": timing[f"{kind}_ms"],
-                        "setting": f"{kind},batch={batch}",
-                        "n": batch,
-                    }
-                )
             print(
-                f"{name} latency batch={batch}: unsteered {timing['unsteered_ms']:.1f} ms, "
-                f"steered {timing['steered_ms']:.1f} ms (+{timing['steered_ms'] / timing['unsteered_ms'] - 1:.0%})",
+                f"seed {seed} {target}: {time.perf_counter() - started:.0f}s",
                 file=sys.stderr,
                 flush=True,
             )
+        if seed == seeds[0]:
+            latency(models, records)
 
     print(
-        "Best strength keeping >= 95% of personal Recall@20 (segment gain = segment recall / unsteered);"
+        f"Test users at the point chosen on validation users (>= 95 % personal Recall@{K} kept); mean ± sd over {len(seeds)} seed(s):"
     )
-    print("suppression drop = 1 - share of the suppressed tag at full strength away / unsteered:")
-    print(format_table(summary))
-    print("Suppression at full strength away (drop of the dominant concept's share; personal")
-    print("Recall@20 kept against unsteered; an item filter keeps what the other items give):")
-    print(format_table(suppression))
+    print(format_table(summary_rows(results)))
+    if not args.quick:
+        print("\nChoices per seed:")
+        print(
+            format_table(
+                [{k: r[k] for k in ("target", "tags", "method", "seed", "choice")} for r in results]
+            )
+        )
     if args.plot:
         plot_curves(curves, args.plot)
         print(f"plot: {args.plot}")
@@ -224,34 +263,93 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def plot_curves(curves: dict[str, list[dict]], path: Path) -> None:
-    """Personal vs segment Recall@20 as strength grows, one panel per data set."""
+def summary_rows(results: list[dict]) -> list[dict]:
+    """Mean ± sd over seeds per (target, protocol, method), with the SAE's segment gain
+    over the re-ranker's."""
+    rows = []
+    keys = dict.fromkeys((r["target"], r["tags"], r["method"]) for r in results)
+    for target, tags, method in keys:
+        group = [
+            r for r in results if (r["target"], r["tags"], r["method"]) == (target, tags, method)
+        ]
+        row: dict[str, Any] = {"target": target, "tags": tags, "method": method}
+        for metric in (
+            f"segment_gain@{K}",
+            f"personal_kept@{K}",
+            "in_segment_before",
+            f"in_segment_recall@{K}",
+        ):
+            values = np.array([r[metric] for r in group], dtype=float)
+            row[metric] = float(np.nanmean(values))
+            row[f"{metric} sd"] = (
+                float(np.nanstd(values, ddof=1)) if len(values) > 1 else float("nan")
+            )
+        rows.append(row)
+    by_key = {(r["target"], r["tags"], r["method"]): r for r in rows}
+    for row in rows:
+        rerank = by_key.get((row["target"], row["tags"], "rerank"))
+        row["gain / rerank"] = (
+            row[f"segment_gain@{K}"] / rerank[f"segment_gain@{K}"] if rerank else float("nan")
+        )
+    return rows
+
+
+def latency(models: dict[str, tuple], records: list[dict]) -> None:
+    """Median ms of an unsteered and a steered top-20 (one user, a batch of 1,000)."""
+    for dataset, (data, split, model) in models.items():
+        knobs = ConceptKnobs.for_model(model, data, "genres", train_users=split.train_users)
+        tags = concept_tags(data, "genres", split.train_users)
+        knob = knobs.knob(int(np.argmax(np.asarray(tags.matrix.sum(axis=0)).ravel())), 0.3)
+        for batch in (1, 1000):
+            rows = split.test_input[np.arange(batch) % split.test_input.shape[0]]
+            timing = steering_latency(model, rows, knob)
+            for kind in ("unsteered", "steered"):
+                records.append(
+                    {
+                        "dataset": dataset,
+                        "model": "sae",
+                        "metric": "latency_ms",
+                        "value": timing[f"{kind}_ms"],
+                        "setting": f"{kind},batch={batch}",
+                        "n": batch,
+                    }
+                )
+            print(
+                f"{dataset} latency batch={batch}: unsteered {timing['unsteered_ms']:.1f} ms, "
+                f"steered {timing['steered_ms']:.1f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def plot_curves(curves: dict[tuple[str, str, str], list[list[dict]]], path: Path) -> None:
+    """Personal vs segment Recall@20 along each method's chosen test curve (mean over
+    seeds), with standard-error bands; one panel per (target, protocol)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = sorted({key.split(" ")[0] for key in curves})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 5), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets, strict=True):
-        for key, sweep in curves.items():
-            if (
-                not key.startswith(dataset + " ")
-                or ",latents=1" in key
-                and "decoder" not in key
-                and "best_char" not in key
-            ):
+    panels = list(dict.fromkeys((t, p) for t, p, _ in curves))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    for ax, (target, protocol) in zip(axes[0], panels, strict=True):
+        for (t, p, method), runs in curves.items():
+            if (t, p) != (target, protocol):
                 continue
-            ax.plot(
-                [p["segment_recall@20"] for p in sweep],
-                [p["personal_recall@20"] for p in sweep],
-                marker=".",
-                label=key.split(" ", 1)[1].replace("mapping=", ""),
-                alpha=0.8,
-            )
-        ax.axhline(0.95 * sweep[0]["personal_recall@20"], color="grey", ls=":", lw=1)
-        ax.set(title=dataset, xlabel="segment Recall@20", ylabel="personal Recall@20")
-        ax.legend(fontsize=6)
+            length = min(len(run) for run in runs)
+            seg = np.array([[pt[f"segment_recall@{K}"] for pt in run[:length]] for run in runs])
+            per = np.array([[pt[f"personal_recall@{K}"] for pt in run[:length]] for run in runs])
+            se = np.array([[pt[f"personal_recall@{K}_se"] for pt in run[:length]] for run in runs])
+            x, y, band = seg.mean(0), per.mean(0), se.mean(0)
+            ax.plot(x, y, marker=".", label=method)
+            ax.fill_between(x, y - band, y + band, alpha=0.2)
+            ax.axhline(0.95 * y[0], color="grey", ls=":", lw=1)
+        ax.set(
+            title=f"{target}, tags={protocol}",
+            xlabel=f"segment Recall@{K}",
+            ylabel=f"personal Recall@{K}",
+        )
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

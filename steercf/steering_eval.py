@@ -1,27 +1,37 @@
-"""Steering evaluation, as in the steerable-CF study.
+"""Steering evaluation, as in the steerable-CF study, with every choice on validation users.
 
-For each test user the *target* concept is the tag most over-represented among their
+For each user the *target* concept is the tag most over-represented among their
 held-out items relative to their input items (share among targets minus share among
 inputs). Steering toward it should raise *segment* metrics (hits among all items that
 carry the tag) while keeping *personal* metrics (hits among the user's held-out items).
 Suppression is measured the other way: the tag most present in a user's unsteered list
 is steered away from, and its share in the list should fall.
+
+The protocol (issue 16): a *steerer* (:func:`sae_steerer`: the SAE's knobs;
+:func:`tag_boost_steerer`: a re-ranker that lifts the items known to carry the tag)
+is swept over strengths on a :class:`SteeringTask` of validation users; the strength (and
+whatever else is being chosen) with the largest segment recall that keeps at least 95 %
+of the unsteered personal recall is picked there (:func:`choose_point`) and reported on
+the test users' task. The *incomplete-tag* protocol (:func:`hide_tag_items`) hides a
+random half of each concept's items from the steerer; the segment then counts only the
+hidden half, items the steerer could not have known.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from steercf.errors import InputError
 from steercf.evaluation import Split, ndcg_at_k, recall_at_k
 from steercf.ranking import top_n
-from steercf.steering import ConceptKnobs, steer, steer_codes
+from steercf.steering import ConceptKnobs, score_rows, steer, steer_codes
 
 
 def target_concepts(
@@ -58,6 +68,196 @@ def share_with_tag(ids: np.ndarray, concepts: np.ndarray, item_tags: sp.csr_matr
     """(n_users,) share of each user's list ``ids`` (n_users, N) carrying their concept."""
     carries = (item_tags > 0).tocsc()
     return np.array([carries[ids[u], concepts[u]].toarray().mean() for u in range(len(ids))])
+
+
+@dataclass
+class SteeringTask:
+    """Users to steer, each toward one concept, and what counts as success.
+
+    Attributes:
+        rows: (n, n_items) CSR the users' shown items (the steerer's input).
+        target: (n, n_items) CSR their held-out items (personal metrics).
+        concepts: (n,) each user's target concept (a column of the tag matrix).
+        segment: (n, n_items) CSR the items carrying the user's concept in the
+            segment's tag matrix, minus the shown items (segment metrics).
+        in_segment: (n, n_items) CSR the held-out items that are in the segment
+            (in-segment personal recall: the user's own items of the concept).
+        carries: (n, n_items) CSR the items carrying the user's concept by the full
+            tags (the target share of a list).
+    """
+
+    rows: sp.csr_matrix
+    target: sp.csr_matrix
+    concepts: np.ndarray
+    segment: sp.csr_matrix
+    in_segment: sp.csr_matrix
+    carries: sp.csr_matrix
+
+
+def steering_task(
+    user_input: sp.csr_matrix,
+    user_target: sp.csr_matrix,
+    item_tags: sp.csr_matrix,
+    segment_tags: sp.csr_matrix | None = None,
+) -> SteeringTask:
+    """The steering task of some users (validation or test).
+
+    Args:
+        user_input, user_target: (n_users, n_items) shown and held-out items.
+        item_tags: (n_items, n_tags) the full tags: each user's target concept.
+        segment_tags: (n_items, n_tags) the tags whose items count for the segment
+            (default ``item_tags``; the hidden half in the incomplete-tag protocol).
+
+    Returns:
+        the task of the users with a target concept whose segment is not empty.
+    """
+    segment_tags = item_tags if segment_tags is None else segment_tags
+    if segment_tags.shape != item_tags.shape:
+        raise InputError(
+            f"segment_tags has shape {segment_tags.shape}, item_tags {item_tags.shape}"
+        )
+    concepts = target_concepts(user_input, user_target, item_tags)
+    users = np.flatnonzero(concepts >= 0)
+    rows, target = user_input[users], user_target[users]
+    segment = _segment_rows(concepts[users], segment_tags, rows)
+    keep = np.flatnonzero(np.diff(segment.indptr) > 0)
+    rows, target, segment = rows[keep], target[keep], segment[keep]
+    concepts = concepts[users][keep]
+    in_segment = target.multiply(segment > 0).tocsr()
+    in_segment.eliminate_zeros()
+    carries = (item_tags > 0).T.tocsr().astype(np.float32)[concepts]
+    return SteeringTask(rows, target, concepts, segment, in_segment, carries)
+
+
+def hide_tag_items(
+    item_tags: sp.csr_matrix, share: float = 0.5, seed: int = 0
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Split each concept's items into a visible and a hidden part at random.
+
+    Args:
+        item_tags: (n_items, n_tags) counts.
+        share: the share of each concept's items hidden (rounded; a concept on one item
+            keeps it visible).
+
+    Returns:
+        ``(visible, hidden)``, both (n_items, n_tags) CSR, summing to ``item_tags``.
+    """
+    if not 0 < share < 1:
+        raise InputError(f"share must be in (0, 1), got {share}")
+    rng = np.random.default_rng(seed)
+    coo = sp.csc_matrix(item_tags).tocoo()
+    hidden = np.zeros(coo.nnz, dtype=bool)
+    order = np.lexsort((coo.row, coo.col))  # entries grouped by concept
+    cols = coo.col[order]
+    starts = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    for start, end in zip(starts, ends, strict=True):
+        n_hidden = int(round(share * (end - start)))
+        if end - start > 1 and n_hidden:
+            hidden[order[start + rng.choice(end - start, n_hidden, replace=False)]] = True
+    shape = item_tags.shape
+
+    def part(mask: np.ndarray) -> sp.csr_matrix:
+        return sp.csr_matrix((coo.data[mask], (coo.row[mask], coo.col[mask])), shape=shape)
+
+    return part(~hidden), part(hidden)
+
+
+Steerer = Callable[[SteeringTask, float], torch.Tensor]
+
+
+def sae_steerer(model, knobs: ConceptKnobs, rule: str = "convex") -> Steerer:
+    """``scores(task, strength)``: each user steered toward their concept through the
+    SAE (one knob per concept from ``knobs``, at ``strength``); (n, n_items) scores."""
+
+    def scores(task: SteeringTask, strength: float) -> torch.Tensor:
+        encoding = model.encode(task.rows)
+        if strength == 0:
+            return model.decode(encoding)
+        steered = encoding.codes.clone()
+        for concept in np.unique(task.concepts):
+            members = torch.from_numpy(np.flatnonzero(task.concepts == concept))
+            knob = knobs.knob(int(concept), float(strength))
+            steered[members] = steer_codes(encoding.codes[members], [knob], rule)
+        return model.decode(encoding.with_codes(steered))
+
+    return scores
+
+
+def tag_boost_steerer(model, item_tags: sp.csr_matrix) -> Steerer:
+    """The re-ranking baseline: ``score + strength * std_u(score) * has_tag``, lifting
+    the items ``item_tags`` says carry the user's concept by ``strength`` standard
+    deviations of the user's own scores (over unseen items); (n, n_items) scores."""
+    carries = torch.from_numpy((item_tags > 0).T.toarray().astype(np.float32))
+
+    def scores(task: SteeringTask, strength: float) -> torch.Tensor:
+        base = score_rows(model, task.rows)
+        if strength == 0:
+            return base
+        unseen = torch.from_numpy((task.rows.toarray() == 0).astype(np.float32))
+        count = unseen.sum(1, keepdim=True).clamp_min(2.0)
+        mean = (base * unseen).sum(1, keepdim=True) / count
+        spread = (((base - mean) * unseen).square().sum(1, keepdim=True) / (count - 1)).sqrt()
+        boost = carries[torch.from_numpy(task.concepts)]
+        return base + strength * spread * boost
+
+    return scores
+
+
+def sweep(
+    steerer: Steerer, task: SteeringTask, strengths: Sequence[float], k: int = 20
+) -> list[dict[str, float]]:
+    """Steering metrics of ``task`` at each strength.
+
+    Returns:
+        one dict per strength: ``strength``, ``personal_recall@k``, ``segment_recall@k``,
+        ``in_segment_recall@k`` (means over the task's users; nan-skipping for users
+        with no held-out item in the segment), their standard errors (``..._se``),
+        ``target_share@k``, ``n_users``.
+    """
+    results = []
+    for strength in strengths:
+        ids, _ = top_n(steerer(task, float(strength)), task.rows, k)
+        point: dict[str, float] = {"strength": float(strength), "n_users": len(task.concepts)}
+        for name, relevant in (
+            ("personal", task.target),
+            ("segment", task.segment),
+            ("in_segment", task.in_segment),
+        ):
+            values = recall_at_k(ids, relevant, k)
+            values = values[np.isfinite(values)]
+            point[f"{name}_recall@{k}"] = float(values.mean()) if len(values) else float("nan")
+            point[f"{name}_recall@{k}_se"] = (
+                float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+            )
+        hits = [task.carries[u].toarray().ravel()[row[row >= 0]] for u, row in enumerate(ids)]
+        point[f"target_share@{k}"] = float(np.mean([h.sum() / k for h in hits]))
+        results.append(point)
+    return results
+
+
+def choose_point(curve: Sequence[dict[str, float]], keep: float = 0.95, k: int = 20) -> dict:
+    """The point of a sweep (``curve[0]`` unsteered) with the largest segment recall
+    among those keeping at least ``keep`` of the unsteered personal recall.
+
+    Returns:
+        the chosen point plus ``segment_gain@k`` and ``personal_kept@k`` against
+        ``curve[0]`` (the unsteered point qualifies, so there is always one).
+    """
+    base = curve[0]
+    floor = keep * base[f"personal_recall@{k}"]
+    ok = [p for p in curve if p[f"personal_recall@{k}"] >= floor - 1e-12] or [base]
+    best = max(ok, key=lambda p: p[f"segment_recall@{k}"])
+    return {**best, **point_ratios(best, base, k)}
+
+
+def point_ratios(point: dict, base: dict, k: int = 20) -> dict[str, float]:
+    """``segment_gain@k`` and ``personal_kept@k`` of ``point`` against ``base``."""
+    return {
+        f"segment_gain@{k}": point[f"segment_recall@{k}"] / max(base[f"segment_recall@{k}"], 1e-12),
+        f"personal_kept@{k}": point[f"personal_recall@{k}"]
+        / max(base[f"personal_recall@{k}"], 1e-12),
+    }
 
 
 def steering_sweep(

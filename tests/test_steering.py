@@ -206,3 +206,56 @@ def test_steer_with_n_beyond_the_unseen_items_returns_only_unseen_items(setup):
     ids, scores = steer(model, row, [Knob.of(0, 0.2)], N=48)
     assert ids.shape == (1, 40) and np.isfinite(scores).all()
     assert not set(ids[0].tolist()) & set(np.flatnonzero(row.toarray()[0]).tolist())
+
+
+def test_hidden_tags_partition_each_concept():
+    from steercf.steering_eval import hide_tag_items
+
+    rng = np.random.default_rng(0)
+    tags = sp.csr_matrix((rng.random((50, 4)) < 0.3).astype(np.float32))
+    visible, hidden = hide_tag_items(tags, 0.5, seed=1)
+    assert (visible + hidden != tags).nnz == 0
+    assert visible.multiply(hidden).nnz == 0
+    per_concept = np.asarray((tags > 0).sum(0)).ravel()
+    hidden_count = np.asarray((hidden > 0).sum(0)).ravel()
+    assert np.array_equal(hidden_count, np.round(0.5 * per_concept).astype(int))
+    again = hide_tag_items(tags, 0.5, seed=1)[1]
+    assert (again != hidden).nnz == 0  # seeded
+
+
+def test_steering_task_segment_counts_only_the_given_tags():
+    from steercf.steering_eval import steering_task
+
+    tags = sp.csr_matrix(np.array([[1, 0], [1, 0], [1, 0], [0, 1], [1, 1]], dtype=np.float32))
+    hidden = sp.csr_matrix(np.array([[0, 0], [0, 0], [1, 0], [0, 1], [0, 0]], dtype=np.float32))
+    given = sp.csr_matrix(np.array([[1, 0, 0, 1, 0]], dtype=np.float32))
+    held = sp.csr_matrix(np.array([[0, 1, 1, 0, 0]], dtype=np.float32))
+    task = steering_task(given, held, tags, hidden)
+    assert task.concepts.tolist() == [0]
+    assert task.segment.indices.tolist() == [2]  # only the hidden, unseen item of concept 0
+    assert task.in_segment.indices.tolist() == [2]
+    assert sorted(task.carries.indices.tolist()) == [0, 1, 2, 4]
+
+
+def test_tag_boost_and_sae_steerers_on_real_data(setup):
+    from steercf.steering_eval import (
+        choose_point,
+        sae_steerer,
+        steering_task,
+        sweep,
+        tag_boost_steerer,
+    )
+
+    data, split, model, tags = setup
+    task = steering_task(split.val_input, split.val_target, tags.matrix)
+    rerank = tag_boost_steerer(model, tags.matrix)
+    torch.testing.assert_close(rerank(task, 0.0), model.score(task.rows))
+    curve = sweep(rerank, task, [0.0, 0.5, 1.0, 100.0])
+    shares = [p["target_share@20"] for p in curve]
+    assert shares == sorted(shares) and shares[-1] > 0.99  # a huge boost lists only the tag
+    point = choose_point(curve)
+    assert point["personal_kept@20"] >= 0.95 and point["segment_gain@20"] >= 1.0
+    knobs = ConceptKnobs.for_model(model, data, "genres", DECODER_EFFECT, split.train_users, 8)
+    steered = sweep(sae_steerer(model, knobs, "convex"), task, [0.0, 0.3])
+    assert steered[1]["target_share@20"] > steered[0]["target_share@20"]
+    assert steered[0]["personal_recall@20"] == pytest.approx(curve[0]["personal_recall@20"])

@@ -140,6 +140,18 @@ class ConceptKnobs:
     ) -> ConceptKnobs:
         """Build the mapping of ``model``'s latents to the ``source`` tags of ``data``."""
         tags = concept_tags(data, source, train_users)
+        return cls.from_tags(model, tags, mapping, top_latents)
+
+    @classmethod
+    def from_tags(
+        cls,
+        model,
+        tags: ItemTags,
+        mapping: str = DEFAULT_MAPPING,
+        top_latents: int = DEFAULT_TOP_LATENTS,
+    ) -> ConceptKnobs:
+        """Build the mapping of ``model``'s latents to the (n_items, n_tags) ``tags``
+        (e.g. only the visible part of a catalogue's tags)."""
         if mapping == DECODER_EFFECT:
             return cls(decoder_effect(model, tags), top_latents)
         if mapping == DECODER_FIT:
