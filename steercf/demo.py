@@ -75,9 +75,7 @@ def run_demo(quick: bool = False, seed: int = 0, progress: bool = True) -> list[
                 "± ": metrics["ndcg@20_sem"],
                 "fit_s": f"{seconds:.1f}",
                 "params": ", ".join(
-                    f"{k}={v}"
-                    for k, v in params.items()
-                    if k not in ("seed", "progress", "device")
+                    f"{k}={v}" for k, v in params.items() if k not in ("seed", "progress", "device")
                 ),
             }
         )
