@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from steercf.errors import InputError
 from steercf.evaluation import Split, ndcg_at_k, recall_at_k
 from steercf.ranking import top_n
-from steercf.steering import ConceptKnobs, score_rows, steer, steer_codes
+from steercf.steering import DEFAULT_RULE, ConceptKnobs, score_rows, steer, steer_codes
 
 
 def target_concepts(
@@ -166,7 +166,7 @@ def hide_tag_items(
 Steerer = Callable[[SteeringTask, float], torch.Tensor]
 
 
-def sae_steerer(model, knobs: ConceptKnobs, rule: str = "convex") -> Steerer:
+def sae_steerer(model, knobs: ConceptKnobs, rule: str = DEFAULT_RULE) -> Steerer:
     """``scores(task, strength)``: each user steered toward their concept through the
     SAE (one knob per concept from ``knobs``, at ``strength``); (n, n_items) scores."""
 
@@ -266,7 +266,7 @@ def steering_sweep(
     item_tags: sp.csr_matrix,
     knobs: ConceptKnobs,
     strengths: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
-    rule: str = "convex",
+    rule: str = DEFAULT_RULE,
     k: int = 20,
     progress: bool = False,
 ) -> list[dict[str, float]]:
@@ -317,7 +317,7 @@ def suppression(
     item_tags: sp.csr_matrix,
     knobs: ConceptKnobs,
     strength: float = -1.0,
-    rule: str = "convex",
+    rule: str = DEFAULT_RULE,
     k: int = 20,
 ) -> dict[str, float]:
     """Steer each test user away from the tag most present in their unsteered top-k.
@@ -351,7 +351,7 @@ def suppression(
 
 
 def steering_latency(
-    model, user_rows: sp.csr_matrix, knob, rule: str = "convex", k: int = 20, repeats: int = 30
+    model, user_rows: sp.csr_matrix, knob, rule: str = DEFAULT_RULE, k: int = 20, repeats: int = 30
 ) -> dict[str, float]:
     """Median milliseconds for an unsteered and a steered top-k of ``user_rows`` (the
     whole path: validate, encode, edit, decode, mask, top-k).

@@ -16,6 +16,7 @@ from steercf.models.spliced import SplicedRecommender
 from steercf.sae import TrainConfig
 from steercf.steering import (
     DECODER_EFFECT,
+    DEFAULT_STRENGTH,
     ConceptKnobs,
     Knob,
     compare,
@@ -85,13 +86,36 @@ def test_concept_knobs_parse_specs_and_name_unknown_concepts(setup):
     toward = knobs.parse("+Horror")
     assert toward.name == "Horror" and toward.strength == pytest.approx(0.3)
     assert len(toward.latents) == 3
-    assert knobs.parse("-Comedy").strength == -1.0
+    # a bare "-X" is the same moderate step as "+X", not a full removal
+    assert knobs.parse("-Comedy").strength == pytest.approx(-DEFAULT_STRENGTH)
     assert knobs.parse("-Comedy:0.5").strength == -0.5
     assert knobs.parse("+latent:5:0.2").latents == (5,)
     with pytest.raises(UnknownIdError, match="Horror"):
         knobs.parse("+Horrr")
     with pytest.raises(InputError, match="must start with"):
         knobs.parse("Horror")
+
+
+def test_one_call_combines_concepts_from_several_sources():
+    from steercf.data import load_dataset
+    from steercf.steering import parse_knobs
+
+    data = load_dataset("ml-100k")
+    split = split_users(data.matrix, seed=0)
+    base = ELSA(factors=32, epochs=1, progress=False).fit(split.train)
+    model = SplicedRecommender(
+        base, {"k": 4, "expansion": 2}, TrainConfig(max_epochs=2, progress=False), augment=0
+    ).fit(split.train)
+    kg_name = str(concept_tags(data, "kg", split.train_users).names[0])
+    knobs = parse_knobs(
+        model, data, ["+Horror", "-genres:Comedy:0.5", f"+kg:{kg_name}", "+latent:3"]
+    )
+    assert [k.name for k in knobs] == ["Horror", "Comedy", kg_name, "latent:3"]
+    assert [k.strength for k in knobs] == pytest.approx(
+        [DEFAULT_STRENGTH, -0.5, DEFAULT_STRENGTH, DEFAULT_STRENGTH]
+    )
+    with pytest.raises(UnknownIdError):
+        parse_knobs(model, data, ["+kg:Horror"])  # a genre is not a kg concept
 
 
 def test_steering_raises_the_target_share_never_mutates_and_keeps_history_masked(setup):

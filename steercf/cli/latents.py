@@ -37,7 +37,7 @@ from steercf.models.spliced import SAE_DEFAULTS, TRAIN_DEFAULTS
 from steercf.runs import Run
 from steercf.sae import SAEConfig, TrainConfig
 from steercf.sae.config import ACTIVATIONS, LOSSES
-from steercf.steering import ConceptKnobs, compare, explain_items, user_concepts
+from steercf.steering import DEFAULT_STRENGTH, ConceptKnobs, compare, explain_items, user_concepts
 
 SAE_FLAGS = ("k", "expansion", "width", "activation", "refit")
 TRAIN_FLAGS = ("loss", "l1_coef", "aux_coef", "lr", "batch_size", "max_epochs", "patience")
@@ -231,8 +231,8 @@ def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
         "--concept",
         action="append",
         required=True,
-        help='"+Horror" (toward, strength 0.3), "-Comedy" (away, 1.0: remove), "+Horror:0.2", '
-        '"+latent:12:0.3"',
+        help=f'"+Horror" (toward), "-Comedy" (away; both at strength {DEFAULT_STRENGTH}), '
+        '"+Horror:0.6", "+tags:pixar" (another concept source), "+latent:12:0.3"; repeatable',
     )
     add_steering_args(steer)
     steer.add_argument("-n", type=int, default=10, help="list length")

@@ -33,10 +33,12 @@ from steercf.reporting import format_table
 from steercf.runs import run_metadata
 from steercf.steering import (
     DEFAULT_MAPPING,
+    DEFAULT_RULE,
+    DEFAULT_STRENGTH,
     DEFAULT_TOP_LATENTS,
     RULES,
     STEERING_MAPPINGS,
-    ConceptKnobs,
+    parse_knobs,
 )
 
 
@@ -164,13 +166,15 @@ def knobs_from_specs(run: Any, specs: list[str], args: argparse.Namespace) -> li
         raise InputError(
             f"{args.model_dir} holds a {run.model.kind} model; steering needs a spliced model"
         )
-    if all(spec.lstrip("+-").startswith("latent:") for spec in specs):
-        resolver = ConceptKnobs(mapping=None)
-    else:
-        resolver = ConceptKnobs.for_model(
-            run.model, run.data, args.source, args.mapping, run.split.train_users, args.top_latents
-        )
-    return [resolver.parse(spec) for spec in specs]
+    return parse_knobs(
+        run.model,
+        run.data,
+        specs,
+        run.split.train_users,
+        args.source,
+        args.mapping,
+        args.top_latents,
+    )
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -216,7 +220,7 @@ def add_steering_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--top-latents", type=int, default=DEFAULT_TOP_LATENTS, help="latents per concept"
     )
-    parser.add_argument("--rule", choices=RULES, default="convex", help="steering rule")
+    parser.add_argument("--rule", choices=RULES, default=DEFAULT_RULE, help="steering rule")
 
 
 def add_model_commands(sub: Any) -> list[argparse.ArgumentParser]:
@@ -269,8 +273,8 @@ def add_model_commands(sub: Any) -> list[argparse.ArgumentParser]:
         "--concept",
         action="append",
         default=[],
-        help='steer every user: "+Horror" (toward, strength 0.3), "-Comedy" (away, 1.0), '
-        '"-Comedy:0.5", "+latent:12:0.3" (spliced models)',
+        help=f'steer every user: "+Horror" (toward), "-Comedy" (away; both at strength '
+        f'{DEFAULT_STRENGTH}), "-Comedy:0.6", "+tags:pixar", "+latent:12:0.3" (spliced models)',
     )
     add_steering_args(score)
     score.add_argument("--include-seen", action="store_true", help="do not filter seen items")

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from steercf.errors import InputError, SteerCFError, UnknownIdError
 from steercf.explorer.recommender import MAX_N, MAX_PROFILE_ITEMS, KnobSpec, RecommenderExplorer
 from steercf.explorer.text import MAX_TOP, TextExplorer
+from steercf.steering import DEFAULT_RULE
 
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_BODY_BYTES = 256 * 1024  # a 2,000-item profile is ~30 KB of JSON
@@ -60,7 +61,7 @@ class RecommendIn(BaseModel):
     user: str | int | None = Field(None)
     items: list[str | int] | None = Field(None, max_length=MAX_PROFILE_ITEMS)
     knobs: list[KnobIn] = Field(default_factory=list, max_length=MAX_KNOBS)
-    rule: Literal["convex", "additive"] = "convex"
+    rule: Literal["convex", "additive"] = DEFAULT_RULE
     n: int = Field(20, ge=1, le=MAX_N)
     source: str | None = Field(None, max_length=QUERY_CHARS)
     mapping: str | None = Field(None, max_length=QUERY_CHARS)

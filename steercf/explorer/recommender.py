@@ -32,6 +32,7 @@ from steercf.ranking import top_n
 from steercf.runs import resolve_data
 from steercf.steering import (
     DEFAULT_MAPPING,
+    DEFAULT_RULE,
     DEFAULT_TOP_LATENTS,
     RULES,
     STEERING_MAPPINGS,
@@ -267,7 +268,7 @@ class RecommenderExplorer(LatentBrowser):
                 "source": self.source,
                 "mapping": self.mapping,
                 "top_latents": self.top_latents,
-                "rule": "convex",
+                "rule": DEFAULT_RULE,
                 "n": 20,
                 "user": str(test_users[0]),
             },
@@ -315,7 +316,7 @@ class RecommenderExplorer(LatentBrowser):
         user: str | None = None,
         items: Sequence[Any] | None = None,
         knobs: Sequence[KnobSpec] = (),
-        rule: str = "convex",
+        rule: str = DEFAULT_RULE,
         n: int = 20,
         source: str | None = None,
         mapping: str | None = None,

@@ -44,7 +44,7 @@ from steercf.evaluation import evaluate
 from steercf.integrations import build_knobs
 from steercf.models import CFAE, Recommender, load_model
 from steercf.ranking import top_n
-from steercf.steering import Knob, recommend_rows, score_rows
+from steercf.steering import DEFAULT_RULE, Knob, recommend_rows, score_rows
 
 __all__ = ["SteerCFImplicit", "steercf_metrics_at_k"]
 
@@ -144,7 +144,7 @@ class SteerCFImplicit(RecommenderBase):
         *,
         steer_latents: Mapping[int, float] | None = None,
         knobs: Sequence[Knob] | None = None,
-        steer_rule: str = "convex",
+        steer_rule: str = DEFAULT_RULE,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-N items for one user id or a batch (implicit's semantics).
 

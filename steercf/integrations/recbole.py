@@ -63,7 +63,7 @@ from steercf.models import EASE, ELSA, MultVAE, SplicedRecommender
 from steercf.models.base import Recommender
 from steercf.models.spliced import SAE_DEFAULTS, TRAIN_DEFAULTS, default_train_config
 from steercf.sae import TrainConfig
-from steercf.steering import Knob, recommend_rows, score_rows
+from steercf.steering import DEFAULT_RULE, Knob, recommend_rows, score_rows
 
 __all__ = [
     "RecBoleRun",
@@ -163,7 +163,7 @@ class SteerCFRecommender(GeneralRecommender):
         N: int = 10,
         steer_latents: dict[int, float] | None = None,
         knobs: Sequence[Knob] | None = None,
-        steer_rule: str = "convex",
+        steer_rule: str = DEFAULT_RULE,
         filter_items: Sequence[int] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-N items (RecBole-internal ids) from each user's training history,
@@ -195,7 +195,7 @@ class SteerCFRecommender(GeneralRecommender):
         user_ids: np.ndarray | Sequence[int],
         knobs: Sequence[Knob] | None = None,
         steer_latents: dict[int, float] | None = None,
-        rule: str = "convex",
+        rule: str = DEFAULT_RULE,
         N: int = 10,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Steered top-N (RecBole-internal item ids); see :meth:`recommend`."""

@@ -28,7 +28,13 @@ from steercf.scoring.files import (
     _write_manifest,
 )
 from steercf.scoring.sources import MatrixSource, RowSource
-from steercf.steering import SCORE_PRECISIONS, Knob, recommend_rows, require_steerable
+from steercf.steering import (
+    DEFAULT_RULE,
+    SCORE_PRECISIONS,
+    Knob,
+    recommend_rows,
+    require_steerable,
+)
 
 __all__ = ["ScoreReport", "score_users"]
 
@@ -69,7 +75,7 @@ def score_users(
     chunk_users: int = 50_000,
     batch_users: int = 1024,
     knobs: Sequence[Knob] = (),
-    rule: str = "convex",
+    rule: str = DEFAULT_RULE,
     filter_seen: bool = True,
     user_ids: Any = None,
     item_ids: Any = None,

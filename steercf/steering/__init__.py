@@ -4,7 +4,8 @@ The knobs and their rules (``convex``, ``additive``) live in the sparse core
 (:mod:`steercf.sae.steer`, re-exported here). This package applies them to a spliced
 recommender (:mod:`.core`: the one scoring path :func:`score_rows` /
 :func:`recommend_rows`, :func:`steer`, :func:`compare`), maps concepts to knobs
-(:mod:`.knobs`) and explains scores (:mod:`.explain`).
+(:mod:`.knobs`) and explains scores (:mod:`.explain`); :mod:`.defaults` holds the
+defaults every entry point shares.
 """
 
 from steercf.sae.steer import MAX_ADDITIVE, RULES, Knob, check_knobs, steer_codes
@@ -19,23 +20,28 @@ from steercf.steering.core import (
     steer,
     steer_encoding,
 )
-from steercf.steering.explain import explain_items, user_concepts
-from steercf.steering.knobs import (
+from steercf.steering.defaults import (
     DECODER_EFFECT,
     DECODER_FIT,
     DEFAULT_MAPPING,
+    DEFAULT_RULE,
     DEFAULT_STRENGTH,
     DEFAULT_TOP_LATENTS,
+)
+from steercf.steering.explain import explain_items, user_concepts
+from steercf.steering.knobs import (
     STEERING_MAPPINGS,
     ConceptKnobs,
     decoder_effect,
     decoder_fit,
+    parse_knobs,
 )
 
 __all__ = [
     "DECODER_EFFECT",
     "DECODER_FIT",
     "DEFAULT_MAPPING",
+    "DEFAULT_RULE",
     "DEFAULT_STRENGTH",
     "DEFAULT_TOP_LATENTS",
     "MAX_ADDITIVE",
@@ -51,6 +57,7 @@ __all__ = [
     "decoder_fit",
     "explain_items",
     "latent_contributions",
+    "parse_knobs",
     "recommend_rows",
     "require_steerable",
     "score_rows",

@@ -20,6 +20,7 @@ from steercf.models.base import CFAE, Recommender, as_user_rows
 from steercf.models.spliced import SparseEncoding, SplicedRecommender
 from steercf.ranking import top_n
 from steercf.sae.steer import Knob, check_knobs, steer_codes
+from steercf.steering.defaults import DEFAULT_RULE
 
 SCORE_PRECISIONS = ("fp32", "bf16")
 
@@ -35,7 +36,7 @@ def require_steerable(model: Recommender, knobs: Sequence[Knob], rule: str) -> N
 
 
 def steer_encoding(
-    encoding: SparseEncoding, knobs: Sequence[Knob], rule: str = "convex"
+    encoding: SparseEncoding, knobs: Sequence[Knob], rule: str = DEFAULT_RULE
 ) -> SparseEncoding:
     """The encoding with ``knobs`` applied to its codes (unchanged without knobs)."""
     if not knobs:
@@ -47,7 +48,7 @@ def score_rows(
     model: Recommender,
     rows: Any,
     knobs: Sequence[Knob] = (),
-    rule: str = "convex",
+    rule: str = DEFAULT_RULE,
     empty_scores: torch.Tensor | None = None,
     batch_size: int = 1024,
     precision: str = "fp32",
@@ -106,7 +107,7 @@ def recommend_rows(
     rows: Any,
     N: int = 20,
     knobs: Sequence[Knob] = (),
-    rule: str = "convex",
+    rule: str = DEFAULT_RULE,
     filter_seen: bool = True,
     filter_items: Any = None,
     items: Any = None,
@@ -166,7 +167,7 @@ def steer(
     model: SplicedRecommender,
     user_items: Any,
     knobs: Sequence[Knob],
-    rule: str = "convex",
+    rule: str = DEFAULT_RULE,
     N: int = 20,
     filter_items: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +189,7 @@ def compare(
     model: SplicedRecommender,
     user_items: Any,
     knobs: Sequence[Knob],
-    rule: str = "convex",
+    rule: str = DEFAULT_RULE,
     N: int = 20,
     filter_items: np.ndarray | None = None,
 ) -> SteeredRecommendations:

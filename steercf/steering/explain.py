@@ -11,6 +11,7 @@ import torch
 from steercf.models.spliced import SparseEncoding, SplicedRecommender
 from steercf.sae.steer import Knob
 from steercf.steering.core import steer_encoding
+from steercf.steering.defaults import DEFAULT_RULE
 
 
 def user_concepts(model, user_items, mapping, top: int = 5) -> list[tuple[str, float]]:
@@ -40,7 +41,7 @@ def explain_items(
     user_items: Any,
     items: Sequence[int],
     knobs: Sequence[Knob] = (),
-    rule: str = "convex",
+    rule: str = DEFAULT_RULE,
     top: int = 3,
     encoding: SparseEncoding | None = None,
 ) -> list[list[tuple[int, float]]]:

@@ -7,6 +7,8 @@ make a latent fire. :class:`ConceptKnobs` turns concept names into :class:`Knob`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import nnls
@@ -15,16 +17,15 @@ from steercf.concepts import ConceptMapping, concept_tags, map_concepts
 from steercf.data import ItemTags
 from steercf.errors import InputError
 from steercf.sae.steer import Knob
+from steercf.steering.defaults import (
+    DECODER_EFFECT,
+    DECODER_FIT,
+    DEFAULT_MAPPING,
+    DEFAULT_STRENGTH,
+    DEFAULT_TOP_LATENTS,
+)
 
-DECODER_EFFECT = "decoder_effect"
-DECODER_FIT = "decoder_fit"
 STEERING_MAPPINGS = (DECODER_EFFECT, DECODER_FIT)  # mappings by what a latent does to scores
-# The defaults of every steering entry point (Python, CLI, explorer): the steering-side
-# mapping (what a latent does to scores) with a concept spread over 8 latents, which
-# steers more smoothly than one.
-DEFAULT_MAPPING = DECODER_EFFECT
-DEFAULT_TOP_LATENTS = 8
-DEFAULT_STRENGTH = 0.3  # a bare "+Concept": 0.3 of the user's total activation
 
 
 def decoder_effect(model, item_tags, tag_names=None):
@@ -173,17 +174,17 @@ class ConceptKnobs:
         return Knob.of(latents, strength, weights, name=name)
 
     def parse(self, spec: str, default_strength: float = DEFAULT_STRENGTH) -> Knob:
-        """Parse a knob spec: ``+Horror`` (toward, default strength), ``-Comedy`` (away,
-        full removal), ``+Horror:0.2``, ``-Comedy:0.5``; ``latent:N`` instead of a
-        concept name steers one latent."""
+        """Parse a knob spec: ``+Horror`` (toward) and ``-Comedy`` (away), both at the
+        default strength (a moderate step), or ``+Horror:0.2`` / ``-Comedy:1.0`` at a
+        given one; ``latent:N`` instead of a concept name steers one latent."""
         spec = spec.strip()
         if not spec or spec[0] not in "+-":
             raise InputError(f"knob {spec!r} must start with + (toward) or - (away)")
         sign = 1.0 if spec[0] == "+" else -1.0
         body = spec[1:]
-        strength = default_strength if sign > 0 else 1.0
+        strength = default_strength
         head, _, tail = body.rpartition(":")
-        if head and _is_number(tail):
+        if head and _is_number(tail) and head != "latent":  # "latent:3" is an id, no strength
             body, strength = head, float(tail)
         if strength < 0:
             raise InputError(f"knob {spec!r}: give the direction with +/- and a positive strength")
@@ -193,6 +194,45 @@ class ConceptKnobs:
                 raise InputError(f"knob {spec!r}: latent id must be an integer")
             return Knob.of(int(latent), sign * strength, name=body)
         return self.knob(body, sign * strength)
+
+
+def parse_knobs(
+    model,
+    data,
+    specs: Sequence[str],
+    train_users: np.ndarray | None = None,
+    source: str = "genres",
+    mapping: str = DEFAULT_MAPPING,
+    top_latents: int = DEFAULT_TOP_LATENTS,
+) -> list[Knob]:
+    """Knobs of several specs, each from its own concept source: ``+Horror`` (the
+    default ``source``), ``+tags:pixar``, ``-genres:Comedy:0.5``, ``+latent:12``.
+
+    A spec's ``name:`` prefix picks the source when ``data`` has a tag source of that
+    name (``genres``, ``kg``, ``tags``); otherwise the whole text is the concept. Each
+    source's mapping is built once.
+
+    Raises:
+        InputError / UnknownIdError: a malformed spec or an unknown concept.
+    """
+    resolvers: dict[str, ConceptKnobs] = {}
+    sources = set(getattr(data, "tags", {})) | (
+        {"tags"} if getattr(data, "tag_applications", None) is not None else set()
+    )
+    knobs = []
+    for spec in specs:
+        text = spec.strip()
+        head, _, rest = text[1:].partition(":")
+        if head == "latent" or not text:
+            knobs.append(ConceptKnobs(mapping=None).parse(text))
+            continue
+        chosen, body = (head, rest) if head in sources and rest else (source, text[1:])
+        if chosen not in resolvers:
+            resolvers[chosen] = ConceptKnobs.for_model(
+                model, data, chosen, mapping, train_users, top_latents
+            )
+        knobs.append(resolvers[chosen].parse(text[:1] + body))
+    return knobs
 
 
 def _is_number(text: str) -> bool:

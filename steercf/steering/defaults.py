@@ -1,0 +1,17 @@
+"""The steering defaults every entry point shares (Python API, CLI, explorer, wrappers).
+
+Chosen by the steering protocol of :mod:`steercf.steering_eval` on validation users
+(``benchmarks/steering.py``, issue 16).
+"""
+
+from __future__ import annotations
+
+DECODER_EFFECT = "decoder_effect"
+DECODER_FIT = "decoder_fit"
+
+DEFAULT_MAPPING = DECODER_EFFECT  # what a latent does to the item scores
+DEFAULT_TOP_LATENTS = 8  # a concept spread over its 8 best latents
+DEFAULT_RULE = "convex"
+# A bare "+Concept" or "-Concept": a moderate step (0.3 of the user's total activation
+# under the convex rule), never the whole list replaced.
+DEFAULT_STRENGTH = 0.3
