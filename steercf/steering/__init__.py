@@ -27,6 +27,7 @@ from steercf.steering.defaults import (
     DEFAULT_RULE,
     DEFAULT_STRENGTH,
     DEFAULT_TOP_LATENTS,
+    STRENGTH_SCALE,
 )
 from steercf.steering.explain import explain_items, user_concepts
 from steercf.steering.knobs import (
@@ -48,6 +49,7 @@ __all__ = [
     "RULES",
     "SCORE_PRECISIONS",
     "STEERING_MAPPINGS",
+    "STRENGTH_SCALE",
     "ConceptKnobs",
     "Knob",
     "SteeredRecommendations",

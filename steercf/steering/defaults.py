@@ -15,3 +15,6 @@ DEFAULT_RULE = "convex"
 # A bare "+Concept" or "-Concept": a moderate step (0.3 of the user's total activation
 # under the convex rule), never the whole list replaced.
 DEFAULT_STRENGTH = 0.3
+# The strengths a person may set, per rule (the explorer's slider, the direction test):
+# convex strengths are shares of the user's total activation, additive ones multiples.
+STRENGTH_SCALE = {"convex": (0.1, 0.3, 0.5, 1.0), "additive": (0.25, 1.0, 2.5, 5.0)}
