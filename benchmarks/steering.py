@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                             },
                         }
                     )
+            if args.json:  # keep what is done if a long run is interrupted
+                write_records(args.json, records)
             print(
                 f"seed {seed} {target}: {time.perf_counter() - started:.0f}s",
                 file=sys.stderr,
@@ -302,7 +304,7 @@ def latency(models: dict[str, tuple], records: list[dict]) -> None:
         knob = knobs.knob(int(np.argmax(np.asarray(tags.matrix.sum(axis=0)).ravel())), 0.3)
         for batch in (1, 1000):
             rows = split.test_input[np.arange(batch) % split.test_input.shape[0]]
-            timing = steering_latency(model, rows, knob)
+            timing = steering_latency(model, rows, knob, repeats=10)
             for kind in ("unsteered", "steered"):
                 records.append(
                     {

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -168,16 +169,23 @@ Steerer = Callable[[SteeringTask, float], torch.Tensor]
 
 def sae_steerer(model, knobs: ConceptKnobs, rule: str = DEFAULT_RULE) -> Steerer:
     """``scores(task, strength)``: each user steered toward their concept through the
-    SAE (one knob per concept from ``knobs``, at ``strength``); (n, n_items) scores."""
+    SAE (one knob per concept from ``knobs``, at ``strength``); (n, n_items) scores.
+    The task's encoding is computed once and reused across strengths."""
+    cache: dict[int, tuple[SteeringTask, Any]] = {}
+    unit_knobs: dict[int, Any] = {}  # concept -> its knob at strength 1
 
     def scores(task: SteeringTask, strength: float) -> torch.Tensor:
-        encoding = model.encode(task.rows)
+        if id(task) not in cache or cache[id(task)][0] is not task:
+            cache[id(task)] = (task, model.encode(task.rows))
+        encoding = cache[id(task)][1]
         if strength == 0:
             return model.decode(encoding)
         steered = encoding.codes.clone()
         for concept in np.unique(task.concepts):
             members = torch.from_numpy(np.flatnonzero(task.concepts == concept))
-            knob = knobs.knob(int(concept), float(strength))
+            if concept not in unit_knobs:
+                unit_knobs[concept] = knobs.knob(int(concept), 1.0)
+            knob = replace(unit_knobs[concept], strength=float(strength))
             steered[members] = steer_codes(encoding.codes[members], [knob], rule)
         return model.decode(encoding.with_codes(steered))
 
@@ -189,15 +197,19 @@ def tag_boost_steerer(model, item_tags: sp.csr_matrix) -> Steerer:
     the items ``item_tags`` says carry the user's concept by ``strength`` standard
     deviations of the user's own scores (over unseen items); (n, n_items) scores."""
     carries = torch.from_numpy((item_tags > 0).T.toarray().astype(np.float32))
+    cache: dict[int, tuple[SteeringTask, torch.Tensor, torch.Tensor]] = {}
 
     def scores(task: SteeringTask, strength: float) -> torch.Tensor:
-        base = score_rows(model, task.rows)
+        if id(task) not in cache or cache[id(task)][0] is not task:
+            base = score_rows(model, task.rows)
+            unseen = torch.from_numpy((task.rows.toarray() == 0).astype(np.float32))
+            count = unseen.sum(1, keepdim=True).clamp_min(2.0)
+            mean = (base * unseen).sum(1, keepdim=True) / count
+            var = ((base - mean) * unseen).square().sum(1, keepdim=True) / (count - 1)
+            cache[id(task)] = (task, base, var.sqrt())
+        _, base, spread = cache[id(task)]
         if strength == 0:
-            return base
-        unseen = torch.from_numpy((task.rows.toarray() == 0).astype(np.float32))
-        count = unseen.sum(1, keepdim=True).clamp_min(2.0)
-        mean = (base * unseen).sum(1, keepdim=True) / count
-        spread = (((base - mean) * unseen).square().sum(1, keepdim=True) / (count - 1)).sqrt()
+            return base.clone()
         boost = carries[torch.from_numpy(task.concepts)]
         return base + strength * spread * boost
 
