@@ -70,7 +70,7 @@ STRENGTHS = {
     # over the rule's whole valid range: a wide spread needs large strengths
     "additive": [round(0.25 * i, 2) for i in range(13)] + [4.0, MAX_ADDITIVE],
 }
-BETAS = [round(0.1 * i, 1) for i in range(11)] + [1.5, 2.0, 3.0]  # re-ranker, in score sds
+BETAS = [round(0.1 * i, 1) for i in range(11)] + [1.5, 2.0, 3.0, 5.0, 10.0, 30.0]  # in score sds
 SAE_CONFIGS = [
     {"mapping": m, "rule": r, "latents": n}
     for m, r, n in itertools.product((DECODER_EFFECT, DECODER_FIT), STRENGTHS, (8, 32))
