@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from steercf.cli import main
+from steercf.steering import DEFAULT_STRENGTH
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,8 @@ def test_spliced_workflow_end_to_end(tmp_path, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "Horror +0.30" in out and "Comedy -0.50" in out and "left the list" in out
+    assert f"Horror +{DEFAULT_STRENGTH:.2f}" in out and "Comedy -0.50" in out
+    assert "left the list" in out
 
     assert main(["explain", str(spliced), "--user", "196", "-n", "3", "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -242,3 +244,36 @@ def test_multvae_trains_from_the_command_line_and_takes_an_sae(tmp_path, capsys)
     assert main(["evaluate", str(spliced), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "base MultVAE" in out and "recall@20" in out
+
+
+def test_cli_explorer_and_api_share_the_steering_defaults():
+    import inspect
+
+    from steercf.cli import build_parser
+    from steercf.explorer.app import RecommendIn
+    from steercf.explorer.recommender import RecommenderExplorer
+    from steercf.steering import (
+        DEFAULT_MAPPING,
+        DEFAULT_RULE,
+        DEFAULT_TOP_LATENTS,
+        compare,
+        steer,
+    )
+
+    parser = build_parser()
+    for command in (
+        ["steer", "m", "--user", "1", "--concept", "+A"],
+        ["explain", "m", "--user", "1"],
+    ):
+        args = parser.parse_args(command)
+        assert (args.mapping, args.top_latents, args.rule) == (
+            DEFAULT_MAPPING,
+            DEFAULT_TOP_LATENTS,
+            DEFAULT_RULE,
+        )
+    explorer = inspect.signature(RecommenderExplorer.__init__).parameters
+    assert explorer["mapping"].default == DEFAULT_MAPPING
+    assert explorer["top_latents"].default == DEFAULT_TOP_LATENTS
+    assert RecommendIn.model_fields["rule"].default == DEFAULT_RULE
+    for function in (steer, compare):
+        assert inspect.signature(function).parameters["rule"].default == DEFAULT_RULE

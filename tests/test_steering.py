@@ -84,7 +84,7 @@ def test_concept_knobs_parse_specs_and_name_unknown_concepts(setup):
         model, data, "genres", "best_characterizes", split.train_users, 3
     )
     toward = knobs.parse("+Horror")
-    assert toward.name == "Horror" and toward.strength == pytest.approx(0.3)
+    assert toward.name == "Horror" and toward.strength == pytest.approx(DEFAULT_STRENGTH)
     assert len(toward.latents) == 3
     # a bare "-X" is the same moderate step as "+X", not a full removal
     assert knobs.parse("-Comedy").strength == pytest.approx(-DEFAULT_STRENGTH)
@@ -125,16 +125,18 @@ def test_steering_raises_the_target_share_never_mutates_and_keeps_history_masked
     horror = data.tags["genres"].index("Horror")
     horror_col = list(tags.names).index("Horror")
     before_state = {k: v.clone() for k, v in model.sae_.state_dict().items()}
-    result = compare(model, rows, [knobs.knob("Horror", 0.5)], N=20)
+    result = compare(model, rows, [knobs.knob("Horror", 0.5)], rule="convex", N=20)
     for k, v in model.sae_.state_dict().items():
         assert torch.equal(v, before_state[k])
     concept = np.full(rows.shape[0], horror_col)
     before = share_with_tag(result.before_ids, concept, tags.matrix).mean()
     after = share_with_tag(result.after_ids, concept, tags.matrix).mean()
     assert after > 3 * before  # small test model: 4% -> ~19% Horror
+    additive = compare(model, rows, [knobs.knob("Horror", DEFAULT_STRENGTH)], N=20)  # default rule
+    assert share_with_tag(additive.after_ids, concept, tags.matrix).mean() > 2 * before
     for user in range(rows.shape[0]):
         assert not set(result.after_ids[user]) & set(rows[user].indices)
-    ids, _ = steer(model, rows[:3], [knobs.knob("Horror", 0.5)])
+    ids, _ = steer(model, rows[:3], [knobs.knob("Horror", 0.5)], rule="convex")
     assert np.array_equal(ids, result.after_ids[:3])
     assert data.tags["genres"].items_with("Horror").size > 0 and horror >= 0
 
