@@ -18,7 +18,7 @@ from steercf.experiment import (
 )
 from steercf.models.spliced import SAE_DEFAULTS, SplicedRecommender, default_train_config
 from steercf.reporting import format_table
-from steercf.steering import DECODER_EFFECT, ConceptKnobs, compare
+from steercf.steering import DEFAULT_STRENGTH, ConceptKnobs, compare
 
 SPLICED_ROW = "elsa+sae"
 DEMO_SHOWN_PARAMS = ("factors", "init", "lr", "epochs")
@@ -97,13 +97,13 @@ def run_demo(quick: bool = False, seed: int = 0, progress: bool = True) -> list[
         )
 
     spliced = models[SPLICED_ROW]
-    knobs = ConceptKnobs.for_model(spliced, data, "genres", DECODER_EFFECT, split.train_users, 8)
+    knobs = ConceptKnobs.for_model(spliced, data, "genres", train_users=split.train_users)
     history = split.test_input[:1]
-    result = compare(spliced, history, [knobs.knob("Horror", 0.4)], N=5)
+    result = compare(spliced, history, [knobs.knob("Horror", DEFAULT_STRENGTH)], N=5)
     user = data.user_ids[split.test_users[0]]
     print(f"\nUser {user} liked e.g.: {'; '.join(data.titles(history.indices[:4]))}")
     print(f"  ELSA+SAE recommends: {'; '.join(data.titles(result.before_ids[0]))}")
-    print(f"  steered +Horror 0.4: {'; '.join(data.titles(result.after_ids[0]))}")
+    print(f"  steered +Horror {DEFAULT_STRENGTH}: {'; '.join(data.titles(result.after_ids[0]))}")
     code = spliced.sparse_code(history)
     active = ", ".join(f"{n}:{v:.2f}" for n, v in code.of(0)[:6])
     print(f"  sparse code ({np.count_nonzero(code.values[0])} active latents): {active} ...")
