@@ -11,8 +11,9 @@ Settings vary one thing at a time from the reference, the spliced model's defaul
 (``steercf.models.spliced.SAE_DEFAULTS`` / ``TRAIN_DEFAULTS``: ``arch=topk,k=32,width=8x,
 aux=on,aug=on,refit=on,train=recon``): refit off, k in {8, 16}, BatchTopK, AuxK off,
 augmentation off, the published recipe's training (aux off, aug off), independent
-initialisation and splice-aware training (``train=e2e``: reconstruction, then
-``--finetune-epochs`` of the splice ranking loss).
+initialisation and splice-aware training (``train=e2e``: reconstruction, then up to
+``--finetune-epochs`` of a task loss: by default the spliced model ranks the hidden items
+of sub-sampled training histories; ``--finetune-loss distill`` matches the base's scores).
 
 The tax is measured against the best plain model of the same split (EASE or the ELSA
 preset, whichever has the higher validation Recall@20), not only against the spliced
@@ -104,6 +105,7 @@ def run_one(base, split, setting: dict, seed: int, args: argparse.Namespace) -> 
         finetune_epochs=(2 if args.quick else args.finetune_epochs)
         if setting["train"] == "e2e"
         else 0,
+        finetune_loss=args.finetune_loss,
     ).fit(split.train, split.val_full)
     fit_seconds = time.perf_counter() - started
     result = evaluate(model, split.test_input, split.test_target)
@@ -162,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, default=None, help="SAE epoch cap")
     parser.add_argument("--patience", type=int, default=None, help="SAE early-stopping patience")
     parser.add_argument(
-        "--finetune-epochs", type=int, default=20, help="splice-aware epochs (train=e2e)"
+        "--finetune-epochs", type=int, default=6, help="splice-aware epochs (train=e2e)"
+    )
+    parser.add_argument(
+        "--finetune-loss",
+        choices=["holdout", "distill"],
+        default="holdout",
+        help="splice-aware loss: rank hidden items (holdout) or match the base (distill)",
     )
     parser.add_argument(
         "--published", action="store_true", help="the paper's SAE settings, tied vs independent"

@@ -19,7 +19,12 @@ Methods (``model`` in the records):
 * ``published``: the steerable-CF recipe, TF-IDF ``best_characterizes``, convex rule,
   1, 5 or 10 latents, strength chosen on validation users;
 * ``rerank``: ``score + beta * std_u(score) * has_tag`` over the visible tags, beta
-  chosen on validation users.
+  chosen on validation users;
+* ``tagspace``: a TEASER-style tag-space autoencoder (``steercf.models.tagspace``)
+  fitted on the training users and the visible tags, steered by raising the profile's
+  entry of the concept (strength in units of the profile's largest entry) chosen on
+  validation users. Its own unsteered accuracy is a record too
+  (``unsteered_personal_recall@20``): its gains are relative to a weaker list.
 
 The choice: the largest segment Recall@20 that keeps >= 95 % of the unsteered personal
 Recall@20 on validation users (``steering_eval.choose_point``). Reported on test users at
@@ -28,9 +33,12 @@ that choice: ``segment_gain@20`` (segment recall / unsteered), ``personal_kept@2
 curves of each method's chosen configuration are records too (``setting`` with
 ``alpha=``) and, with ``--plot``, a figure with standard-error bands.
 
-A TEASER-style tag-space autoencoder (issue 16's third baseline) is not implemented yet.
+``--map`` draws a 2-D map (UMAP if installed, else PCA) of the first data set's test
+users before and after steering toward a genre with the library's defaults
+(``steercf.steering.steering_map``), with the genre's anchor items.
 
     python benchmarks/steering.py [--quick] [--seeds 5] [--json out.json] [--plot out.png]
+        [--map map.png]
 """
 
 from __future__ import annotations
@@ -48,9 +56,19 @@ from steercf.concepts import concept_tags
 from steercf.data import ItemTags, load_dataset
 from steercf.evaluation import split_users
 from steercf.experiment import splice_base
+from steercf.models import TagSpaceAutoencoder
 from steercf.models.spliced import SplicedRecommender, default_train_config
 from steercf.reporting import format_table, write_records
-from steercf.steering import DECODER_EFFECT, DECODER_FIT, MAX_ADDITIVE, ConceptKnobs
+from steercf.steering import (
+    DECODER_EFFECT,
+    DECODER_FIT,
+    DEFAULT_STRENGTH,
+    MAX_ADDITIVE,
+    ConceptKnobs,
+    concept_anchor_items,
+    plot_steering_map,
+    steering_map,
+)
 from steercf.steering_eval import (
     choose_point,
     hide_tag_items,
@@ -60,6 +78,7 @@ from steercf.steering_eval import (
     steering_task,
     sweep,
     tag_boost_steerer,
+    tag_space_steerer,
 )
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -70,6 +89,7 @@ STRENGTHS = {
     # over the rule's whole valid range: a wide spread needs large strengths
     "additive": [round(0.25 * i, 2) for i in range(13)] + [4.0, MAX_ADDITIVE],
 }
+PROFILE_STRENGTHS = [round(0.1 * i, 1) for i in range(11)] + [1.5, 2.0, 3.0, 5.0, 10.0]
 BETAS = [round(0.1 * i, 1) for i in range(11)] + [1.5, 2.0, 3.0, 5.0, 10.0, 30.0]  # in score sds
 SAE_CONFIGS = [
     {"mapping": m, "rule": r, "latents": n}
@@ -113,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path, help="test curves with standard-error bands (PNG)")
+    parser.add_argument(
+        "--map", type=Path, help="2-D map of test users steered by the defaults (PNG, seed 0)"
+    )
     args = parser.parse_args(argv)
     targets = TARGETS[:1] if args.quick else TARGETS
     seeds = range(1 if args.quick else args.seeds)
@@ -180,14 +203,29 @@ def main(argv: list[str] | None = None) -> int:
                         for c in published_configs
                     ],
                     "rerank": [({"boost": "tag"}, tag_boost_steerer(model, visible), BETAS)],
+                    "tagspace": [
+                        (
+                            {"profile": "tag"},
+                            tag_space_steerer(
+                                TagSpaceAutoencoder(
+                                    epochs=10 if args.quick else 100, seed=seed
+                                ).fit(split.train, item_tags=visible)
+                            ),
+                            PROFILE_STRENGTHS,
+                        )
+                    ],
                 }
                 for method, candidates in methods.items():
                     out = pick(candidates, val_task, test_task)
                     setting = f"tags={protocol},{setting_of(out['config'])},alpha={out['strength']}"
+                    out["test"][f"unsteered_personal_recall@{K}"] = out["curve"][0][
+                        f"personal_recall@{K}"
+                    ]
                     for metric in (
                         f"segment_gain@{K}",
                         f"personal_kept@{K}",
                         f"in_segment_recall@{K}",
+                        f"unsteered_personal_recall@{K}",
                     ):
                         records.append(
                             {
@@ -226,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                             "seed": seed,
                             "choice": f"{setting_of(out['config'])},alpha={out['strength']}",
                             "in_segment_before": out["curve"][0][f"in_segment_recall@{K}"],
+                            "unsteered_personal": out["curve"][0][f"personal_recall@{K}"],
                             **{
                                 key: out["test"][key]
                                 for key in (
@@ -245,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if seed == seeds[0]:
             latency(models, records)
+            if args.map:
+                draw_map(models, args.map, records)
 
     print(
         f"Test users at the point chosen on validation users (>= 95 % personal Recall@{K} kept); mean ± sd over {len(seeds)} seed(s):"
@@ -276,6 +317,7 @@ def summary_rows(results: list[dict]) -> list[dict]:
         ]
         row: dict[str, Any] = {"target": target, "tags": tags, "method": method}
         for metric in (
+            "unsteered_personal",
             f"segment_gain@{K}",
             f"personal_kept@{K}",
             "in_segment_before",
@@ -294,6 +336,35 @@ def summary_rows(results: list[dict]) -> list[dict]:
             row[f"segment_gain@{K}"] / rerank[f"segment_gain@{K}"] if rerank else float("nan")
         )
     return rows
+
+
+def draw_map(models: dict[str, tuple], path: Path, records: list[dict]) -> None:
+    """The first data set's test users steered toward the genre most often their target,
+    with the library's defaults (mapping, spread, rule, strength), on a 2-D map with the
+    genre's 20 most popular items; records the share of users moved toward them."""
+    dataset, (data, split, model) = next(iter(models.items()))
+    tags = concept_tags(data, "genres", split.train_users)
+    task = steering_task(split.test_input, split.test_target, tags.matrix)
+    concept = int(np.bincount(task.concepts).argmax())
+    name = str(tags.names[concept])
+    popularity = np.asarray(split.train.sum(axis=0)).ravel()
+    anchors = concept_anchor_items(tags.matrix, concept, popularity, 20)
+    knobs = ConceptKnobs.for_model(model, data, "genres", train_users=split.train_users)
+    atlas = steering_map(model, split.test_input, [knobs.knob(name, DEFAULT_STRENGTH)], anchors)
+    title = f"{dataset}: test users steered +{name} (defaults), {atlas.projection.upper()}"
+    plot_steering_map(atlas, path, title, list(data.titles(anchors)))
+    moved = float(np.mean(atlas.toward_anchors > 0))
+    records.append(
+        {
+            "dataset": f"{dataset}/genres",
+            "model": "sae",
+            "metric": "moved_toward_anchors",
+            "value": moved,
+            "setting": f"map,concept={name},defaults",
+            "n": int(split.test_input.shape[0]),
+        }
+    )
+    print(f"map: {path} ({moved:.0%} of test users moved toward +{name})", file=sys.stderr)
 
 
 def latency(models: dict[str, tuple], records: list[dict]) -> None:

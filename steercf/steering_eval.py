@@ -167,17 +167,29 @@ def hide_tag_items(
 Steerer = Callable[[SteeringTask, float], torch.Tensor]
 
 
+def _per_task(compute: Callable[[SteeringTask], Any]) -> Callable[[SteeringTask], Any]:
+    """``compute(task)`` remembered per task: a sweep asks for the same task's unsteered
+    state once per strength."""
+    cache: dict[int, tuple[SteeringTask, Any]] = {}
+
+    def get(task: SteeringTask) -> Any:
+        entry = cache.get(id(task))
+        if entry is None or entry[0] is not task:  # a new task may reuse a freed id
+            entry = cache[id(task)] = (task, compute(task))
+        return entry[1]
+
+    return get
+
+
 def sae_steerer(model, knobs: ConceptKnobs, rule: str = DEFAULT_RULE) -> Steerer:
     """``scores(task, strength)``: each user steered toward their concept through the
     SAE (one knob per concept from ``knobs``, at ``strength``); (n, n_items) scores.
     The task's encoding is computed once and reused across strengths."""
-    cache: dict[int, tuple[SteeringTask, Any]] = {}
+    encode = _per_task(lambda task: model.encode(task.rows))
     unit_knobs: dict[int, Any] = {}  # concept -> its knob at strength 1
 
     def scores(task: SteeringTask, strength: float) -> torch.Tensor:
-        if id(task) not in cache or cache[id(task)][0] is not task:
-            cache[id(task)] = (task, model.encode(task.rows))
-        encoding = cache[id(task)][1]
+        encoding = encode(task)
         if strength == 0:
             return model.decode(encoding)
         steered = encoding.codes.clone()
@@ -197,21 +209,41 @@ def tag_boost_steerer(model, item_tags: sp.csr_matrix) -> Steerer:
     the items ``item_tags`` says carry the user's concept by ``strength`` standard
     deviations of the user's own scores (over unseen items); (n, n_items) scores."""
     carries = torch.from_numpy((item_tags > 0).T.toarray().astype(np.float32))
-    cache: dict[int, tuple[SteeringTask, torch.Tensor, torch.Tensor]] = {}
+
+    def unsteered(task: SteeringTask) -> tuple[torch.Tensor, torch.Tensor]:
+        base = score_rows(model, task.rows)
+        unseen = torch.from_numpy((task.rows.toarray() == 0).astype(np.float32))
+        count = unseen.sum(1, keepdim=True).clamp_min(2.0)
+        mean = (base * unseen).sum(1, keepdim=True) / count
+        var = ((base - mean) * unseen).square().sum(1, keepdim=True) / (count - 1)
+        return base, var.sqrt()
+
+    cached = _per_task(unsteered)
 
     def scores(task: SteeringTask, strength: float) -> torch.Tensor:
-        if id(task) not in cache or cache[id(task)][0] is not task:
-            base = score_rows(model, task.rows)
-            unseen = torch.from_numpy((task.rows.toarray() == 0).astype(np.float32))
-            count = unseen.sum(1, keepdim=True).clamp_min(2.0)
-            mean = (base * unseen).sum(1, keepdim=True) / count
-            var = ((base - mean) * unseen).square().sum(1, keepdim=True) / (count - 1)
-            cache[id(task)] = (task, base, var.sqrt())
-        _, base, spread = cache[id(task)]
+        base, spread = cached(task)
         if strength == 0:
             return base.clone()
         boost = carries[torch.from_numpy(task.concepts)]
         return base + strength * spread * boost
+
+    return scores
+
+
+def tag_space_steerer(model) -> Steerer:
+    """The tag-space baseline (a fitted
+    :class:`~steercf.models.tagspace.TagSpaceAutoencoder`): each user's profile entry for
+    their concept raised by ``strength`` times the largest absolute entry of their
+    profile; (n, n_items) scores."""
+    encode = _per_task(lambda task: model.encode(task.rows))
+
+    def scores(task: SteeringTask, strength: float) -> torch.Tensor:
+        profiles = encode(task).clone()
+        if strength:
+            users = torch.arange(len(task.concepts))
+            concepts = torch.from_numpy(task.concepts)
+            profiles[users, concepts] += strength * profiles.abs().amax(1)
+        return model.decode(profiles)
 
     return scores
 

@@ -19,7 +19,15 @@ import scipy.sparse as sp
 import torch
 
 from steercf.errors import UnknownIdError
-from steercf.models import EASE, ELSA, MultVAE, Popularity, SplicedRecommender, load_model
+from steercf.models import (
+    EASE,
+    ELSA,
+    MultVAE,
+    Popularity,
+    SplicedRecommender,
+    TagSpaceAutoencoder,
+    load_model,
+)
 from steercf.sae import TrainConfig
 
 N_USERS, N_ITEMS = 40, 12
@@ -178,6 +186,13 @@ class TestMultVAE(RecommenderContract):
             progress=False,
         )
         return model.fit(with_duplicates_and_zeros(interactions()))
+
+
+class TestTagSpace(RecommenderContract):
+    def fitted(self, seed: int = 0):
+        tags = sp.csr_matrix(np.random.default_rng(1).random((N_ITEMS, 3)) < 0.4)
+        model = TagSpaceAutoencoder(epochs=20, seed=seed)
+        return model.fit(with_duplicates_and_zeros(interactions()), item_tags=tags)
 
 
 class TestSpliced(RecommenderContract):

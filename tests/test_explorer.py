@@ -156,6 +156,25 @@ def test_steering_toward_a_genre_raises_its_share(client, explorer):
     assert np.mean(after) >= np.mean(before) + 0.1
 
 
+def test_map_shows_the_test_users_moving_toward_the_concepts_items(client, explorer):
+    answer = client.post("/api/map", json={"knobs": [{"concept": "Horror", "strength": 1.0}]})
+    assert answer.status_code == 200, answer.text
+    atlas = answer.json()
+    n = atlas["n_users"]
+    assert n == len(atlas["before"]) == len(atlas["after"]) > 10
+    assert len(atlas["anchors"]) == len(atlas["items"]) == 12
+    assert all("Horror" in item["tags"] for item in atlas["items"])
+    assert atlas["moved_toward"] > 0.9
+    away = client.post("/api/map", json={"knobs": [{"concept": "Horror", "strength": -1.0}]})
+    assert away.json()["moved_toward"] < 0.1
+    latent = client.post("/api/map", json={"knobs": [{"latent": 0, "strength": 1.0}]})
+    assert latent.status_code == 200 and len(latent.json()["items"]) == 12
+    resting = client.post("/api/map", json={"knobs": [{"concept": "Horror", "strength": 0}]})
+    assert resting.status_code == 422 and "knob" in resting.json()["error"]
+    unknown = client.post("/api/map", json={"knobs": [{"concept": "Horrror", "strength": 1}]})
+    assert unknown.status_code == 404
+
+
 def test_a_profile_of_a_users_items_gets_the_users_list(client, explorer):
     history = explorer.history(user="196")
     items = [str(explorer.data.item_ids[i]) for i in history.indices]
@@ -415,6 +434,12 @@ def test_browser_slider_reranks_live(app, client):
             )
             assert float(latent.input_value()) < 0
             assert after.all_inner_texts() != steered
+
+            # the map: the test users before and after these knobs, with anchor items
+            page.click("#map-btn")
+            page.wait_for_selector("#steer-map circle.map-anchor")
+            assert page.locator("#steer-map circle.map-after").count() > 10
+            assert "moved toward" in page.inner_text("#map-status")
 
             # the latent browser: click a latent, see its histogram and neighbours
             page.click("#tab-rec-latents")

@@ -285,3 +285,46 @@ def test_tag_boost_and_sae_steerers_on_real_data(setup):
     steered = sweep(sae_steerer(model, knobs, "convex"), task, [0.0, 0.3])
     assert steered[1]["target_share@20"] > steered[0]["target_share@20"]
     assert steered[0]["personal_recall@20"] == pytest.approx(curve[0]["personal_recall@20"])
+
+
+def test_tag_space_model_ranks_and_steers_through_the_tag_dimension(setup):
+    from steercf.models import TagSpaceAutoencoder
+    from steercf.steering_eval import steering_task, sweep, tag_space_steerer
+
+    data, split, _, tags = setup
+    with pytest.raises(InputError, match="item_tags"):
+        TagSpaceAutoencoder().fit(split.train)
+    with pytest.raises(InputError, match="rows"):
+        TagSpaceAutoencoder().fit(split.train, item_tags=tags.matrix[:-1])
+    model = TagSpaceAutoencoder(seed=0).fit(split.train, item_tags=tags.matrix)
+    assert model.encode(split.val_input).shape == (split.val_input.shape[0], tags.matrix.shape[1])
+    task = steering_task(split.val_input, split.val_target, tags.matrix)
+    curve = sweep(tag_space_steerer(model), task, [0.0, 0.5, 2.0])
+    assert curve[0]["personal_recall@20"] > 0.1  # the item bias ranks within a tag set
+    shares = [p["target_share@20"] for p in curve]
+    assert shares[0] < shares[1] < shares[2]
+
+
+def test_steering_map_moves_users_toward_the_concepts_anchor_items(setup, tmp_path):
+    from steercf.steering import concept_anchor_items, plot_steering_map, steering_map
+
+    data, split, model, tags = setup
+    comedy = int(np.flatnonzero(tags.names == "Comedy")[0])
+    popularity = np.asarray(split.train.sum(axis=0)).ravel()
+    anchors = concept_anchor_items(tags.matrix, comedy, popularity, n=10)
+    assert tags.matrix[anchors, comedy].toarray().all()
+    assert popularity[anchors[0]] >= popularity[anchors[-1]]
+    knobs = ConceptKnobs.for_model(model, data, "genres", DECODER_EFFECT, split.train_users, 8)
+    rows = split.test_input[:60]
+    atlas = steering_map(model, rows, [knobs.knob("Comedy", 1.0)], anchors, projection="pca")
+    assert atlas.before.shape == atlas.after.shape == (60, 2)
+    assert atlas.anchors.shape == (10, 2) and atlas.projection == "pca"
+    assert np.mean(atlas.toward_anchors > 0) > 0.9
+    again = steering_map(model, rows, [knobs.knob("Comedy", 1.0)], anchors, projection="pca")
+    np.testing.assert_allclose(again.after, atlas.after)
+    away = steering_map(model, rows, [knobs.knob("Comedy", -1.0)], anchors, projection="pca")
+    assert np.mean(away.toward_anchors < 0) > 0.9
+    with pytest.raises(InputError, match="anchor_items"):
+        steering_map(model, rows, [], np.array([10**6]))
+    plot_steering_map(atlas, tmp_path / "map.png", "Comedy")
+    assert (tmp_path / "map.png").stat().st_size > 1000

@@ -75,6 +75,17 @@ class RecommendIn(BaseModel):
         return self
 
 
+class MapIn(BaseModel):
+    """Where the knobs move the test users: ``{"knobs": [...], "rule": ...}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    knobs: list[KnobIn] = Field(..., min_length=1, max_length=MAX_KNOBS)
+    rule: Literal["convex", "additive"] = DEFAULT_RULE
+    source: str | None = Field(None, max_length=QUERY_CHARS)
+    mapping: str | None = Field(None, max_length=QUERY_CHARS)
+    top_latents: int | None = Field(None, ge=1, le=64)
+
+
 class SliderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     latent: int = Field(..., ge=0)
@@ -324,6 +335,17 @@ def _recommender_routes(app: FastAPI, rec: Callable[[], RecommenderExplorer]) ->
             mapping=body.mapping,
             top_latents=body.top_latents,
             explain=body.explain,
+        )
+
+    @app.post("/api/map")
+    def steering_map(body: MapIn) -> dict[str, Any]:
+        knobs = [KnobSpec(k.strength, k.concept, k.latent) for k in body.knobs]
+        return rec().steering_map(
+            knobs,
+            rule=body.rule,
+            source=body.source,
+            mapping=body.mapping,
+            top_latents=body.top_latents,
         )
 
 

@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from steercf.concepts import LatentLabels, available_sources, label_model, load_labels
+from steercf.concepts import (
+    LatentLabels,
+    available_sources,
+    concept_tags,
+    label_model,
+    load_labels,
+)
 from steercf.concepts.labels import LABELS_FILE
 from steercf.concepts.mapping import MAPPINGS
 from steercf.data import InteractionData
@@ -39,8 +45,10 @@ from steercf.steering import (
     ConceptKnobs,
     Knob,
     SteeredRecommendations,
+    concept_anchor_items,
     explain_items,
     steer_encoding,
+    steering_map,
     user_concepts,
 )
 
@@ -365,6 +373,67 @@ class RecommenderExplorer(LatentBrowser):
             "rule": rule,
             **self._lists(result, plain.why, why_after),
         }
+
+    def steering_map(
+        self,
+        knobs: Sequence[KnobSpec],
+        rule: str = DEFAULT_RULE,
+        source: str | None = None,
+        mapping: str | None = None,
+        top_latents: int | None = None,
+        anchors_per_knob: int = 12,
+    ) -> dict[str, Any]:
+        """The test users before and after steering by ``knobs``, with anchor items, on
+        one 2-D map (:func:`steercf.steering.steering_map`).
+
+        Anchors: a concept knob's most popular items carrying the concept; a latent
+        knob's items it lifts most. Returns the map's lists (``before``, ``after``,
+        ``anchors``, ``toward_anchors``, ``projection``), ``items`` (the anchors) and
+        ``moved_toward`` (share of users steering moved toward the anchors).
+
+        Raises:
+            InputError: no knob turned.
+        """
+        source = source or self.source
+        mapping = mapping or self.mapping
+        top_latents = top_latents or self.top_latents
+        resolved = self.make_knobs(knobs, source, mapping, top_latents, rule)
+        if not resolved:
+            raise InputError("turn at least one knob to map where it moves the users")
+        anchors = []
+        for spec in knobs:
+            if spec.strength == 0:
+                continue
+            if spec.concept is not None:
+                tags = self._concept_tags(source)
+                resolver = self.knobs_for(source, mapping, top_latents)
+                column = resolver.mapping.concept_index(spec.concept)
+                anchors.append(
+                    concept_anchor_items(tags.matrix, column, self._popularity, anchors_per_knob)
+                )
+            else:
+                effects = self.model.latent_item_effects(
+                    np.array([self._latent_index(spec.latent)])
+                )
+                anchors.append(effects[0].topk(anchors_per_knob).indices.numpy())
+        items = np.unique(np.concatenate(anchors))
+        rows = self.data.matrix[self.split.test_users]
+        rows = rows[np.diff(rows.indptr) > 0]
+        atlas = steering_map(self.model, rows, resolved, items, rule)
+        return {
+            **atlas.to_dict(),
+            "items": [self._item(i) for i in items],
+            "moved_toward": float(np.mean(atlas.toward_anchors > 0)),
+            "n_users": int(rows.shape[0]),
+        }
+
+    def _concept_tags(self, source: str):
+        """The (n_items, n_tags) tags of ``source`` from the training users (cached)."""
+        key = ("tags", source)
+        with self._lock:
+            if key not in self._knobs:
+                self._knobs[key] = concept_tags(self.data, source, self.split.train_users)
+            return self._knobs[key]
 
     def _lists(
         self, result: SteeredRecommendations, why_before: list, why_after: list

@@ -6,9 +6,10 @@ from steercf.models.elsa import ELSA
 from steercf.models.multvae import MultVAE
 from steercf.models.popularity import Popularity
 from steercf.models.spliced import SparseCode, SparseEncoding, SplicedRecommender
+from steercf.models.tagspace import TagSpaceAutoencoder
 
 MODEL_KINDS: dict[str, type[Recommender]] = {
-    m.kind: m for m in (ELSA, EASE, MultVAE, Popularity, SplicedRecommender)
+    m.kind: m for m in (ELSA, EASE, MultVAE, Popularity, SplicedRecommender, TagSpaceAutoencoder)
 }
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "SparseCode",
     "SparseEncoding",
     "SplicedRecommender",
+    "TagSpaceAutoencoder",
     "load_model",
 ]

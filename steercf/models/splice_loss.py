@@ -59,3 +59,43 @@ def splice_ranking_loss(
         return -(p * log_q).sum(1).mean()
 
     return loss
+
+
+def splice_holdout_loss(
+    base: CFAE, inputs: sp.csr_matrix, full: sp.csr_matrix, weight: float = 0.1
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``task_loss(x_hat, index)`` for :func:`steercf.sae.train_sae` on the ground truth.
+
+    The spliced model is asked what the recommender is asked: rank the items a user
+    holds but did not show. Row ``i`` of ``inputs`` (a sub-history of ``full[i]``) is
+    scored through the frozen decoder, ``dec(x_hat)``; the loss is the multinomial
+    log-likelihood (Liang et al. 2018, Mult-VAE) of ``full[i]``'s hidden items under a
+    softmax over the items not in ``inputs[i]``, divided by their number. A row with
+    nothing hidden (a full history) must predict its own items, as the base's own
+    training does. Returns ``weight`` times the mean over users.
+
+    Args:
+        base: the frozen CFAE; its ``decode`` must be differentiable in its input.
+        inputs: (n, n_items) CSR histories the SAE's training embeddings come from.
+        full: (n, n_items) CSR, each row a superset of the same row of ``inputs``.
+        weight: the task term's weight against the reconstruction loss.
+
+    Raises:
+        ValueError: ``inputs`` and ``full`` differ in shape.
+    """
+    if inputs.shape != full.shape:
+        raise ValueError(f"inputs {inputs.shape} and full {full.shape} differ in shape")
+    inputs, full = sp.csr_matrix(inputs), sp.csr_matrix(full)
+
+    def loss(x_hat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        users = index.cpu().numpy()
+        shown = torch.from_numpy(inputs[users].toarray() > 0).to(x_hat.device)
+        held = torch.from_numpy(full[users].toarray() > 0).to(x_hat.device)
+        nothing_hidden = ~(held & ~shown).any(1, keepdim=True)
+        target = torch.where(nothing_hidden, held, held & ~shown).float()
+        masked = shown & ~nothing_hidden
+        log_q = torch.log_softmax(base.decode(x_hat).masked_fill(masked, -torch.inf), dim=1)
+        nll = -(log_q.masked_fill(masked, 0.0) * target).sum(1) / target.sum(1).clamp_min(1.0)
+        return weight * nll.mean()
+
+    return loss

@@ -24,7 +24,7 @@ from steercf.evaluation import monitor_hold_out, ndcg_at_k, parse_monitor, recal
 from steercf.io import load_model_dir, save_model_dir, tensor_fingerprint
 from steercf.models.base import CFAE, UserRows, as_user_rows
 from steercf.models.sparse_code import SparseCode, SparseEncoding
-from steercf.models.splice_loss import splice_ranking_loss
+from steercf.models.splice_loss import splice_holdout_loss, splice_ranking_loss
 from steercf.ranking import top_n
 from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig, activation_counts, train_sae
 
@@ -86,11 +86,17 @@ class SplicedRecommender(CFAE):
             loss on the validation users' embeddings) or ``"recall@K"`` / ``"ndcg@K"``
             of the spliced model on a fixed 20 % hold-out of the validation users' items
             (what the splice is for: the ranking through the SAE).
-        finetune_epochs: after reconstruction training, this many epochs of splice-aware
-            training (:func:`~steercf.models.splice_loss.splice_ranking_loss` added to
-            the reconstruction loss), kept only if it raises the spliced model's
-            validation Recall@20 (0: reconstruction only, the published recipe).
-        finetune_sharpness: the splice loss's inverse temperature.
+        finetune_epochs: after reconstruction training, up to this many epochs of
+            splice-aware training (a task loss added to the reconstruction loss),
+            stopped on and kept only if it raises the spliced model's validation
+            Recall@20 (0: reconstruction only, the published recipe).
+        finetune_loss: the task loss: ``"holdout"`` (the spliced model ranks the
+            hidden items of sub-sampled training histories,
+            :func:`~steercf.models.splice_loss.splice_holdout_loss`) or ``"distill"``
+            (it matches the base's item-score distribution,
+            :func:`~steercf.models.splice_loss.splice_ranking_loss`).
+        finetune_weight: the holdout loss's weight against the reconstruction loss.
+        finetune_sharpness: the distill loss's inverse temperature.
     """
 
     kind = "Spliced"
@@ -105,6 +111,8 @@ class SplicedRecommender(CFAE):
         progress: bool = True,
         monitor: str = "loss",
         finetune_epochs: int = 0,
+        finetune_loss: str = "holdout",
+        finetune_weight: float = 0.1,
         finetune_sharpness: float = 5.0,
     ) -> None:
         if not isinstance(base, CFAE) or isinstance(base, SplicedRecommender):
@@ -119,6 +127,8 @@ class SplicedRecommender(CFAE):
         self.progress = progress
         self.monitor = monitor
         self.finetune_epochs = finetune_epochs
+        self.finetune_loss = finetune_loss
+        self.finetune_weight = finetune_weight
         self.finetune_sharpness = finetune_sharpness
 
     # ---- training ------------------------------------------------------------------
@@ -143,6 +153,10 @@ class SplicedRecommender(CFAE):
         if self.augment < 0:
             raise InputError(f"augment must be >= 0, got {self.augment}")
         parse_monitor(self.monitor)
+        if self.finetune_loss not in ("holdout", "distill"):
+            raise InputError(
+                f"finetune_loss must be 'holdout' or 'distill', got {self.finetune_loss!r}"
+            )
         rng = np.random.default_rng(self.seed)
         train_rows = augmented_rows(rows, self.augment, rng)
         z_train = self._embed(train_rows)
@@ -168,7 +182,8 @@ class SplicedRecommender(CFAE):
         if self.finetune_epochs > 0:
             if val_user_items is None:
                 raise InputError("splice-aware fine-tuning needs validation rows to stop on")
-            self._finetune(z_train, train_rows, z_val, val, config, train_config, group)
+            full_rows = sp.vstack([rows] * (1 + self.augment), format="csr")
+            self._finetune(z_train, train_rows, full_rows, z_val, val, config, train_config, group)
         self.n_items_ = self.base.n_items_
         self.d_ = self.sae_.config.n_latents
         return self
@@ -177,6 +192,7 @@ class SplicedRecommender(CFAE):
         self,
         z_train: torch.Tensor,
         train_rows: sp.csr_matrix,
+        full_rows: sp.csr_matrix,
         z_val: torch.Tensor,
         val: sp.csr_matrix,
         config: SAEConfig,
@@ -187,8 +203,16 @@ class SplicedRecommender(CFAE):
         if its best epoch beats the reconstruction-trained SAE's validation recall."""
         score = self._ranking_score(val, "recall@20")
         before = score(self.sae_)
-        tune = replace(train_config, max_epochs=self.finetune_epochs, patience=self.finetune_epochs)
-        task = splice_ranking_loss(self.base, z_train, train_rows, self.finetune_sharpness)
+        # a short fine-tune peaks within a few epochs (ML-100K, seeds 0-1)
+        tune = replace(
+            train_config,
+            max_epochs=self.finetune_epochs,
+            patience=min(self.finetune_epochs, 2),
+        )
+        if self.finetune_loss == "holdout":
+            task = splice_holdout_loss(self.base, train_rows, full_rows, self.finetune_weight)
+        else:
+            task = splice_ranking_loss(self.base, z_train, train_rows, self.finetune_sharpness)
         tuned = train_sae(
             z_train,
             config,
@@ -391,6 +415,8 @@ class SplicedRecommender(CFAE):
             "seed": self.seed,
             "monitor": self.monitor,
             "finetune_epochs": self.finetune_epochs,
+            "finetune_loss": self.finetune_loss,
+            "finetune_weight": self.finetune_weight,
             "finetune_sharpness": self.finetune_sharpness,
             "base_kind": self.base.kind,
             "base_fingerprint": tensor_fingerprint(base_tensors),
@@ -421,7 +447,7 @@ class SplicedRecommender(CFAE):
         path = os.fspath(path)
         base_kind, base_config, base_tensors = load_model_dir(
             os.path.join(path, "base"),
-            tuple(k for k in MODEL_KINDS if k not in ("Popularity", cls.kind)),
+            tuple(k for k in MODEL_KINDS if k not in ("Popularity", "TagSpace", cls.kind)),
         )
         try:
             if base_kind != config["base_kind"]:
@@ -447,6 +473,8 @@ class SplicedRecommender(CFAE):
             seed=config["seed"],
             monitor=config.get("monitor", "loss"),
             finetune_epochs=config.get("finetune_epochs", 0),
+            finetune_loss=config.get("finetune_loss", "distill"),
+            finetune_weight=config.get("finetune_weight", 0.1),
             finetune_sharpness=config.get("finetune_sharpness", 5.0),
             metadata=config.get("metadata", {}),
         )

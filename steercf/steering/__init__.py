@@ -9,6 +9,12 @@ defaults every entry point shares.
 """
 
 from steercf.sae.steer import MAX_ADDITIVE, RULES, Knob, check_knobs, steer_codes
+from steercf.steering.atlas import (
+    SteeringMap,
+    concept_anchor_items,
+    plot_steering_map,
+    steering_map,
+)
 from steercf.steering.core import (
     SCORE_PRECISIONS,
     SteeredRecommendations,
@@ -48,6 +54,10 @@ __all__ = [
     "MAX_ADDITIVE",
     "RULES",
     "SCORE_PRECISIONS",
+    "SteeringMap",
+    "concept_anchor_items",
+    "plot_steering_map",
+    "steering_map",
     "STEERING_MAPPINGS",
     "STRENGTH_SCALE",
     "ConceptKnobs",

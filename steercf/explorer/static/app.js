@@ -225,6 +225,47 @@ async function refresh() {
   }
 }
 
+// ---- the 2-D map: test users before (grey) and after (blue) steering, anchor items (red) ----
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  return node;
+}
+
+async function showMap() {
+  const {knobs, rule, source, mapping, top_latents} = requestBody();
+  $("map-status").textContent = "…";
+  try {
+    const m = await api("/api/map", {knobs, rule, source, mapping, top_latents});
+    clearError();
+    const points = [...m.before, ...m.after, ...m.anchors];
+    const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
+    const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+    const sx = (x) => 20 + 600 * (x - x0) / ((x1 - x0) || 1);
+    const sy = (y) => 400 - 380 * (y - y0) / ((y1 - y0) || 1);
+    const box = $("steer-map");
+    box.replaceChildren();
+    m.before.forEach((p, i) => {
+      const q = m.after[i];
+      box.append(svg("line", {x1: sx(p[0]), y1: sy(p[1]), x2: sx(q[0]), y2: sy(q[1]), stroke: "#4a7fc1", "stroke-opacity": 0.25}));
+      box.append(svg("circle", {cx: sx(p[0]), cy: sy(p[1]), r: 2.5, fill: "#999"}));
+      box.append(svg("circle", {class: "map-after", cx: sx(q[0]), cy: sy(q[1]), r: 2.5, fill: "#4a7fc1"}));
+    });
+    m.anchors.forEach((p, i) => {
+      const star = svg("circle", {class: "map-anchor", cx: sx(p[0]), cy: sy(p[1]), r: 5, fill: "#c0392b"});
+      const title = svg("title");
+      title.textContent = m.items[i].title;
+      star.append(title);
+      box.append(star);
+    });
+    box.hidden = false;
+    $("map-status").textContent = `${m.projection.toUpperCase()} · ${m.n_users} test users · ${Math.round(100 * m.moved_toward)} % moved toward the red anchor items (${m.items.slice(0, 3).map((it) => it.title).join("; ")}…)`;
+  } catch (err) {
+    $("map-status").textContent = "";
+    showError(err.message);
+  }
+}
+
 function itemRow(item, side, changed) {
   let badge = null;
   if (side === "after") {
@@ -325,6 +366,7 @@ async function initRecommender(info) {
     });
   }
   $("load-user").addEventListener("click", () => loadUser($("user-input").value));
+  $("map-btn").addEventListener("click", showMap);
   $("user-input").addEventListener("keydown", (e) => { if (e.key === "Enter") loadUser($("user-input").value); });
   $("user-input").addEventListener("input", async () => {
     const q = $("user-input").value.trim();
