@@ -19,6 +19,12 @@ better): ``entropy_decrease_mean`` and ``kl_mean`` with setting ``latents`` (eac
 distribution over concepts; KL in nats) or ``concepts`` (each concept's distribution
 over units; KL divided by ln(#units) because the models have different unit counts),
 ``label_precision@10``, ``distinct_best_latents``, ``labelled_concepts``, ``coverage``.
+Labels judged on items the labeller did not see (``steercf.concepts.evidence``): the
+items are split 60/20/20; ``label_precision@10_held_out`` and ``label_coverage_held_out``
+(share of live units labelled) with setting ``labeller=evidence`` (hypergeometric
+evidence on the training items, p-value threshold chosen on the validation items for
+precision@10 >= 0.6) or ``labeller=best_characterizes`` (every live unit labelled by its
+TF-IDF concept from the training items), for the SAE and both controls.
 The full run adds the same records over units active on >= 10 items (setting suffix
 ``,min_items=10``), since units firing on one or two items are trivially specific.
 
@@ -43,6 +49,7 @@ from steercf.concepts import (
     monosemanticity_report,
     plot_reports,
 )
+from steercf.concepts.evidence import held_out_labelling
 from steercf.concepts.report import (
     CONTROLS,
     DIAGNOSTIC_METRICS,
@@ -104,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     records: list[dict[str, Any]] = []
     reports: list[tuple[str, int, str, MonosemanticityReport]] = []
+    labelling: list[tuple[str, str, str, str, dict[str, float]]] = []
     for dataset, sources in SOURCES.items():
         data = load_dataset(dataset, data_dir=SHARED_DATA)
         for seed, training in itertools.product(seeds, args.train):
@@ -123,6 +131,27 @@ def main(argv: list[str] | None = None) -> int:
                     for record in report.records(dataset, seed=seed):
                         record["setting"] = ",".join(filter(None, [record["setting"], setting]))
                         records.append(record)
+                    # labels fitted on training items, judged on held-out items
+                    live = (np.asarray(item_acts) > 0).any(axis=0)
+                    for labeller, result in held_out_labelling(
+                        item_acts, tags, live, seed=seed
+                    ).items():
+                        for metric, key in (
+                            ("label_precision@10_held_out", "precision@10"),
+                            ("label_coverage_held_out", "coverage"),
+                        ):
+                            records.append(
+                                {
+                                    "dataset": f"{dataset}/{source}",
+                                    "model": name,
+                                    "metric": metric,
+                                    "value": result[key],
+                                    "seed": seed,
+                                    "setting": f"labeller={labeller},{setting}",
+                                    "n": int(live.sum()),
+                                }
+                            )
+                        labelling.append((f"{dataset}/{source}", training, name, labeller, result))
                     if args.details and name == "sae":
                         print(format_report(report, titles=data.titles(np.arange(data.n_items))))
                     if not args.quick:
@@ -195,6 +224,26 @@ def summary_rows(
             if key in SPECIFICITY_KEYS:
                 wins.append((f"{dataset}/{source},{training}", row["metric"], row["margin"]))
     return rows, wins
+
+
+def labelling_rows(labelling: list[tuple[str, str, str, str, dict[str, float]]]) -> list[dict]:
+    """Held-out label precision@10 and coverage per (target, training, labeller, model)."""
+    keys = dict.fromkeys(entry[:4] for entry in labelling)
+    rows = []
+    for key in keys:
+        results = [entry[4] for entry in labelling if entry[:4] == key]
+        rows.append(
+            {
+                "dataset": key[0],
+                "train": key[1],
+                "model": key[2],
+                "labeller": key[3],
+                "precision@10 held out": float(np.nanmean([r["precision@10"] for r in results])),
+                "coverage": float(np.mean([r["coverage"] for r in results])),
+                "threshold": float(np.nanmean([r["threshold"] for r in results])),
+            }
+        )
+    return rows
 
 
 def training_deltas(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -14,8 +14,9 @@ SAE in (``steercf.experiment.splice_base``, ``steercf.models.spliced``). Per tar
 
 Methods (``model`` in the records):
 
-* ``sae``: SAE knobs; mapping (``decoder_effect``, ``decoder_fit``), rule (convex,
-  additive), spread (8, 32 latents) and strength chosen on validation users;
+* ``sae``: SAE knobs; mapping (``decoder_effect``, ``decoder_fit``) and spread (8, 32
+  latents) under the additive rule, or ``decoder_effect`` over 32 latents under the
+  convex rule, and the strength, chosen on validation users;
 * ``published``: the steerable-CF recipe, TF-IDF ``best_characterizes``, convex rule,
   1, 5 or 10 latents, strength chosen on validation users;
 * ``rerank``: ``score + beta * std_u(score) * has_tag`` over the visible tags, beta
@@ -91,10 +92,12 @@ STRENGTHS = {
 }
 PROFILE_STRENGTHS = [round(0.1 * i, 1) for i in range(11)] + [1.5, 2.0, 3.0, 5.0, 10.0]
 BETAS = [round(0.1 * i, 1) for i in range(11)] + [1.5, 2.0, 3.0, 5.0, 10.0, 30.0]  # in score sds
+# the additive grid over both mappings and spreads, and convex at the wide spread (the
+# only convex configuration validation ever chose in a full grid, seed 0)
 SAE_CONFIGS = [
-    {"mapping": m, "rule": r, "latents": n}
-    for m, r, n in itertools.product((DECODER_EFFECT, DECODER_FIT), STRENGTHS, (8, 32))
-]
+    {"mapping": m, "rule": "additive", "latents": n}
+    for m, n in itertools.product((DECODER_EFFECT, DECODER_FIT), (8, 32))
+] + [{"mapping": DECODER_EFFECT, "rule": "convex", "latents": 32}]
 PUBLISHED_CONFIGS = [
     {"mapping": "best_characterizes", "rule": "convex", "latents": n} for n in (1, 5, 10)
 ]
