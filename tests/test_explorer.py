@@ -205,8 +205,15 @@ def test_latent_browser(client, explorer):
     listing = client.get("/api/latents", params={"q": "horror", "limit": 500}).json()
     assert listing["total"] == len(listing["latents"]) > 0
     assert all("horror" in n["label"].lower() for n in listing["latents"])
-    counts = [n["n_items"] for n in listing["latents"]]
+    # ordered by what users meet: most users first, latents no user activates last
+    counts = [n["n_users"] for n in listing["latents"]]
     assert counts == sorted(counts, reverse=True)
+    everything = client.get("/api/latents", params={"limit": 500}).json()["latents"]
+    codes = explorer.model.encode(explorer.data.matrix).codes.numpy()
+    for entry in everything[:20]:
+        assert entry["n_users"] == int((codes[:, entry["latent"]] > 0).sum()) > 0
+    first_idle = next((i for i, n in enumerate(everything) if not n["for_users"]), len(everything))
+    assert all(not n["for_users"] for n in everything[first_idle:])
 
     nid = listing["latents"][0]["latent"]
     detail = client.get(f"/api/latents/{nid}").json()

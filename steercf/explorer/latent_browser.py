@@ -43,16 +43,43 @@ class LatentBrowser:
             parts.append(sp.csr_matrix(encoding.codes.numpy()))
         self._user_codes = sp.vstack(parts, format="csr").tocsc()  # (n_sampled, n_latents)
         self._n_histogram_users = len(rows)
+        # what users meet: how many users each latent fires for, and how strongly
+        self._users_active = np.diff(self._user_codes.indptr)
+        sums = np.asarray(self._user_codes.sum(axis=0)).ravel()
+        self._mean_user_activation = sums / np.maximum(self._users_active, 1)
 
     def latents(self, query: str = "", limit: int = 50, offset: int = 0) -> dict[str, Any]:
-        """Live latents whose label contains ``query`` (case-blind), broadest first."""
+        """Latents whose label contains ``query`` (case-blind), in the order users meet
+        them: those active for the most users first (ties: stronger mean activation);
+        then, listed apart (``for_users: false``), latents that fire for single items but
+        for no user. Latents that fire for neither are left out."""
         folded = query.casefold()
-        chosen = [label for label in self.labels.live() if folded in label.text.casefold()]
-        chosen.sort(key=lambda label: (-label.n_items, label.latent))
+        chosen = [
+            label
+            for label in self.labels.labels
+            if (label.live or self._users_active[label.latent] > 0)
+            and folded in label.text.casefold()
+        ]
+        chosen.sort(
+            key=lambda label: (
+                self._users_active[label.latent] == 0,
+                -self._users_active[label.latent],
+                -self._mean_user_activation[label.latent],
+                label.latent,
+            )
+        )
         return {
             "total": len(chosen),
+            "n_users": self._n_histogram_users,
             "latents": [
-                {"latent": label.latent, "n_items": label.n_items, "label": label.text}
+                {
+                    "latent": label.latent,
+                    "n_items": label.n_items,
+                    "n_users": int(self._users_active[label.latent]),
+                    "mean_activation": float(self._mean_user_activation[label.latent]),
+                    "for_users": bool(self._users_active[label.latent] > 0),
+                    "label": label.text,
+                }
                 for label in chosen[offset : offset + limit]
             ],
         }

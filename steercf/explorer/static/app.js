@@ -417,9 +417,9 @@ async function loadRecLatents(reset) {
   try {
     const answer = await api(`/api/latents?q=${encodeURIComponent(q)}&limit=${PAGE}&offset=${state.recLatentOffset}`);
     state.recLatentOffset += answer.latents.length;
-    $("rec-latent-total").textContent = `${answer.total} live latents${q ? " matching" : ""}, broadest first`;
-    $("rec-latent-list").append(...answer.latents.map((n) => el("li", {dataset: {latent: n.latent}, title: n.label, onclick: () => showRecLatent(n.latent)},
-      el("span", {class: "muted", text: `#${n.latent} · ${n.n_items} items`}), short(n.label, 80))));
+    $("rec-latent-total").textContent = `${answer.total} latents${q ? " matching" : ""}, those active for the most of ${answer.n_users} users first; latents no user activates last`;
+    $("rec-latent-list").append(...answer.latents.map((n) => el("li", {dataset: {latent: n.latent}, class: n.for_users ? null : "no-users", title: n.label, onclick: () => showRecLatent(n.latent)},
+      el("span", {class: "muted", text: n.for_users ? `#${n.latent} · ${n.n_users} users` : `#${n.latent} · no user`}), short(n.label, 80))));
     $("rec-latent-more").hidden = state.recLatentOffset >= answer.total;
   } catch (err) { showError(err.message); }
 }
