@@ -268,6 +268,41 @@ def test_user_tags_from_training_users_only():
     assert list(everyone.names) == ["funny"]  # "Funny" and "funny " merge; 3 applications
 
 
+def test_user_tag_spellings_merge_into_the_most_applied_one():
+    applications = pd.DataFrame(
+        {
+            "item": [10, 10, 20, 20, 30, 30],
+            "tag": ["Sci-Fi", "scifi", "sci  fi", "sci-fi", "based on a book", "!!"],
+        }
+    )
+    tags = tags_from_applications(applications, np.array([10, 20, 30]))
+    assert list(tags.names) == ["!!", "based on a book", "sci-fi"]
+    np.testing.assert_array_equal(tags.matrix.toarray()[:, 2], [2, 2, 0])
+
+
+def test_knowledge_graph_concepts_read_as_roles_of_known_items(ml100k_model):
+    from steercf.concepts.sources import concept_display_names
+
+    data, split, model = ml100k_model
+    kg = concept_tags(data, "kg")
+    names = concept_display_names(data, "kg", kg)
+    assert len(names) == len(kg.names)
+    popularity = np.asarray(data.matrix.sum(axis=0)).ravel()
+    for raw, shown in zip(kg.names[:20], names[:20], strict=True):
+        relation = raw.split(":")[0]
+        assert ":m." not in shown and shown != raw
+        items = kg.matrix[:, list(kg.names).index(raw)].nonzero()[0]
+        best = data.titles(items[np.argsort(-popularity[items], kind="stable")[:1]])[0]
+        assert best in shown, (raw, shown)
+        if relation == "actor":
+            assert shown.startswith("actor in ")
+    assert list(concept_display_names(data, "genres", concept_tags(data, "genres"))) == list(
+        concept_tags(data, "genres").names
+    )
+    labels = label_model(model, data, train_users=split.train_users, sources=["kg"])
+    assert not any(":m." in label.text for label in labels.live())
+
+
 def test_user_supplied_mapping():
     tags = tags_from_mapping({1: ["x", "y"], 2: "x", 3: {"y": 2}, 99: "x"}, np.array([1, 2, 3]))
     assert list(tags.names) == ["x", "y"]

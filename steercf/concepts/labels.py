@@ -31,6 +31,7 @@ from steercf.concepts.mapping import (
     map_concepts,
     top_items,
 )
+from steercf.concepts.sources import concept_display_names
 from steercf.data import InteractionData, ItemTags
 from steercf.errors import InputError, ModelFileError
 
@@ -196,10 +197,11 @@ def label_model(
     """
     if model.n_items_ != data.n_items:
         raise InputError(f"the model scores {model.n_items_} items but the data has {data.n_items}")
-    concept_sets = {
-        source: concept_tags(data, source, train_users)
-        for source in (sources or available_sources(data))
-    }
+    concept_sets = {}
+    for source in sources or available_sources(data):
+        tags = concept_tags(data, source, train_users)
+        # labels read "director of Pulp Fiction (1994), ...", not "directed_by:m.0bln8"
+        concept_sets[source] = ItemTags(tags.matrix, concept_display_names(data, source, tags))
     return label_latents(
         model.item_codes().numpy(),
         data.titles(np.arange(data.n_items)),

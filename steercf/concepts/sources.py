@@ -9,11 +9,13 @@ user-supplied ``item -> tags`` mapping or frame. The concepts these give are wha
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from steercf.data import InteractionData, ItemTags
 from steercf.data.interactions import tags_from_pairs
@@ -46,7 +48,9 @@ def tags_from_applications(
             None keeps every row.
         min_count: drop tags with fewer kept applications than this (counted after the
             user filter and on ``item_ids`` only).
-        lowercase: strip and lower-case tags, so "Sci-Fi" and "sci-fi " are one concept.
+        lowercase: normalise tags: strip, lower-case and collapse inner whitespace, then
+            merge spellings that differ only in punctuation or spacing ("sci-fi",
+            "sci fi", "scifi") into their most applied form (:func:`merge_spellings`).
 
     Returns:
         ItemTags with an (n_items, n_tags) float32 count matrix; tags sorted by name.
@@ -66,13 +70,71 @@ def tags_from_applications(
         rows = rows[rows[user_col].isin(pd.Index(list(users)))]
     tags = rows[tag_col].astype("string")
     if lowercase:
-        tags = tags.str.strip().str.lower()
+        tags = merge_spellings(tags.str.strip().str.lower().str.replace(r"\s+", " ", regex=True))
     keep = tags.notna() & (tags != "")
     return tags_from_pairs(
         rows[item_col].to_numpy()[keep.to_numpy()],
         tags[keep].astype(str).to_numpy(),
         item_ids,
     ).filter(min_count)
+
+
+def merge_spellings(tags: pd.Series) -> pd.Series:
+    """Map each tag to the most frequent spelling among the tags that are equal once
+    punctuation and spaces are removed (ties: the alphabetically first); tags with no
+    letter or digit are kept as they are."""
+    key = tags.str.replace(r"[\W_]+", "", regex=True)
+    key = key.where(key.str.len() > 0, tags)
+    counts = pd.DataFrame({"key": key, "tag": tags}).dropna().value_counts()
+    if counts.empty:
+        return tags
+    ranked = counts.reset_index().sort_values(
+        ["key", "count", "tag"], ascending=[True, False, True]
+    )
+    spelling = ranked.drop_duplicates("key").set_index("key")["tag"]
+    return key.map(spelling).astype("string").where(tags.notna(), tags)
+
+
+# how a knowledge-graph relation reads in front of the items it links an entity to
+KG_ROLES = {
+    "directed_by": "director of",
+    "actor": "actor in",
+    "produced_by": "producer of",
+    "production_companies": "company behind",
+    "genre": "genre of",
+    "award_won": "award won by",
+    "award_nomination": "award nomination of",
+    "country": "country of",
+    "language": "language of",
+    "subjects": "subject of",
+    "rating": "rating of",
+}
+
+
+def concept_display_names(
+    data: InteractionData, source: str, tags: ItemTags, titles: int = 2
+) -> np.ndarray:
+    """Names a person reads for the concepts of ``tags`` (n_tags,), same order.
+
+    A knowledge-graph concept ``relation:entity`` whose entity is a bare identifier
+    (``directed_by:m.0bln8``) is named by its role and its best-known items (most
+    interactions in ``data``): "director of Pulp Fiction (1994), Reservoir Dogs (1992)".
+    Other names are returned as they are.
+    """
+    names = np.asarray(tags.names, dtype=object).copy()
+    if source != "kg":
+        return names.astype(str)
+    popularity = np.asarray(data.matrix.sum(axis=0)).ravel()
+    by_tag = sp.csc_matrix(tags.matrix)
+    for column, name in enumerate(tags.names):
+        relation, _, entity = str(name).partition(":")
+        if not re.fullmatch(r"[mg]\.[0-9a-z_]+", entity):
+            continue
+        items = by_tag[:, column].nonzero()[0]
+        best = items[np.argsort(-popularity[items], kind="stable")[:titles]]
+        role = KG_ROLES.get(relation, f"{relation.replace('_', ' ')} of")
+        names[column] = f"{role} {', '.join(map(str, data.titles(best)))}"
+    return names.astype(str)
 
 
 def tags_from_mapping(
