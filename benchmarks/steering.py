@@ -229,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"personal_kept@{K}",
                         f"in_segment_recall@{K}",
                         f"unsteered_personal_recall@{K}",
+                        f"personal_recall@{K}",  # absolute: a weak model keeps 95 % of little
+                        f"segment_recall@{K}",
                     ):
                         records.append(
                             {
@@ -268,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                             "choice": f"{setting_of(out['config'])},alpha={out['strength']}",
                             "in_segment_before": out["curve"][0][f"in_segment_recall@{K}"],
                             "unsteered_personal": out["curve"][0][f"personal_recall@{K}"],
+                            "personal_at_choice": out["test"][f"personal_recall@{K}"],
                             **{
                                 key: out["test"][key]
                                 for key in (
@@ -321,6 +324,7 @@ def summary_rows(results: list[dict]) -> list[dict]:
         row: dict[str, Any] = {"target": target, "tags": tags, "method": method}
         for metric in (
             "unsteered_personal",
+            "personal_at_choice",
             f"segment_gain@{K}",
             f"personal_kept@{K}",
             "in_segment_before",
