@@ -128,7 +128,11 @@ def test_spliced_workflow_end_to_end(tmp_path, capsys):
 
     assert main(["explain", str(spliced), "--user", "196", "-n", "3", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "active latents" in out and out.count("<-") == 3
+    assert "active latents" in out and out.count(" score ") == 3
+    # each reason is a labelled latent with its share of the score, largest first
+    shares = [int(line.split("%")[0]) for line in out.splitlines() if "% of it: #" in line]
+    assert shares and all(0 < share <= 100 for share in shares)
+    assert "% of it: #" in out and "latent " not in out.split("recommendations")[1]
 
     # explain resolves mappings like steer does, the steering-side one included
     assert (
@@ -147,7 +151,7 @@ def test_spliced_workflow_end_to_end(tmp_path, capsys):
         )
         == 0
     )
-    assert capsys.readouterr().out.count("<-") == 2
+    assert capsys.readouterr().out.count(" score ") == 2
 
     assert main(["steer", str(spliced), "--user", "196", "--concept", "+Horrorr", "--quiet"]) == 2
     assert "Horror" in capsys.readouterr().err  # unknown concept: close matches named

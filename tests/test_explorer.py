@@ -129,9 +129,9 @@ def test_steered_list_and_explanations_match_the_library(client, explorer, model
         "strength": 0.4,
         "latents": list(concept.latents),
     }
-    why = explain_items(model, history, expected.after_ids[0], knobs)
-    assert [[w["latent"] for w in item["why"]] for item in answer["after"]] == [
-        [n for n, _ in reasons] for reasons in why
+    why = explain_items(model, history, expected.after_ids[0], knobs, shares=True)
+    assert [[(w["latent"], w["share"]) for w in item["why"]] for item in answer["after"]] == [
+        [(n, pytest.approx(share)) for n, _, share in reasons] for reasons in why
     ]
     for item in answer["after"]:
         if item["before_rank"] is None:

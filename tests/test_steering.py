@@ -328,3 +328,15 @@ def test_steering_map_moves_users_toward_the_concepts_anchor_items(setup, tmp_pa
         steering_map(model, rows, [], np.array([10**6]))
     plot_steering_map(atlas, tmp_path / "map.png", "Comedy")
     assert (tmp_path / "map.png").stat().st_size > 1000
+
+
+def test_explanation_shares_split_the_latent_part_of_each_score(setup):
+    _, split, model, _ = setup
+    history = split.test_input[:1]
+    ids, _ = model.recommend(history, N=5)
+    every = explain_items(model, history, ids[0], top=model.n_latents, shares=True)
+    top3 = explain_items(model, history, ids[0], shares=True)
+    for reasons, first in zip(every, top3, strict=True):
+        assert sum(share for _, _, share in reasons) == pytest.approx(1.0, abs=1e-5)
+        assert [r[:2] for r in first] == [r[:2] for r in reasons[:3]]
+        assert [r[2] for r in first] == sorted((r[2] for r in first), reverse=True)

@@ -169,12 +169,13 @@ def cmd_explain(args: argparse.Namespace) -> None:
     for latent, value in model.sparse_code(history).of(0)[: args.latents]:
         print(f"  {latent:>5}  {value:.3f}  {_latent_text(labels, latent)[:90]}")
     ids, scores = model.recommend(history, N=args.n)
-    print("recommendations (top contributing latents):")
+    print("recommendations, each because of the latents adding most to its score:")
     for item, score, why in zip(
-        ids[0], scores[0], explain_items(model, history, ids[0]), strict=True
+        ids[0], scores[0], explain_items(model, history, ids[0], shares=True), strict=True
     ):
-        reasons = ", ".join(f"{n} ({c:.2f})" for n, c in why)
-        print(f"  {data.titles([item])[0][:50]:<50} {score:.3f}  <- {reasons}")
+        print(f"  {data.titles([item])[0][:60]:<60} score {score:.3f}")
+        for latent, _, share in why:
+            print(f"      {share:>4.0%} of it: #{latent} {_latent_text(labels, latent)[:80]}")
 
 
 def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:

@@ -353,7 +353,13 @@ class RecommenderExplorer(LatentBrowser):
             after_ids, after_scores = top_n(self.model.decode(steered), history, n)
             why_after = (
                 explain_items(
-                    self.model, history, after_ids[0], resolved, rule, encoding=plain.encoding
+                    self.model,
+                    history,
+                    after_ids[0],
+                    resolved,
+                    rule,
+                    encoding=plain.encoding,
+                    shares=True,
                 )
                 if explain
                 else [[] for _ in after_ids[0]]
@@ -479,7 +485,7 @@ class RecommenderExplorer(LatentBrowser):
         encoding = self.model.encode(history)
         ids, scores = top_n(self.model.decode(encoding), history, n)
         why = (
-            explain_items(self.model, history, ids[0], encoding=encoding)
+            explain_items(self.model, history, ids[0], encoding=encoding, shares=True)
             if explain
             else [[] for _ in ids[0]]
         )
@@ -509,8 +515,10 @@ class RecommenderExplorer(LatentBrowser):
                 self._plain_cache.popitem(last=False)
         return plain
 
-    def _why(self, reasons: Sequence[tuple[int, float]]) -> list[dict[str, Any]]:
+    def _why(self, reasons: Sequence[tuple[int, float, float]]) -> list[dict[str, Any]]:
+        """The reasons of one item: latent, contribution, its share of what the user's
+        latents add to the score, and the latent's label."""
         return [
-            {"latent": nid, "contribution": value, "label": self._label(nid)}
-            for nid, value in reasons
+            {"latent": nid, "contribution": value, "share": share, "label": self._label(nid)}
+            for nid, value, share in reasons
         ]

@@ -44,7 +44,8 @@ def explain_items(
     rule: str = DEFAULT_RULE,
     top: int = 3,
     encoding: SparseEncoding | None = None,
-) -> list[list[tuple[int, float]]]:
+    shares: bool = False,
+) -> list[list[tuple[int, float]]] | list[list[tuple[int, float, float]]]:
     """For each listed item, the latents that add most to its score for this user
     (after applying ``knobs``, so a steered list is explained by the steered code).
 
@@ -53,16 +54,25 @@ def explain_items(
         items: (m,) item indices to explain.
         encoding: the user's encoding from ``model.encode``, to skip encoding the history
             again (an app re-ranking on every slider move keeps it).
+        shares: also give each reason's share of what all the user's latents add to the
+            item's score (the sum of the positive contributions; the decoder bias and
+            the user's mean are left out).
 
     Returns:
-        per item, ``[(latent, contribution), ...]`` largest first (positive ones only).
+        per item, ``[(latent, contribution), ...]`` largest first (positive ones only),
+        or ``[(latent, contribution, share), ...]`` with ``shares``.
     """
     if encoding is None:
         encoding = model.encode(user_items)
     encoding = steer_encoding(encoding[0], knobs, rule)
     contributions = model.latent_contributions(encoding, np.asarray(items))
     values, latents = torch.topk(contributions, min(top, contributions.shape[0]), dim=0)
+    totals = contributions.clamp_min(0).sum(0).clamp_min(1e-12)
     return [
-        [(int(n), float(v)) for n, v in zip(latents[:, j], values[:, j], strict=True) if v > 0]
+        [
+            (int(n), float(v), float(v / totals[j])) if shares else (int(n), float(v))
+            for n, v in zip(latents[:, j], values[:, j], strict=True)
+            if v > 0
+        ]
         for j in range(contributions.shape[1])
     ]

@@ -279,7 +279,7 @@ function itemRow(item, side, changed) {
     ? el("div", {class: "why", title: item.why.map((w) => `#${w.latent} (${fmt(w.contribution, 3)}): ${w.label}`).join("\n")},
         "because of ", ...item.why.slice(0, 2).map((w, i) => [i ? "; " : "",
           el("a", {class: "link", text: `#${w.latent}`, onclick: () => openRecLatent(w.latent)}),
-          ` ${short(w.label, 40)}`]))
+          ` ${short(w.label, 40)} (${Math.round(100 * w.share)} %)`]))
     : null;
   return el("li", {class: changed ? (side === "after" ? "entered" : "left") : "", dataset: {id: item.id}},
     el("span", {class: "rank", text: item.rank}),
