@@ -186,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.train) == 2:  # side by side: what splice-aware training does to specificity
         print("\nSAE latents, e2e minus recon (mean over seeds):")
         print(format_table(training_deltas(rows)))
+    print("\nLabels fitted on 60 % of the items, judged on 20 % held out (mean over seeds):")
+    print(format_table(labelling_rows(labelling)))
     worst = min(wins, key=lambda w: w[2])
     print(
         f"\nSAE beats both controls on every specificity measure ({', '.join(SPECIFICITY_KEYS)}) "
