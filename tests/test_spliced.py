@@ -176,6 +176,37 @@ def test_splice_ranking_loss_is_lowest_at_the_base_and_ignores_seen_items(split,
     assert x_hat.grad is not None and x_hat.grad.abs().sum() > 0
 
 
+def test_splice_holdout_loss_is_the_multinomial_likelihood_of_hidden_items(split, base):
+    from steercf.data.rows import thin_rows
+    from steercf.models.splice_loss import splice_holdout_loss
+
+    full = split.train[:16]
+    shown = thin_rows(full, 0.5, np.random.default_rng(0))
+    inputs = sp.vstack([full[:4], shown[4:]], format="csr")  # 4 full rows, 12 thinned
+    loss = splice_holdout_loss(base, inputs, full, weight=0.5)
+    z = base.user_vectors(inputs).requires_grad_(True)
+    value = loss(z, torch.arange(16))
+    # by hand: full rows predict their own items over all items; thinned rows predict
+    # their hidden items over the items they did not show
+    scores = base.decode(z.detach())
+    expected = []
+    for u in range(16):
+        given, held = inputs[u].toarray()[0] > 0, full[u].toarray()[0] > 0
+        hidden = held & ~given
+        if u < 4 or not hidden.any():
+            target, allowed = held, np.ones_like(held)
+        else:
+            target, allowed = hidden, ~given
+        log_q = torch.log_softmax(scores[u][torch.from_numpy(allowed)], 0)
+        picked = torch.from_numpy(target[allowed])
+        expected.append(-log_q[picked].mean())
+    assert float(value) == pytest.approx(0.5 * float(torch.stack(expected).mean()), rel=1e-5)
+    value.backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="differ in shape"):
+        splice_holdout_loss(base, inputs[:3], full)
+
+
 def test_splice_aware_finetune_is_kept_only_if_validation_recall_rises(tmp_path, split, base):
     short = TrainConfig(max_epochs=4, patience=4, seed=0, progress=False)
     model = SplicedRecommender(
