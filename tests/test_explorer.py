@@ -199,6 +199,11 @@ def test_search_and_pickers(client, explorer):
     assert "unknown" not in genres["concepts"]  # the placeholder genre is no concept
     kg = client.get("/api/concepts", params={"source": "kg", "q": "directed_by"}).json()
     assert kg["concepts"] and all(c.startswith("directed_by:") for c in kg["concepts"])
+    # each concept comes with a name a person reads: no bare knowledge-graph ids
+    assert len(kg["display"]) == len(kg["concepts"])
+    assert all(d.startswith("director of ") and ":m." not in d for d in kg["display"])
+    by_name = client.get("/api/concepts", params={"source": "kg", "q": "actor in"}).json()
+    assert by_name["concepts"] and all(c.startswith("actor:") for c in by_name["concepts"])
 
 
 def test_latent_browser(client, explorer):

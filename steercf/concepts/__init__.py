@@ -53,6 +53,7 @@ from steercf.concepts.report import concepts_report
 from steercf.concepts.sources import (
     DEFAULT_MIN_COUNT,
     available_sources,
+    concept_display_names,
     concept_tags,
     tags_from_applications,
     tags_from_mapping,
@@ -72,6 +73,7 @@ __all__ = [
     "available_sources",
     "best_characterizes",
     "comparison_rows",
+    "concept_display_names",
     "concept_tags",
     "concepts_report",
     "dense_item_embeddings",

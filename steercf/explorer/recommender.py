@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from steercf.concepts import (
     LatentLabels,
     available_sources,
+    concept_display_names,
     concept_tags,
     label_model,
     load_labels,
@@ -290,11 +291,28 @@ class RecommenderExplorer(LatentBrowser):
         names = resolver.mapping.tag_names
         # a concept is a slider only when some live latent is linked to it
         usable = (resolver.mapping.scores[:, resolver.mapping.live] > 0).any(axis=1)
+        display = self._concept_names(source)
         folded = query.casefold()
         chosen = [
-            str(n) for n, ok in zip(names, usable, strict=True) if ok and folded in n.casefold()
+            i
+            for i, (n, ok) in enumerate(zip(names, usable, strict=True))
+            if ok and (folded in n.casefold() or folded in display[i].casefold())
         ]
-        return {"source": source, "total": len(chosen), "concepts": chosen[:limit]}
+        return {
+            "source": source,
+            "total": len(chosen),
+            "concepts": [str(names[i]) for i in chosen[:limit]],
+            # what a person reads ("director of Pulp Fiction (1994), ..."), same order
+            "display": [display[i] for i in chosen[:limit]],
+        }
+
+    def _concept_names(self, source: str) -> list[str]:
+        """Readable names of the source's concepts, in the steering mapping's order."""
+        key = ("display", source)
+        if key not in self._knobs:
+            tags = self._concept_tags(source)
+            self._knobs[key] = list(concept_display_names(self.data, source, tags))
+        return self._knobs[key]
 
     def users(self, query: str = "", limit: int = 20) -> dict[str, Any]:
         """User ids starting with ``query`` (all users when empty), in data set order."""

@@ -170,7 +170,7 @@ function addRecLatent(id, label, strength = 0) {
 async function loadConcepts() {
   const source = $("source").value;
   const answer = await api(`/api/concepts?source=${encodeURIComponent(source)}&limit=500`);
-  $("concept-options").replaceChildren(...answer.concepts.map((c) => el("option", {value: c})));
+  $("concept-options").replaceChildren(...answer.concepts.map((c, i) => el("option", {value: c, label: answer.display[i] !== c ? answer.display[i] : null})));
   for (const key of [...state.sliders.keys()]) if (key.startsWith("c:")) state.sliders.delete(key);
   state.allConcepts = answer.total <= FEW_CONCEPTS ? answer.concepts : null;
   if (state.allConcepts) state.allConcepts.forEach((c) => addConcept(c));
