@@ -29,7 +29,7 @@ from steercf.concepts import (
 )
 from steercf.concepts.labels import LABELS_FILE
 from steercf.concepts.mapping import MAPPINGS
-from steercf.data import InteractionData
+from steercf.data import InteractionData, ItemTags
 from steercf.errors import InputError, UnknownIdError
 from steercf.evaluation import split_users
 from steercf.explorer.latent_browser import LatentBrowser
@@ -138,6 +138,8 @@ class RecommenderExplorer(LatentBrowser):
         self._item_columns = {str(item): col for col, item in enumerate(data.item_ids)}
         self._history_sizes = np.diff(data.matrix.indptr)
         self._knobs: dict[tuple[str, str, int], ConceptKnobs] = {}
+        # per source: its (n_items, n_tags) training-user tags and readable concept names
+        self._sources: dict[str, tuple[ItemTags, list[str]]] = {}
         self._plain_cache: OrderedDict[tuple, _Plain] = OrderedDict()
         self._lock = threading.Lock()
         self._precompute()
@@ -291,7 +293,7 @@ class RecommenderExplorer(LatentBrowser):
         names = resolver.mapping.tag_names
         # a concept is a slider only when some live latent is linked to it
         usable = (resolver.mapping.scores[:, resolver.mapping.live] > 0).any(axis=1)
-        display = self._concept_names(source)
+        _, display = self._source(source)
         folded = query.casefold()
         chosen = [
             i
@@ -305,14 +307,6 @@ class RecommenderExplorer(LatentBrowser):
             # what a person reads ("director of Pulp Fiction (1994), ..."), same order
             "display": [display[i] for i in chosen[:limit]],
         }
-
-    def _concept_names(self, source: str) -> list[str]:
-        """Readable names of the source's concepts, in the steering mapping's order."""
-        key = ("display", source)
-        if key not in self._knobs:
-            tags = self._concept_tags(source)
-            self._knobs[key] = list(concept_display_names(self.data, source, tags))
-        return self._knobs[key]
 
     def users(self, query: str = "", limit: int = 20) -> dict[str, Any]:
         """User ids starting with ``query`` (all users when empty), in data set order."""
@@ -429,7 +423,7 @@ class RecommenderExplorer(LatentBrowser):
             if spec.strength == 0:
                 continue
             if spec.concept is not None:
-                tags = self._concept_tags(source)
+                tags, _ = self._source(source)
                 resolver = self.knobs_for(source, mapping, top_latents)
                 column = resolver.mapping.concept_index(spec.concept)
                 anchors.append(
@@ -451,13 +445,16 @@ class RecommenderExplorer(LatentBrowser):
             "n_users": int(rows.shape[0]),
         }
 
-    def _concept_tags(self, source: str):
-        """The (n_items, n_tags) tags of ``source`` from the training users (cached)."""
-        key = ("tags", source)
+    def _source(self, source: str) -> tuple[ItemTags, list[str]]:
+        """``(tags, names)`` of ``source``: its (n_items, n_tags) tags from the training
+        users (the columns of the steering mappings) and the concepts' readable names
+        (built once, cached)."""
         with self._lock:
-            if key not in self._knobs:
-                self._knobs[key] = concept_tags(self.data, source, self.split.train_users)
-            return self._knobs[key]
+            if source not in self._sources:
+                tags = concept_tags(self.data, source, self.split.train_users)
+                names = list(concept_display_names(self.data, source, tags))
+                self._sources[source] = (tags, names)
+            return self._sources[source]
 
     def _lists(
         self, result: SteeredRecommendations, why_before: list, why_after: list

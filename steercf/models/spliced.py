@@ -182,8 +182,7 @@ class SplicedRecommender(CFAE):
         if self.finetune_epochs > 0:
             if val_user_items is None:
                 raise InputError("splice-aware fine-tuning needs validation rows to stop on")
-            full_rows = sp.vstack([rows] * (1 + self.augment), format="csr")
-            self._finetune(z_train, train_rows, full_rows, z_val, val, config, train_config, group)
+            self._finetune(z_train, train_rows, rows, z_val, val, config, train_config, group)
         self.n_items_ = self.base.n_items_
         self.d_ = self.sae_.config.n_latents
         return self
@@ -192,7 +191,7 @@ class SplicedRecommender(CFAE):
         self,
         z_train: torch.Tensor,
         train_rows: sp.csr_matrix,
-        full_rows: sp.csr_matrix,
+        rows: sp.csr_matrix,
         z_val: torch.Tensor,
         val: sp.csr_matrix,
         config: SAEConfig,
@@ -210,6 +209,8 @@ class SplicedRecommender(CFAE):
             patience=min(self.finetune_epochs, 2),
         )
         if self.finetune_loss == "holdout":
+            # train_rows stacks the full rows and their thinned copies (augmented_rows)
+            full_rows = sp.vstack([rows] * (1 + self.augment), format="csr")
             task = splice_holdout_loss(self.base, train_rows, full_rows, self.finetune_weight)
         else:
             task = splice_ranking_loss(self.base, z_train, train_rows, self.finetune_sharpness)
@@ -447,7 +448,7 @@ class SplicedRecommender(CFAE):
         path = os.fspath(path)
         base_kind, base_config, base_tensors = load_model_dir(
             os.path.join(path, "base"),
-            tuple(k for k in MODEL_KINDS if k not in ("Popularity", "TagSpace", cls.kind)),
+            tuple(k for k in MODEL_KINDS if k not in ("Popularity", cls.kind)),
         )
         try:
             if base_kind != config["base_kind"]:
