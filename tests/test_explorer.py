@@ -63,7 +63,7 @@ def app(model_dir):
 
 @pytest.fixture(scope="module")
 def client(app) -> TestClient:
-    return TestClient(app)
+    return TestClient(app, base_url="http://localhost")  # the app answers loopback names
 
 
 @pytest.fixture(scope="module")

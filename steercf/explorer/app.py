@@ -4,24 +4,34 @@ from the network).
 
 Build it with :func:`create_app` (a factory, so tests run it in-process with FastAPI's
 ``TestClient`` as well as behind a real server). Every error answers JSON
-``{"error": "..."}``: 404 for an unknown user, item, latent, latent or concept, 422
-for malformed or out-of-range parameters, 413 for an oversized body; no stack trace
-ever reaches the client.
+``{"error": "..."}``: 403 for a request to a host name the app does not serve, 404 for
+an unknown user, item, latent or concept, 422 for malformed or out-of-range parameters
+(``true`` is no id or number), 413 for an oversized body; no stack trace ever reaches
+the client.
+
+The app has no authentication, so it answers only requests addressed to a loopback
+name (``localhost``, ``127.0.0.1``, ``[::1]``) or to a name it was told to serve:
+otherwise a web page whose own host name was re-pointed at 127.0.0.1 (DNS rebinding)
+could read it. The API docs (``/api/docs``) are Swagger UI served from the
+``fastapi-offline`` package, so they render with no network.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import fastapi_offline
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from steercf.errors import InputError, SteerCFError, UnknownIdError
@@ -30,6 +40,11 @@ from steercf.explorer.text import MAX_TOP, TextExplorer
 from steercf.steering import DEFAULT_RULE
 
 STATIC_DIR = Path(__file__).with_name("static")
+# Swagger UI's JavaScript and CSS, shipped inside the fastapi-offline package
+DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).with_name("static")
+DOCS_ASSETS_URL = "/api/docs-assets"
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+_HOST_CHARS = re.compile(r"[a-z0-9.:_-]+")
 MAX_BODY_BYTES = 256 * 1024  # a 2,000-item profile is ~30 KB of JSON
 MAX_KNOBS = 64
 QUERY_CHARS = 200
@@ -39,13 +54,26 @@ Explorer = RecommenderExplorer | TextExplorer
 
 
 # ---- request bodies ---------------------------------------------------------------------
+def _not_a_boolean(value: Any) -> Any:
+    # JSON true/false would pass as 1/0 (or user "1"): a client bug, never a choice
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number or an id, got {json.dumps(value)}")
+    return value
+
+
+NotBool = BeforeValidator(_not_a_boolean)
+Id = Annotated[str | int, NotBool]  # a user or item id as the data set spells it
+Int = Annotated[int, NotBool]
+Number = Annotated[float, NotBool]
+
+
 class KnobIn(BaseModel):
     """One slider: ``{"concept": "Horror", "strength": 0.3}`` or ``{"latent": 12, ...}``."""
 
     model_config = ConfigDict(extra="forbid")
     concept: str | None = Field(None, min_length=1, max_length=QUERY_CHARS)
-    latent: int | None = Field(None, ge=0)
-    strength: float = Field(..., ge=-5.0, le=5.0, allow_inf_nan=False)
+    latent: Int | None = Field(None, ge=0)
+    strength: Number = Field(..., ge=-5.0, le=5.0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _one_target(self) -> KnobIn:
@@ -58,15 +86,15 @@ class RecommendIn(BaseModel):
     """A steering request for one user (``user``) or a built profile (``items``)."""
 
     model_config = ConfigDict(extra="forbid")
-    user: str | int | None = Field(None)
-    items: list[str | int] | None = Field(None, max_length=MAX_PROFILE_ITEMS)
+    user: Id | None = Field(None)
+    items: list[Id] | None = Field(None, max_length=MAX_PROFILE_ITEMS)
     knobs: list[KnobIn] = Field(default_factory=list, max_length=MAX_KNOBS)
     rule: Literal["convex", "additive"] = DEFAULT_RULE
-    n: int = Field(20, ge=1, le=MAX_N)
+    n: Int = Field(20, ge=1, le=MAX_N)
     source: str | None = Field(None, max_length=QUERY_CHARS)
     mapping: str | None = Field(None, max_length=QUERY_CHARS)
-    top_latents: int | None = Field(None, ge=1, le=64)
-    explain: bool = True
+    top_latents: Int | None = Field(None, ge=1, le=64)
+    explain: StrictBool = True
 
     @model_validator(mode="after")
     def _one_user(self) -> RecommendIn:
@@ -83,13 +111,13 @@ class MapIn(BaseModel):
     rule: Literal["convex", "additive"] = DEFAULT_RULE
     source: str | None = Field(None, max_length=QUERY_CHARS)
     mapping: str | None = Field(None, max_length=QUERY_CHARS)
-    top_latents: int | None = Field(None, ge=1, le=64)
+    top_latents: Int | None = Field(None, ge=1, le=64)
 
 
 class SliderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    latent: int = Field(..., ge=0)
-    strength: float = Field(..., ge=-1.0, le=1.0, allow_inf_nan=False)
+    latent: Int = Field(..., ge=0)
+    strength: Number = Field(..., ge=-1.0, le=1.0, allow_inf_nan=False)
 
 
 class SearchIn(BaseModel):
@@ -98,10 +126,72 @@ class SearchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: str = Field(..., min_length=1, max_length=1000)
     sliders: list[SliderIn] = Field(default_factory=list, max_length=MAX_KNOBS)
-    top: int = Field(10, ge=1, le=MAX_TOP)
+    top: Int = Field(10, ge=1, le=MAX_TOP)
 
 
 # ---- middleware and errors ----------------------------------------------------------------
+def host_name(host: str) -> str:
+    """The name part of a ``Host`` header or a ``--host`` value, lower case, without
+    the port, IPv6 brackets or a final dot (``"[::1]:8000"`` -> ``"::1"``)."""
+    host = host.strip().lower()
+    if host.startswith("["):  # [v6] or [v6]:port
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:  # name:port (a bare v6 address has several colons)
+        host = host.split(":")[0]
+    return host.removesuffix(".")
+
+
+def allowed_host_names(extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """The loopback names and ``extra`` as :func:`host_name` spells them; a wildcard
+    bind address (``0.0.0.0``, ``::``, empty) adds nothing a client would send.
+
+    Raises:
+        InputError: a name that is no host name or address (a pattern such as ``*``).
+    """
+    names = []
+    for raw in (*LOOPBACK_HOSTS, *extra):
+        name = host_name(str(raw))
+        if name in ("", "0.0.0.0", "::"):
+            continue
+        if not _HOST_CHARS.fullmatch(name):
+            raise InputError(
+                f"{raw!r} is not a host name or IP address (patterns such as '*' are not "
+                "supported: name each host the explorer is reached by)"
+            )
+        names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
+class HostCheck:
+    """Answer only requests whose ``Host`` header names an allowed host (403 JSON
+    otherwise): the loopback names and ``allowed``, any port.
+
+    The app has no authentication; checking the Host header is what keeps a web page
+    on another site from reading it through DNS rebinding (its name re-pointed at
+    127.0.0.1, the browser then treats this API as that site's own)."""
+
+    def __init__(self, app: Any, allowed: Iterable[str] = ()) -> None:
+        self.app, self.allowed = app, allowed_host_names(allowed)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers", [])).get(b"host")
+        name = host_name(header.decode("latin-1")) if header is not None else None
+        if name in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        shown = ", ".join(f"[{h}]" if ":" in h else h for h in self.allowed)
+        asked = "no Host header" if name is None else f"host {name!r}"
+        await _send_json(
+            send,
+            403,
+            f"this explorer answers requests for {shown} only, not {asked} (it has no "
+            "authentication); to serve another name, start it with --allow-host NAME",
+        )
+
+
 class BodyLimit:
     """Reject request bodies over ``max_bytes`` with 413 before the app reads them.
 
@@ -233,12 +323,20 @@ LIMIT = Query(50, ge=1, le=500)
 OFFSET = Query(0, ge=0)
 
 
-def create_app(source: str | Path | Explorer, data: Any = None, **options: Any) -> FastAPI:
+def create_app(
+    source: str | Path | Explorer,
+    data: Any = None,
+    *,
+    allowed_hosts: Iterable[str] = (),
+    **options: Any,
+) -> FastAPI:
     """The explorer app over a model directory (or a ready explorer).
 
     Args:
         source: a spliced recommender or text model directory, or an explorer object.
         data: see :func:`load_explorer`.
+        allowed_hosts: host names answered besides ``localhost``, ``127.0.0.1`` and
+            ``[::1]`` (any port); requests for other names get 403.
         options: see :func:`load_explorer`.
 
     Returns:
@@ -251,12 +349,14 @@ def create_app(source: str | Path | Explorer, data: Any = None, **options: Any) 
     )
     app = FastAPI(
         title="steercf explorer",
-        docs_url="/api/docs",
+        docs_url=None,  # FastAPI's own page loads Swagger UI from a CDN: see _docs_routes
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
     app.state.explorer = explorer
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    # checked here: Starlette builds the middleware only on the first request
+    app.add_middleware(HostCheck, allowed=allowed_host_names(allowed_hosts))  # runs first
     _install_error_handlers(app)
 
     def rec() -> RecommenderExplorer:
@@ -276,8 +376,27 @@ def create_app(source: str | Path | Explorer, data: Any = None, **options: Any) 
     _shared_routes(app, explorer)
     _recommender_routes(app, rec)
     _text_routes(app, text)
+    _docs_routes(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _docs_routes(app: FastAPI) -> None:
+    """Swagger UI at ``/api/docs`` with its assets served from the fastapi-offline
+    package (nothing fetched from the network)."""
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS_DIR), name="docs-assets")
+
+    @app.get("/api/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=str(app.openapi_url),
+            title=f"{app.title} - API",
+            swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
+            # no spec-validator badge: it would send the spec to an outside service
+            swagger_ui_parameters={"validatorUrl": None},
+        )
 
 
 def _shared_routes(app: FastAPI, explorer: Explorer) -> None:

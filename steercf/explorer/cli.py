@@ -31,7 +31,21 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
         help="recommender: data set (default: the one recorded with the model); "
         "text model: the corpus file to search (CSV / Parquet)",
     )
-    p.add_argument("--host", default=DEFAULT_HOST, help="bind address (default: local only)")
+    p.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="bind address; anything but a loopback one exposes the unauthenticated "
+        "explorer to other machines (a warning says so)",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name (or address) clients use to reach the explorer, answered besides "
+        "localhost, 127.0.0.1, [::1] and --host; repeat for more (others get 403, "
+        "against DNS rebinding)",
+    )
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--source", default=None, help="concept source of the sliders (default: first)")
     p.add_argument("--mapping", default=None, help="concept -> latent mapping of the sliders")
@@ -46,17 +60,19 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_serve(args: argparse.Namespace) -> None:
     try:
         import fastapi  # noqa: F401
+        import fastapi_offline  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as err:
         raise InputError(
             f"steercf serve needs the explorer extra ({err.name} is missing): "
             "pip install 'steercf[explorer]'"
         ) from err
-    from steercf.explorer.app import create_app
+    from steercf.explorer.app import allowed_host_names, create_app
     from steercf.explorer.server import serve
 
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be in [0, 65535], got {args.port}")
+    allowed = allowed_host_names([args.host, *args.allow_host])  # before the slow load
     options: dict[str, Any] = {}
     for name in ("source", "mapping", "top_latents"):
         if getattr(args, name) is not None:
@@ -69,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise InputError("--source, --mapping and --top-latents apply to recommenders only")
         options = {"text_column": args.text_column, "title_column": args.title_column}
     print(f"loading {args.model_dir} ...", flush=True)
-    app = create_app(args.model_dir, data=args.data, **options)
+    app = create_app(args.model_dir, data=args.data, allowed_hosts=allowed, **options)
     explorer = app.state.explorer
     print(
         f"steercf explorer: {explorer.info()['model']} on {explorer.info()['dataset']} at "

@@ -9,8 +9,6 @@ decodes and the explanations.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from steercf.concepts.mapping import MAPPINGS
 from steercf.data import InteractionData, ItemTags
 from steercf.errors import InputError, UnknownIdError
 from steercf.evaluation import split_users
+from steercf.explorer.cache import BuildCache
 from steercf.explorer.latent_browser import LatentBrowser
 from steercf.explorer.latents import latent_id
 from steercf.models import SparseEncoding, SplicedRecommender, load_model
@@ -57,6 +56,9 @@ MAX_HISTORY_SHOWN = 40
 MAX_PROFILE_ITEMS = 2000
 MAX_N = 100
 PLAIN_CACHE = 64  # users / profiles whose unsteered answer is kept
+# concept mappings kept besides the default one (each about 1 MB on MovieLens 100K, more
+# for larger catalogues and tag sets; a dropped one is rebuilt when asked for again)
+KNOB_CACHE = 8
 
 
 @dataclass(frozen=True)
@@ -137,11 +139,14 @@ class RecommenderExplorer(LatentBrowser):
         self._user_rows = {key: row for row, key in enumerate(self._user_keys)}
         self._item_columns = {str(item): col for col, item in enumerate(data.item_ids)}
         self._history_sizes = np.diff(data.matrix.indptr)
-        self._knobs: dict[tuple[str, str, int], ConceptKnobs] = {}
+        # concept mappings by (source, mapping, top_latents): the default settings stay,
+        # KNOB_CACHE others are kept; each is built outside the others' way
+        self._knobs: BuildCache[ConceptKnobs] = BuildCache(
+            KNOB_CACHE, pinned=((self.source, self.mapping, int(self.top_latents)),)
+        )
         # per source: its (n_items, n_tags) training-user tags and readable concept names
-        self._sources: dict[str, tuple[ItemTags, list[str]]] = {}
-        self._plain_cache: OrderedDict[tuple, _Plain] = OrderedDict()
-        self._lock = threading.Lock()
+        self._sources: BuildCache[tuple[ItemTags, list[str]]] = BuildCache(len(self.sources))
+        self._plain_cache: BuildCache[_Plain] = BuildCache(PLAIN_CACHE)
         self._precompute()
         self.knobs_for(self.source, self.mapping, self.top_latents)  # fail early, warm cache
 
@@ -181,13 +186,13 @@ class RecommenderExplorer(LatentBrowser):
     def knobs_for(self, source: str, mapping: str, top_latents: int) -> ConceptKnobs:
         """The concept -> latents resolution for these settings (built once, cached)."""
         self._check_options(source, mapping, top_latents)
-        key = (source, mapping, int(top_latents))
-        with self._lock:  # requests run in a thread pool; build each mapping only once
-            if key not in self._knobs:
-                self._knobs[key] = ConceptKnobs.for_model(
-                    self.model, self.data, source, mapping, self.split.train_users, int(top_latents)
-                )
-            return self._knobs[key]
+        top_latents = int(top_latents)
+        return self._knobs.get(
+            (source, mapping, top_latents),
+            lambda: ConceptKnobs.for_model(
+                self.model, self.data, source, mapping, self.split.train_users, top_latents
+            ),
+        )
 
     # ---- small helpers -----------------------------------------------------------------
     def _item(self, index: int, **extra: Any) -> dict[str, Any]:
@@ -449,12 +454,12 @@ class RecommenderExplorer(LatentBrowser):
         """``(tags, names)`` of ``source``: its (n_items, n_tags) tags from the training
         users (the columns of the steering mappings) and the concepts' readable names
         (built once, cached)."""
-        with self._lock:
-            if source not in self._sources:
-                tags = concept_tags(self.data, source, self.split.train_users)
-                names = list(concept_display_names(self.data, source, tags))
-                self._sources[source] = (tags, names)
-            return self._sources[source]
+
+        def build() -> tuple[ItemTags, list[str]]:
+            tags = concept_tags(self.data, source, self.split.train_users)
+            return tags, list(concept_display_names(self.data, source, tags))
+
+        return self._sources.get(source, build)
 
     def _lists(
         self, result: SteeredRecommendations, why_before: list, why_after: list
@@ -493,10 +498,13 @@ class RecommenderExplorer(LatentBrowser):
         steered list changes, so the user's code, plain list, concepts and explanations
         are computed once per (history, settings) instead of on every request."""
         key = (history.indices.tobytes(), n, concepts_by, explain)
-        with self._lock:
-            if key in self._plain_cache:
-                self._plain_cache.move_to_end(key)
-                return self._plain_cache[key]
+        return self._plain_cache.get(
+            key, lambda: self._build_plain(history, n, concepts_by, explain)
+        )
+
+    def _build_plain(
+        self, history: sp.csr_matrix, n: int, concepts_by: tuple[str, str, int], explain: bool
+    ) -> _Plain:
         encoding = self.model.encode(history)
         ids, scores = top_n(self.model.decode(encoding), history, n)
         why = (
@@ -523,12 +531,7 @@ class RecommenderExplorer(LatentBrowser):
                 if value > 0
             ],
         }
-        plain = _Plain(encoding, ids, scores, why, summary)
-        with self._lock:
-            self._plain_cache[key] = plain
-            while len(self._plain_cache) > PLAIN_CACHE:
-                self._plain_cache.popitem(last=False)
-        return plain
+        return _Plain(encoding, ids, scores, why, summary)
 
     def _why(self, reasons: Sequence[tuple[int, float, float]]) -> list[dict[str, Any]]:
         """The reasons of one item: latent, contribution, its share of what the user's

@@ -3,7 +3,9 @@ background thread on a free loopback port (tests, benchmarks, notebooks)."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,14 +16,47 @@ from steercf.errors import InputError
 
 DEFAULT_HOST = "127.0.0.1"  # local only unless asked: the app has no authentication
 DEFAULT_PORT = 8000
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server reachable from this machine only."""
+    name = host.strip().strip("[]").lower().removesuffix(".")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def exposure_warning(host: str) -> str | None:
+    """The warning to print before binding ``host``, or None for a loopback address."""
+    if is_loopback(host):
+        return None
+    where = (
+        f"every network interface (--host {host or repr(host)})"
+        if host.strip().strip("[]") in WILDCARD_HOSTS
+        else f"{host} (--host)"
+    )
+    return (
+        f"WARNING: the explorer listens on {where}, so other machines can reach it, and "
+        "it has NO AUTHENTICATION: anyone who can reach this port can read the model, "
+        "its data set and its users' histories. It answers only requests addressed to "
+        "localhost, 127.0.0.1, [::1], the --host name and any --allow-host names."
+    )
 
 
 def serve(
     app: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, quiet: bool = False
 ) -> None:
-    """Serve ``app`` until interrupted (Ctrl-C)."""
+    """Serve ``app`` until interrupted (Ctrl-C); warns on stderr first when ``host``
+    is not a loopback address (the app has no authentication)."""
     import uvicorn
 
+    warning = exposure_warning(host)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning" if quiet else "info")
 
 

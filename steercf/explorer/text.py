@@ -10,8 +10,6 @@ activation, and ``a < 0`` has nothing to remove (an error says so).
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from steercf.errors import InputError
+from steercf.explorer.cache import BuildCache
 from steercf.explorer.latents import (
     activation_histogram,
     latent_id,
@@ -76,8 +75,7 @@ class TextExplorer:
         self.search_engine = SteerableSearch(model, self.embeddings, self.embedder, self.texts)
         self.codes = model.doc_codes(self.embeddings)  # (n_docs, n_latents)
         self._directions = unit_directions(model.sae.W_dec)  # (n_latents, d)
-        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
+        self._queries: BuildCache[np.ndarray] = BuildCache(QUERY_CACHE)
 
     @classmethod
     def from_dir(
@@ -118,16 +116,7 @@ class TextExplorer:
         if not isinstance(query, str) or not query.strip():
             raise InputError("type a query to search for")
         key = query.strip()
-        with self._lock:
-            if key in self._queries:
-                self._queries.move_to_end(key)
-                return self._queries[key]
-        vector = self.embedder.embed_query(key)
-        with self._lock:
-            self._queries[key] = vector
-            while len(self._queries) > QUERY_CACHE:
-                self._queries.popitem(last=False)
-        return vector
+        return self._queries.get(key, lambda: self.embedder.embed_query(key))
 
     def _latent(self, latent: Any) -> int:
         return latent_id(latent, self.model.n_latents)
