@@ -182,6 +182,9 @@ class HostCheck:
         if name in self.allowed:
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "websocket":  # no routes of that kind today: refuse alike
+            await send({"type": "websocket.close", "code": 1008})
+            return
         shown = ", ".join(f"[{h}]" if ":" in h else h for h in self.allowed)
         asked = "no Host header" if name is None else f"host {name!r}"
         await _send_json(
