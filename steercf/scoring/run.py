@@ -96,7 +96,9 @@ def score_users(
     Args:
         model: a fitted recommender on the device to score on (``model.to(device)``).
         source: (n_users, n_items) CSR matrix or a :class:`RowSource`.
-        out: output directory (created; resumed if it holds an unfinished run).
+        out: output directory (created; resumed if it holds an earlier run with the same
+            config: recorded parts that pass their size and SHA-256 check are kept, the
+            others scored again).
         N: list length (capped at the item count); a user with fewer unseen items gets
             fewer rows, and a user with an empty history none.
         chunk_users: users per part file; bounds memory with ``batch_users``.
@@ -113,8 +115,9 @@ def score_users(
         overwrite: delete an earlier run in ``out`` instead of resuming it.
         group: score data-parallel: chunk ``c`` goes to process ``c % world_size``.
         progress: show a tqdm bar over chunks.
-        on_chunk: called with each chunk index after its part file is in place (a hook
-            for progress reporting; the tests raise from it to simulate a crash).
+        on_chunk: called with each chunk index after its part file is in place and
+            recorded in the manifest (a hook for progress reporting; the tests raise
+            from it to simulate a crash).
 
     Returns:
         :class:`ScoreReport`.
