@@ -206,6 +206,8 @@ def cmd_score(args: argparse.Namespace) -> None:
             f"top-{report.N} of {report.n_users} users in {report.n_chunks} part files under "
             f"{args.out} ({len(report.scored_chunks)} scored now, {done} found complete)"
         )
+    for problem in report.rescored_chunks.values():  # each process reports its own
+        print(f"scored again: {problem}")
 
 
 def add_steering_args(parser: argparse.ArgumentParser) -> None:

@@ -8,15 +8,22 @@ reads only the chunk asked for.
 
 Output directory::
 
-    manifest.json          format, version, the run's config, and "complete" at the end
+    manifest.json          format, version, the run's config, "complete" at the end, and
+                           for each finished chunk its file, users, rows, bytes and SHA-256
     part-00000.parquet     users [0, chunk_users): columns user, rank, item, score
     part-00001.parquet     ...
 
-Resuming: a part file is written to a temporary name and renamed into place, so a file
-under its final name is always complete (its row count is checked too). A rerun with the
-same config skips finished chunks and scores only the rest: no user is lost or written
-twice. A rerun whose config differs (model weights, data, N, knobs, chunking, ...)
-is refused instead of mixing two runs in one directory.
+Integrity: a part file is written to a temporary name, flushed and renamed into place,
+and only then recorded in the manifest (itself replaced atomically, under a lock that
+the processes of a data-parallel run share). :func:`read_scores` reads only the parts the
+manifest lists, each checked against its recorded size and SHA-256 first: a missing,
+swapped or damaged part is an :class:`~steercf.errors.InputError` naming it, and a file
+the manifest does not list is ignored with a warning, never read.
+
+Resuming: a rerun with the same config verifies every recorded part the same way, keeps
+those that pass and scores the rest (unrecorded or failing the check) again: no user is
+lost or written twice. A rerun whose config differs (model weights, data, N, knobs,
+chunking, ...) is refused instead of mixing two runs in one directory.
 
 Example::
 

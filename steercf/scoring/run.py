@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,15 @@ from steercf.models.base import Recommender, as_user_rows
 from steercf.scoring.files import (
     USERS_KEY,
     _check_manifest,
-    _complete,
+    _finish,
     _json,
+    _part_problem,
     _prepare,
     _pyarrow,
-    _write_atomically,
-    _write_manifest,
+    _recorded_parts,
+    _update_parts,
+    _write_part,
+    part_name,
 )
 from steercf.scoring.sources import MatrixSource, RowSource
 from steercf.steering import (
@@ -48,7 +51,9 @@ class ScoreReport:
         n_users: users in the matrix; n_chunks: part files in a complete run.
         N: list length (rows per user).
         scored_chunks: chunks this call scored; skipped_chunks: chunks found complete
-            from an earlier run or assigned to other processes.
+            (recorded and verified) from an earlier run, or assigned to other processes.
+        rescored_chunks: the scored chunks whose part an earlier run had recorded but
+            that failed the check (missing, altered or damaged file), with the reason.
         users_scored: users this call scored.
         seconds: wall time of the scoring loop.
     """
@@ -61,6 +66,7 @@ class ScoreReport:
     skipped_chunks: list[int]
     users_scored: int
     seconds: float
+    rescored_chunks: dict[int, str] = field(default_factory=dict)
 
     @property
     def users_per_second(self) -> float:
@@ -90,7 +96,9 @@ def score_users(
     Args:
         model: a fitted recommender on the device to score on (``model.to(device)``).
         source: (n_users, n_items) CSR matrix or a :class:`RowSource`.
-        out: output directory (created; resumed if it holds an unfinished run).
+        out: output directory (created; resumed if it holds an earlier run with the same
+            config: recorded parts that pass their size and SHA-256 check are kept, the
+            others scored again).
         N: list length (capped at the item count); a user with fewer unseen items gets
             fewer rows, and a user with an empty history none.
         chunk_users: users per part file; bounds memory with ``batch_users``.
@@ -107,8 +115,9 @@ def score_users(
         overwrite: delete an earlier run in ``out`` instead of resuming it.
         group: score data-parallel: chunk ``c`` goes to process ``c % world_size``.
         progress: show a tqdm bar over chunks.
-        on_chunk: called with each chunk index after its part file is in place (a hook
-            for progress reporting; the tests raise from it to simulate a crash).
+        on_chunk: called with each chunk index after its part file is in place and
+            recorded in the manifest (a hook for progress reporting; the tests raise
+            from it to simulate a crash).
 
     Returns:
         :class:`ScoreReport`.
@@ -128,23 +137,24 @@ def score_users(
     config = _run_config(ranking, source, chunk_users, user_ids, item_ids)
     chunks = _Chunks(Path(out), source.shape[0], chunk_users)
     _open_run(chunks, config, overwrite, group)
-    todo, skipped = _plan(pq, chunks, group)
+    todo, skipped, damaged = _plan(chunks, config, group)
     item_lookup = None if item_ids is None else np.asarray(item_ids)
     started, written = time.perf_counter(), 0
     bar = tqdm(todo, desc="scoring", unit="chunk", disable=not progress or not group.is_main)
     for chunk in bar:
         table = _chunk_table(pa, ranking, source, chunks, chunk, user_ids, item_lookup)
-        _write_atomically(pq, table, chunks.part(chunk))
+        record = _write_part(pa, pq, table, chunks.part(chunk), chunks.users(chunk))
+        _update_parts(chunks.out, config, {chunk: record})
         written += chunks.users(chunk)
         if on_chunk is not None:
             on_chunk(chunk)
     seconds = time.perf_counter() - started
     group.barrier()
     if group.is_main:
-        _finish(pq, chunks, config)
+        _finish(chunks.out, config)
     group.barrier()
     return ScoreReport(
-        chunks.out, chunks.n_users, chunks.n, ranking.N, todo, skipped, written, seconds
+        chunks.out, chunks.n_users, chunks.n, ranking.N, todo, skipped, written, seconds, damaged
     )
 
 
@@ -207,9 +217,7 @@ class _Chunks:
         return stop - start
 
     def part(self, chunk: int) -> Path:
-        # zero-padded so that part files sort in user order
-        width = max(5, len(str(self.n - 1)))
-        return self.out / f"part-{chunk:0{width}d}.parquet"
+        return self.out / part_name(chunk, self.n)
 
 
 def _check_arguments(
@@ -291,13 +299,26 @@ def _open_run(chunks: _Chunks, config: dict[str, Any], overwrite: bool, group: C
         _check_manifest(chunks.out, config)
 
 
-def _plan(pq: Any, chunks: _Chunks, group: Collective) -> tuple[list[int], list[int]]:
-    """``(todo, skipped)``: this process's chunks without a complete part file, and all
-    the others (complete from an earlier run, or another process's)."""
-    mine = [c for c in range(chunks.n) if c % group.world_size == group.rank]
-    todo = [c for c in mine if not _complete(pq, chunks.part(c), chunks.users(c))]
+def _plan(
+    chunks: _Chunks, config: dict[str, Any], group: Collective
+) -> tuple[list[int], list[int], dict[int, str]]:
+    """``(todo, skipped, damaged)``: this process's chunks to score, all the others
+    (recorded and verified, or another process's), and the chunks of ``todo`` whose
+    recorded part failed its check, with the reason. Failed records are forgotten in the
+    manifest before anything is rewritten, so it never lists a part being replaced."""
+    records = _recorded_parts(chunks.out)
+    todo, damaged = [], {}
+    for chunk in range(group.rank, chunks.n, group.world_size):
+        record = records[chunk]
+        problem = None if record is None else _part_problem(chunks.out, record)
+        if record is None or problem is not None:
+            todo.append(chunk)
+        if problem is not None:
+            damaged[chunk] = f"{record['file']} {problem}"
+    if damaged:
+        _update_parts(chunks.out, config, dict.fromkeys(damaged))
     skipped = [c for c in range(chunks.n) if c not in set(todo)]
-    return todo, skipped
+    return todo, skipped, damaged
 
 
 def _chunk_table(
@@ -326,12 +347,3 @@ def _chunk_table(
             "score": scores.ravel()[filled],
         }
     ).replace_schema_metadata({USERS_KEY: str(stop - start)})
-
-
-def _finish(pq: Any, chunks: _Chunks, config: dict[str, Any]) -> None:
-    """Check every part file is in place and mark the run complete (rank 0)."""
-    missing = [c for c in range(chunks.n) if not _complete(pq, chunks.part(c), chunks.users(c))]
-    if missing:
-        raise InputError(f"{chunks.out}: chunks {missing[:10]} are missing after scoring")
-    rows_written = sum(pq.ParquetFile(chunks.part(c)).metadata.num_rows for c in range(chunks.n))
-    _write_manifest(chunks.out, config, chunks.n, complete=True, rows=rows_written)
