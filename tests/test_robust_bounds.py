@@ -93,6 +93,27 @@ def test_every_top_n_path_refuses_an_N_that_is_not_a_whole_number_from_1(catalog
         assert repr(N) in str(caught.value) or str(N) in str(caught.value), name
 
 
+def test_a_bad_N_fails_before_any_scoring(catalogue, monkeypatch):
+    """A batch of millions of users is not scored only to be refused for N=2.5."""
+    import steercf.steering.core as core
+
+    _, _, model, _ = catalogue
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored before N was checked")
+
+    monkeypatch.setattr(core, "score_rows", never)
+    monkeypatch.setattr(model.base, "score", never)
+    monkeypatch.setattr(model, "encode", never)
+    for call in (
+        lambda: recommend_rows(model, rows_of(catalogue), 2.5),
+        lambda: model.base.recommend(rows_of(catalogue), N=2.5),
+        lambda: compare(model, rows_of(catalogue), [Knob.of(1, 0.5)], N=2.5),
+    ):
+        with pytest.raises(InputError, match="N must be a whole number >= 1, got 2.5"):
+            call()
+
+
 def test_the_whole_number_rule_takes_every_integer_type_and_nothing_else():
     import torch
 
