@@ -9,6 +9,7 @@ sees validation or test users while fitting.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,7 +19,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from steercf.errors import InputError
-from steercf.ranking import top_n
+from steercf.ranking import check_n, top_n
 
 
 @dataclass
@@ -88,6 +89,33 @@ def split_users(
         test_users=test_users,
         seed=seed,
     )
+
+
+def check_cutoffs(ks: Any, n_items: int) -> tuple[int, ...]:
+    """The cut-offs ``K`` of Recall@K / nDCG@K as distinct ints in ``[1, n_items]``.
+
+    ``ks`` is one int or a sequence of them. A cut-off beyond the catalogue is refused,
+    not clamped: its list would hold every item, so Recall@K would be 1 by construction
+    and the metric would be reported under a K that was never ranked.
+
+    Raises:
+        InputError: no cut-off, one that is not a whole number, or one outside
+            ``[1, n_items]``.
+    """
+    ks = (ks,) if isinstance(ks, numbers.Integral) else ks
+    try:
+        ks = tuple(dict.fromkeys(check_n(k, "k") for k in ks))  # distinct, in order
+    except TypeError:
+        raise InputError(f"ks must be a whole number or a sequence of them, got {ks!r}") from None
+    if not ks:
+        raise InputError("ks is empty: give at least one cut-off K for Recall@K and nDCG@K")
+    too_large = [k for k in ks if k > n_items]
+    if too_large:
+        raise InputError(
+            f"cut-off k={too_large[0]} is larger than the {n_items} items a list can hold; "
+            f"choose k <= {n_items}"
+        )
+    return ks
 
 
 def parse_monitor(monitor: str) -> tuple[str, int]:
@@ -294,11 +322,22 @@ def evaluate(
         model: anything with ``recommend(user_items, N, filter_seen) -> (ids, scores)``.
         user_input: (n_users, n_items) the history each user shows.
         target: (n_users, n_items) their held-out items.
-        ks: cut-offs; Recall@K and nDCG@K are reported for each.
+        ks: cut-offs, each in ``[1, n_items]`` (:func:`check_cutoffs`); Recall@K and
+            nDCG@K are reported for each.
+
+    Raises:
+        InputError: mismatched shapes, a bad cut-off, or no user with both a history
+            and a target.
     """
     if user_input.shape != target.shape:
         raise InputError(f"input shape {user_input.shape} != target shape {target.shape}")
+    ks = check_cutoffs(ks, user_input.shape[1])
     keep = (np.diff(target.indptr) > 0) & (np.diff(user_input.indptr) > 0)
+    if not keep.any():
+        raise InputError(
+            f"nothing to evaluate: none of the {target.shape[0]} users has both a history "
+            "(user_input) and held-out items (target)"
+        )
     user_input, target = user_input[keep], target[keep]
     n_max = max(ks)
     per_user: dict[str, list[np.ndarray]] = {f"{m}@{k}": [] for k in ks for m in ("recall", "ndcg")}

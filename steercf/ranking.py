@@ -13,7 +13,7 @@ the explorer, the CLI) ranks through :func:`top_n`, so they share one contract:
 
 from __future__ import annotations
 
-import numbers
+import operator
 from typing import Any
 
 import numpy as np
@@ -25,13 +25,32 @@ from steercf.errors import InputError, UnknownIdError
 NO_ITEM = -1  # id of an empty slot in a row with fewer than N candidates
 
 
+def whole_number(value: Any, name: str, minimum: int | None = None) -> int:
+    """``value`` as an int: the one rule for list lengths, cut-offs and latent ids.
+
+    An int, a NumPy integer or an integer 0-d tensor is accepted; a bool (``True`` is not
+    1 here), a float (even ``3.0``: a length or an id is never measured) or a string
+    (``"5"``: parse it first) raises InputError naming ``name``, as does a value below
+    ``minimum``.
+    """
+    wanted = "a whole number" + ("" if minimum is None else f" >= {minimum}")
+    if isinstance(value, bool | np.bool_):
+        raise InputError(f"{name} must be {wanted}, got the bool {value!r}")
+    try:
+        number = operator.index(value)  # ints of any kind; never a float or a string
+    except TypeError:
+        raise InputError(f"{name} must be {wanted}, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise InputError(f"{name} must be {wanted}, got {number}")
+    return number
+
+
 def check_n(N: Any, name: str = "N") -> int:
-    """``N`` as an int >= 1; raises InputError for a bool, float, string or N < 1."""
-    if isinstance(N, bool) or not isinstance(N, numbers.Integral):
-        raise InputError(f"{name} must be a whole number >= 1, got {N!r}")
-    if N < 1:
-        raise InputError(f"{name} must be >= 1, got {N}")
-    return int(N)
+    """``N`` as an int >= 1 (:func:`whole_number`); every top-N path checks its length here.
+
+    A larger ``N`` than there are candidates is not an error: a list holds what is left
+    (see the module docstring)."""
+    return whole_number(N, name, minimum=1)
 
 
 def item_index(ids: Any, n_items: int, name: str = "filter_items") -> np.ndarray:

@@ -236,7 +236,7 @@ def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
         '"+Horror:0.6", "+tags:pixar" (another concept source), "+latent:12:0.3"; repeatable',
     )
     add_steering_args(steer)
-    steer.add_argument("-n", type=int, default=10, help="list length")
+    steer.add_argument("-n", type=int, default=10, help="list length (fewer if fewer are unseen)")
     steer.set_defaults(func=cmd_steer)
 
     explain = add_command(sub, "explain", "a user's concepts, latents and why each item")

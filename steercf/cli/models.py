@@ -254,13 +254,20 @@ def add_model_commands(sub: Any) -> list[argparse.ArgumentParser]:
     ev = add_command(sub, "evaluate", "Recall/nDCG of a saved model under the protocol")
     add_saved_model_args(ev)
     ev.add_argument("--split", choices=["test", "val"], default="test", help="which users")
-    ev.add_argument("-k", "--k", type=int, action="append", default=None, help="cut-off (20)")
+    ev.add_argument(
+        "-k",
+        "--k",
+        type=int,
+        action="append",
+        default=None,
+        help="cut-off K, 1..number of items; repeatable (20)",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     rec = add_command(sub, "recommend", "top-N items for users of the data set")
     add_saved_model_args(rec)
     rec.add_argument("--user", action="append", required=True, help="original user id")
-    rec.add_argument("-n", type=int, default=10, help="items per user")
+    rec.add_argument("-n", type=int, default=10, help="items per user (fewer if fewer are unseen)")
     rec.set_defaults(func=cmd_recommend)
 
     score = add_command(
@@ -268,7 +275,9 @@ def add_model_commands(sub: Any) -> list[argparse.ArgumentParser]:
     )
     add_saved_model_args(score)
     score.add_argument("--out", required=True, help="output directory (resumed if unfinished)")
-    score.add_argument("-n", type=int, default=20, help="items per user")
+    score.add_argument(
+        "-n", type=int, default=20, help="items per user (fewer if fewer are unseen)"
+    )
     score.add_argument("--chunk-users", type=int, default=50_000, help="users per part file")
     score.add_argument("--batch-users", type=int, default=1024, help="users scored at once")
     score.add_argument(

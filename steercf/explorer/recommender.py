@@ -34,7 +34,7 @@ from steercf.explorer.cache import BuildCache
 from steercf.explorer.latent_browser import LatentBrowser
 from steercf.explorer.latents import latent_id
 from steercf.models import SparseEncoding, SplicedRecommender, load_model
-from steercf.ranking import top_n
+from steercf.ranking import check_n, top_n
 from steercf.runs import resolve_data
 from steercf.steering import (
     DEFAULT_MAPPING,
@@ -356,9 +356,9 @@ class RecommenderExplorer(LatentBrowser):
             ``before`` / ``after`` (items with scores, ranks and, with ``explain``, the
             latents adding most to each score), ``entered`` / ``left`` (item indices).
         """
-        if not 1 <= int(n) <= MAX_N:
+        n = check_n(n, "n")  # the one rule for list lengths: 2.5, True or "5" is refused
+        if n > MAX_N:
             raise InputError(f"n must be in [1, {MAX_N}], got {n}")
-        n = int(n)
         source = source or self.source
         mapping = mapping or self.mapping
         top_latents = top_latents or self.top_latents

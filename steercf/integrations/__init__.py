@@ -25,5 +25,5 @@ def build_knobs(
     knobs: Sequence[Knob] | None = None,
 ) -> list[Knob]:
     """One knob per ``{latent: strength}`` entry, followed by the given knobs."""
-    out = [Knob.of(int(n), float(s)) for n, s in (steer_latents or {}).items()]
+    out = [Knob.of(n, s) for n, s in (steer_latents or {}).items()]  # checks ids and values
     return out + list(knobs or [])

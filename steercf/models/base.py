@@ -21,7 +21,7 @@ import torch
 from steercf.data.rows import one_hot_items
 from steercf.errors import InputError, ModelFileError
 from steercf.io import load_model_dir, save_model_dir, tensor_fingerprint
-from steercf.ranking import top_n
+from steercf.ranking import check_n, top_n
 
 # torch warns on every CSR tensor that the layout is "beta"; we rely only on sparse.mm.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -177,6 +177,7 @@ class Recommender(ABC):
             others ends in id -1 / score -inf (:func:`steercf.ranking.top_n`).
         """
         self._check_fitted()
+        N = check_n(N)  # before scoring: a bad length fails at once
         rows = as_user_rows(user_items, self.n_items_)
         with torch.no_grad():
             scores = self.score(rows)

@@ -20,13 +20,15 @@ steerable search (O'Neill et al. 2024).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from steercf.errors import InputError
+from steercf.ranking import whole_number
 
 RULES = ("convex", "additive")
 MAX_ADDITIVE = 5.0  # "full strength": five times the user's total activation
@@ -56,7 +58,21 @@ class Knob:
         weights: Sequence[float] | None = None,
         name: str = "",
     ) -> Knob:
-        latents = [int(latents)] if np.isscalar(latents) else [int(n) for n in latents]
+        """A knob over ``latents`` (one id or a sequence of ids) at ``strength``.
+
+        Raises:
+            InputError: a latent id that is not a whole number >= 0 (``3.7`` or ``True``
+                is not latent 3 or 1), a latent listed twice, bad weights or a strength
+                that is not a finite number.
+        """
+        what = f"knob {name!r}: latent id" if name else "latent id"
+        if np.isscalar(latents) or getattr(latents, "ndim", None) == 0:
+            latents = [latents]
+        elif not isinstance(latents, Iterable):
+            raise InputError(
+                f"{what}s must be a whole number or a sequence of them, got {latents!r}"
+            )
+        latents = [whole_number(n, what, minimum=0) for n in latents]
         if not latents:
             raise InputError(f"knob {name!r} has no latents")
         if len(set(latents)) != len(latents):
@@ -64,6 +80,8 @@ class Knob:
         w = np.ones(len(latents)) if weights is None else np.asarray(weights, dtype=float)
         if w.shape != (len(latents),) or (w < 0).any() or w.sum() <= 0 or not np.isfinite(w).all():
             raise InputError(f"knob {name!r}: weights must be {len(latents)} non-negative numbers")
+        if isinstance(strength, bool | np.bool_) or not isinstance(strength, numbers.Real):
+            raise InputError(f"knob {name!r}: strength must be a number, got {strength!r}")
         if not np.isfinite(strength):
             raise InputError(f"knob {name!r}: strength must be finite, got {strength}")
         return cls(
@@ -79,7 +97,15 @@ def check_knobs(knobs: Sequence[Knob], n_latents: int, rule: str) -> None:
     the rule's range."""
     if rule not in RULES:
         raise InputError(f"unknown steering rule {rule!r}; choose one of {', '.join(RULES)}")
+    if isinstance(knobs, str | Knob):
+        raise InputError(f"knobs must be a list of Knob objects, got {knobs!r}")
     for knob in knobs:
+        if not isinstance(knob, Knob):
+            # e.g. a "+latent:12" spec: steercf.steering.parse_knobs turns specs into knobs
+            raise InputError(
+                f"knobs must be Knob objects (Knob.of(...) or steercf.steering.parse_knobs "
+                f"for specs such as '+latent:12'), got {knob!r}"
+            )
         bad = [n for n in knob.latents if not 0 <= n < n_latents]
         if bad:
             raise InputError(f"knob {knob.name!r}: latent(s) {bad} out of range [0, {n_latents})")

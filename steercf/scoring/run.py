@@ -17,6 +17,7 @@ from steercf.distributed import Collective
 from steercf.errors import InputError
 from steercf.io import ids_fingerprint
 from steercf.models.base import Recommender, as_user_rows
+from steercf.ranking import check_n
 from steercf.scoring.files import (
     USERS_KEY,
     _check_manifest,
@@ -235,10 +236,8 @@ def _check_arguments(
     model._check_fitted()
     if n_items != model.n_items_:
         raise InputError(f"the data has {n_items} items but the model scores {model.n_items_}")
-    if N < 1 or chunk_users < 1 or batch_users < 1:
-        raise InputError(
-            f"N, chunk_users and batch_users must be >= 1 ({N}, {chunk_users}, {batch_users})"
-        )
+    for name, value in (("N", N), ("chunk_users", chunk_users), ("batch_users", batch_users)):
+        check_n(value, name)
     if precision not in SCORE_PRECISIONS:
         raise InputError(
             f"precision must be one of {', '.join(SCORE_PRECISIONS)}, got {precision!r}"

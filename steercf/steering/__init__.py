@@ -42,6 +42,7 @@ from steercf.steering.knobs import (
     decoder_effect,
     decoder_fit,
     parse_knobs,
+    parse_latent_spec,
 )
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "explain_items",
     "latent_contributions",
     "parse_knobs",
+    "parse_latent_spec",
     "recommend_rows",
     "require_steerable",
     "score_rows",

@@ -18,7 +18,7 @@ import torch
 from steercf.errors import InputError
 from steercf.models.base import CFAE, Recommender, as_user_rows
 from steercf.models.spliced import SparseEncoding, SplicedRecommender
-from steercf.ranking import top_n
+from steercf.ranking import check_n, top_n
 from steercf.sae.steer import Knob, check_knobs, steer_codes
 from steercf.steering.defaults import DEFAULT_RULE
 
@@ -129,6 +129,7 @@ def recommend_rows(
         ``(ids, scores)``, each (n, width), best first; ``-1`` / ``-inf`` mark empty
         slots of rows with fewer than N candidates.
     """
+    N = check_n(N)  # before scoring: a bad length fails at once, not after the whole batch
     rows = as_user_rows(rows, model.n_items_, allow_empty=empty_scores is not None)
     scores = score_rows(model, rows, knobs, rule, empty_scores, precision=precision)
     mask = seen if seen is not None else (rows if filter_seen else None)
@@ -195,6 +196,7 @@ def compare(
 ) -> SteeredRecommendations:
     """Plain and steered lists side by side (one encode, two decodes)."""
     require_steerable(model, knobs, rule)
+    N = check_n(N)
     rows = as_user_rows(user_items, model.n_items_)
     encoding = model.encode(rows)
     before = top_n(model.decode(encoding), rows, N, filter_items)

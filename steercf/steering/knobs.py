@@ -176,24 +176,68 @@ class ConceptKnobs:
     def parse(self, spec: str, default_strength: float = DEFAULT_STRENGTH) -> Knob:
         """Parse a knob spec: ``+Horror`` (toward) and ``-Comedy`` (away), both at the
         default strength (a moderate step), or ``+Horror:0.2`` / ``-Comedy:1.0`` at a
-        given one; ``latent:N`` instead of a concept name steers one latent."""
-        spec = spec.strip()
-        if not spec or spec[0] not in "+-":
-            raise InputError(f"knob {spec!r} must start with + (toward) or - (away)")
-        sign = 1.0 if spec[0] == "+" else -1.0
-        body = spec[1:]
+        given one; ``latent:N`` (or ``neuron:N``) instead of a concept name steers one
+        latent (:func:`parse_latent_spec`)."""
+        sign, body = _split_sign(spec)
+        latent = parse_latent_spec(spec, default_strength)
+        if latent is not None:
+            return latent
         strength = default_strength
         head, _, tail = body.rpartition(":")
-        if head and _is_number(tail) and head != "latent":  # "latent:3" is an id, no strength
+        if head and _is_number(tail):
             body, strength = head, float(tail)
-        if strength < 0:
-            raise InputError(f"knob {spec!r}: give the direction with +/- and a positive strength")
-        if body.startswith("latent:"):
-            latent = body.split(":", 1)[1]
-            if not latent.isdigit():
-                raise InputError(f"knob {spec!r}: latent id must be an integer")
-            return Knob.of(int(latent), sign * strength, name=body)
+        _check_strength(spec, strength)
         return self.knob(body, sign * strength)
+
+
+LATENT_PREFIXES = ("latent", "neuron")  # "neuron": the published papers' word for a latent
+
+
+def parse_latent_spec(spec: str, default_strength: float = DEFAULT_STRENGTH) -> Knob | None:
+    """The knob of a latent spec, ``+latent:12`` or ``-latent:12:0.3`` (``neuron:12``
+    alike, any case), or None when ``spec`` names no latent (a concept spec).
+
+    This is the one reader of latent specs: :meth:`ConceptKnobs.parse` and
+    :func:`parse_knobs` (the CLI's ``--concept``, batch scoring) both go through it, so
+    a latent is never looked up as a concept called "latent" or "neuron".
+
+    Raises:
+        InputError: no leading +/-, a latent id that is not a whole number >= 0, or a
+            strength that is not a non-negative number.
+    """
+    sign, body = _split_sign(spec)
+    prefix, colon, rest = body.partition(":")
+    if not colon or prefix.strip().lower() not in LATENT_PREFIXES:
+        return None
+    latent, _, strength_text = rest.partition(":")
+    latent = latent.strip()
+    if not latent.isdecimal():
+        raise InputError(
+            f"knob {spec.strip()!r}: {prefix.strip()} id must be a whole number >= 0, "
+            f"got {latent!r}"
+        )
+    strength = default_strength
+    if strength_text:
+        if not _is_number(strength_text):
+            raise InputError(
+                f"knob {spec.strip()!r}: strength must be a number, got {strength_text!r}"
+            )
+        strength = float(strength_text)
+    _check_strength(spec, strength)
+    return Knob.of(int(latent), sign * strength, name=f"latent:{int(latent)}")
+
+
+def _split_sign(spec: str) -> tuple[float, str]:
+    """``"+Horror"`` -> ``(1.0, "Horror")``; InputError without a leading + or -."""
+    spec = spec.strip()
+    if not spec or spec[0] not in "+-":
+        raise InputError(f"knob {spec!r} must start with + (toward) or - (away)")
+    return (1.0 if spec[0] == "+" else -1.0), spec[1:]
+
+
+def _check_strength(spec: str, strength: float) -> None:
+    if strength < 0:
+        raise InputError(f"knob {spec!r}: give the direction with +/- and a positive strength")
 
 
 def parse_knobs(
@@ -206,7 +250,8 @@ def parse_knobs(
     top_latents: int = DEFAULT_TOP_LATENTS,
 ) -> list[Knob]:
     """Knobs of several specs, each from its own concept source: ``+Horror`` (the
-    default ``source``), ``+tags:pixar``, ``-genres:Comedy:0.5``, ``+latent:12``.
+    default ``source``), ``+tags:pixar``, ``-genres:Comedy:0.5``, ``+latent:12``
+    (``+neuron:12`` alike: :func:`parse_latent_spec`).
 
     A spec's ``name:`` prefix picks the source when ``data`` has a tag source of that
     name (``genres``, ``kg``, ``tags``); otherwise the whole text is the concept. Each
@@ -221,11 +266,12 @@ def parse_knobs(
     )
     knobs = []
     for spec in specs:
+        latent = parse_latent_spec(spec)  # needs no mapping; InputError without +/-
+        if latent is not None:
+            knobs.append(latent)
+            continue
         text = spec.strip()
         head, _, rest = text[1:].partition(":")
-        if head == "latent" or not text:
-            knobs.append(ConceptKnobs(mapping=None).parse(text))
-            continue
         chosen, body = (head, rest) if head in sources and rest else (source, text[1:])
         if chosen not in resolvers:
             resolvers[chosen] = ConceptKnobs.for_model(

@@ -271,23 +271,28 @@ def _show(frame: pd.DataFrame, args: argparse.Namespace) -> None:
 
 
 def _pairs(specs: list[str], default: float | None) -> dict[int, float] | list[int]:
-    """``["12=1.5", "40"]`` -> ``{12: 1.5, 40: default}``; all bare with no default -> list."""
+    """``["12=1.5", "40"]`` -> ``{12: 1.5, 40: default}``. Without a default (``--add``,
+    whose bare latents take each latent's own p90) the specs are all bare (-> a list) or
+    all valued (-> a dict); a mix is refused, as is a latent given twice."""
     out: dict[int, float] = {}
     bare: list[int] = []
     for spec in specs:
         key, _, value = spec.partition("=")
         try:
             latent = int(key)
-            if value:
-                out[latent] = float(value)
-            else:
-                bare.append(latent)
+            number = float(value) if value else None
         except ValueError as err:
             raise InputError(f"expected LATENT or LATENT=NUMBER, got {spec!r}") from err
-    if default is None and not out:
-        return bare
+        if latent in out or latent in bare:
+            raise InputError(f"latent {latent} is given twice")
+        if number is None:
+            bare.append(latent)
+        else:
+            out[latent] = number
     if default is None:
-        raise InputError("give every latent a value (LATENT=VALUE) or none of them")
+        if out and bare:
+            raise InputError("give every latent a value (LATENT=VALUE) or none of them")
+        return out or bare
     out.update({latent: default for latent in bare})
     return out
 

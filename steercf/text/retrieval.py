@@ -11,8 +11,19 @@ import numpy as np
 import pandas as pd
 
 from steercf.errors import InputError
+from steercf.ranking import check_n
 from steercf.text.common import check_codes
 from steercf.text.embeddings import Embeddings
+
+
+def best_documents(scores: np.ndarray, top: int) -> np.ndarray:
+    """(min(top, n_docs),) indices of the ``top`` highest of (n_docs,) ``scores``, best
+    first, equal scores by document index: the one top-N of every document search.
+
+    Raises:
+        InputError: ``top`` is not a whole number >= 1 (:func:`steercf.ranking.check_n`).
+    """
+    return np.argsort(-np.asarray(scores), kind="stable")[: check_n(top, "top")]
 
 
 def property_retrieval(
@@ -47,7 +58,7 @@ def property_retrieval(
         raise InputError(f"latent ids must lie in 0..{codes.shape[1] - 1}")
     normalised = codes[:, ids] / np.asarray(p90, np.float64)[ids]
     scores = normalised @ w
-    order = np.argsort(-scores, kind="stable")[:top]
+    order = best_documents(scores, top)
     contributing = [
         ", ".join(
             (labels[ids[i]] if labels is not None else str(ids[i]))
@@ -93,7 +104,7 @@ def dense_retrieval(
         DataFrame ``rank, doc, score``.
     """
     scores = doc_similarity(query_vector, embeddings)
-    order = np.argsort(-scores, kind="stable")[:top]
+    order = best_documents(scores, top)
     return pd.DataFrame(
         {"rank": np.arange(1, len(order) + 1), "doc": order, "score": scores[order]}
     )

@@ -21,7 +21,7 @@ from steercf.errors import InputError
 from steercf.sae.steer import edit_codes
 from steercf.text.embed import Embedder, Embeddings
 from steercf.text.model import TextSAE
-from steercf.text.retrieval import doc_similarity
+from steercf.text.retrieval import best_documents, doc_similarity
 
 
 def _as_factors(
@@ -149,7 +149,7 @@ class SteerableSearch:
         """
         vector = self.steer(query, strengthen, weaken, add)
         scores = doc_similarity(vector, self.embeddings)
-        order = np.argsort(-scores, kind="stable")[:top]
+        order = best_documents(scores, top)
         frame = pd.DataFrame(
             {"rank": np.arange(1, len(order) + 1), "doc": order, "score": scores[order]}
         )
