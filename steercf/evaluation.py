@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from steercf.data.rows import canonical_rows
 from steercf.errors import InputError
 from steercf.ranking import top_n
 
@@ -55,12 +56,12 @@ def split_users(
     validation and test user.
 
     Args:
-        matrix: (n_users, n_items) binary interactions.
+        matrix: (n_users, n_items) interactions, read by :func:`canonical_rows`.
         seed: seeds both the user permutation and the held-out draw.
         fractions: train / validation / test shares of users.
         holdout: share of a validation or test user's interactions hidden as targets.
     """
-    matrix = sp.csr_matrix(matrix, dtype=np.float32)
+    matrix = canonical_rows(matrix, "matrix")
     n_users = matrix.shape[0]
     if not math.isclose(sum(fractions), 1.0) or min(fractions) < 0:
         raise InputError(f"fractions must be non-negative and sum to 1, got {fractions}")
@@ -208,6 +209,7 @@ def recall_at_k(ranked: np.ndarray, target: sp.csr_matrix, k: int) -> np.ndarray
     Returns:
         (n_users,) recall; NaN for users without targets.
     """
+    target = canonical_rows(target, "target")  # a target stored twice is one target
     hits = _hits(ranked, target, k)
     n_target = np.diff(target.indptr)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -224,6 +226,7 @@ def ndcg_at_k(ranked: np.ndarray, target: sp.csr_matrix, k: int) -> np.ndarray:
     Returns:
         (n_users,) nDCG; NaN for users without targets.
     """
+    target = canonical_rows(target, "target")
     hits = _hits(ranked, target, k)
     discount = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = hits @ discount
@@ -295,7 +298,12 @@ def evaluate(
         user_input: (n_users, n_items) the history each user shows.
         target: (n_users, n_items) their held-out items.
         ks: cut-offs; Recall@K and nDCG@K are reported for each.
+
+    Both matrices are read by :func:`canonical_rows` first: an item stored twice is one
+    item, a stored zero none, so a row holding only zeros has no input (or no target).
     """
+    user_input = canonical_rows(user_input, "user_input")
+    target = canonical_rows(target, "target")
     if user_input.shape != target.shape:
         raise InputError(f"input shape {user_input.shape} != target shape {target.shape}")
     keep = (np.diff(target.indptr) > 0) & (np.diff(user_input.indptr) > 0)
