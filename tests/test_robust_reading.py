@@ -336,3 +336,13 @@ def test_a_user_dropped_by_min_user_positives_is_reported_as_such(tmp_path, caps
                  "--quiet"]) == 0  # fmt: skip
     err = cli_error(["recommend", str(model), "--user", "few", "--quiet"], capsys)
     assert "user 'few' has fewer than 5 positives and was removed by --min-user-positives" in err
+
+
+def test_a_user_without_any_positive_is_reported_as_such():
+    data = from_dataframe(
+        pd.DataFrame({"user": [1, 1, 2], "item": [0, 1, 0], "rating": [5.0, 4.0, 1.0]}),
+        rating_col="rating",
+        min_user_positives=0,
+    )
+    with pytest.raises(UnknownIdError, match="user '2' has no positive .*min-rating"):
+        data.user_index("2")

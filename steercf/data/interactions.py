@@ -103,10 +103,14 @@ class InteractionData:
             removed = self._removed_among(ids)
             if removed is None:
                 raise
-            raise UnknownIdError(
-                f"user {removed!r} has fewer than {self.min_user_positives} positives and was "
-                "removed by --min-user-positives (Python: min_user_positives=)"
-            ) from err
+            if self.min_user_positives is not None and self.min_user_positives > 0:
+                why = (
+                    f"has fewer than {self.min_user_positives} positives and was removed by "
+                    "--min-user-positives (Python: min_user_positives=)"
+                )
+            else:  # no threshold: the user had no rating >= min_rating at all
+                why = "has no positive (no rating >= --min-rating) and was removed"
+            raise UnknownIdError(f"user {removed!r} {why}") from err
 
     def item_index(self, ids: Any) -> np.ndarray:
         """Original item id(s) -> column indices (int64, same shape as `ids`; 0-d for a scalar).
