@@ -58,7 +58,9 @@ def bad_files(tmp_path: Path, shared_data: Path) -> dict[str, Path]:
         "latin1": tmp_path / "latin1.csv",
         "binary": tmp_path / "binary.csv",
         "truncated": tmp_path / "truncated.csv.gz",
+        "parquet": tmp_path / "broken.parquet",
     }
+    files["parquet"].write_bytes(b"PAR1 not really")
     files["empty"].write_bytes(b"")
     files["latin1"].write_bytes(LATIN1_DOCS)
     files["binary"].write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096).tolist()))
@@ -72,6 +74,7 @@ EXPECTED = {
     "latin1": "not valid utf-8 text .*--encoding",
     "binary": "binary file",
     "truncated": "truncated or corrupt compressed file",
+    "parquet": "not a readable Parquet file",
 }
 
 
