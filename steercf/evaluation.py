@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from steercf.data.rows import canonical_rows
 from steercf.errors import InputError
 from steercf.ranking import check_n, top_n
 
@@ -56,12 +57,12 @@ def split_users(
     validation and test user.
 
     Args:
-        matrix: (n_users, n_items) binary interactions.
+        matrix: (n_users, n_items) interactions, read by :func:`canonical_rows`.
         seed: seeds both the user permutation and the held-out draw.
         fractions: train / validation / test shares of users.
         holdout: share of a validation or test user's interactions hidden as targets.
     """
-    matrix = sp.csr_matrix(matrix, dtype=np.float32)
+    matrix = canonical_rows(matrix, "matrix")
     n_users = matrix.shape[0]
     if not math.isclose(sum(fractions), 1.0) or min(fractions) < 0:
         raise InputError(f"fractions must be non-negative and sum to 1, got {fractions}")
@@ -236,6 +237,7 @@ def recall_at_k(ranked: np.ndarray, target: sp.csr_matrix, k: int) -> np.ndarray
     Returns:
         (n_users,) recall; NaN for users without targets.
     """
+    target = canonical_rows(target, "target")  # a target stored twice is one target
     hits = _hits(ranked, target, k)
     n_target = np.diff(target.indptr)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -252,6 +254,7 @@ def ndcg_at_k(ranked: np.ndarray, target: sp.csr_matrix, k: int) -> np.ndarray:
     Returns:
         (n_users,) nDCG; NaN for users without targets.
     """
+    target = canonical_rows(target, "target")
     hits = _hits(ranked, target, k)
     discount = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = hits @ discount
@@ -325,10 +328,15 @@ def evaluate(
         ks: cut-offs, each in ``[1, n_items]`` (:func:`check_cutoffs`); Recall@K and
             nDCG@K are reported for each.
 
+    Both matrices are read by :func:`canonical_rows` first: an item stored twice is one
+    item, a stored zero none, so a row holding only zeros has no input (or no target).
+
     Raises:
-        InputError: mismatched shapes, a bad cut-off, or no user with both a history
-            and a target.
+        InputError: mismatched shapes, a bad cut-off, NaN or infinite values, or no user
+            with both a history and a target.
     """
+    user_input = canonical_rows(user_input, "user_input")
+    target = canonical_rows(target, "target")
     if user_input.shape != target.shape:
         raise InputError(f"input shape {user_input.shape} != target shape {target.shape}")
     ks = check_cutoffs(ks, user_input.shape[1])

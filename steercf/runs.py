@@ -39,15 +39,18 @@ def run_metadata(
     seed: int,
     min_rating: float = DEFAULT_MIN_RATING,
     min_user_positives: int = DEFAULT_MIN_USER_POSITIVES,
+    encoding: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """What a saved model records about its data (read back by :func:`resolve_data`)."""
+    """What a saved model records about its data (read back by :func:`resolve_data`);
+    ``encoding`` only when the files needed one other than the default."""
     return {
         "data": portable_spec(spec),
         "min_rating": min_rating,
         "min_user_positives": min_user_positives,
         "seed": seed,
         "item_fingerprint": item_fingerprint(data),
+        **({"encoding": encoding} if encoding is not None else {}),
         **extra,
     }
 
@@ -67,6 +70,7 @@ def resolve_data(
     data: InteractionData | str | os.PathLike | None = None,
     min_rating: float | None = None,
     min_user_positives: int | None = None,
+    encoding: str | None = None,
 ) -> InteractionData:
     """The data set a saved model was trained on, checked against the model.
 
@@ -75,6 +79,8 @@ def resolve_data(
             the model's metadata.
         min_rating, min_user_positives: override the recorded binarisation settings
             (default: the recorded ones, else 4.0 and 5).
+        encoding: text encoding of the data files (default: the recorded one, else
+            each file's usual one; see :func:`steercf.data.load_dataset`).
 
     Raises:
         InputError: no data set given nor recorded, or one with other item columns.
@@ -91,8 +97,13 @@ def resolve_data(
             min_rating = metadata.get("min_rating", DEFAULT_MIN_RATING)
         if min_user_positives is None:
             min_user_positives = metadata.get("min_user_positives", DEFAULT_MIN_USER_POSITIVES)
+        if encoding is None:
+            encoding = metadata.get("encoding")
         data = load_dataset(
-            os.fspath(spec), min_rating=min_rating, min_user_positives=min_user_positives
+            os.fspath(spec),
+            min_rating=min_rating,
+            min_user_positives=min_user_positives,
+            encoding=encoding,
         )
     check_matches(model, data)
     return data
@@ -114,12 +125,14 @@ def load_run(
     min_user_positives: int | None = None,
     seed: int | None = None,
     spliced: bool = False,
+    encoding: str | None = None,
 ) -> Run:
     """Load a model directory with its data set (see :func:`resolve_data`) and its split
     (the recorded seed unless ``seed`` is given).
 
     Args:
         spliced: require a :class:`SplicedRecommender` (InputError otherwise).
+        encoding: text encoding of the data files (:func:`resolve_data`).
     """
     model = load_model(model_dir)
     if spliced and not isinstance(model, SplicedRecommender):
@@ -127,7 +140,7 @@ def load_run(
             f"{model_dir} holds a {model.kind} model; this needs a spliced model "
             "(make one with `steercf train-sae`)"
         )
-    loaded = resolve_data(model, data, min_rating, min_user_positives)
+    loaded = resolve_data(model, data, min_rating, min_user_positives, encoding)
     if seed is None:
         seed = int((getattr(model, "metadata_", {}) or {}).get("seed", 0))
     return Run(model, loaded, split_users(loaded.matrix, seed=seed))

@@ -56,6 +56,13 @@ def add_data_args(parser: argparse.ArgumentParser, default: str | None = "ml-100
         default=DEFAULT_MIN_USER_POSITIVES if default else None,
         help=f"users need this many positives{recorded or ''}",
     )
+    parser.add_argument(
+        "--encoding",
+        default=None,
+        help="text encoding of the data files, e.g. latin-1 (default: "
+        + ("the one recorded with the model, else " if default is None else "")
+        + "utf-8; latin-1 for GroupLens's ML-100K u.item and ML-1M .dat files)",
+    )
 
 
 def add_saved_model_args(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +81,7 @@ def load_saved(args: argparse.Namespace, spliced: bool = False) -> Run:
         args.min_user_positives,
         args.seed,
         spliced=spliced,
+        encoding=args.encoding,
     )
 
 

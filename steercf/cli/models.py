@@ -81,7 +81,10 @@ def train_params(args: argparse.Namespace, dataset: str, device: Any) -> dict[st
 def cmd_train(args: argparse.Namespace) -> None:
     group, device = parallel(args)
     data = load_dataset(
-        args.data, min_rating=args.min_rating, min_user_positives=args.min_user_positives
+        args.data,
+        min_rating=args.min_rating,
+        min_user_positives=args.min_user_positives,
+        encoding=args.encoding,
     )
     split = split_users(data.matrix, seed=args.seed)
     params = train_params(args, data.name, device)
@@ -103,7 +106,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         model = fit_model(args.model, split, **params)
     metadata = run_metadata(
-        args.data, data, args.seed, args.min_rating, args.min_user_positives, nproc=group.world_size
+        args.data,
+        data,
+        args.seed,
+        args.min_rating,
+        args.min_user_positives,
+        encoding=args.encoding,
+        nproc=group.world_size,
     )
     if group.is_main:  # every rank holds the same model; one writes it
         model.save(args.out, metadata=metadata)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from steercf.data.rows import canonical_rows
 from steercf.data.tags import ItemTags, tags_from_pairs
 from steercf.errors import InputError, UnknownIdError
 
@@ -45,6 +46,10 @@ class InteractionData:
         tag_applications: raw user tag rows (columns user, item, tag; original ids) when the
             source has them, so that tag counts can later be recomputed on a training split.
         name: a short label for the data set.
+        removed_user_ids: ids of the users the source had but the binarisation protocol
+            dropped (fewer than `min_user_positives` positives), so that a lookup can say
+            why such a user is not here.
+        min_user_positives: the threshold that dropped them.
     """
 
     matrix: sp.csr_matrix
@@ -54,9 +59,11 @@ class InteractionData:
     tags: dict[str, ItemTags] = field(default_factory=dict)
     tag_applications: pd.DataFrame | None = None
     name: str = "interactions"
+    removed_user_ids: np.ndarray | None = None
+    min_user_positives: int | None = None
 
     def __post_init__(self) -> None:
-        self.matrix = sp.csr_matrix(self.matrix, dtype=np.float32)
+        self.matrix = canonical_rows(self.matrix, "matrix")
         self.user_ids = np.asarray(self.user_ids)
         self.item_ids = np.asarray(self.item_ids)
         n_users, n_items = self.matrix.shape
@@ -86,9 +93,24 @@ class InteractionData:
     def user_index(self, ids: Any) -> np.ndarray:
         """Original user id(s) -> row indices (int64, same shape as `ids`; 0-d for a scalar).
 
-        Raises UnknownIdError naming the unknown ids (up to 10 of them).
+        The query is converted to the type of the stored ids ("196" finds 196, 196 finds
+        "196", "1.5" finds 1.5). Raises UnknownIdError naming the unknown ids (up to 10 of
+        them), or saying that a user was dropped by the minimum-positives filter.
         """
-        return _lookup(self._user_lookup, ids, "user")
+        try:
+            return _lookup(self._user_lookup, ids, "user")
+        except UnknownIdError as err:
+            removed = self._removed_among(ids)
+            if removed is None:
+                raise
+            if self.min_user_positives is not None and self.min_user_positives > 0:
+                why = (
+                    f"has fewer than {self.min_user_positives} positives and was removed by "
+                    "--min-user-positives (Python: min_user_positives=)"
+                )
+            else:  # no threshold: the user had no rating >= min_rating at all
+                why = "has no positive (no rating >= --min-rating) and was removed"
+            raise UnknownIdError(f"user {removed!r} {why}") from err
 
     def item_index(self, ids: Any) -> np.ndarray:
         """Original item id(s) -> column indices (int64, same shape as `ids`; 0-d for a scalar).
@@ -108,6 +130,23 @@ class InteractionData:
             raise InputError(f"item indices must be integers in [0, {self.n_items})")
         titles = self.items["title"].to_numpy()
         return [str(t) for t in titles[indices]]
+
+    def _removed_among(self, ids: Any) -> Any:
+        """The first of ``ids`` that the minimum-positives filter removed, else None."""
+        if self.removed_user_ids is None or len(self.removed_user_ids) == 0:
+            return None
+        removed = pd.Index(self.removed_user_ids)
+        flat = np.asarray(ids, dtype=object).ravel()
+        for value in flat:
+            if self._user_lookup.isin([value]).any():
+                continue
+            candidates = [value]
+            converted = _coerce_like(np.array([value], dtype=object), removed)
+            if converted is not None:
+                candidates.extend(converted)
+            if removed.isin(candidates).any():
+                return _plain(value)
+        return None
 
     @cached_property
     def _user_lookup(self) -> pd.Index:
@@ -144,18 +183,47 @@ def _lookup(index: pd.Index, ids: Any, kind: str) -> np.ndarray:
 
 
 def _coerce_like(values: np.ndarray, index: pd.Index) -> np.ndarray | None:
-    """`values` converted to the type of the index ids, or None when that is not possible."""
+    """`values` converted to the type of the index ids, or None when that is not possible.
+
+    Integer indexes (int64, uint64 for ids of 2^63 and above) take exact whole numbers,
+    float indexes numbers, text indexes the text of each value; an object index holding
+    Python ints (ids past uint64) takes whole numbers too.
+    """
+    kind = index.dtype.kind
     try:
-        if pd.api.types.is_integer_dtype(index.dtype):
-            numeric = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
-            if numeric.isna().any() or (numeric % 1 != 0).any():
+        if kind in "iu":
+            whole = [_whole_number(v) for v in values]
+            info = np.iinfo(index.dtype)
+            if any(w is None or not info.min <= w <= info.max for w in whole):
                 return None
-            return numeric.astype(np.int64).to_numpy()
-        if index.dtype == object or pd.api.types.is_string_dtype(index.dtype):
+            return np.array(whole, dtype=index.dtype)
+        if kind == "f":
+            return np.array([float(str(_plain(v))) for v in values], dtype=index.dtype)
+        if kind == "O" or pd.api.types.is_string_dtype(index.dtype):
+            if len(index) and all(isinstance(i, (int, np.integer)) for i in index[:100]):
+                whole = [_whole_number(v) for v in values]
+                return None if None in whole else np.array(whole, dtype=object)
             return np.array([str(_plain(v)) for v in values], dtype=object)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return None
+
+
+def _whole_number(value: Any) -> int | None:
+    """``value`` as a Python int when it is one ("196", 196, 196.0), else None."""
+    value = _plain(value)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if text.lstrip("+-").isdigit():
+        return int(text)
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() else None
 
 
 def _plain(value: Any) -> Any:
@@ -215,11 +283,12 @@ def from_dataframe(
             missing from it (or without a title) get their id as title.
 
     Returns:
-        InteractionData with a (n_users, n_items) float32 binary CSR matrix.
+        InteractionData with a (n_users, n_items) float32 binary CSR matrix; the users
+        the filter dropped are in its `removed_user_ids`.
 
     Raises:
-        InputError: missing columns, empty frame, NaN ids or ratings, non-numeric ratings,
-            or no user left after filtering.
+        InputError: missing columns, empty frame, NaN ids, NaN or infinite ratings,
+            non-numeric ratings, or no user left after filtering.
     """
     _check_frame(df, user_col, item_col, rating_col, min_user_positives)
     users, item_values = _positive_rows(df, user_col, item_col, rating_col, min_rating)
@@ -229,12 +298,17 @@ def from_dataframe(
         user_codes, item_codes, len(user_ids), len(item_ids), min_user_positives
     )
     item_ids = item_ids[item_used]
+    kept_users = user_ids[keep_user]
+    every_user = pd.unique(df[user_col].to_numpy())
     return InteractionData(
         matrix=matrix,
-        user_ids=user_ids[keep_user],
+        user_ids=kept_users,
         item_ids=item_ids,
         items=align_items(items, item_ids),
         name=name,
+        # users with too few positives, including those with no rating >= min_rating
+        removed_user_ids=every_user[~pd.Index(every_user).isin(kept_users)],
+        min_user_positives=min_user_positives,
     )
 
 
@@ -349,6 +423,9 @@ def _numeric_ratings(column: pd.Series, name: str) -> np.ndarray:
     n_nan = int(np.isnan(values).sum())
     if n_nan:
         raise InputError(f"rating column {name!r} has {n_nan} missing (NaN) rating(s)")
+    n_inf = int(np.isinf(values).sum())
+    if n_inf:  # inf >= min_rating would make it a positive
+        raise InputError(f"rating column {name!r} has {n_inf} infinite rating(s)")
     return values
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from steercf.data.files import read_table
 from steercf.data.interactions import InteractionData, from_dataframe
 from steercf.data.tags import ItemTags, tags_from_pairs
 from steercf.errors import InputError
@@ -57,17 +58,20 @@ _INVERSE_RELATIONS = {
 }
 
 
-def _load_recbole(directory: Path, min_rating: float, min_user_positives: int) -> InteractionData:
+def _load_recbole(
+    directory: Path, min_rating: float, min_user_positives: int, encoding: str | None = None
+) -> InteractionData:
     """RecBole atomic files: `<name>.inter` plus optional `.item`, `.link`, `.kg`."""
+    encoding = encoding or "utf-8"
     inter_path = _single(directory, "*.inter")
     stem = inter_path.stem
-    inter = _read_atomic(inter_path)
+    inter = _read_atomic(inter_path, encoding)
     rating_col = "rating" if "rating" in inter.columns else None
     items = None
     genre_rows: pd.DataFrame | None = None
     item_path = directory / f"{stem}.item"
     if item_path.is_file():
-        meta = _read_atomic(item_path).drop_duplicates("item_id").set_index("item_id")
+        meta = _read_atomic(item_path, encoding).drop_duplicates("item_id").set_index("item_id")
         title_col = next((c for c in ("movie_title", "title") if c in meta.columns), None)
         if title_col is not None:
             title = meta[title_col].astype(str)
@@ -99,17 +103,20 @@ def _load_recbole(directory: Path, min_rating: float, min_user_positives: int) -
         )
     link_path, kg_path = directory / f"{stem}.link", directory / f"{stem}.kg"
     if link_path.is_file() and kg_path.is_file():
-        data.tags["kg"] = _kg_tags(_read_atomic(link_path), _read_atomic(kg_path), data.item_ids)
+        data.tags["kg"] = _kg_tags(
+            _read_atomic(link_path, encoding), _read_atomic(kg_path, encoding), data.item_ids
+        )
     return data
 
 
-def _read_atomic(path: Path) -> pd.DataFrame:
+def _read_atomic(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
     """A RecBole atomic file with the `:type` suffixes stripped from the column names.
 
-    User and item ids made only of digits are read as int64, so they sort numerically and
-    match ids given as numbers; other tokens stay strings.
+    User and item ids made only of digits (no leading zero, within int64) are read as
+    int64, so they sort numerically and match ids given as numbers; other tokens stay
+    strings. No cell is missing: every token is text.
     """
-    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    frame = read_table(path, encoding=encoding, sep="\t", dtype=str, na_values=(), quoting=3)
     types = {}
     for column in frame.columns:
         field_name, _, field_type = column.partition(":")
@@ -125,8 +132,13 @@ def _read_atomic(path: Path) -> pd.DataFrame:
 
 
 def _all_digits(values: pd.Series) -> bool:
-    # "007" would not survive the round trip through int, so leading zeros keep strings
-    return bool(values.str.isdigit().all() and not values.str.match(r"0\d").any())
+    # "007" would not survive the round trip through int, so leading zeros keep strings;
+    # nor would an id of 2^63 or more
+    return bool(
+        values.str.isdigit().all()
+        and not values.str.match(r"0\d").any()
+        and not (values.str.len() > 18).any()
+    )
 
 
 def _kg_tags(link: pd.DataFrame, kg: pd.DataFrame, item_ids: np.ndarray) -> ItemTags:
@@ -151,11 +163,14 @@ def _kg_tags(link: pd.DataFrame, kg: pd.DataFrame, item_ids: np.ndarray) -> Item
 
 
 def _load_grouplens_100k(
-    directory: Path, min_rating: float, min_user_positives: int
+    directory: Path, min_rating: float, min_user_positives: int, encoding: str | None = None
 ) -> InteractionData:
-    """GroupLens ML-100K: tab-separated `u.data`, pipe-separated latin-1 `u.item`."""
-    ratings = pd.read_csv(
+    """GroupLens ML-100K: tab-separated `u.data`, pipe-separated `u.item` and `u.genre`
+    (latin-1, as GroupLens ships them, unless `encoding` says otherwise)."""
+    meta_encoding = encoding or "latin-1"
+    ratings = read_table(
         directory / "u.data",
+        encoding=encoding or "utf-8",
         sep="\t",
         header=None,
         names=["user", "item", "rating", "timestamp"],
@@ -165,18 +180,19 @@ def _load_grouplens_100k(
     genre_names = list(ML100K_GENRES)
     genre_file = directory / "u.genre"
     if genre_file.is_file():
-        listed = pd.read_csv(genre_file, sep="|", header=None, encoding="latin-1").dropna()
+        listed = read_table(genre_file, sep="|", header=None, encoding=meta_encoding).dropna()
         if len(listed) == len(ML100K_GENRES):
             genre_names = [str(g) for g in listed[0]]
     items = None
     genre_rows = None
     item_file = directory / "u.item"
     if item_file.is_file():
-        meta = pd.read_csv(
+        meta = read_table(
             item_file,
             sep="|",
             header=None,
-            encoding="latin-1",
+            encoding=meta_encoding,
+            text_columns=("title",),
             names=["item", "title", "release_date", "video_release_date", "url", *genre_names],
         ).set_index("item")
         flags = meta[genre_names].fillna(0).astype(bool)

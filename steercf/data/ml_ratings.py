@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from steercf.data.files import read_table
 from steercf.data.interactions import InteractionData, from_dataframe
 from steercf.data.tags import ItemTags, tags_from_pairs
 from steercf.errors import InputError
@@ -23,8 +24,12 @@ def load_movielens_csv(
     min_rating: float = 4.0,
     min_user_positives: int = 5,
     min_tag_count: int = 1,
+    encoding: str = "utf-8",
 ) -> InteractionData:
     """ml-latest(-small) / ML-20M / ML-25M: `ratings.csv`, `movies.csv`, optional `tags.csv`.
+
+    Ids are int64 (GroupLens's format); titles, genres and tags are read as text, so a
+    user tag `NA` or `null` is a tag. Every file is read with `encoding`.
 
     Returns:
         InteractionData (n_users, n_items) with `tags["genres"]`, and when tags.csv exists
@@ -36,16 +41,20 @@ def load_movielens_csv(
     ratings_path = directory / "ratings.csv"
     if not ratings_path.is_file():
         raise InputError(f"{directory} has no ratings.csv (expected the ml-latest / ML-25M layout)")
-    ratings = pd.read_csv(
+    ratings = read_table(
         ratings_path,
+        encoding=encoding,
         usecols=["userId", "movieId", "rating"],
         dtype={"userId": np.int64, "movieId": np.int64, "rating": np.float32},
     )
     movies = None
     movies_path = directory / "movies.csv"
     if movies_path.is_file():
-        movies = pd.read_csv(
-            movies_path, dtype={"movieId": np.int64, "title": str, "genres": str}
+        movies = read_table(
+            movies_path,
+            encoding=encoding,
+            text_columns=("title", "genres"),
+            dtype={"movieId": np.int64},
         ).set_index("movieId")
     data = from_dataframe(
         ratings,
@@ -62,10 +71,12 @@ def load_movielens_csv(
 
     tags_path = directory / "tags.csv"
     if tags_path.is_file():
-        applied = pd.read_csv(
+        applied = read_table(
             tags_path,
+            encoding=encoding,
             usecols=["userId", "movieId", "tag"],
-            dtype={"userId": np.int64, "movieId": np.int64, "tag": str},
+            text_columns=("tag",),
+            dtype={"userId": np.int64, "movieId": np.int64},
         )
         applied = pd.DataFrame(
             {
@@ -85,9 +96,13 @@ def load_movielens_csv(
 
 
 def load_ml1m(
-    directory: str | Path, min_rating: float = 4.0, min_user_positives: int = 5
+    directory: str | Path,
+    min_rating: float = 4.0,
+    min_user_positives: int = 5,
+    encoding: str | None = None,
 ) -> InteractionData:
-    """ML-1M (and ML-10M) `::`-separated files: `ratings.dat`, optional `movies.dat`.
+    """ML-1M (and ML-10M) `::`-separated files: `ratings.dat`, optional `movies.dat`
+    (read as latin-1, as GroupLens ships it, unless `encoding` says otherwise).
 
     Returns:
         InteractionData (n_users, n_items) with `tags["genres"]` when movies.dat exists.
@@ -97,8 +112,9 @@ def load_ml1m(
     if not ratings_path.is_file():
         raise InputError(f"{directory} has no ratings.dat (expected the ML-1M layout)")
     # "a::b::c::d" read with the fast C parser as ":"-separated fields a,,b,,c,,d
-    ratings = pd.read_csv(
+    ratings = read_table(
         ratings_path,
+        encoding=encoding or "utf-8",
         sep=":",
         header=None,
         usecols=[0, 2, 4],
@@ -109,14 +125,15 @@ def load_ml1m(
     movies_path = directory / "movies.dat"
     if movies_path.is_file():
         # titles contain ":" so this small file needs the exact "::" separator
-        movies = pd.read_csv(
+        movies = read_table(
             movies_path,
             sep="::",
             engine="python",
             header=None,
             names=["item", "title", "genres"],
-            encoding="latin-1",
-            dtype={"item": np.int64, "title": str, "genres": str},
+            encoding=encoding or "latin-1",
+            text_columns=("title", "genres"),
+            dtype={"item": np.int64},
         ).set_index("item")
     data = from_dataframe(
         ratings,

@@ -15,9 +15,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import pandas as pd
-
 from steercf.data.download import GROUPLENS_NAMES, default_cache_dir, download_movielens
+from steercf.data.files import check_encoding, read_table
 from steercf.data.interactions import InteractionData, from_dataframe
 from steercf.data.ml100k import ML100K_GENRES, _load_grouplens_100k, _load_recbole
 from steercf.data.ml_ratings import load_ml1m, load_movielens_csv
@@ -27,7 +26,10 @@ __all__ = ["ML100K_GENRES", "load_dataset", "load_ml1m", "load_ml100k", "load_mo
 
 
 def load_ml100k(
-    path: str | Path | None = None, min_rating: float = 4.0, min_user_positives: int = 5
+    path: str | Path | None = None,
+    min_rating: float = 4.0,
+    min_user_positives: int = 5,
+    encoding: str | None = None,
 ) -> InteractionData:
     """MovieLens 100K with genre and Freebase knowledge-graph tags.
 
@@ -35,6 +37,8 @@ def load_ml100k(
         path: a folder in RecBole layout (`ml-100k.inter`, ...) or GroupLens layout (`u.data`,
             `u.item`). Default: the copy inside the installed recbole wheel, else a copy
             previously downloaded with `download_movielens("ml-100k")`.
+        encoding: text encoding of the files; default utf-8 for RecBole files and
+            latin-1 for GroupLens's `u.item` / `u.genre` (as GroupLens ships them).
 
     Returns:
         InteractionData (n_users, n_items) with `tags["genres"]` (19 genres) and, for the
@@ -42,9 +46,9 @@ def load_ml100k(
     """
     directory = Path(path) if path is not None else _default_ml100k_dir()
     if (directory / "u.data").is_file():
-        return _load_grouplens_100k(directory, min_rating, min_user_positives)
+        return _load_grouplens_100k(directory, min_rating, min_user_positives, encoding)
     if list(directory.glob("*.inter")):
-        return _load_recbole(directory, min_rating, min_user_positives)
+        return _load_recbole(directory, min_rating, min_user_positives, encoding)
     raise InputError(f"{directory} holds neither ML-100K in RecBole layout (*.inter) nor u.data")
 
 
@@ -80,6 +84,7 @@ def load_dataset(
     min_rating: float = 4.0,
     min_user_positives: int = 5,
     min_tag_count: int = 1,
+    encoding: str | None = None,
 ) -> InteractionData:
     """Load a data set by name or path.
 
@@ -89,21 +94,30 @@ def load_dataset(
             in any supported layout; or a .csv / .tsv / .parquet file with columns
             user,item[,rating] or userId,movieId[,rating].
         data_dir: download cache for GroupLens names (default `default_cache_dir()`).
+        encoding: text encoding of the files (default utf-8; latin-1 for the GroupLens
+            ML-100K / ML-1M files that come in it).
+
+    Ids of a single table file are read as text, so `007` and `7` are two users and
+    ids too large for int64 survive; pass your own frame to `from_dataframe` to type
+    them otherwise. Every file is read by `steercf.data.files.read_table`: an unreadable
+    one is an InputError naming the file.
 
     Returns:
         InteractionData after the binarisation protocol (see `from_dataframe`).
     """
     spec = str(spec)
+    if encoding is not None:
+        check_encoding(encoding)
     if spec == "ml-100k" and _recbole_ml100k_dir() is not None:
-        return load_ml100k(None, min_rating, min_user_positives)
+        return load_ml100k(None, min_rating, min_user_positives, encoding)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return _load_directory(path, min_rating, min_user_positives, min_tag_count)
+        return _load_directory(path, min_rating, min_user_positives, min_tag_count, encoding)
     if path.is_file():
-        return _load_table(path, min_rating, min_user_positives)
+        return _load_table(path, min_rating, min_user_positives, encoding)
     if spec in GROUPLENS_NAMES:
         directory = download_movielens(spec, cache_dir=data_dir)
-        return _load_directory(directory, min_rating, min_user_positives, min_tag_count)
+        return _load_directory(directory, min_rating, min_user_positives, min_tag_count, encoding)
     raise InputError(
         f"unknown data set {spec!r}: expected 'ml-100k', a GroupLens name "
         f"({', '.join(n for n in GROUPLENS_NAMES if n != 'ml-100k')}), a folder holding "
@@ -113,31 +127,35 @@ def load_dataset(
 
 
 def _load_directory(
-    directory: Path, min_rating: float, min_user_positives: int, min_tag_count: int
+    directory: Path,
+    min_rating: float,
+    min_user_positives: int,
+    min_tag_count: int,
+    encoding: str | None,
 ) -> InteractionData:
     if (directory / "ratings.csv").is_file():
-        return load_movielens_csv(directory, min_rating, min_user_positives, min_tag_count)
+        return load_movielens_csv(
+            directory, min_rating, min_user_positives, min_tag_count, encoding or "utf-8"
+        )
     if (directory / "ratings.dat").is_file():
-        return load_ml1m(directory, min_rating, min_user_positives)
+        return load_ml1m(directory, min_rating, min_user_positives, encoding)
     if (directory / "u.data").is_file() or list(directory.glob("*.inter")):
-        return load_ml100k(directory, min_rating, min_user_positives)
+        return load_ml100k(directory, min_rating, min_user_positives, encoding)
     raise InputError(
         f"{directory} has no recognised layout: expected ratings.csv (ml-latest, ML-20M/25M), "
         "ratings.dat (ML-1M), u.data (ML-100K) or a RecBole *.inter file"
     )
 
 
-def _load_table(path: Path, min_rating: float, min_user_positives: int) -> InteractionData:
-    """A single .csv / .tsv / .parquet file of (user, item[, rating]) rows."""
+def _load_table(
+    path: Path, min_rating: float, min_user_positives: int, encoding: str | None
+) -> InteractionData:
+    """A single .csv / .tsv / .parquet file of (user, item[, rating]) rows, ids as text."""
     suffixes = "".join(path.suffixes[-2:]).lower()
-    if suffixes.endswith(".parquet"):
-        frame = pd.read_parquet(path)
-    elif suffixes.endswith((".csv", ".csv.gz")):
-        frame = pd.read_csv(path)
-    elif suffixes.endswith((".tsv", ".tsv.gz")):
-        frame = pd.read_csv(path, sep="\t")
-    else:
+    if not suffixes.endswith((".parquet", ".csv", ".csv.gz", ".tsv", ".tsv.gz")):
         raise InputError(f"{path}: expected a .csv, .tsv or .parquet file of interactions")
+    id_columns = ("user", "item", "userId", "movieId", "user_id", "item_id")
+    frame = read_table(path, encoding=encoding or "utf-8", dtype=dict.fromkeys(id_columns, str))
     for user_col, item_col in (("user", "item"), ("userId", "movieId"), ("user_id", "item_id")):
         if user_col in frame.columns and item_col in frame.columns:
             break
@@ -146,12 +164,15 @@ def _load_table(path: Path, min_rating: float, min_user_positives: int) -> Inter
             f"{path} needs columns user,item[,rating] or userId,movieId[,rating]; "
             f"it has {list(frame.columns)}"
         )
-    return from_dataframe(
-        frame,
-        user_col=user_col,
-        item_col=item_col,
-        rating_col="rating" if "rating" in frame.columns else None,
-        min_rating=min_rating,
-        min_user_positives=min_user_positives,
-        name=path.name.split(".")[0],
-    )
+    try:
+        return from_dataframe(
+            frame,
+            user_col=user_col,
+            item_col=item_col,
+            rating_col="rating" if "rating" in frame.columns else None,
+            min_rating=min_rating,
+            min_user_positives=min_user_positives,
+            name=path.name.split(".")[0],
+        )
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from err

@@ -2,8 +2,61 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
+
+from steercf.errors import InputError
+
+# The one rule of what an interaction matrix means (README "Use"): repeated (user, item)
+# entries add up, a stored zero is no interaction, any positive total is one interaction.
+# NaN, infinite and negative values are refused rather than guessed at.
+
+
+def canonical_rows(matrix: Any, name: str = "user_items") -> sp.csr_matrix:
+    """An interaction matrix in the one form every entry point works on.
+
+    Repeated (user, item) entries are summed, explicit zeros dropped and every remaining
+    (positive) value becomes 1.0, so a row that stores item 2 twice, or stores a 0
+    beside it, means the same as the row that stores it once. The caller's matrix is
+    never modified.
+
+    Args:
+        matrix: (n_users, n_items) scipy sparse matrix or dense array-like.
+        name: what the message of an error calls the matrix.
+
+    Returns:
+        (n_users, n_items) float32 CSR with sorted unique indices and only 1.0 values.
+
+    Raises:
+        InputError: not 2-D, or a NaN, infinite or negative value.
+    """
+    if sp.issparse(matrix):
+        rows = sp.csr_matrix(matrix)
+    else:
+        array = np.asarray(matrix)
+        if array.ndim != 2:
+            raise InputError(f"{name} must be 2-D (users x items), got {array.ndim} dimensions")
+        rows = sp.csr_matrix(array)
+    if rows.dtype.kind not in "biuf":
+        raise InputError(f"{name} must hold numbers, got dtype {rows.dtype}")
+    data = rows.data
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise InputError(
+            f"{name} contains NaN or infinite values; an interaction is a finite number >= 0"
+        )
+    if (data < 0).any():
+        raise InputError(f"{name} contains negative values; interactions must be >= 0")
+    if rows.has_canonical_format and rows.dtype == np.float32 and (data == 1).all():
+        return rows  # already canonical: no copy
+    rows = sp.csr_matrix(rows, dtype=np.float64, copy=True)  # sum in float64, then binarise
+    rows.sum_duplicates()
+    rows.eliminate_zeros()
+    rows.data = np.ones(rows.nnz, dtype=np.float64)
+    out = sp.csr_matrix(rows, dtype=np.float32)
+    out.has_sorted_indices = True
+    return out
 
 
 def one_hot_items(n_items: int) -> sp.csr_matrix:

@@ -39,6 +39,7 @@ import scipy.sparse as sp
 import torch
 from implicit.recommender_base import RecommenderBase
 
+from steercf.data.rows import canonical_rows
 from steercf.errors import InputError, ModelFileError, UnknownIdError
 from steercf.evaluation import evaluate
 from steercf.integrations import build_knobs
@@ -94,9 +95,7 @@ class SteerCFImplicit(RecommenderBase):
             raise InputError("SteerCFImplicit needs a steercf model, e.g. SteerCFImplicit(ELSA())")
         if not sp.issparse(user_items):
             raise InputError("user_items must be a scipy sparse (users x items) matrix")
-        rows = sp.csr_matrix(user_items, dtype=np.float32)
-        rows.sum_duplicates()
-        rows.eliminate_zeros()
+        rows = canonical_rows(user_items, "user_items")
         for target in (self.model, getattr(self.model, "base", None)):
             if target is not None and hasattr(target, "progress"):
                 target.progress = bool(show_progress)
@@ -392,8 +391,8 @@ def steercf_metrics_at_k(
     Returns:
         ``{"precision": ..., "ndcg": ..., "users": n}``.
     """
-    train = sp.csr_matrix(train_user_items, dtype=np.float32)
-    test = sp.csr_matrix(test_user_items, dtype=np.float32)
+    train = canonical_rows(train_user_items, "train_user_items")
+    test = canonical_rows(test_user_items, "test_user_items")
     result = evaluate(model, train, test, ks=(K,))
     kept = (np.diff(test.indptr) > 0) & (np.diff(train.indptr) > 0)
     quota = np.minimum(K, np.diff(test.indptr)[kept])

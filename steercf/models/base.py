@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from steercf.data.rows import one_hot_items
+from steercf.data.rows import canonical_rows, one_hot_items
 from steercf.errors import InputError, ModelFileError
 from steercf.io import load_model_dir, save_model_dir, tensor_fingerprint
 from steercf.ranking import check_n, top_n
@@ -32,44 +32,38 @@ UserRows = sp.spmatrix | np.ndarray | torch.Tensor
 def as_user_rows(
     user_items: UserRows, n_items: int, allow_empty: bool = False, name: str = "user_items"
 ) -> sp.csr_matrix:
-    """Validate user rows and return them as float32 CSR.
+    """Validate user rows and return them in canonical form (:func:`canonical_rows`:
+    repeated entries summed, stored zeros dropped, every interaction 1.0).
 
     Args:
         user_items: (n_users, n_items) interactions; a 1-D array is one user.
         n_items: the item count the model was fitted on.
         allow_empty: accept users with no interaction (else raise).
 
+    Returns:
+        (n_users, n_items) float32 CSR.
+
     Raises:
         InputError: wrong shape, NaN or infinite values, negative values, empty rows.
     """
     if isinstance(user_items, torch.Tensor):
         user_items = user_items.detach().cpu().numpy()
-    if sp.issparse(user_items):
-        rows = sp.csr_matrix(user_items, dtype=np.float32)
-    else:
-        array = np.asarray(user_items, dtype=np.float32)
-        if array.ndim == 1:
-            array = array[None, :]
-        if array.ndim != 2:
-            raise InputError(f"{name} must be 2-D (users x items), got {array.ndim} dimensions")
-        rows = sp.csr_matrix(array)
+    if not sp.issparse(user_items):
+        try:
+            user_items = np.asarray(user_items, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"{name} must hold numbers: {err}") from err
+        if user_items.ndim == 1:
+            user_items = user_items[None, :]
+    rows = canonical_rows(user_items, name)
     if rows.shape[1] != n_items:
         raise InputError(
             f"{name} has {rows.shape[1]} item columns but the model was fitted on {n_items} items"
         )
-    if not np.isfinite(rows.data).all():
-        raise InputError(f"{name} contains NaN or infinite values")
-    if (rows.data < 0).any():
-        raise InputError(f"{name} contains negative values; interactions must be >= 0")
     if rows.shape[0] == 0:
         raise InputError(f"{name} has no rows")
-    if not rows.has_canonical_format or (rows.data == 0).any():
-        # repeated (user, item) entries add up, stored zeros are no interaction; on a
-        # copy, never on the caller's matrix
-        rows = rows.copy()
-        rows.sum_duplicates()
-        rows.eliminate_zeros()
     if not allow_empty:
+        # after canonicalisation: a row holding only stored zeros is empty here too
         empty = np.flatnonzero(np.diff(rows.indptr) == 0)
         if len(empty):
             raise InputError(

@@ -57,6 +57,9 @@ def _common(parser: argparse.ArgumentParser, model: bool = True, inputs: int = 1
         parser.add_argument(name, help="CSV / CSV.GZ / Parquet file with a text column")
     parser.add_argument("--text-column", default="text", help="column holding the documents")
     parser.add_argument(
+        "--encoding", default="utf-8", help="text encoding of CSV / TSV inputs (e.g. latin-1)"
+    )
+    parser.add_argument(
         "--cache-dir",
         default=None,
         help="embedding cache; %(default)s = $STEERCF_CACHE/embeddings, else "
@@ -225,10 +228,10 @@ def add_text_commands(subparsers: Any) -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------- helpers
-def _texts(path: str, column: str) -> tuple[pd.DataFrame, list[str]]:
+def _texts(path: str, column: str, encoding: str) -> tuple[pd.DataFrame, list[str]]:
     from steercf.text.embed import read_table, texts_from_frame
 
-    frame = read_table(path)
+    frame = read_table(path, encoding=encoding, text_columns=(column,))
     return frame, texts_from_frame(frame, column, source=str(path))
 
 
@@ -252,7 +255,7 @@ def _model_and_codes(args: argparse.Namespace, path: str) -> tuple[Any, Any, Any
     if args.cache_dir:
         kwargs["cache_dir"] = args.cache_dir
     embedder = model.embedder(**kwargs)
-    _, texts = _texts(path, args.text_column)
+    _, texts = _texts(path, args.text_column, args.encoding)
     embeddings = embedder.embed(texts)
     return model, embedder, embeddings, texts, model.doc_codes(embeddings)
 
@@ -299,7 +302,7 @@ def _pairs(specs: list[str], default: float | None) -> dict[int, float] | list[i
 
 # ------------------------------------------------------------------ commands
 def cmd_embed(args: argparse.Namespace) -> None:
-    _, texts = _texts(args.input, args.text_column)
+    _, texts = _texts(args.input, args.text_column, args.encoding)
     embedder = _new_embedder(args)
     embeddings = embedder.embed(texts)
     embeddings.save(args.out)
@@ -315,7 +318,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from steercf.text.labels import label_latents
     from steercf.text.model import TextSAE
 
-    _, texts = _texts(args.input, args.text_column)
+    _, texts = _texts(args.input, args.text_column, args.encoding)
     embedder = _new_embedder(args)
     if args.embeddings:
         embeddings = Embeddings.load(args.embeddings)

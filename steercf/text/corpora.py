@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from steercf.data.files import read_table
 from steercf.errors import InputError
 
 
@@ -17,7 +18,7 @@ def load_bbc(data_dir: str | os.PathLike) -> pd.DataFrame:
     path = Path(data_dir) / "bbc-news" / "bbc-news.csv.gz"
     if not path.is_file():
         raise InputError(f"BBC News not found at {path}")
-    frame = pd.read_csv(path)
+    frame = read_table(path, text_columns=("category", "title", "text"))
     frame["doc"] = frame["title"].str.strip() + ". " + frame["text"].str.strip()
     return frame
 
@@ -28,7 +29,7 @@ def load_arxiv(data_dir: str | os.PathLike) -> pd.DataFrame:
     path = Path(data_dir) / "arxiv-sample" / "arxiv-2007-04.csv.gz"
     if not path.is_file():
         raise InputError(f"arXiv sample not found at {path}")
-    frame = pd.read_csv(path)
+    frame = read_table(path, text_columns=("title", "categories", "archive", "abstract"))
     frame["doc"] = (
         frame["title"].str.split().str.join(" ")
         + ". "

@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from steercf.data.files import DEFAULT_ENCODING
+from steercf.data.files import read_table as read_data_table
 from steercf.errors import InputError
 
 
@@ -56,22 +58,28 @@ def _first(positions: Sequence[int], n: int = 5) -> str:
     return shown + (", ..." if len(positions) > n else "")
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a CSV (optionally compressed, e.g. ``.csv.gz``) or Parquet file.
+def read_table(
+    path: str | os.PathLike, encoding: str = DEFAULT_ENCODING, text_columns: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Read a CSV / TSV (optionally compressed, e.g. ``.csv.gz``) or Parquet file.
+
+    Args:
+        encoding: text encoding of a CSV / TSV file.
+        text_columns: columns read as text whatever they hold: a document ``nan``,
+            ``NA`` or ``123`` is that string; an empty cell is ``""`` (an empty
+            document, which :func:`check_texts` refuses by position).
 
     Raises:
-        InputError: missing file or an unknown extension.
+        InputError: missing file, an unknown extension, or a file that cannot be read
+            (empty, not valid text in ``encoding``, binary, a truncated ``.gz``).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no such file: {path}")
     suffixes = [s.lower() for s in path.suffixes]
-    if ".parquet" in suffixes or ".pq" in suffixes:
-        return pd.read_parquet(path)
-    if ".csv" in suffixes or ".tsv" in suffixes or ".txt" in suffixes:
-        sep = "\t" if ".tsv" in suffixes else ","
-        return pd.read_csv(path, sep=sep)
-    raise InputError(f"{path}: expected a .csv, .csv.gz, .tsv or .parquet file")
+    if not {".parquet", ".pq", ".csv", ".tsv", ".txt"} & set(suffixes):
+        raise InputError(f"{path}: expected a .csv, .csv.gz, .tsv or .parquet file")
+    return read_data_table(path, encoding=encoding, text_columns=text_columns)
 
 
 def texts_from_frame(frame: pd.DataFrame, column: str, source: str = "table") -> list[str]:
