@@ -60,6 +60,7 @@ LOCK_FILE = ".lock"
 LOCK_TIMEOUT_S = 600.0  # how long a writer waits for another one to finish
 _VERSION_RE = re.compile(r"v-[0-9a-f]{1,32}-[0-9a-f]{1,32}")
 _POINTER_TMP = ".CURRENT."  # prefix of pointer temporaries
+_LEGACY_FILES = (CONFIG_FILE, TENSORS_FILE, "labels.json")  # what a format-1 model held
 _READ_ATTEMPTS = 5
 _MAX_CONFIG_BYTES = 64 * 2**20
 # what loading a model from its config may raise on a malformed config (one place)
@@ -188,27 +189,28 @@ def _commit(path: str | os.PathLike, force: bool, write: Callable[[Path], None])
         raise ModelFileError(f"cannot create the model directory {path}: {err}") from err
     with _locked(path):
         previous = _read_pointer(path)
-        legacy = previous is None and _dir_kind(path) == "legacy"
         version = f"v-{time.time_ns():x}-{secrets.token_hex(4)}"
         version_dir = path / version
+        pointer_tmp = path / f"{_POINTER_TMP}{version}.tmp"
         try:
             version_dir.mkdir()
             write(version_dir)
             _fsync(path)  # the version's directory entry is durable before CURRENT names it
-            _write_file(path / f"{_POINTER_TMP}{version}.tmp", f"{version}\n".encode())
-            os.replace(path / f"{_POINTER_TMP}{version}.tmp", path / CURRENT_FILE)
-            _fsync(path)
-        except OSError as err:
-            shutil.rmtree(version_dir, ignore_errors=True)
-            _unlink(path / f"{_POINTER_TMP}{version}.tmp")
-            raise ModelFileError(
-                f"could not save the model to {path} ({err}); the previous model there is unchanged"
-            ) from err
-        except BaseException:
-            shutil.rmtree(version_dir, ignore_errors=True)
-            _unlink(path / f"{_POINTER_TMP}{version}.tmp")
+            _write_file(pointer_tmp, f"{version}\n".encode())
+            os.replace(pointer_tmp, path / CURRENT_FILE)  # the switch: atomic
+        except BaseException as err:
+            # roll back unless the switch happened (an interrupt can land just after it)
+            if _read_pointer(path) != version:
+                shutil.rmtree(version_dir, ignore_errors=True)
+                _unlink(pointer_tmp)
+                if isinstance(err, OSError):
+                    raise ModelFileError(
+                        f"could not save the model to {path} ({err}); the previous model "
+                        "there is unchanged"
+                    ) from err
             raise
-        _clean(path, keep={version, previous}, legacy=legacy)
+        _fsync(path)
+        _clean(path, keep={version, previous})
     _clean_old_leftovers(path)
     return path
 
@@ -339,20 +341,26 @@ def _locked(path: Path) -> Iterator[None]:
         handle.close()
 
 
-def _clean(path: Path, keep: set[str | None], legacy: bool) -> None:
+def _clean(path: Path, keep: set[str | None]) -> None:
     """Remove what no reader needs: versions other than ``keep``, pointer temporaries,
-    and the files of a format-1 model this save converted. Best effort (under the lock)."""
+    and the files of a format-1 model this save superseded (its ``config.json`` last, so
+    that an interrupted clean-up is recognised and finished by the next save). Best
+    effort, under the lock, after the swap."""
+    legacy = _steercf_config(path / CONFIG_FILE)
     for entry in path.iterdir():
         name = entry.name
         if _VERSION_RE.fullmatch(name) and name not in keep:
             shutil.rmtree(entry, ignore_errors=True)
         elif name.startswith(_POINTER_TMP) and name.endswith(".tmp"):
             _unlink(entry)
-        elif legacy and _is_legacy_entry(entry):
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                _unlink(entry)
+        elif legacy and name != CONFIG_FILE and not _is_layout_entry(name):
+            if _is_legacy_entry(entry):
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    _unlink(entry)
+    if legacy:
+        _unlink(path / CONFIG_FILE)
 
 
 def _clean_old_leftovers(path: Path) -> None:
@@ -378,14 +386,29 @@ def _is_layout_entry(name: str) -> bool:
 
 
 def _is_legacy_entry(entry: Path) -> bool:
-    """A file a format-1 model directory holds: its tensors, JSON files (config, labels),
-    temporaries of them, and child model directories."""
-    name = entry.name
+    """A file a format-1 model directory holds: its tensors, config, labels, a labels
+    temporary, and child model directories made of these."""
     if entry.is_symlink():
         return False
     if entry.is_dir():
         return all(_is_legacy_entry(e) for e in entry.iterdir())
-    return name == TENSORS_FILE or name.endswith(".json") or name.endswith(".tmp")
+    name = entry.name
+    return name in _LEGACY_FILES or (name.startswith(".labels.") and name.endswith(".tmp"))
+
+
+def _has_legacy_model(path: Path) -> bool:
+    """Whether ``path`` holds a format-1 model's files directly (before the versioned
+    layout)."""
+    return (path / TENSORS_FILE).is_file() and _steercf_config(path / CONFIG_FILE)
+
+
+def _steercf_config(config_path: Path) -> bool:
+    """Whether a file is a steercf model's config.json (not some other JSON file)."""
+    try:
+        meta = json.loads(config_path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(meta, dict) and "kind" in meta and "format_version" in meta
 
 
 def _dir_kind(path: Path) -> str:
@@ -396,13 +419,8 @@ def _dir_kind(path: Path) -> str:
         return "empty"
     if CURRENT_FILE in names or all(_is_layout_entry(n) for n in names):
         return "model"
-    if CONFIG_FILE in names and (path / TENSORS_FILE).is_file():
-        try:
-            meta = json.loads((path / CONFIG_FILE).read_text())
-            if isinstance(meta, dict) and "kind" in meta and "format_version" in meta:
-                return "legacy"
-        except (OSError, ValueError, RecursionError):
-            pass
+    if _has_legacy_model(path):
+        return "legacy"
     return "foreign"
 
 
@@ -437,6 +455,11 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
                 )
         raise ModelFileError(f"no model directory at {path}{hint}")
     if not (path / CURRENT_FILE).exists():
+        if not (path / CONFIG_FILE).exists() and _dir_kind(path) == "model":
+            raise ModelFileError(
+                f"no saved model in {path}: it holds only what an interrupted first save "
+                "left (saving again cleans it up)"
+            )
         return path
     name = _read_pointer(path)
     if name is None or not (path / name).is_dir():
