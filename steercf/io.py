@@ -109,7 +109,11 @@ def check_model_path(path: str | os.PathLike, force: bool = False) -> Path:
     path = Path(os.path.abspath(path))
     if path.exists() and not path.is_dir():
         raise ModelFileError(f"cannot save a model to {path}: it is a file, not a directory")
-    if path.is_dir() and not force and _dir_kind(path) == "foreign":
+    try:
+        foreign = path.is_dir() and not force and _dir_kind(path) == "foreign"
+    except OSError as err:
+        raise ModelFileError(f"cannot read the directory {path}: {err}") from err
+    if foreign:
         raise ModelFileError(
             f"refusing to save a model into {path}: it is a non-empty directory that is not "
             "a steercf model (choose a new or empty directory, or pass --force / force=True "
@@ -281,7 +285,8 @@ def _link_tree(source: Path, target: Path, skip: set[str]) -> None:
     """Recreate the version ``source`` in the empty ``target`` (hard links, or copies
     where links are impossible); top-level names in ``skip`` are left out."""
     for entry in source.iterdir():
-        if entry.name in skip or entry.name.startswith("."):  # layout files, temporaries
+        # not: replaced files, the layout (a format-1 source holds it), temporaries
+        if entry.name in skip or _is_layout_entry(entry.name) or entry.name.startswith("."):
             continue
         if entry.is_dir():
             (target / entry.name).mkdir()

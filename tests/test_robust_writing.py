@@ -274,6 +274,20 @@ def test_two_processes_saving_to_one_path_100_times_each(tmp_path, popularity):
     assert len(_versions(target)) <= 2
 
 
+def test_a_writer_that_holds_the_lock_too_long_is_a_clear_error(tmp_path, popularity, monkeypatch):
+    fcntl = pytest.importorskip("fcntl")
+    target = tmp_path / "m"
+    popularity[0].save(target)
+    monkeypatch.setattr(io, "LOCK_TIMEOUT_S", 0.2)
+    with open(target / LOCK_FILE, "a+b") as held:  # as another saving process would
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(ModelFileError, match="another process has been saving to"):
+            popularity[1].save(target)
+    assert load_model(target).fingerprint() == popularity[0].fingerprint()
+    popularity[1].save(target)  # released: the save goes through
+    assert load_model(target).fingerprint() == popularity[1].fingerprint()
+
+
 # ========================================================================================
 # Integrity
 # ========================================================================================
