@@ -167,6 +167,26 @@ def test_old_format_model_dirs_still_load_and_are_converted_by_a_save(tmp_path, 
     assert len(_versions(old)) == 1  # the format-1 files were removed after the swap
 
 
+def test_an_old_format_spliced_model_with_labels_loads_and_relabelling_converts_it(
+    tmp_path, spliced
+):
+    model = spliced[0]
+    model.save(tmp_path / "new", extra_json=labels_json(_labels(model, "old"), model))
+    old = tmp_path / "old"
+    shutil.copytree(resolve_model_dir(tmp_path / "new"), old)  # flat, as format 1 was
+    for config in old.rglob("config.json"):
+        meta = json.loads(config.read_text())
+        meta["format_version"] = 1
+        del meta["checksums"]
+        config.write_text(json.dumps(meta))
+    assert load_model(old).fingerprint() == model.fingerprint()
+    assert load_labels(old).labels[0].text == "old 0"
+    store_labels(old, _labels(model, "relabelled"))
+    assert load_labels(old).labels[0].text == "relabelled 0"
+    assert load_model(old).fingerprint() == model.fingerprint()
+    assert sorted(p.name for p in old.iterdir()) == [LOCK_FILE, CURRENT_FILE, *_versions(old)]
+
+
 def test_stale_leftovers_are_cleaned_by_the_next_save(tmp_path, popularity):
     target = tmp_path / "m"
     popularity[0].save(target)
