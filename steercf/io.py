@@ -452,7 +452,7 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
     if not path.is_dir():
         hint = ""
         if path.name:
-            old = sorted(path.parent.glob(f".{glob_escape(path.name)}.old-*"))
+            old = sorted(path.parent.glob(f".{_glob_escape(path.name)}.old-*"))
             if old:
                 hint = (
                     f"; an interrupted save by an older steercf left the previous model "
@@ -460,7 +460,11 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
                 )
         raise ModelFileError(f"no model directory at {path}{hint}")
     if not (path / CURRENT_FILE).exists():
-        if not (path / CONFIG_FILE).exists() and _dir_kind(path) == "model":
+        try:
+            leftovers_only = not (path / CONFIG_FILE).exists() and _dir_kind(path) == "model"
+        except OSError as err:
+            raise ModelFileError(f"cannot read the model directory {path}: {err}") from err
+        if leftovers_only:
             raise ModelFileError(
                 f"no saved model in {path}: it holds only what an interrupted first save "
                 "left (saving again cleans it up)"
@@ -475,7 +479,7 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
     return path / name
 
 
-def glob_escape(text: str) -> str:
+def _glob_escape(text: str) -> str:
     """``text`` with glob wildcards escaped."""
     return re.sub(r"([*?\[])", r"[\1]", text)
 
