@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from steercf.concepts import label_model, save_labels
+from steercf.concepts import label_model, labels_json
 from steercf.data import load_dataset
 from steercf.evaluation import split_users
 from steercf.experiment import base_params, make_model
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "spliced"
         metadata = run_metadata("ml-100k", data, args.seed)
-        model.save(model_dir, metadata=metadata)
-        save_labels(model_dir, label_model(model, data, train_users=split.train_users))
+        labels = label_model(model, data, train_users=split.train_users)
+        model.save(model_dir, metadata=metadata, extra_json=labels_json(labels, model))
         with serving(model_dir) as url, httpx.Client(base_url=url, timeout=60) as client:
             times, changed, user = time_requests(client, n_requests)
     if changed == 0:

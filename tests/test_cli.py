@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from steercf.cli import main
+from steercf.concepts import has_labels
 from steercf.steering import DEFAULT_STRENGTH
 
 
@@ -90,7 +91,7 @@ def test_spliced_workflow_end_to_end(tmp_path, capsys):
         )
         == 0
     )
-    assert (spliced / "labels.json").exists()  # labels travel with the model
+    assert has_labels(spliced)  # labels travel with the model
     capsys.readouterr()
 
     assert main(["evaluate", str(spliced), "--quiet"]) == 0

@@ -44,6 +44,7 @@ from steercf.concepts.report import SPECIFICITY_KEYS, random_orthogonal
 from steercf.data import ItemTags, load_dataset
 from steercf.errors import InputError, ModelFileError, UnknownIdError
 from steercf.evaluation import split_users
+from steercf.io import resolve_model_dir
 from steercf.models import ELSA
 from steercf.models.spliced import SplicedRecommender
 from steercf.sae import TrainConfig
@@ -405,7 +406,7 @@ def test_labels_round_trip_and_validation(ml100k_model, tmp_path):
     with pytest.raises(InputError, match="out of range"):
         format_latent(loaded, model.n_latents)
 
-    path = model_dir / "labels.json"
+    path = resolve_model_dir(model_dir) / "labels.json"
     payload = json.loads(path.read_text())
     path.write_text(path.read_text()[:100])
     with pytest.raises(ModelFileError, match="corrupt labels"):

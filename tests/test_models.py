@@ -12,6 +12,7 @@ import torch
 from steercf.data import load_ml100k
 from steercf.errors import InputError, ModelFileError
 from steercf.evaluation import evaluate, split_users
+from steercf.io import resolve_model_dir
 from steercf.models import EASE, ELSA, Popularity, load_model
 
 
@@ -130,15 +131,15 @@ def test_corrupt_or_wrong_kind_model_files_are_refused(tmp_path, fitted):
     fitted["ease"].save(tmp_path / "ease")
     with pytest.raises(ModelFileError, match="holds a EASE model, expected ELSA"):
         ELSA.load(tmp_path / "ease")
-    (tmp_path / "ease" / "tensors.safetensors").write_bytes(b"not a tensor file")
+    (resolve_model_dir(tmp_path / "ease") / "tensors.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(ModelFileError, match="corrupt tensor file"):
         load_model(tmp_path / "ease")
     fitted["elsa"].save(tmp_path / "elsa")
-    config_path = tmp_path / "elsa" / "config.json"
+    config_path = resolve_model_dir(tmp_path / "elsa") / "config.json"
     meta = json.loads(config_path.read_text())
     meta["config"]["factors"] = 65
     config_path.write_text(json.dumps(meta))
-    with pytest.raises(ModelFileError, match="shape"):
+    with pytest.raises(ModelFileError, match="does not match its checksum"):
         load_model(tmp_path / "elsa")
     config_path.write_text("{ not json")
     with pytest.raises(ModelFileError, match="corrupt model config"):
@@ -159,8 +160,9 @@ def test_save_replaces_atomically_and_keeps_the_old_model_on_failure(tmp_path, f
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(io, "save_file", broken)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(io, "_write_file", broken)
+    with pytest.raises(ModelFileError, match="disk full.*previous model there is unchanged"):
         fitted["ease"].save(target)
     assert isinstance(load_model(target), Popularity)  # the old model survived
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temp litter
+    assert len([p for p in target.iterdir() if p.name.startswith("v-")]) == 1

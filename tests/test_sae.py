@@ -4,7 +4,6 @@ checks and metrics. Small synthetic data only; the whole file runs in well under
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -13,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from steercf.errors import InputError, ModelFileError
-from steercf.io import save_model_dir
+from steercf.io import resolve_model_dir, save_model_dir
 from steercf.sae import (
     SAEConfig,
     SparseAutoencoder,
@@ -294,7 +293,7 @@ def test_load_rejects_bad_files(tmp_path):
 
     corrupt = tmp_path / "corrupt"
     sae.save(corrupt)
-    (corrupt / "tensors.safetensors").write_bytes(b"not a safetensors file")
+    (resolve_model_dir(corrupt) / "tensors.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ModelFileError, match="corrupt"):
         SparseAutoencoder.load(corrupt)
 
@@ -313,10 +312,7 @@ def test_load_rejects_bad_files(tmp_path):
         SparseAutoencoder.load(tmp_path / "nan")
 
     bad_config = tmp_path / "config"
-    sae.save(bad_config)
-    meta = json.loads((bad_config / "config.json").read_text())
-    meta["config"]["activation"] = "gelu"
-    (bad_config / "config.json").write_text(json.dumps(meta))
+    save_model_dir(bad_config, "SparseAutoencoder", {**config, "activation": "gelu"}, tensors)
     with pytest.raises(ModelFileError, match="activation"):
         SparseAutoencoder.load(bad_config)
 

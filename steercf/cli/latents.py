@@ -4,7 +4,6 @@ read, label and turn its latents."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,8 +11,10 @@ import numpy as np
 from steercf.cli.common import (
     add_command,
     add_config_flags,
+    add_model_out_args,
     add_parallel_args,
     add_saved_model_args,
+    check_out,
     config_values,
     load_saved,
     parallel,
@@ -24,12 +25,13 @@ from steercf.concepts import (
     format_latent,
     format_latents,
     format_reports,
+    has_labels,
     label_model,
+    labels_json,
     load_labels,
     plot_reports,
     save_labels,
 )
-from steercf.concepts.labels import LABELS_FILE
 from steercf.data import InteractionData
 from steercf.errors import InputError
 from steercf.models import CFAE, EASE, SplicedRecommender
@@ -44,6 +46,7 @@ TRAIN_FLAGS = ("loss", "l1_coef", "aux_coef", "lr", "batch_size", "max_epochs", 
 
 
 def cmd_train_sae(args: argparse.Namespace) -> None:
+    check_out(args)
     group, device = parallel(args)
     run = load_saved(args)
     base = run.model
@@ -72,9 +75,15 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
     if not group.is_main:  # every rank holds the same model; one writes it
         group.barrier()
         return
-    model.save(args.out, metadata=dict(base.metadata_))
-    # label latents now so they travel with the model (`steercf latents` reads them)
-    save_labels(args.out, label_model(model, run.data, train_users=run.split.train_users))
+    # label latents now and save them in the same step as the model (`steercf latents`
+    # reads them): no saved model lacks its labels
+    labels = label_model(model, run.data, train_users=run.split.train_users)
+    model.save(
+        args.out,
+        metadata=dict(base.metadata_),
+        extra_json=labels_json(labels, model),
+        force=args.force,
+    )
     final = model.history_[model.best_epoch_]
     print(
         f"saved {base.kind}+SAE ({model.n_latents} latents, k={args.k}) to {args.out}; "
@@ -95,7 +104,7 @@ def cmd_concepts(args: argparse.Namespace) -> None:
 
 def stored_labels(args: argparse.Namespace, run: Run | None = None):
     """Labels stored with the model, computed and stored on first use."""
-    if (Path(args.model_dir) / LABELS_FILE).exists():
+    if has_labels(args.model_dir):
         return load_labels(args.model_dir)
     run = run or load_saved(args, spliced=True)
     labels = label_model(run.model, run.data, train_users=run.split.train_users)
@@ -184,7 +193,7 @@ def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
         sub, "train-sae", "splice an SAE into a saved CFAE (ELSA, Mult-VAE, low-rank EASE)"
     )
     add_saved_model_args(tsae)
-    tsae.add_argument("--out", required=True, help="spliced model directory to write")
+    add_model_out_args(tsae, "spliced model directory to write")
     add_config_flags(
         tsae, SAEConfig, SAE_FLAGS, defaults=SAE_DEFAULTS, choices={"activation": ACTIVATIONS}
     )

@@ -10,8 +10,10 @@ import numpy as np
 from steercf.cli.common import (
     add_command,
     add_data_args,
+    add_model_out_args,
     add_parallel_args,
     add_saved_model_args,
+    check_out,
     load_saved,
     parallel,
     parse_params,
@@ -79,6 +81,7 @@ def train_params(args: argparse.Namespace, dataset: str, device: Any) -> dict[st
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    check_out(args)
     group, device = parallel(args)
     data = load_dataset(
         args.data,
@@ -115,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         nproc=group.world_size,
     )
     if group.is_main:  # every rank holds the same model; one writes it
-        model.save(args.out, metadata=metadata)
+        model.save(args.out, metadata=metadata, force=args.force)
         print(f"saved {model.kind} to {args.out}")
     group.barrier()
 
@@ -244,7 +247,7 @@ def add_model_commands(sub: Any) -> list[argparse.ArgumentParser]:
     train = add_command(sub, "train", "fit a model on the training users of a data set")
     add_data_args(train)
     train.add_argument("--model", choices=sorted(MODELS), default="elsa", help="model kind")
-    train.add_argument("--out", required=True, help="model directory to write")
+    add_model_out_args(train, "model directory to write")
     train.add_argument("--seed", type=int, default=0, help="split and training seed")
     train.add_argument(
         "--param",

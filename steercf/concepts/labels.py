@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from steercf.concepts.mapping import (
 from steercf.concepts.sources import concept_display_names
 from steercf.data import InteractionData, ItemTags
 from steercf.errors import InputError, ModelFileError
+from steercf.io import read_model_config, resolve_model_dir, update_model_dir
 
 LABELS_FILE = "labels.json"
 LABELS_FORMAT = "steercf-latent-labels"
@@ -218,32 +218,22 @@ def label_model(
 # ----------------------------------------------------------------------------------------
 def _model_identity(model_dir: Path) -> tuple[str | None, int | None]:
     """(SAE fingerprint, number of latents) of a spliced model directory, from its JSON
-    configs only (no tensors are read)."""
+    configs only (no tensors are read). ``model_dir``: a model path or a version directory."""
     try:
-        config = json.loads((model_dir / "config.json").read_text())["config"]
-        sae = json.loads((model_dir / "sae" / "config.json").read_text())["config"]
-    except FileNotFoundError as err:
-        raise ModelFileError(
-            f"{model_dir} is not a spliced model directory (missing {err.filename})"
-        ) from err
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
-        raise ModelFileError(f"{model_dir}: unreadable model config: {err}") from err
+        config = read_model_config(model_dir)
+        sae = read_model_config(model_dir, child="sae")
+    except ModelFileError as err:
+        raise ModelFileError(f"{model_dir} is not a spliced model directory ({err})") from err
     width = sae.get("width")
-    n_latents = width if width is not None else sae.get("expansion", 0) * sae.get("d_in", 0)
-    return config.get("sae_fingerprint"), int(n_latents) if n_latents else None
+    try:
+        n_latents = width if width is not None else sae.get("expansion", 0) * sae.get("d_in", 0)
+        return config.get("sae_fingerprint"), int(n_latents) if n_latents else None
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{model_dir}: unreadable SAE config: {err}") from err
 
 
-def save_labels(model_dir: str | os.PathLike, labels: LatentLabels) -> Path:
-    """Write ``labels.json`` into a spliced model's directory, atomically.
-
-    Raises:
-        ModelFileError: not a spliced model directory, or labels for another model
-            (different SAE fingerprint or number of latents).
-    """
-    model_dir = Path(model_dir)
-    fingerprint, n_latents = _model_identity(model_dir)
-    _check_identity(labels, fingerprint, n_latents, model_dir)
-    payload = {
+def _labels_payload(labels: LatentLabels, fingerprint: str | None) -> dict[str, Any]:
+    return {
         "format": LABELS_FORMAT,
         "version": LABELS_VERSION,
         "n_latents": labels.n_latents,
@@ -252,13 +242,46 @@ def save_labels(model_dir: str | os.PathLike, labels: LatentLabels) -> Path:
         "sources": labels.sources,
         "labels": [asdict(label) for label in labels.labels],
     }
-    # temp file in the same directory + os.replace: readers see the old or the new file
-    with tempfile.NamedTemporaryFile(
-        "w", dir=model_dir, prefix=".labels.", suffix=".tmp", delete=False, encoding="utf-8"
-    ) as tmp:
-        json.dump(payload, tmp, ensure_ascii=False)
-    os.replace(tmp.name, model_dir / LABELS_FILE)
-    return model_dir / LABELS_FILE
+
+
+def labels_json(labels: LatentLabels, model: Any) -> dict[str, Any]:
+    """``{"labels.json": payload}`` for ``model.save(path, extra_json=...)``: labels saved
+    in the same atomic step as the model, so no saved model lacks them.
+
+    Raises:
+        ModelFileError: labels of another model (SAE fingerprint or number of latents).
+    """
+    fingerprint = model.sae_fingerprint()
+    _check_identity(labels, fingerprint, model.n_latents, Path("<the model being saved>"))
+    return {LABELS_FILE: _labels_payload(labels, fingerprint)}
+
+
+def save_labels(model_dir: str | os.PathLike, labels: LatentLabels) -> Path:
+    """Write ``labels.json`` into a saved spliced model, atomically (a new version of
+    the model directory, :func:`steercf.io.update_model_dir`).
+
+    Raises:
+        ModelFileError: not a spliced model directory, or labels for another model
+            (different SAE fingerprint or number of latents).
+    """
+    model_dir = Path(model_dir)
+
+    def files(version_dir: Path) -> dict[str, Any]:  # under the writers' lock
+        fingerprint, n_latents = _model_identity(version_dir)
+        _check_identity(labels, fingerprint, n_latents, model_dir)
+        return {LABELS_FILE: _labels_payload(labels, fingerprint)}
+
+    _model_identity(model_dir)  # a clear error before taking the lock
+    update_model_dir(model_dir, files)
+    return resolve_model_dir(model_dir) / LABELS_FILE
+
+
+def has_labels(model_dir: str | os.PathLike) -> bool:
+    """Whether a saved model carries ``labels.json``."""
+    try:
+        return (resolve_model_dir(model_dir) / LABELS_FILE).is_file()
+    except ModelFileError:
+        return False
 
 
 def load_labels(model_dir: str | os.PathLike) -> LatentLabels:
@@ -269,8 +292,9 @@ def load_labels(model_dir: str | os.PathLike) -> LatentLabels:
             a wrong format or version, or labels of another model / another width.
     """
     model_dir = Path(model_dir)
-    path = model_dir / LABELS_FILE
-    fingerprint, n_latents = _model_identity(model_dir)
+    version_dir = resolve_model_dir(model_dir)  # once: the labels and the configs agree
+    path = version_dir / LABELS_FILE
+    fingerprint, n_latents = _model_identity(version_dir)
     if not path.is_file():
         raise ModelFileError(
             f"{model_dir} has no latent labels ({LABELS_FILE}); create them with "

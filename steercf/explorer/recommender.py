@@ -22,10 +22,10 @@ from steercf.concepts import (
     available_sources,
     concept_display_names,
     concept_tags,
+    has_labels,
     label_model,
     load_labels,
 )
-from steercf.concepts.labels import LABELS_FILE
 from steercf.concepts.mapping import MAPPINGS
 from steercf.data import InteractionData, ItemTags
 from steercf.errors import InputError, UnknownIdError
@@ -166,7 +166,7 @@ class RecommenderExplorer(LatentBrowser):
                 "(make one with `steercf train-sae`) or a text model (`steercf text train`)"
             )
         data = resolve_data(model, data)
-        labels = load_labels(model_dir) if (Path(model_dir) / LABELS_FILE).is_file() else None
+        labels = load_labels(model_dir) if has_labels(model_dir) else None
         seed = int((getattr(model, "metadata_", {}) or {}).get("seed", 0))
         return cls(model, data, labels=labels, seed=options.pop("seed", seed), **options)
 

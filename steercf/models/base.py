@@ -19,8 +19,8 @@ import scipy.sparse as sp
 import torch
 
 from steercf.data.rows import canonical_rows, one_hot_items
-from steercf.errors import InputError, ModelFileError
-from steercf.io import load_model_dir, save_model_dir, tensor_fingerprint
+from steercf.errors import InputError
+from steercf.io import read_model, save_model_dir, tensor_fingerprint
 from steercf.ranking import check_n, top_n
 
 # torch warns on every CSR tensor that the layout is "beta"; we rely only on sparse.mm.
@@ -215,23 +215,36 @@ class Recommender(ABC):
         """Rebuild a fitted model; validate shapes against ``config``."""
         raise NotImplementedError(f"{cls.__name__} overrides load() instead")
 
-    def save(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
-        """Write the fitted model as a directory of safetensors + JSON (atomically).
+    def save(
+        self,
+        path: str | os.PathLike,
+        metadata: dict[str, Any] | None = None,
+        *,
+        extra_json: dict[str, Any] | None = None,
+        force: bool = False,
+    ) -> None:
+        """Write the fitted model as a directory of safetensors + JSON (atomically: a
+        reader sees the previous model or this one, never a mix; :mod:`steercf.io`).
 
         Args:
             metadata: JSON-serialisable facts stored alongside (the CLI records the data
                 set and split seed here); defaults to ``self.metadata_`` if set.
+            extra_json: more JSON files saved in the same step, ``name -> value``.
+            force: write into a non-empty directory that is not a steercf model.
         """
         self._check_fitted()
         config, tensors = self._state()
         config["metadata"] = metadata if metadata is not None else getattr(self, "metadata_", {})
-        save_model_dir(path, self.kind, config, tensors)
+        save_model_dir(path, self.kind, config, tensors, extra_json=extra_json, force=force)
 
     @classmethod
     def load(cls, path: str | os.PathLike):
         """Read a model saved by :meth:`save`; raises ModelFileError on a bad file."""
-        _, config, tensors = load_model_dir(path, cls.kind)
-        return _restore(cls, config, tensors, path)
+        return read_model(
+            path,
+            cls.kind,
+            lambda root, _kind, config, tensors: _restore(cls, config, tensors, root),
+        )
 
 
 class CFAE(Recommender):
@@ -276,14 +289,15 @@ def load_model(path: str | os.PathLike) -> Recommender:
     """Load any steercf recommender from its directory, dispatching on the stored kind."""
     from steercf.models import MODEL_KINDS  # late import: the registry imports the models
 
-    kind, config, tensors = load_model_dir(path, tuple(MODEL_KINDS))
-    return _restore(MODEL_KINDS[kind], config, tensors, path)
+    return read_model(
+        path,
+        tuple(MODEL_KINDS),
+        lambda root, kind, config, tensors: _restore(MODEL_KINDS[kind], config, tensors, root),
+    )
 
 
 def _restore(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor], path) -> Recommender:
-    try:
-        model = cls._from_state(config, tensors, path)
-    except (KeyError, TypeError) as err:
-        raise ModelFileError(f"{path}: model config is incomplete or malformed ({err})") from err
+    # a malformed config (missing key, wrong type) becomes a ModelFileError in read_model
+    model = cls._from_state(config, tensors, path)
     model.metadata_ = config.get("metadata", {})
     return model

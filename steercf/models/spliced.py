@@ -21,7 +21,7 @@ from steercf.data.rows import one_hot_items, thin_rows
 from steercf.distributed import Collective
 from steercf.errors import InputError, ModelFileError
 from steercf.evaluation import monitor_hold_out, ndcg_at_k, parse_monitor, recall_at_k
-from steercf.io import load_model_dir, save_model_dir, tensor_fingerprint
+from steercf.io import load_model_dir, read_model, save_model_dir, tensor_fingerprint
 from steercf.models.base import CFAE, UserRows, as_user_rows
 from steercf.models.sparse_code import SparseCode, SparseEncoding
 from steercf.models.splice_loss import splice_holdout_loss, splice_ranking_loss
@@ -406,8 +406,17 @@ class SplicedRecommender(CFAE):
         return self.sae_.config.n_latents
 
     # ---- persistence ----------------------------------------------------------------
-    def save(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
-        """One directory: the spliced config, ``base/`` (the CFAE) and ``sae/``."""
+    def save(
+        self,
+        path: str | os.PathLike,
+        metadata: dict[str, Any] | None = None,
+        *,
+        extra_json: dict[str, Any] | None = None,
+        force: bool = False,
+    ) -> None:
+        """One directory: the spliced config, ``base/`` (the CFAE) and ``sae/``, plus
+        ``extra_json`` files (``labels.json``: :func:`steercf.concepts.labels_json`)
+        written in the same atomic step."""
         self._check_fitted()
         base_config, base_tensors = self.base._state()
         sae_kind, sae_config, sae_tensors = self.sae_.model_parts()
@@ -428,13 +437,16 @@ class SplicedRecommender(CFAE):
             "base": (self.base.kind, base_config, base_tensors),
             "sae": (sae_kind, sae_config, sae_tensors),
         }
-        save_model_dir(path, self.kind, config, {}, children=children)
+        save_model_dir(
+            path, self.kind, config, {}, children=children, extra_json=extra_json, force=force
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SplicedRecommender:
         """Read a spliced model; refuses an SAE or base swapped in from another model."""
-        _, config, _ = load_model_dir(path, cls.kind)
-        return cls._from_parts(config, path)
+        return read_model(
+            path, cls.kind, lambda root, _kind, config, _tensors: cls._from_parts(config, root)
+        )
 
     @classmethod
     def _from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor], path):
@@ -443,6 +455,7 @@ class SplicedRecommender(CFAE):
 
     @classmethod
     def _from_parts(cls, config: dict[str, Any], path) -> SplicedRecommender:
+        """``path``: the resolved version directory (:func:`steercf.io.read_model`)."""
         from steercf.models import MODEL_KINDS  # the registry imports this module
 
         path = os.fspath(path)
@@ -450,17 +463,12 @@ class SplicedRecommender(CFAE):
             os.path.join(path, "base"),
             tuple(k for k in MODEL_KINDS if k not in ("Popularity", cls.kind)),
         )
-        try:
-            if base_kind != config["base_kind"]:
-                raise ModelFileError(
-                    f"{path}: base is a {base_kind}, config says {config['base_kind']}"
-                )
-            if tensor_fingerprint(base_tensors) != config["base_fingerprint"]:
-                raise ModelFileError(
-                    f"{path}: the base CFAE is not the one this model was built on"
-                )
-        except KeyError as err:
-            raise ModelFileError(f"{path}: spliced config lacks {err}") from err
+        if base_kind != config["base_kind"]:
+            raise ModelFileError(
+                f"{path}: base is a {base_kind}, config says {config['base_kind']}"
+            )
+        if tensor_fingerprint(base_tensors) != config["base_fingerprint"]:
+            raise ModelFileError(f"{path}: the base CFAE is not the one this model was built on")
         base = MODEL_KINDS[base_kind]._from_state(base_config, base_tensors, path)
         sae = SparseAutoencoder.load(os.path.join(path, "sae"))
         if tensor_fingerprint(sae.state_dict()) != config["sae_fingerprint"]:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from steercf.errors import InputError, ModelFileError
-from steercf.io import load_model_dir, require_tensors, save_model_dir
+from steercf.io import read_model, require_tensors, save_model_dir
 from steercf.sae.config import SAEConfig
 
 KIND = "SparseAutoencoder"
@@ -373,10 +373,11 @@ class SparseAutoencoder(nn.Module):
         tensors = {name: t.detach() for name, t in self.state_dict().items()}
         return KIND, self.config.to_dict(), tensors
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the model atomically to the directory ``path`` (safetensors + JSON)."""
+    def save(self, path: str | os.PathLike, *, force: bool = False) -> None:
+        """Write the model atomically to the directory ``path`` (safetensors + JSON);
+        ``force``: write into a non-empty directory that is not a steercf model."""
         kind, config, tensors = self.model_parts()
-        save_model_dir(path, kind, config, tensors)
+        save_model_dir(path, kind, config, tensors, force=force)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SparseAutoencoder:
@@ -386,9 +387,16 @@ class SparseAutoencoder(nn.Module):
             ModelFileError: missing or corrupt files, another kind, an invalid
                 config, missing tensors, wrong shapes, NaN or infinite values.
         """
-        _, config_dict, tensors = load_model_dir(path, KIND)
+        return read_model(
+            path, KIND, lambda root, _kind, config, tensors: cls._build(config, tensors, root)
+        )
+
+    @classmethod
+    def _build(
+        cls, config_dict: dict[str, Any], tensors: dict[str, Tensor], path
+    ) -> SparseAutoencoder:
         try:
-            config = SAEConfig.from_dict(config_dict)
+            config = SAEConfig.from_dict(dict(config_dict))
         except (InputError, TypeError) as err:
             raise ModelFileError(f"{path}: invalid SAE config: {err}") from err
         d, n = config.d_in, config.n_latents

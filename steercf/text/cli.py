@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from steercf.errors import InputError
+from steercf.io import check_model_path
 from steercf.reporting import format_table
 from steercf.sae import SAEConfig, TrainConfig
 from steercf.text.diffing import DEFAULT_MIN_DIFF
@@ -102,6 +103,12 @@ def _add_train(sub: Any) -> None:
     p = _subcommand(sub, "train", "train an SAE on a corpus's chunk embeddings and label it")
     _common(p, model=False)
     p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write the model into --out even if it is a non-empty directory that is not "
+        "a steercf model (its files are kept)",
+    )
     p.add_argument(
         "--embeddings",
         default=None,
@@ -313,6 +320,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    check_model_path(args.out, force=args.force)  # before embedding and training
     from steercf.sae import sae_metrics
     from steercf.text.embed import Embeddings
     from steercf.text.labels import label_latents
@@ -338,7 +346,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     model.set_labels(labels["label"].tolist(), labels["terms"].tolist())
     metrics = sae_metrics(model.sae, embeddings.vectors)
     model.metadata["metrics"] = metrics
-    model.save(args.out)
+    model.save(args.out, force=args.force)
     print(
         f"trained {model.n_latents} latents (k={model.sae.config.k}) on {embeddings.n_docs} documents "
         f"/ {embeddings.vectors.shape[0]} chunks: cosine {metrics['cosine']:.3f}, "

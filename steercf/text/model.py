@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from steercf.errors import InputError, ModelFileError
-from steercf.io import load_model_dir, require_tensors, save_model_dir
+from steercf.io import read_model, require_tensors, save_model_dir
 from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig, train_sae
 from steercf.text.embed import Embedder, Embeddings
 
@@ -226,8 +226,9 @@ class TextSAE:
         return ids.astype(np.int64)
 
     # ----------------------------------------------------------------- storage
-    def save(self, path: str | os.PathLike) -> None:
-        """Write a model directory: this model's JSON + tensors, the SAE as child ``sae``."""
+    def save(self, path: str | os.PathLike, *, force: bool = False) -> None:
+        """Write a model directory (atomically): this model's JSON + tensors, the SAE as
+        child ``sae``; ``force``: write into a non-empty directory that is not a model."""
         config = {
             "embedder": self.embedder_spec,
             "labels": self.labels,
@@ -239,7 +240,9 @@ class TextSAE:
             "density": torch.from_numpy(self.density),
             "centroids": torch.from_numpy(self.centroids),
         }
-        save_model_dir(path, KIND, config, tensors, children={"sae": self.sae.model_parts()})
+        save_model_dir(
+            path, KIND, config, tensors, children={"sae": self.sae.model_parts()}, force=force
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TextSAE:
@@ -248,11 +251,17 @@ class TextSAE:
         Raises:
             ModelFileError: missing/corrupt files, another kind, inconsistent shapes.
         """
-        _, config, tensors = load_model_dir(path, KIND)
-        sae = SparseAutoencoder.load(os.path.join(path, "sae"))
+        return read_model(
+            path, KIND, lambda root, _kind, config, tensors: cls._build(config, tensors, root)
+        )
+
+    @classmethod
+    def _build(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor], root) -> TextSAE:
+        """``root``: the resolved version directory (the SAE is its child ``sae``)."""
+        sae = SparseAutoencoder.load(os.path.join(root, "sae"))
         n = sae.config.n_latents
         shapes = {"p90": (n,), "density": (n,), "centroids": (n, sae.config.d_in)}
-        require_tensors(tensors, shapes, path)
+        require_tensors(tensors, shapes, root)
         try:
             return cls(
                 sae,
@@ -264,8 +273,8 @@ class TextSAE:
                 config.get("metadata"),
                 tensors["centroids"].numpy(),
             )
-        except (KeyError, TypeError, InputError) as err:
-            raise ModelFileError(f"{path}: invalid TextSAE config: {err}") from err
+        except InputError as err:
+            raise ModelFileError(f"{root}: invalid TextSAE config: {err}") from err
 
     def embedder(self, **kwargs: Any) -> Embedder:
         """An :class:`Embedder` like the one the model was trained with.
