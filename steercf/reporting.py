@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -12,19 +13,45 @@ from typing import Any
 
 import numpy as np
 
+LIST_SEPARATOR = " | "  # list cells (e.g. latent labels, which hold commas themselves)
+_SPACE = re.compile(r"\s+")
 
-def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """Render dicts as an aligned text table (floats with 4 decimals)."""
+
+def one_line(text: Any, width: int | None = None) -> str:
+    """``text`` as one line: runs of whitespace (newlines, tabs) become one space, and
+    text longer than ``width`` characters is cut to ``width`` with a trailing "…"."""
+    line = _SPACE.sub(" ", str(text)).strip()
+    if width is not None and len(line) > width:
+        return line[: max(width - 1, 0)].rstrip() + "…"
+    return line
+
+
+def cell_text(value: Any) -> str:
+    """One table cell: floats with 4 decimals, None empty, a list or tuple as its items
+    joined by :data:`LIST_SEPARATOR`, everything else ``str``."""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4f}"
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return LIST_SEPARATOR.join(cell_text(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def format_table(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str] | None = None,
+    max_width: int | None = None,
+) -> str:
+    """Render dicts as an aligned text table, one line per row: the one table formatter
+    of the CLI and the benchmarks.
+
+    Cells go through :func:`cell_text` (floats with 4 decimals, lists joined by " | ")
+    and :func:`one_line` (newlines and tabs inside a value, e.g. a document, collapse
+    to spaces; cells longer than ``max_width`` characters end in "…").
+    """
     if not rows:
         return "(no rows)"
     columns = list(columns or dict.fromkeys(k for row in rows for k in row))
-
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return "nan" if math.isnan(value) else f"{value:.4f}"
-        return "" if value is None else str(value)
-
-    body = [[cell(row.get(c)) for c in columns] for row in rows]
+    body = [[one_line(cell_text(row.get(c)), max_width) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(columns)]
     line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
     rule = "  ".join("-" * w for w in widths)

@@ -52,6 +52,9 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--top-latents", type=int, default=None, help="latents per concept slider")
     p.add_argument("--text-column", default="text", help="text model: column of the documents")
     p.add_argument("--title-column", default="title", help="text model: column of the titles")
+    from steercf.text.cli import add_cache_dir_argument
+
+    add_cache_dir_argument(p)  # the text commands' flag: text models embed their corpus
     p.add_argument("--quiet", action="store_true", help="no request log")
     p.set_defaults(func=cmd_serve)
     return p
@@ -83,7 +86,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if kind == "TextSAE":
         if options:
             raise InputError("--source, --mapping and --top-latents apply to recommenders only")
-        options = {"text_column": args.text_column, "title_column": args.title_column}
+        options = {
+            "text_column": args.text_column,
+            "title_column": args.title_column,
+            "cache_dir": args.cache_dir,
+        }
+    elif args.cache_dir is not None:
+        raise InputError("--cache-dir applies to text models only (their embedding cache)")
     print(f"loading {args.model_dir} ...", flush=True)
     app = create_app(args.model_dir, data=args.data, allowed_hosts=allowed, **options)
     explorer = app.state.explorer

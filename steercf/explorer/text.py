@@ -84,6 +84,7 @@ class TextExplorer:
         data: str | Path,
         text_column: str = "text",
         title_column: str | None = "title",
+        cache_dir: str | Path | None = None,
         **options: Any,
     ) -> TextExplorer:
         """Load a ``steercf text train`` model and the corpus file it is to search.
@@ -91,6 +92,9 @@ class TextExplorer:
         Args:
             data: CSV / CSV.GZ / Parquet file with a ``text_column``.
             title_column: column shown as the title when present (else the text's start).
+            cache_dir: the steercf cache root; the corpus's embeddings are cached in
+                ``<cache_dir>/embeddings`` (:func:`steercf.text.embed.embedding_cache_dir`;
+                default ``$STEERCF_CACHE``, else ``~/.cache/steercf``).
         """
         from steercf.text.embed import read_table, texts_from_frame
         from steercf.text.model import TextSAE
@@ -108,6 +112,8 @@ class TextExplorer:
             if title_column and title_column in frame.columns
             else None
         )
+        if cache_dir is not None and options.get("embedder") is None:
+            options["embedder"] = model.embedder(progress=False, cache_dir=cache_dir)
         return cls(model, texts, titles, name=Path(str(data)).name.split(".")[0], **options)
 
     # ---- helpers -----------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pandas as pd
 
 from steercf.errors import InputError
 from steercf.io import check_model_path
-from steercf.reporting import format_table
+from steercf.reporting import LIST_SEPARATOR, format_table, one_line
 from steercf.sae import SAEConfig, TrainConfig
 from steercf.text.diffing import DEFAULT_MIN_DIFF
 from steercf.text.embed import (
@@ -33,7 +33,8 @@ from steercf.text.embed import (
 from steercf.text.model import DEFAULT_SAE, DEFAULT_TRAIN
 from steercf.text.queries import QUERY_METHODS
 
-LIST_COLUMNS_WIDTH = 60
+CELL_WIDTH = 60  # characters shown per table cell (the CSV keeps everything)
+SNIPPET_WIDTH = 100  # characters of a document shown in a search table
 HELP_FORMATTER = argparse.ArgumentDefaultsHelpFormatter  # --help shows every default
 
 
@@ -44,6 +45,17 @@ def config_default(config: type, overrides: dict[str, Any], name: str) -> Any:
     if name in overrides:
         return overrides[name]
     return {f.name: f for f in dataclasses.fields(config)}[name].default
+
+
+def add_cache_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """``--cache-dir``, shared by the text commands and ``serve``: the steercf cache root,
+    resolved by :func:`steercf.text.embed.embedding_cache_dir` like ``$STEERCF_CACHE``."""
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="steercf cache root; embeddings are cached in DIR/embeddings, as with "
+        "$STEERCF_CACHE=DIR (%(default)s: $STEERCF_CACHE, else ~/.cache/steercf)",
+    )
 
 
 def _subcommand(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
@@ -60,14 +72,12 @@ def _common(parser: argparse.ArgumentParser, model: bool = True, inputs: int = 1
     parser.add_argument(
         "--encoding", default="utf-8", help="text encoding of CSV / TSV inputs (e.g. latin-1)"
     )
+    add_cache_dir_argument(parser)
     parser.add_argument(
-        "--cache-dir",
+        "--csv",
         default=None,
-        help="embedding cache; %(default)s = $STEERCF_CACHE/embeddings, else "
-        "~/.cache/steercf/embeddings",
-    )
-    parser.add_argument(
-        "--csv", default=None, help="also write the result table to this CSV (%(default)s: no)"
+        help="also write the result table to this CSV, list cells joined by "
+        f"{LIST_SEPARATOR!r} (%(default)s: no)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -250,7 +260,7 @@ def _new_embedder(args: argparse.Namespace) -> Any:
         if getattr(args, name) is not None:
             kwargs[name] = getattr(args, name)
     if args.cache_dir:
-        kwargs["cache_dir"] = args.cache_dir
+        kwargs["cache_dir"] = args.cache_dir  # the root, as $STEERCF_CACHE
     return Embedder(args.model, **kwargs)
 
 
@@ -268,16 +278,21 @@ def _model_and_codes(args: argparse.Namespace, path: str) -> tuple[Any, Any, Any
 
 
 def _show(frame: pd.DataFrame, args: argparse.Namespace) -> None:
+    """Print ``frame`` as a table (one line per row, long cells cut; see
+    :func:`steercf.reporting.format_table`) and write it whole to ``--csv``."""
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(args.csv, index=False)
-    shown = frame.copy()
-    for column in shown.columns:
-        if shown[column].map(lambda v: isinstance(v, list)).any():
-            shown[column] = shown[column].map(lambda v: str(v)[:LIST_COLUMNS_WIDTH])
-        elif shown[column].dtype == object:
-            shown[column] = shown[column].map(lambda v: str(v)[:LIST_COLUMNS_WIDTH])
-    print(format_table(shown.to_dict("records")))
+        written = frame.copy()
+        for column in written.columns:
+            if written[column].map(lambda v: isinstance(v, (list, tuple))).any():
+                # readable lists: "a, b | c" rather than Python's "['a, b', 'c']"
+                written[column] = written[column].map(
+                    lambda v: (
+                        LIST_SEPARATOR.join(map(str, v)) if isinstance(v, (list, tuple)) else v
+                    )
+                )
+        written.to_csv(args.csv, index=False)
+    print(format_table(frame.to_dict("records"), max_width=CELL_WIDTH))
 
 
 def _pairs(specs: list[str], default: float | None) -> dict[int, float] | list[int]:
@@ -397,6 +412,36 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     _show(result.summary, args)
 
 
+def _snippets(frame: pd.DataFrame, texts: list[str]) -> list[str]:
+    return [one_line(texts[i], SNIPPET_WIDTH) for i in frame["doc"]]
+
+
+def _steer_edits(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "strengthen": _pairs(args.strengthen, 2.0) or None,
+        "weaken": _pairs(args.weaken, 0.0) or None,
+        "add": _pairs(args.add, None) or None,
+    }
+
+
+def _before_after(before: pd.DataFrame, after: pd.DataFrame, texts: list[str]) -> pd.DataFrame:
+    """Print the unsteered ranking ``before`` and the heading of the steered one, as the
+    recommender's ``steer`` shows its lists: a document that entered the top gets "+" in
+    the returned ``after`` (column ``entered``), and those that left are named."""
+    new = set(after["doc"].tolist())
+    left = [d for d in before["doc"].tolist() if d not in new]
+    shown = before.assign(text=_snippets(before, texts))
+    print("before steering:")
+    print(format_table(shown.to_dict("records"), max_width=CELL_WIDTH))
+    print()
+    print(
+        f"after steering (+: entered the top {len(after)}; left it: "
+        f"{', '.join(map(str, left)) or 'nothing'}):"
+    )
+    old = set(before["doc"].tolist())
+    return after.assign(entered=["+" if d not in old else "" for d in after["doc"]])
+
+
 def cmd_search(args: argparse.Namespace) -> None:
     from steercf.text.analysis import dense_retrieval, property_retrieval, query_latents
     from steercf.text.search import SteerableSearch
@@ -411,14 +456,11 @@ def cmd_search(args: argparse.Namespace) -> None:
         search = SteerableSearch(model, embeddings, embedder)
         print("query latents:")
         print(format_table(search.query_latents(args.query).head(16).to_dict("records")))
-        frame = search.search(
-            args.query,
-            strengthen=_pairs(args.strengthen, 2.0) or None,
-            weaken=_pairs(args.weaken, 0.0) or None,
-            add=_pairs(args.add, None) or None,
-            top=args.top,
-        )
-    frame["text"] = [texts[i][:100] for i in frame["doc"]]
+        print()
+        before = search.search(args.query, top=args.top)
+        after = search.search(args.query, **_steer_edits(args), top=args.top)
+        frame = _before_after(before, after, texts)
+    frame["text"] = [texts[i] for i in frame["doc"]]  # whole in the CSV, cut in the table
     _show(frame, args)
 
 

@@ -6,7 +6,9 @@ tail of a long article would otherwise be lost). Each chunk is embedded once per
 stored under ``sha256(model id, chunk text)`` in the cache directory, so re-running an
 analysis on the same (or an overlapping) corpus does not call the model again.
 
-Cache layout: ``<cache_dir>/<model slug>/<shard>.npz`` holding ``keys`` (m, 32 bytes) and
+Cache layout: ``<root>/embeddings/<model slug>/<shard>.npz``, where ``<root>`` is the
+steercf cache root (``cache_dir``, else ``$STEERCF_CACHE``, else ``~/.cache/steercf``; see
+:func:`embedding_cache_dir`, the one resolver of it), each shard holding ``keys`` (m, 32 bytes) and
 ``vectors`` (m, d) float32; shards are written to a temporary file and renamed into
 place (atomic), and read with ``allow_pickle=False`` (never pickle).
 
@@ -22,12 +24,14 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from steercf.data.download import default_cache_dir as cache_root
 from steercf.errors import InputError
 from steercf.text.documents import check_texts, read_table, split_words, texts_from_frame
 from steercf.text.embeddings import Embeddings
@@ -42,6 +46,7 @@ __all__ = [
     "Embeddings",
     "check_texts",
     "default_cache_dir",
+    "embedding_cache_dir",
     "read_table",
     "resolve_model_path",
     "split_words",
@@ -56,12 +61,58 @@ DEFAULT_OVERLAP = 32
 DEFAULT_BATCH_SIZE = 64  # chunks per model call
 DIGEST_BYTES = 32  # sha256
 STORE_EVERY = 1024  # chunks embedded between cache writes
+# chunks per model call = batch_size x this: a few batches per call keep the bar moving
+# while each call still batches chunks of similar length together
+SLICE_BATCHES = 4
+
+
+def embedding_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where embedding vectors are cached: ``<root>/embeddings``.
+
+    ``root`` is ``cache_dir`` when given, else ``$STEERCF_CACHE``, else
+    ``~/.cache/steercf`` (:func:`steercf.data.default_cache_dir`, shared with the data
+    downloads). ``--cache-dir X`` on the command line, ``cache_dir=X`` in the API and
+    ``STEERCF_CACHE=X`` therefore all mean ``X/embeddings``.
+    """
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    return root / "embeddings"
 
 
 def default_cache_dir() -> Path:
-    """``$STEERCF_CACHE/embeddings``, else ``~/.cache/steercf/embeddings``."""
-    root = os.environ.get("STEERCF_CACHE") or Path.home() / ".cache" / "steercf"
-    return Path(root) / "embeddings"
+    """The embedding cache without a ``cache_dir``: :func:`embedding_cache_dir` ``()``."""
+    return embedding_cache_dir()
+
+
+@contextmanager
+def quiet_model_loading(quiet: bool = True) -> Iterator[None]:
+    """Turn off transformers' and huggingface_hub's progress bars (the "Loading weights"
+    bar of a model load) inside the block when ``quiet``; the previous state is restored
+    after it, so a caller that wants those bars elsewhere keeps them."""
+    if not quiet:
+        yield
+        return
+    try:
+        from huggingface_hub.utils import (
+            are_progress_bars_disabled,
+            disable_progress_bars,
+            enable_progress_bars,
+        )
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # no transformers: nothing prints a bar
+        yield
+        return
+    transformers_on = hf_logging.is_progress_bar_enabled()
+    hub_on = not are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # also turns huggingface_hub's bars off
+    try:
+        yield
+    finally:
+        if transformers_on:
+            hf_logging.enable_progress_bar()  # also turns huggingface_hub's bars on
+        if hub_on:
+            enable_progress_bars()
+        else:
+            disable_progress_bars()
 
 
 def resolve_model_path(model: str | None) -> str:
@@ -90,11 +141,13 @@ class Embedder:
             custom object, its class name; pass a version-specific id then).
         chunk_words, overlap, max_chunks: see :func:`split_words`.
         batch_size: chunks per model call.
-        cache_dir: where vectors are cached; ``None`` -> :func:`default_cache_dir`,
-            ``False`` -> no cache.
+        cache_dir: the steercf cache root: vectors are cached under
+            ``<cache_dir>/embeddings`` (:func:`embedding_cache_dir`); ``None`` ->
+            ``$STEERCF_CACHE``, else ``~/.cache/steercf``; ``False`` -> no cache.
         allow_download: let sentence-transformers fetch a named model from the network;
             off by default, so nothing is downloaded at run time.
-        progress: tqdm bar over batches.
+        progress: one tqdm bar over the chunks to embed (those not cached yet); off also
+            silences the model's own bars (weights loading, batches).
         device: torch device of the model.
     """
 
@@ -129,7 +182,8 @@ class Embedder:
         self.model_id = model_id
         self.chunk_words, self.overlap, self.max_chunks = chunk_words, overlap, max_chunks
         self.batch_size = batch_size
-        self.cache_dir = None if cache_dir is False else Path(cache_dir or default_cache_dir())
+        # the resolved embeddings directory (<root>/embeddings), None without a cache
+        self.cache_dir = None if cache_dir is False else embedding_cache_dir(cache_dir or None)
         self.allow_download, self.progress, self.device = allow_download, progress, device
         self.model_calls = 0  # chunks sent to the model (the cache saves these)
         self._index: dict[bytes, tuple[Path, int]] | None = None
@@ -175,9 +229,10 @@ class Embedder:
                     "text embeddings need sentence-transformers: pip install 'steercf[text]'"
                 ) from err
             try:
-                self._model = SentenceTransformer(
-                    path, device=self.device, local_files_only=not self.allow_download
-                )
+                with quiet_model_loading(not self.progress):
+                    self._model = SentenceTransformer(
+                        path, device=self.device, local_files_only=not self.allow_download
+                    )
             except OSError as err:
                 raise InputError(
                     f"cannot load embedding model {self.model_name!r} from local files "
@@ -191,7 +246,7 @@ class Embedder:
         out = self.model.encode(
             texts,
             batch_size=self.batch_size,
-            show_progress_bar=self.progress,
+            show_progress_bar=False,  # embed_strings keeps one bar over all chunks
             normalize_embeddings=True,
             convert_to_numpy=True,
         )
@@ -279,19 +334,38 @@ class Embedder:
         return chunks, np.asarray(doc_index, dtype=np.int64)
 
     def embed_strings(self, strings: Sequence[str]) -> np.ndarray:
-        """Vectors (n, d) of strings embedded whole (no chunking), through the cache."""
+        """Vectors (n, d) of strings embedded whole (no chunking), through the cache.
+
+        Strings not cached yet are embedded longest first (chunks of similar length share
+        a batch, so little padding), ``batch_size * SLICE_BATCHES`` per model call, under
+        one progress bar (unit: chunk, total: the chunks to embed, with an estimate of the
+        time left); the vectors come back in the order of ``strings``.
+        """
         strings = list(strings)
         keys = [self._key(s) for s in strings]
         found = self._cached(list(dict.fromkeys(keys)))
         missing = list(dict.fromkeys(k for k in keys if k not in found))
         if missing:
+            from tqdm.auto import tqdm
+
             text_of = dict(zip(keys, strings, strict=True))
-            # stored block by block: an interrupted run keeps what it has embedded
-            for start in range(0, len(missing), STORE_EVERY):
-                block = missing[start : start + STORE_EVERY]
-                new = self._encode([text_of[k] for k in block])
-                self._store(block, new)
-                found.update(zip(block, new, strict=True))
+            missing.sort(key=lambda k: -len(text_of[k]))
+            step = self.batch_size * SLICE_BATCHES
+            bar = tqdm(
+                total=len(missing), unit="chunk", desc="embedding", disable=not self.progress
+            )
+            with bar:
+                # stored block by block: an interrupted run keeps what it has embedded
+                for start in range(0, len(missing), STORE_EVERY):
+                    block = missing[start : start + STORE_EVERY]
+                    parts = []
+                    for at in range(0, len(block), step):
+                        part = block[at : at + step]
+                        parts.append(self._encode([text_of[k] for k in part]))
+                        bar.update(len(part))
+                    new = np.concatenate(parts)
+                    self._store(block, new)
+                    found.update(zip(block, new, strict=True))
         return np.stack([found[k] for k in keys]).astype(np.float32)
 
     def embed(self, texts: Any) -> Embeddings:

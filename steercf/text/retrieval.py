@@ -44,10 +44,13 @@ def property_retrieval(
         weights: ``{latent: weight}``, e.g. from :func:`query_latents`.
         p90: (n_latents,) normaliser (``TextSAE.p90``).
         top: documents returned.
-        labels: (n_latents,) latent labels for the ``latents`` column (default ids).
+        labels: (n_latents,) latent labels; with them a ``labels`` column is added.
 
     Returns:
-        DataFrame ``rank, doc, score, latents`` (the contributing latents' labels).
+        DataFrame ``rank, doc, score, latents`` and, with ``labels``, ``labels``: per
+        document, ``latents`` is the list of (at most 3) latent ids that add most to its
+        score, largest first, and ``labels`` the list of their labels (each label is one
+        string, itself possibly "word, word, word"; tables show the list joined by " | ").
     """
     codes = check_codes(codes)
     if not weights:
@@ -60,14 +63,10 @@ def property_retrieval(
     scores = normalised @ w
     order = best_documents(scores, top)
     contributing = [
-        ", ".join(
-            (labels[ids[i]] if labels is not None else str(ids[i]))
-            for i in np.argsort(-normalised[d] * w)[:3]
-            if normalised[d, i] > 0
-        )
+        [int(ids[i]) for i in np.argsort(-normalised[d] * w)[:3] if normalised[d, i] > 0]
         for d in order
     ]
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "rank": np.arange(1, len(order) + 1),
             "doc": order,
@@ -75,6 +74,11 @@ def property_retrieval(
             "latents": contributing,
         }
     )
+    if labels is not None:
+        if len(labels) != codes.shape[1]:
+            raise InputError(f"{len(labels)} labels for {codes.shape[1]} latents")
+        frame["labels"] = [[str(labels[j]) for j in row] for row in contributing]
+    return frame
 
 
 def doc_similarity(query_vector: np.ndarray, embeddings: Embeddings) -> np.ndarray:
