@@ -265,8 +265,9 @@ def test_steer_mode_prints_before_and_after(small_model, capsys):
     assert docs(blocks[1]) == before and docs(blocks[2]) == after
     left = [d for d in before if d not in after]
     assert f"left it: {', '.join(map(str, left)) or 'nothing'}" in blocks[2]
-    entered = [line for line in blocks[2].splitlines()[3:] if line.split()[3] == "+"]
-    assert len(entered) == len([d for d in after if d not in before])
+    was = [line.split()[3] for line in blocks[2].splitlines()[3:]]
+    assert was == [str(before.index(d) + 1) if d in before else "+" for d in after]
+    assert "+" in was
 
 
 # ------------------------------------------------------ (d) serve --cache-dir

@@ -24,6 +24,7 @@ from steercf.explorer.latents import (
     nearest_latents,
     unit_directions,
 )
+from steercf.reporting import one_line
 
 MAX_STRENGTHEN = 4.0  # a = 1 multiplies an active latent by 5
 # a = 1 switches an inactive latent on at 8 x its p90 activation: the query's own latents
@@ -132,7 +133,7 @@ class TextExplorer:
         return {
             "doc": int(doc),
             "title": self.titles[doc],
-            "snippet": text[:SNIPPET_CHARS] + ("…" if len(text) > SNIPPET_CHARS else ""),
+            "snippet": one_line(text, SNIPPET_CHARS),  # the tables' snippet rule
             **extra,
         }
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from steercf.errors import InputError
 from steercf.io import check_model_path
-from steercf.reporting import LIST_SEPARATOR, format_table, one_line
+from steercf.reporting import LIST_SEPARATOR, format_table
 from steercf.sae import SAEConfig, TrainConfig
 from steercf.text.diffing import DEFAULT_MIN_DIFF
 from steercf.text.embed import (
@@ -33,8 +33,8 @@ from steercf.text.embed import (
 from steercf.text.model import DEFAULT_SAE, DEFAULT_TRAIN
 from steercf.text.queries import QUERY_METHODS
 
-CELL_WIDTH = 60  # characters shown per table cell (the CSV keeps everything)
-SNIPPET_WIDTH = 100  # characters of a document shown in a search table
+# characters shown per table cell, a document's snippet included (the CSV keeps all)
+CELL_WIDTH = 60
 HELP_FORMATTER = argparse.ArgumentDefaultsHelpFormatter  # --help shows every default
 
 
@@ -412,10 +412,6 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     _show(result.summary, args)
 
 
-def _snippets(frame: pd.DataFrame, texts: list[str]) -> list[str]:
-    return [one_line(texts[i], SNIPPET_WIDTH) for i in frame["doc"]]
-
-
 def _steer_edits(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "strengthen": _pairs(args.strengthen, 2.0) or None,
@@ -426,20 +422,21 @@ def _steer_edits(args: argparse.Namespace) -> dict[str, Any]:
 
 def _before_after(before: pd.DataFrame, after: pd.DataFrame, texts: list[str]) -> pd.DataFrame:
     """Print the unsteered ranking ``before`` and the heading of the steered one, as the
-    recommender's ``steer`` shows its lists: a document that entered the top gets "+" in
-    the returned ``after`` (column ``entered``), and those that left are named."""
+    recommender's ``steer`` shows its lists: the returned ``after`` gains a column ``was``
+    (a document's rank before steering, "+" when it entered the top), and the documents
+    that left the top are named."""
+    was = {doc: str(rank) for doc, rank in zip(before["doc"], before["rank"], strict=True)}
     new = set(after["doc"].tolist())
     left = [d for d in before["doc"].tolist() if d not in new]
-    shown = before.assign(text=_snippets(before, texts))
     print("before steering:")
+    shown = before.assign(text=[texts[i] for i in before["doc"]])
     print(format_table(shown.to_dict("records"), max_width=CELL_WIDTH))
     print()
     print(
-        f"after steering (+: entered the top {len(after)}; left it: "
+        f"after steering (was: the rank before, + entered the top {len(after)}; left it: "
         f"{', '.join(map(str, left)) or 'nothing'}):"
     )
-    old = set(before["doc"].tolist())
-    return after.assign(entered=["+" if d not in old else "" for d in after["doc"]])
+    return after.assign(was=[was.get(d, "+") for d in after["doc"]])
 
 
 def cmd_search(args: argparse.Namespace) -> None:

@@ -7,9 +7,9 @@ stored under ``sha256(model id, chunk text)`` in the cache directory, so re-runn
 analysis on the same (or an overlapping) corpus does not call the model again.
 
 Cache layout: ``<root>/embeddings/<model slug>/<shard>.npz``, where ``<root>`` is the
-steercf cache root (``cache_dir``, else ``$STEERCF_CACHE``, else ``~/.cache/steercf``; see
-:func:`embedding_cache_dir`, the one resolver of it), each shard holding ``keys`` (m, 32 bytes) and
-``vectors`` (m, d) float32; shards are written to a temporary file and renamed into
+steercf cache root (``cache_dir``, else ``$STEERCF_CACHE``, else ``~/.cache/steercf``;
+:func:`embedding_cache_dir` is the one resolver of it). A shard holds ``keys`` (m, 32
+bytes) and ``vectors`` (m, d) float32; shards are written to a temporary file and renamed into
 place (atomic), and read with ``allow_pickle=False`` (never pickle).
 
 Corpus checking, table reading and chunking live in :mod:`steercf.text.documents`, the
@@ -348,6 +348,7 @@ class Embedder:
         if missing:
             from tqdm.auto import tqdm
 
+            self.model  # noqa: B018 (loads it now, so its loading is not in the bar's rate)
             text_of = dict(zip(keys, strings, strict=True))
             missing.sort(key=lambda k: -len(text_of[k]))
             step = self.batch_size * SLICE_BATCHES
