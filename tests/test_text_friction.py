@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from steercf.errors import InputError
 from steercf.reporting import format_table, one_line
 from steercf.text import embed as embed_module
 from steercf.text.embed import Embedder, Embeddings, embedding_cache_dir
@@ -271,7 +272,7 @@ def test_steer_mode_prints_before_and_after(small_model, capsys):
 
 
 # ------------------------------------------------------ (d) serve --cache-dir
-def test_serve_embeds_into_the_given_cache_dir(small_model, tmp_path, monkeypatch):
+def test_serve_embeds_into_the_given_cache_dir(small_model, tmp_path, monkeypatch, capfd):
     pytest.importorskip("fastapi")
     pytest.importorskip("fastapi_offline")
     pytest.importorskip("uvicorn")
@@ -288,3 +289,9 @@ def test_serve_embeds_into_the_given_cache_dir(small_model, tmp_path, monkeypatc
     explorer = started["app"].state.explorer
     assert explorer.embedder.cache_dir == tmp_path / "c" / "embeddings"
     assert list((tmp_path / "c" / "embeddings").glob("*/*.npz"))  # the corpus was cached there
+    assert f"{len(DOCS)}/{len(DOCS)}" in capfd.readouterr().err  # its bar (no --quiet)
+    assert explorer.embedder.progress is False  # queries get no bar each
+    recommender = text_parser().parse_args(["serve", "runs/x", "--cache-dir", "c"])
+    monkeypatch.setattr("steercf.io.load_model_dir", lambda path: ("SplicedModel", None, None))
+    with pytest.raises(InputError, match="--cache-dir applies to text models only"):
+        recommender.func(recommender)

@@ -311,7 +311,8 @@ def load_explorer(
             ``load_dataset`` spec (default: the data set recorded with the model); for a
             text model, the corpus file to search.
         options: passed to the explorer (``source``, ``mapping``, ``top_latents``,
-            ``seed`` for recommenders; ``embedder``, ``embeddings`` for text).
+            ``seed`` for recommenders; ``embedder``, ``embeddings``, ``cache_dir``,
+            ``progress`` for text).
     """
     from steercf.io import load_model_dir
 

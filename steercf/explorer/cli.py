@@ -55,7 +55,9 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     from steercf.text.cli import add_cache_dir_argument
 
     add_cache_dir_argument(p)  # the text commands' flag: text models embed their corpus
-    p.add_argument("--quiet", action="store_true", help="no request log")
+    p.add_argument(
+        "--quiet", action="store_true", help="no request log (nor a text corpus's embedding bar)"
+    )
     p.set_defaults(func=cmd_serve)
     return p
 
@@ -90,6 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             "text_column": args.text_column,
             "title_column": args.title_column,
             "cache_dir": args.cache_dir,
+            "progress": not args.quiet,
         }
     elif args.cache_dir is not None:
         raise InputError("--cache-dir applies to text models only (their embedding cache)")

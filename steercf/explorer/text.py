@@ -86,6 +86,7 @@ class TextExplorer:
         text_column: str = "text",
         title_column: str | None = "title",
         cache_dir: str | Path | None = None,
+        progress: bool = False,
         **options: Any,
     ) -> TextExplorer:
         """Load a ``steercf text train`` model and the corpus file it is to search.
@@ -96,6 +97,8 @@ class TextExplorer:
             cache_dir: the steercf cache root; the corpus's embeddings are cached in
                 ``<cache_dir>/embeddings`` (:func:`steercf.text.embed.embedding_cache_dir`;
                 default ``$STEERCF_CACHE``, else ``~/.cache/steercf``).
+            progress: a progress bar while the corpus is embedded (a first run over a
+                large corpus takes minutes).
         """
         from steercf.text.embed import read_table, texts_from_frame
         from steercf.text.model import TextSAE
@@ -113,8 +116,12 @@ class TextExplorer:
             if title_column and title_column in frame.columns
             else None
         )
-        if cache_dir is not None and options.get("embedder") is None:
-            options["embedder"] = model.embedder(progress=False, cache_dir=cache_dir)
+        if options.get("embedder") is None:
+            embedder = model.embedder(progress=progress, cache_dir=cache_dir)
+            if options.get("embeddings") is None:
+                options["embeddings"] = embedder.embed(texts)
+            embedder.progress = False  # the bar was for the corpus, not for each query
+            options["embedder"] = embedder
         return cls(model, texts, titles, name=Path(str(data)).name.split(".")[0], **options)
 
     # ---- helpers -----------------------------------------------------------------------

@@ -333,13 +333,14 @@ class Embedder:
             doc_index.extend([i] * len(parts))
         return chunks, np.asarray(doc_index, dtype=np.int64)
 
-    def embed_strings(self, strings: Sequence[str]) -> np.ndarray:
+    def embed_strings(self, strings: Sequence[str], progress: bool | None = None) -> np.ndarray:
         """Vectors (n, d) of strings embedded whole (no chunking), through the cache.
 
         Strings not cached yet are embedded longest first (chunks of similar length share
         a batch, so little padding), ``batch_size * SLICE_BATCHES`` per model call, under
         one progress bar (unit: chunk, total: the chunks to embed, with an estimate of the
-        time left); the vectors come back in the order of ``strings``.
+        time left) unless ``progress`` (default: the embedder's) is off; the vectors come
+        back in the order of ``strings``.
         """
         strings = list(strings)
         keys = [self._key(s) for s in strings]
@@ -353,7 +354,10 @@ class Embedder:
             missing.sort(key=lambda k: -len(text_of[k]))
             step = self.batch_size * SLICE_BATCHES
             bar = tqdm(
-                total=len(missing), unit="chunk", desc="embedding", disable=not self.progress
+                total=len(missing),
+                unit="chunk",
+                desc="embedding",
+                disable=not (self.progress if progress is None else progress),
             )
             with bar:
                 # stored block by block: an interrupted run keeps what it has embedded
@@ -383,7 +387,7 @@ class Embedder:
         """Vector (d,) of one query string (not chunked)."""
         if not isinstance(query, str) or not query.strip():
             raise InputError(f"a query must be a non-empty string, got {query!r}")
-        return self.embed_strings([query.strip()])[0]
+        return self.embed_strings([query.strip()], progress=False)[0]  # no bar for one
 
 
 EmbedFn = Callable[[list[str]], np.ndarray]
