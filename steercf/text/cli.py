@@ -22,7 +22,7 @@ import pandas as pd
 from steercf.errors import InputError
 from steercf.reporting import format_table
 from steercf.sae import SAEConfig, TrainConfig
-from steercf.text.diffing import DEFAULT_MIN_DIFF
+from steercf.text.diffing import DEFAULT_FDR, DEFAULT_MIN_DIFF
 from steercf.text.embed import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_WORDS,
@@ -137,14 +137,19 @@ def _add_diff(sub: Any) -> None:
     p = _subcommand(sub, "diff", "latents more frequent in corpus A than in corpus B")
     _common(p, inputs=2)
     p.add_argument(
+        "--fdr",
+        type=float,
+        default=DEFAULT_FDR,
+        help="keep latents whose Benjamini-Hochberg q-value (Fisher exact test) is at most this",
+    )
+    p.add_argument(
         "--min-diff", type=float, default=DEFAULT_MIN_DIFF, help="minimum frequency difference"
     )
-    p.add_argument("--relative", action="store_true", help="rank by relative difference")
     p.add_argument(
         "--direction",
         choices=("a", "b", "both"),
         default="both",
-        help="a: more frequent in A, b: more in B, both: largest absolute difference",
+        help="a: more frequent in A, b: more in B, both: either",
     )
     p.add_argument("--top", type=int, default=20, help="rows shown")
     p.set_defaults(func=cmd_diff)
@@ -347,8 +352,8 @@ def cmd_diff(args: argparse.Namespace) -> None:
         codes_a,
         codes_b,
         model.labels,
+        fdr=args.fdr,
         min_diff=args.min_diff,
-        relative=args.relative,
         direction=args.direction,
         top=args.top,
     )
