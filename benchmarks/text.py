@@ -8,7 +8,8 @@ chunk embeddings, label the latents, then
   class to A so that they make up ``rate`` of A, and diff A against B. A latent
   *detects* the planted class when at least 6 of its 10 top-activating documents in
   A u B belong to it. The SAE's latents are ranked by ``diff_datasets`` (one-sided
-  Fisher exact test, Benjamini-Hochberg FDR 5 %). Two dense baselines on the mean
+  Fisher exact test p-value; ``sae_fdr05`` counts a finding only when its
+  Benjamini-Hochberg q-value is at most 0.05). Two dense baselines on the mean
   chunk embeddings: ``dense_meandiff`` (one finding: the 10 documents with the largest
   projection on mean(A) - mean(B)) and ``dense_kmeans`` (k-means with 20 clusters on
   A u B, clusters ranked by the same test of their share in A; a cluster's documents
@@ -18,9 +19,9 @@ chunk embeddings, label the latents, then
   the top 5 / 20), setting ``rate=R``.
 * **Planted correlations**: a corpus of the other classes plus documents of class X
   only, of class Y only, and X+Y documents (an X and a Y document joined as one
-  document of two parts). The latents detecting X and Y are found on the documents
-  that carry only one of them (so a joined document cannot make one latent count for
-  both). Records ``planted_pair_rank`` (rank of the first pair of an X-detecting and a
+  document of two parts). The latents detecting X and Y are found on the whole
+  corpus, where each document carries one class (so a joined document cannot make one
+  latent count for both). Records ``planted_pair_rank`` (rank of the first pair of an X-detecting and a
   Y-detecting latent among the NPMI pairs with unrelated labels; 999 if absent),
   ``planted_pair_npmi``, and ``control_pair_npmi`` / ``control_pair_rank`` (the same
   pair when the X+Y documents are kept apart), setting ``pair=X+Y``, per seed.
@@ -74,7 +75,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DETECT_TOP, DETECT_SHARE = 10, 0.6
 NONE_RANK = 999
 KMEANS_K = 20  # clusters of the dense k-means diffing baseline
-METHODS = ("sae", "dense_meandiff", "dense_kmeans")
+METHODS = ("sae", "sae_fdr05", "dense_meandiff", "dense_kmeans")
 
 BBC_QUERIES = {
     "business": "business, companies and the economy",
@@ -204,6 +205,11 @@ def planted_differences(
     diff = diff_datasets(codes[a], codes[b], direction="a")
     hits = detecting(codes[union], has, diff["latent"].to_numpy())
     ranks["sae"] = int(diff["rank"].to_numpy()[hits][0]) if hits.any() else NONE_RANK
+    # the same finding, counted only when the test calls it (BH q <= 0.05)
+    significant = hits & (diff["q_value"].to_numpy() <= 0.05)
+    ranks["sae_fdr05"] = (
+        int(diff["rank"].to_numpy()[significant][0]) if significant.any() else NONE_RANK
+    )
 
     x = dense[union]
     direction = dense[a].mean(0) - dense[b].mean(0)
@@ -240,9 +246,9 @@ def planted_correlation(
 
     The corpus holds the other classes, ``n_single`` documents of x only and of y only,
     and ``n_pair`` X+Y documents (the chunks of one x and one y document as one
-    document). The latents that detect x (and y) are found on the documents that carry
-    only one of the two, so an X+Y document cannot make one latent count for both; the
-    planted pair is the best-ranked NPMI pair of an x- and a y-detecting latent on the
+    document). The latents that detect x (and y) are found on the whole corpus, where
+    each document carries one class, so an X+Y document cannot make one latent count
+    for both; the planted pair is the best-ranked NPMI pair of an x- and a y-detecting latent on the
     whole corpus. ``control_pair_npmi`` / ``control_pair_rank``: the same pair on the
     same documents with the X+Y documents kept apart (each of its two documents alone),
     where x and y never meet.
@@ -266,11 +272,13 @@ def planted_correlation(
         + [Embeddings(e.vectors, np.zeros(len(e.doc_index), np.int64), 1) for e in joined]
     )
     apart = emb.subset(np.concatenate([singles, pairs_x, pairs_y]))
+    # the latents detecting x and y, found on the whole corpus, where every document
+    # carries one class: a joined X+Y document cannot make one latent count for both
+    all_codes = model.doc_codes(emb)
+    alive = np.flatnonzero((all_codes > 0).sum(0) >= 5)
+    det_x = set(alive[detecting(all_codes, classes == x, alive)].tolist())
+    det_y = set(alive[detecting(all_codes, classes == y, alive)].tolist())
     codes = model.doc_codes(planted)
-    single_codes = codes[: len(singles)]
-    alive = np.flatnonzero((single_codes > 0).sum(0) >= 5)
-    det_x = set(alive[detecting(single_codes, classes[singles] == x, alive)].tolist())
-    det_y = set(alive[detecting(single_codes, classes[singles] == y, alive)].tolist())
 
     def first_match(frame: pd.DataFrame) -> int | None:
         for i, (lx, ly) in enumerate(zip(frame["latent_x"], frame["latent_y"], strict=True)):
@@ -338,7 +346,9 @@ def run_corpus(name: str, cfg: dict[str, Any], preset: dict[str, Any], quiet: bo
     rec("sae", "seconds", per_1000, setting="embed per 1000 docs (uncached)", n=len(sample))
 
     start = time.perf_counter()
-    model = TextSAE.fit(emb, train_config={"seed": 0}, embedder=embedder)
+    model = TextSAE.fit(
+        emb, sae_config=preset.get("sae"), train_config={"seed": 0}, embedder=embedder
+    )
     train_s = time.perf_counter() - start
     rec("sae", "seconds", train_s, setting="train", n=len(texts))
     rec("sae", "seconds", train_s / len(texts) * 1000, setting="train per 1000 docs", n=len(texts))
@@ -494,12 +504,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: the SAE is small and CI is busy)"
     )
+    parser.add_argument(
+        "--expansion", type=int, default=None, help="SAE latents per embedding dimension"
+    )
+    parser.add_argument("--k", type=int, default=None, help="active latents per chunk")
     args = parser.parse_args(argv)
     if not SHARED_DATA.is_dir():
         print(f"shared data not found at {SHARED_DATA}", file=sys.stderr)
         return 1
     torch.set_num_threads(args.threads)
-    preset = QUICK if args.quick else FULL
+    preset = dict(QUICK if args.quick else FULL)
+    overrides = {"expansion": args.expansion, "k": args.k}
+    preset["sae"] = {key: value for key, value in overrides.items() if value is not None} or None
     records: list[dict[str, Any]] = []
     for name in args.corpus:
         records.extend(run_corpus(name, CORPORA[name], preset, args.quiet))

@@ -238,7 +238,7 @@ def test_diff_finds_planted_class(codes, corpus, model):
     # random-split noise between halves of ~120 documents is ~0.1 per latent)
     planted = np.flatnonzero(classes == "tech")
     a = np.concatenate([a, planted])
-    frame = diff_datasets(codes[a], codes[b], model.labels, direction="a")
+    frame = diff_datasets(codes[a], codes[b], model.labels, direction="a", fdr=0.05)
     assert (frame["diff"] > 0).all() and (frame["q_value"] <= 0.05).all()
     assert frame["p_value"].is_monotonic_increasing and len(frame) >= 1
     assert frame["rank"].tolist() == list(range(1, len(frame) + 1))
@@ -246,7 +246,7 @@ def test_diff_finds_planted_class(codes, corpus, model):
     hits = [detects(codes[union], classes[union] == "tech", j) for j in frame["latent"][:5]]
     assert any(hits), frame.head(5)
     # no planted difference: the false-discovery correction keeps (almost) nothing
-    half = diff_datasets(codes[base[::2]], codes[base[1::2]], direction="both")
+    half = diff_datasets(codes[base[::2]], codes[base[1::2]], direction="both", fdr=0.05)
     assert len(half) <= 2, half
 
 

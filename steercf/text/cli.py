@@ -140,7 +140,8 @@ def _add_diff(sub: Any) -> None:
         "--fdr",
         type=float,
         default=DEFAULT_FDR,
-        help="keep latents whose Benjamini-Hochberg q-value (Fisher exact test) is at most this",
+        help="keep only latents whose Benjamini-Hochberg q-value (one-sided Fisher exact "
+        "test) is at most this, e.g. 0.05 (default: all latents, ranked by p-value)",
     )
     p.add_argument(
         "--min-diff", type=float, default=DEFAULT_MIN_DIFF, help="minimum frequency difference"

@@ -12,6 +12,14 @@ on every such document differs by at most 0.05, and one that fires on 60 % of th
 (fires / not, A / B), one-sided in the asked direction, with the Benjamini-Hochberg
 false-discovery correction over all latents tested. The effect size is reported next
 to it: the frequency difference and Cohen's h.
+
+By default every latent is ranked and its q-value shown rather than cut at a level:
+on the planted-difference benchmark (``benchmarks/text.py``, a class planted at 5 % of
+one BBC News half) ranking by the p-value put a detecting latent in the top 5 in 52 %
+of trials against 24 % when ranking by the frequency difference, while only 8 % of
+those latents clear q <= 0.05: with ~2,000 documents the evidence for a small planted
+share is real but weak, and a cut would hide it. Pass ``fdr=0.05`` to keep only the
+latents the test calls.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from scipy.stats import hypergeom
 from steercf.errors import InputError
 from steercf.text.common import check_codes, label_column
 
-DEFAULT_FDR = 0.05  # Benjamini-Hochberg false-discovery rate of the kept latents
+DEFAULT_FDR = None  # keep every latent (ranked, q-values shown); e.g. 0.05 to filter
 DEFAULT_MIN_DIFF = 0.0  # optional extra floor on |freq_a - freq_b| (the toolkit used 0.03)
 DIFF_COLUMNS = [
     "rank",
