@@ -410,10 +410,19 @@ def run_corpus(name: str, cfg: dict[str, Any], preset: dict[str, Any], quiet: bo
     # planted correlations
     start = time.perf_counter()
     for x, y in spec["pairs"]:
+        ranks = {"planted": [], "control": []}
         for seed in preset["seeds"]:
             result = planted_correlation(model, emb, classes, x, y, seed)
             for metric, value in result.items():
                 rec("sae", metric, value, setting=f"pair={x}+{y}", seed=seed)
+            ranks["planted"].append(result["planted_pair_rank"])
+            ranks["control"].append(result.get("control_pair_rank", NONE_RANK))
+        for which, values in ranks.items():
+            n = len(values)
+            top10 = float(np.mean(np.asarray(values) <= 10))
+            rec("sae", f"{which}_pair_top10_rate", top10, setting=f"pair={x}+{y}", n=n)
+            median = float(np.median(values))
+            rec("sae", f"{which}_pair_median_rank", median, setting=f"pair={x}+{y}", n=n)
     rec(
         "sae",
         "seconds",
@@ -486,11 +495,11 @@ def run_corpus(name: str, cfg: dict[str, Any], preset: dict[str, Any], quiet: bo
 
 
 def summarize(records: list[dict[str, Any]]) -> str:
-    """The records without per-query rows, as a table."""
+    """The records without per-query and per-seed rows, as a table."""
     rows = [
         {k: r.get(k) for k in ("dataset", "model", "metric", "setting", "value", "n")}
         for r in records
-        if not str(r.get("setting", "")).startswith("query=")
+        if not str(r.get("setting", "")).startswith("query=") and "seed" not in r
     ]
     return format_table(rows)
 
