@@ -25,6 +25,7 @@ from steercf.text.analysis import (  # noqa: E402
     targeted_clustering,
 )
 from steercf.text.cli import add_text_commands  # noqa: E402
+from steercf.text.clustering import tfidf_rows  # noqa: E402
 from steercf.text.corpora import bbc_sample  # noqa: E402
 from steercf.text.diffing import benjamini_hochberg  # noqa: E402
 from steercf.text.embed import (  # noqa: E402
@@ -355,12 +356,25 @@ def test_targeted_clustering(model, codes, embedder, corpus):
         "entertainment: films, music and celebrities",
     ]
     axis = query_latents(model, queries, embedder)
-    result = targeted_clustering(codes, 5, axis, model.labels, seed=0)
-    assert set(result.latents) <= set(axis) and len(result.summary) == 5
-    assert result.summary["size"].sum() == len(codes)
-    assert adjusted_rand_score(classes, result.assignments) > 0.3
+    for representation in ("tfidf", "jaccard"):
+        result = targeted_clustering(
+            codes, 5, axis, model.labels, seed=0, representation=representation
+        )
+        assert set(result.latents) <= set(axis) and len(result.summary) == 5
+        assert result.summary["size"].sum() == len(codes)
+        assert adjusted_rand_score(classes, result.assignments) > 0.3, representation
     with pytest.raises(InputError, match="n_clusters"):
         targeted_clustering(codes, 1)
+    with pytest.raises(InputError, match="representation"):
+        targeted_clustering(codes, 5, representation="cosine")
+
+
+def test_tfidf_rows_discount_latents_that_fire_everywhere():
+    codes = np.array([[1.0, 2.0, 0.0], [1.0, 0.0, 4.0], [1.0, 1.0, 0.0]])
+    rows = tfidf_rows(codes)
+    assert np.allclose(rows[:, 0], 0)  # fires on every document: idf 0
+    assert np.allclose(np.linalg.norm(rows, axis=1), 1)
+    assert rows[1, 2] == pytest.approx(1.0)  # its only informative latent
 
 
 def test_feature_families(codes, model):

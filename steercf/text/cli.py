@@ -168,7 +168,7 @@ def _add_correlate(sub: Any) -> None:
 
 
 def _add_cluster(sub: Any) -> None:
-    p = _subcommand(sub, "cluster", "spectral clustering on latents along an axis")
+    p = _subcommand(sub, "cluster", "cluster documents on latents along an axis")
     _common(p)
     p.add_argument("--n-clusters", type=int, required=True, help="number of clusters")
     p.add_argument("--query", action="append", default=[], help="axis query (repeatable)")
@@ -176,7 +176,14 @@ def _add_cluster(sub: Any) -> None:
         "--method", choices=QUERY_METHODS, default="semantic", help="how queries pick latents"
     )
     p.add_argument("--axis-latents", type=int, default=64, help="latents per axis query")
-    p.add_argument("--seed", type=int, default=0, help="spectral clustering random state")
+    p.add_argument(
+        "--representation",
+        choices=("tfidf", "jaccard"),
+        default="tfidf",
+        help="tfidf: k-means on TF-IDF-weighted activations; jaccard: spectral clustering "
+        "on active latent sets",
+    )
+    p.add_argument("--seed", type=int, default=0, help="clustering random state")
     p.add_argument("--assignments", default=None, help="write document -> cluster CSV here")
     p.set_defaults(func=cmd_cluster)
 
@@ -378,7 +385,14 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     latents = None
     if args.query:
         latents = query_latents(model, args.query, embedder, args.method, top=args.axis_latents)
-    result = targeted_clustering(codes, args.n_clusters, latents, model.labels, seed=args.seed)
+    result = targeted_clustering(
+        codes,
+        args.n_clusters,
+        latents,
+        model.labels,
+        seed=args.seed,
+        representation=args.representation,
+    )
     if args.assignments:
         pd.DataFrame({"doc": np.arange(len(codes)), "cluster": result.assignments}).to_csv(
             args.assignments, index=False
