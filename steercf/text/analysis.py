@@ -17,7 +17,7 @@ are re-exported here:
 
 from steercf.text.clustering import Clusters, jaccard_affinity, targeted_clustering
 from steercf.text.correlations import labels_related, latent_correlations, npmi
-from steercf.text.diffing import DEFAULT_MIN_DIFF, diff_datasets
+from steercf.text.diffing import DEFAULT_FDR, DEFAULT_MIN_DIFF, diff_datasets
 from steercf.text.queries import (
     SEMANTIC_MARGIN,
     SEMANTIC_TOP,
@@ -28,6 +28,7 @@ from steercf.text.queries import (
 from steercf.text.retrieval import dense_retrieval, doc_similarity, property_retrieval
 
 __all__ = [
+    "DEFAULT_FDR",
     "DEFAULT_MIN_DIFF",
     "SEMANTIC_MARGIN",
     "SEMANTIC_TOP",

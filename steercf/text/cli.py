@@ -23,7 +23,7 @@ from steercf.errors import InputError
 from steercf.io import check_model_path
 from steercf.reporting import LIST_SEPARATOR, format_table
 from steercf.sae import SAEConfig, TrainConfig
-from steercf.text.diffing import DEFAULT_MIN_DIFF
+from steercf.text.diffing import DEFAULT_FDR, DEFAULT_MIN_DIFF
 from steercf.text.embed import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_WORDS,
@@ -157,14 +157,20 @@ def _add_diff(sub: Any) -> None:
     p = _subcommand(sub, "diff", "latents more frequent in corpus A than in corpus B")
     _common(p, inputs=2)
     p.add_argument(
+        "--fdr",
+        type=float,
+        default=DEFAULT_FDR,
+        help="keep only latents whose Benjamini-Hochberg q-value (one-sided Fisher exact "
+        "test) is at most this, e.g. 0.05 (default: all latents, ranked by p-value)",
+    )
+    p.add_argument(
         "--min-diff", type=float, default=DEFAULT_MIN_DIFF, help="minimum frequency difference"
     )
-    p.add_argument("--relative", action="store_true", help="rank by relative difference")
     p.add_argument(
         "--direction",
         choices=("a", "b", "both"),
         default="both",
-        help="a: more frequent in A, b: more in B, both: largest absolute difference",
+        help="a: more frequent in A, b: more in B, both: either",
     )
     p.add_argument("--top", type=int, default=20, help="rows shown")
     p.set_defaults(func=cmd_diff)
@@ -182,7 +188,7 @@ def _add_correlate(sub: Any) -> None:
 
 
 def _add_cluster(sub: Any) -> None:
-    p = _subcommand(sub, "cluster", "spectral clustering on latents along an axis")
+    p = _subcommand(sub, "cluster", "cluster documents on latents along an axis")
     _common(p)
     p.add_argument("--n-clusters", type=int, required=True, help="number of clusters")
     p.add_argument("--query", action="append", default=[], help="axis query (repeatable)")
@@ -190,7 +196,14 @@ def _add_cluster(sub: Any) -> None:
         "--method", choices=QUERY_METHODS, default="semantic", help="how queries pick latents"
     )
     p.add_argument("--axis-latents", type=int, default=64, help="latents per axis query")
-    p.add_argument("--seed", type=int, default=0, help="spectral clustering random state")
+    p.add_argument(
+        "--representation",
+        choices=("tfidf", "jaccard"),
+        default="tfidf",
+        help="tfidf: k-means on TF-IDF-weighted activations; jaccard: spectral clustering "
+        "on active latent sets",
+    )
+    p.add_argument("--seed", type=int, default=0, help="clustering random state")
     p.add_argument("--assignments", default=None, help="write document -> cluster CSV here")
     p.set_defaults(func=cmd_cluster)
 
@@ -378,8 +391,8 @@ def cmd_diff(args: argparse.Namespace) -> None:
         codes_a,
         codes_b,
         model.labels,
+        fdr=args.fdr,
         min_diff=args.min_diff,
-        relative=args.relative,
         direction=args.direction,
         top=args.top,
     )
@@ -403,7 +416,14 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     latents = None
     if args.query:
         latents = query_latents(model, args.query, embedder, args.method, top=args.axis_latents)
-    result = targeted_clustering(codes, args.n_clusters, latents, model.labels, seed=args.seed)
+    result = targeted_clustering(
+        codes,
+        args.n_clusters,
+        latents,
+        model.labels,
+        seed=args.seed,
+        representation=args.representation,
+    )
     if args.assignments:
         pd.DataFrame({"doc": np.arange(len(codes)), "cluster": result.assignments}).to_csv(
             args.assignments, index=False

@@ -1,9 +1,21 @@
-"""Task 3, targeted clustering: spectral clustering of documents on the latents of an
-axis of interest (e.g. from :func:`steercf.text.query_latents`), each cluster described
-by the latents that fire more inside it than outside.
+"""Task 3, targeted clustering: clustering documents on the latents of an axis of
+interest (e.g. from :func:`steercf.text.query_latents`), each cluster described by the
+latents that fire more inside it than outside.
 
-Takes document codes ``(n_docs, n_latents)`` from :meth:`steercf.text.TextSAE.doc_codes`
-(binarised at > 0).
+Takes document codes ``(n_docs, n_latents)`` from :meth:`steercf.text.TextSAE.doc_codes`.
+
+Two document representations:
+
+* ``"tfidf"`` (default): each latent's activation scaled to [0, 1] by its largest
+  activation, times its inverse document frequency ``log(n_docs / df)``, each document
+  L2-normalised; k-means on that (spherical k-means). Like TF-IDF over words, a latent
+  that fires on every other document says little about which cluster a document is in.
+* ``"jaccard"``: the toolkit's spectral clustering on the Jaccard similarity of the
+  binarised codes (kept for reproduction).
+
+Measured with ``benchmarks/text.py`` (adjusted Rand index against the classes, all
+latents; dense k-means on the same documents in brackets): BBC News tfidf 0.86,
+jaccard 0.80 (0.90); arXiv sample tfidf 0.68, jaccard 0.59 (0.67).
 """
 
 from __future__ import annotations
@@ -70,6 +82,16 @@ def _axis_latents(
     return chosen[useful], binary[:, useful]
 
 
+def tfidf_rows(codes: np.ndarray) -> np.ndarray:
+    """(n_docs, m) L2-normalised TF-IDF weights of (n_docs, m) non-negative codes: each
+    column scaled to [0, 1] by its maximum, times ``log(n_docs / df)``."""
+    x = np.asarray(codes, dtype=np.float32)
+    df = (x > 0).sum(0)
+    idf = np.log(x.shape[0] / np.maximum(df, 1)).astype(np.float32)
+    weights = x / np.maximum(x.max(0), 1e-12) * idf
+    return weights / np.maximum(np.linalg.norm(weights, axis=1, keepdims=True), 1e-12)
+
+
 def _describe_clusters(
     codes: np.ndarray,
     assignments: np.ndarray,
@@ -108,8 +130,9 @@ def targeted_clustering(
     min_count: int = 3,
     n_describe: int = 5,
     seed: int = 0,
+    representation: str = "tfidf",
 ) -> Clusters:
-    """Spectral clustering of documents on (a subset of) binarised latents.
+    """Clustering of documents on (a subset of) their latents.
 
     Args:
         codes: (n_docs, n_latents) document codes.
@@ -119,24 +142,38 @@ def targeted_clustering(
         labels: (n_latents,) latent labels for the summary's descriptions.
         min_count: drop latents firing on fewer documents (and on all of them).
         n_describe: latents per cluster in the summary.
-        seed: random state of the spectral embedding and k-means.
+        seed: random state of k-means (and of the spectral embedding).
+        representation: ``"tfidf"`` (k-means on TF-IDF-weighted activations, see the
+            module docstring) or ``"jaccard"`` (spectral clustering on the Jaccard
+            similarity of the active latent sets, plus a tiny constant so that documents
+            with no active latent still form a connected graph).
 
     Returns:
-        :class:`Clusters`. Document affinity is the Jaccard similarity of their active
-        latent sets (plus a tiny constant so that documents with no active latent still
-        form a connected graph).
+        :class:`Clusters`.
+
+    Raises:
+        InputError: bad ``n_clusters`` or ``representation``, or no usable latent.
     """
-    from sklearn.cluster import SpectralClustering
+    from sklearn.cluster import KMeans, SpectralClustering
 
     codes = check_codes(codes)
     n = codes.shape[0]
     if not isinstance(n_clusters, int) or not 2 <= n_clusters <= n:
         raise InputError(f"n_clusters must be an integer in [2, {n}], got {n_clusters!r}")
+    if representation not in ("tfidf", "jaccard"):
+        raise InputError(f"representation must be 'tfidf' or 'jaccard', got {representation!r}")
     chosen, binary = _axis_latents(codes, latents, min_count)
-    affinity = jaccard_affinity(binary) + 1e-3
-    model = SpectralClustering(
-        n_clusters=n_clusters, affinity="precomputed", random_state=seed, assign_labels="kmeans"
-    )
-    assignments = model.fit_predict(affinity)
+    if representation == "tfidf":
+        rows = tfidf_rows(codes[:, chosen])
+        assignments = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(rows)
+    else:
+        affinity = jaccard_affinity(binary) + 1e-3
+        model = SpectralClustering(
+            n_clusters=n_clusters,
+            affinity="precomputed",
+            random_state=seed,
+            assign_labels="kmeans",
+        )
+        assignments = model.fit_predict(affinity)
     summary = _describe_clusters(codes, assignments, n_clusters, labels, n_describe)
     return Clusters(assignments, summary, chosen)
