@@ -468,7 +468,7 @@ def run_corpus(name: str, cfg: dict[str, Any], preset: dict[str, Any], quiet: bo
     filtered = targeted_clustering(sub_codes, k, latents, model.labels, seed=0)
     rec("sae", "seconds", time.perf_counter() - start, setting="clustering (filtered)")
     for representation in ("tfidf", "jaccard"):
-        for name, axis_latents in (("filtered", latents), ("unfiltered", None)):
+        for axis_name, axis_latents in (("filtered", latents), ("unfiltered", None)):
             result = targeted_clustering(
                 sub_codes, k, axis_latents, model.labels, seed=0, representation=representation
             )
@@ -476,7 +476,7 @@ def run_corpus(name: str, cfg: dict[str, Any], preset: dict[str, Any], quiet: bo
                 "sae",
                 "ari",
                 adjusted_rand_score(sub_classes, result.assignments),
-                setting=f"{name},{representation}",
+                setting=f"{axis_name},{representation}",
                 n=int(keep.sum()),
             )
     km = KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(doc_vectors[keep])
