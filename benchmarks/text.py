@@ -344,7 +344,13 @@ def run_corpus(name: str, cfg: dict[str, Any], preset: dict[str, Any], quiet: bo
     start = time.perf_counter()
     timer.embed(sample)
     per_1000 = (time.perf_counter() - start) / len(sample) * 1000
-    rec("sae", "seconds", per_1000, setting="embed per 1000 docs (uncached)", n=len(sample))
+    rec(
+        "sae",
+        "embed_seconds_per_1000",
+        per_1000,
+        setting=f"uncached,all chunks,threads={torch.get_num_threads()}",
+        n=len(sample),
+    )
 
     start = time.perf_counter()
     model = TextSAE.fit(
