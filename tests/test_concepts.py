@@ -427,10 +427,21 @@ def test_labels_round_trip_and_validation(ml100k_model, tmp_path):
 
 def test_label_latents_on_the_toy_case():
     acts = np.hstack([TOY_ACTS[:, 1:], np.zeros((4, 1))])  # latents: action, drama, dead
+    titles = ["Die Hard", "Speed", "Hamlet", "Lear"]
+    # 2 of 4 items: no evidence can be significant, so the default says "unlabelled"
+    strict = label_latents(acts, titles, {"genres": TOY_TAGS}, item_ids=[5, 6, 7, 8])
+    assert strict[0].text == "unlabelled (top items: Die Hard; Speed)" and not strict[0].labelled
+    assert strict[0].evidence["concept"] == "action" and strict[0].evidence["p_value"] > 0.1
     labels = label_latents(
-        acts, ["Die Hard", "Speed", "Hamlet", "Lear"], {"genres": TOY_TAGS}, item_ids=[5, 6, 7, 8]
+        acts, titles, {"genres": TOY_TAGS}, item_ids=[5, 6, 7, 8], thresholds={"genres": 0.2}
     )
-    assert labels[0].text.startswith("action") and "Die Hard" in labels[0].text
+    assert (
+        labels[0].labelled
+        and labels[0].text == "action [2/2 top items, lift 2.0] | Die Hard; Speed"
+    )
+    ev = labels[0].evidence
+    assert (ev["hits"], ev["n_top"], ev["precision"], ev["recall"]) == (2, 2, 1.0, 1.0)
+    assert ev["p_value"] == pytest.approx(1 / 6)  # both action films among 2 of 4 by chance
     assert labels[1].concepts[0][:2] == ("genres", "drama")
     assert labels[1].top_items[0] == ("7", "Hamlet", 1.0)
     assert not labels[2].live and labels[2].n_items == 0

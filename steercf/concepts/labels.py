@@ -1,9 +1,18 @@
 """Human-readable latent labels, stored with the model as ``labels.json``.
 
-A live latent (one that fires for at least one single-item history) is labelled by its
-best concepts under a mapping (default "best characterizes") from each concept source,
-plus the titles of the items that activate it most, e.g.
-``Horror, Thriller | Scream (1996); Halloween (1978); Candyman (1992)``.
+A live latent (one that fires for at least one single-item history) carries:
+
+* its **evidence label** (:mod:`steercf.concepts.evidence`): the concept its top items
+  support best, with how well it holds (hits among the top items, precision, recall,
+  lift over the base rate, hypergeometric p-value). It is *labelled* only when the
+  p-value clears a threshold chosen on held-out items (the loosest one whose labels
+  reach ``target_precision`` precision@10 on validation items); otherwise the text says
+  ``unlabelled`` and shows its top items, which is honest and still useful, e.g.
+  ``Horror [7/10 top items, lift 6.2] | Scream (1996); Halloween (1978)`` or
+  ``unlabelled (top items: Heat (1995); Casino (1995); Sabrina (1995))``;
+* its best concepts under a published mapping (default "best characterizes", TF-IDF),
+  kept for reproducing the steerable-CF tables (``concepts``);
+* the titles of the items that activate it most.
 
 The labels file sits inside the spliced model's directory and records the SAE's
 fingerprint and width, so labels of another model (or of a retrained one) are refused
@@ -22,6 +31,16 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from steercf.concepts.evidence import (
+    DEFAULT_MIN_HITS,
+    DEFAULT_TARGET_PRECISION,
+    DEFAULT_TOP_K,
+    THRESHOLDS,
+    choose_threshold,
+    concept_evidence,
+    labelling_curve,
+    split_items,
+)
 from steercf.concepts.mapping import (
     ItemActs,
     as_activations,
@@ -39,6 +58,7 @@ LABELS_FILE = "labels.json"
 LABELS_FORMAT = "steercf-latent-labels"
 LABELS_VERSION = 1
 DEAD_TEXT = "(dead: fires for no single item)"
+MIN_ITEMS_TO_CHOOSE = 100  # fewer items: no held-out split, the strictest threshold
 
 
 @dataclass
@@ -53,6 +73,11 @@ class LatentLabel:
         top_items: ``[(item id, title, activation), ...]``, strongest first; the item id is
             the data set's original id, as a string.
         text: the one-line label.
+        evidence: the best-supported concept over all sources and how well it holds:
+            ``{"source", "concept", "hits", "n_top", "precision", "recall", "lift",
+            "p_value", "threshold"}`` (None for a dead latent or one without any hit).
+        labelled: whether that evidence clears its source's threshold (the text then
+            names the concept; otherwise it says ``unlabelled``).
     """
 
     latent: int
@@ -61,6 +86,8 @@ class LatentLabel:
     concepts: list[tuple[str, str, float]] = field(default_factory=list)
     top_items: list[tuple[str, str, float]] = field(default_factory=list)
     text: str = DEAD_TEXT
+    evidence: dict[str, Any] | None = None
+    labelled: bool = False
 
 
 @dataclass
@@ -120,6 +147,40 @@ def label_text(
     return text or "(no concept)"
 
 
+def evidence_text(evidence: Mapping[str, Any], titles: Sequence[str]) -> str:
+    """``"Concept [hits/n top items, lift L] | title; title"`` of a labelled latent."""
+    text = (
+        f"{evidence['concept']} [{evidence['hits']}/{evidence['n_top']} top items, "
+        f"lift {evidence['lift']:.1f}]"
+    )
+    return f"{text} | {'; '.join(titles)}" if titles else text
+
+
+def unlabelled_text(titles: Sequence[str]) -> str:
+    """``"unlabelled (top items: title; title)"``: a latent without enough evidence."""
+    return f"unlabelled (top items: {'; '.join(titles)})" if titles else "unlabelled"
+
+
+def evidence_threshold(
+    acts: np.ndarray,
+    tags: ItemTags,
+    live: np.ndarray,
+    target_precision: float = DEFAULT_TARGET_PRECISION,
+    seed: int = 0,
+    k: int = DEFAULT_TOP_K,
+) -> float:
+    """The p-value threshold of one concept source, chosen on held-out items: evidence
+    from 60 % of the items, the loosest threshold whose labels reach
+    ``target_precision`` precision@k on another 20 % (:func:`choose_threshold`; the
+    strictest one if none does, or with fewer than MIN_ITEMS_TO_CHOOSE items)."""
+    if acts.shape[0] < MIN_ITEMS_TO_CHOOSE:
+        return min(THRESHOLDS)
+    fit, val, _ = split_items(acts.shape[0], seed)
+    evidence = concept_evidence(acts, tags, fit, k)
+    curve = labelling_curve(evidence, acts, tags, val, live, k=k)
+    return choose_threshold(curve, target_precision, k)
+
+
 def label_latents(
     item_acts: ItemActs,
     titles: Sequence[str],
@@ -129,8 +190,11 @@ def label_latents(
     top_concepts: int = 3,
     top_titles: int = 3,
     sae_fingerprint: str | None = None,
+    target_precision: float = DEFAULT_TARGET_PRECISION,
+    thresholds: Mapping[str, float] | None = None,
+    seed: int = 0,
 ) -> LatentLabels:
-    """Label every latent from its concepts and its top items.
+    """Label every latent from the evidence of its top items (see the module docstring).
 
     Args:
         item_acts: (n_items, n_latents) non-negative SAE item activations.
@@ -141,6 +205,10 @@ def label_latents(
         top_concepts: concepts kept per source per latent.
         top_titles: top items kept per latent (the text shows them all).
         sae_fingerprint: stamped into the labels so that they can be matched to the model.
+        target_precision: the held-out precision@10 a labelled latent's source must reach
+            (:func:`evidence_threshold`).
+        thresholds: ``source -> p-value threshold`` to use instead of choosing one.
+        seed: the item split the thresholds are chosen on.
 
     Returns:
         :class:`LatentLabels` with one entry per latent; dead latents get
@@ -153,6 +221,13 @@ def label_latents(
     mappings = {source: map_concepts(acts, tags, mapping) for source, tags in concept_sets.items()}
     tops = top_items(acts, top_titles)
     active_counts = (acts > 0).sum(axis=0)
+    live = active_counts > 0
+    chosen = dict(thresholds or {})
+    evidence = {}
+    for source, tags in concept_sets.items():
+        if source not in chosen:
+            chosen[source] = evidence_threshold(acts, tags, live, target_precision, seed)
+        evidence[source] = concept_evidence(acts, tags)
     labels = []
     for latent in range(acts.shape[1]):
         if active_counts[latent] == 0:
@@ -165,6 +240,10 @@ def label_latents(
             if score > 0
         ]
         items = [(ids[i], str(titles[i]), float(acts[i, latent])) for i in tops[latent] if i >= 0]
+        best = _best_evidence(evidence, concept_sets, chosen, latent)
+        labelled = best is not None and best["p_value"] <= best["threshold"]
+        labelled = labelled and best["hits"] >= DEFAULT_MIN_HITS
+        item_titles = [t for _, t, _ in items]
         labels.append(
             LatentLabel(
                 latent=latent,
@@ -172,10 +251,40 @@ def label_latents(
                 n_items=int(active_counts[latent]),
                 concepts=concepts,
                 top_items=items,
-                text=label_text(concepts, [t for _, t, _ in items]),
+                text=evidence_text(best, item_titles) if labelled else unlabelled_text(item_titles),
+                evidence=best,
+                labelled=bool(labelled),
             )
         )
     return LatentLabels(labels, mapping, list(concept_sets), sae_fingerprint)
+
+
+def _best_evidence(
+    evidence: Mapping[str, Any],
+    concept_sets: Mapping[str, ItemTags],
+    thresholds: Mapping[str, float],
+    latent: int,
+) -> dict[str, Any] | None:
+    """The concept of smallest p-value over all sources for one latent, as a dict."""
+    best = None
+    for source, ev in evidence.items():
+        column = int(ev.concept[latent])
+        if column < 0 or ev.hits[latent] == 0:
+            continue
+        entry = {
+            "source": source,
+            "concept": str(concept_sets[source].names[column]),
+            "hits": int(ev.hits[latent]),
+            "n_top": int(ev.n_top[latent]),
+            "precision": float(ev.precision[latent]),
+            "recall": float(ev.recall[latent]),
+            "lift": float(ev.lift[latent]),
+            "p_value": float(ev.p_value[latent]),
+            "threshold": float(thresholds[source]),
+        }
+        if best is None or entry["p_value"] < best["p_value"]:
+            best = entry
+    return best
 
 
 def label_model(
@@ -340,6 +449,8 @@ def _label_from_json(entry: dict[str, Any]) -> LatentLabel:
         concepts=[(str(s), str(c), float(v)) for s, c, v in entry.get("concepts", [])],
         top_items=[(str(i), str(t), float(v)) for i, t, v in entry.get("top_items", [])],
         text=str(entry["text"]),
+        evidence=dict(entry["evidence"]) if entry.get("evidence") else None,
+        labelled=bool(entry.get("labelled", False)),
     )
 
 
@@ -381,6 +492,15 @@ def format_latent(labels: LatentLabels, latent: int) -> str:
     if not label.live:
         return lines[0]
     lines.append(f"  fires for {label.n_items} single-item histories")
+    ev = label.evidence
+    if ev:
+        verdict = "labelled" if label.labelled else "unlabelled: not enough evidence"
+        lines.append(
+            f"  evidence ({verdict}): {ev['source']} {ev['concept']}: {ev['hits']} of its "
+            f"{ev['n_top']} top items (precision {ev['precision']:.2f}, recall "
+            f"{ev['recall']:.3f}, lift {ev['lift']:.1f}, p {ev['p_value']:.1e}, "
+            f"threshold {ev['threshold']:.0e})"
+        )
     if label.concepts:
         lines.append(f"  concepts ({labels.mapping}):")
         lines += [f"    {source:<8} {name}  {score:.4f}" for source, name, score in label.concepts]
