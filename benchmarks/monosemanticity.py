@@ -27,6 +27,12 @@ precision@10 >= 0.6) or ``labeller=best_characterizes`` (every live unit labelle
 TF-IDF concept from the training items), for the SAE and both controls.
 The full run adds the same records over units active on >= 10 items (setting suffix
 ``,min_items=10``), since units firing on one or two items are trivially specific.
+``explanation_agreement`` (SAE only: controls explain nothing): each test user's top 10
+recommendations are explained by their top 3 latents (``steering.explain_items``); of
+the reasons with a label, the share whose label the explained item carries, counting
+only items outside the 60 % the labels were fitted on. Labellers: ``evidence`` (labelled
+latents only, threshold as above), ``evidence_best_guess`` (each latent's best-evidence
+concept, labelled or not) and ``best_characterizes``.
 
     python benchmarks/monosemanticity.py [--quick] [--seeds 1] [--json out.json] [--plots DIR]
 """
@@ -41,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from steercf.concepts import (
     concept_tags,
@@ -49,7 +56,14 @@ from steercf.concepts import (
     monosemanticity_report,
     plot_reports,
 )
-from steercf.concepts.evidence import held_out_labelling
+from steercf.concepts.evidence import (
+    choose_threshold,
+    concept_evidence,
+    held_out_labelling,
+    labelling_curve,
+    split_items,
+)
+from steercf.concepts.mapping import best_characterizes
 from steercf.concepts.report import (
     CONTROLS,
     DIAGNOSTIC_METRICS,
@@ -62,6 +76,7 @@ from steercf.evaluation import split_users
 from steercf.experiment import splice_base
 from steercf.models.spliced import SplicedRecommender, default_train_config
 from steercf.reporting import format_table, write_records
+from steercf.steering import explain_items
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SOURCES = {"ml-100k": ["genres", "kg"], "ml-latest-small": ["genres", "tags"]}
@@ -95,6 +110,51 @@ def train(
     return model, split
 
 
+def explanation_agreement(
+    model: SplicedRecommender,
+    users: Any,
+    item_acts: np.ndarray,
+    tags: Any,
+    seed: int,
+    n_recommend: int = 10,
+    top_reasons: int = 3,
+) -> dict[str, tuple[float, int]]:
+    """``{labeller: (agreement, reasons counted)}``: of the labelled reasons explaining
+    the users' top-``n_recommend`` items, the share whose label the item carries.
+
+    Labels are fitted on a seeded 60 % of the items and only items outside it count, so
+    the judge (the item's own tags) was not seen by the labeller.
+    """
+    matrix = sp.csr_matrix(tags.matrix if hasattr(tags, "matrix") else tags) > 0
+    fit, val, _ = split_items(item_acts.shape[0], seed)
+    live = (item_acts > 0).any(axis=0)
+    evidence = concept_evidence(item_acts, matrix, fit)
+    threshold = choose_threshold(labelling_curve(evidence, item_acts, matrix, val, live))
+    labelled = evidence.labelled(threshold)
+    concepts = {
+        "evidence": np.where(labelled, evidence.concept, -1),
+        "evidence_best_guess": evidence.concept,
+        "best_characterizes": np.where(
+            live, best_characterizes(item_acts[fit], matrix[fit]).top_concepts(), -1
+        ),
+    }
+    seen = np.zeros(item_acts.shape[0], bool)
+    seen[fit] = True
+    ids, _ = model.recommend(users, N=n_recommend)
+    hits = {name: [] for name in concepts}
+    for row in range(users.shape[0]):
+        items = [int(i) for i in ids[row] if i >= 0 and not seen[i]]
+        if not items:
+            continue
+        reasons = explain_items(model, users[row], items, top=top_reasons)
+        for item, item_reasons in zip(items, reasons, strict=True):
+            for latent, _ in item_reasons:
+                for name, label in concepts.items():
+                    if label[latent] >= 0:
+                        hits[name].append(bool(matrix[item, label[latent]]))
+    return {name: (float(np.mean(v)) if v else float("nan"), len(v)) for name, v in hits.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small models, one seed")
@@ -112,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict[str, Any]] = []
     reports: list[tuple[str, int, str, MonosemanticityReport]] = []
     labelling: list[tuple[str, str, str, str, dict[str, float]]] = []
+    agreements: list[tuple[str, str, str, float, int]] = []
     for dataset, sources in SOURCES.items():
         data = load_dataset(dataset, data_dir=SHARED_DATA)
         for seed, training in itertools.product(seeds, args.train):
@@ -152,6 +213,23 @@ def main(argv: list[str] | None = None) -> int:
                                 }
                             )
                         labelling.append((f"{dataset}/{source}", training, name, labeller, result))
+                    if name == "sae":
+                        agreement = explanation_agreement(
+                            model, split.test_input, np.asarray(item_acts), tags, seed
+                        )
+                        for labeller, (value, n) in agreement.items():
+                            records.append(
+                                {
+                                    "dataset": f"{dataset}/{source}",
+                                    "model": name,
+                                    "metric": "explanation_agreement",
+                                    "value": value,
+                                    "seed": seed,
+                                    "setting": f"labeller={labeller},{setting}",
+                                    "n": n,
+                                }
+                            )
+                            agreements.append((f"{dataset}/{source}", training, labeller, value, n))
                     if args.details and name == "sae":
                         print(format_report(report, titles=data.titles(np.arange(data.n_items))))
                     if not args.quick:
@@ -183,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows, wins = summary_rows(reports)
     print(format_table(rows))
+    print("\nExplanation agreement (labelled reasons whose label the item carries; SAE):")
+    print(format_table(agreement_rows(agreements)))
     if len(args.train) == 2:  # side by side: what splice-aware training does to specificity
         print("\nSAE latents, e2e minus recon (mean over seeds):")
         print(format_table(training_deltas(rows)))
@@ -243,6 +323,27 @@ def labelling_rows(labelling: list[tuple[str, str, str, str, dict[str, float]]])
                 "precision@10 held out": float(np.nanmean([r["precision@10"] for r in results])),
                 "coverage": float(np.mean([r["coverage"] for r in results])),
                 "threshold": float(np.nanmean([r["threshold"] for r in results])),
+            }
+        )
+    return rows
+
+
+def agreement_rows(agreements: list[tuple[str, str, str, float, int]]) -> list[dict]:
+    """Mean explanation agreement over seeds per (target, training, labeller)."""
+    keys = dict.fromkeys(entry[:3] for entry in agreements)
+    rows = []
+    for key in keys:
+        values = [entry[3] for entry in agreements if entry[:3] == key]
+        counted = [entry[4] for entry in agreements if entry[:3] == key]
+        rows.append(
+            {
+                "dataset": key[0],
+                "train": key[1],
+                "labeller": key[2],
+                "agreement": float(np.nanmean(values))
+                if np.isfinite(values).any()
+                else float("nan"),
+                "reasons": int(np.sum(counted)),
             }
         )
     return rows
