@@ -21,11 +21,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from steercf.errors import InputError
 
-__all__ = ["DEFAULT_ENCODING", "check_encoding", "read_table"]
+__all__ = ["DEFAULT_ENCODING", "check_encoding", "read_table", "typed_ids"]
 
 DEFAULT_ENCODING = "utf-8"
 _SNIFF_BYTES = 1 << 16  # how much of a file is looked at for NUL bytes
@@ -130,6 +131,61 @@ def read_table(
             values = frame[column].astype(object)
             frame[column] = values.where(values.notna(), "").astype(str).astype(object)
     return frame
+
+
+def typed_ids(*columns: pd.Series) -> list[pd.Series]:
+    """Id columns read as text, typed as one: integers only when that loses nothing.
+
+    Every file reader reads ids as text and passes them here, so `007` and `7` are never
+    merged. The columns (e.g. the item ids of ratings, movies and tags files) get one
+    common type so they still match each other:
+
+    - int64 when every id is the canonical decimal form of an integer
+      (``str(int(s)) == s``: no leading zero, no sign ``+``, no spaces) within int64;
+    - uint64 when they are all canonical and some is 2^63 or more but none negative or
+      2^64 or more;
+    - otherwise text (object dtype), unchanged; non-text columns (Parquet) are unchanged.
+
+    Returns:
+        The columns, same order and index, converted to the common type.
+    """
+    if not columns or any(not _is_text(column) for column in columns):
+        return list(columns)
+    uniques = pd.unique(pd.concat([pd.Series(c.to_numpy(), dtype=object) for c in columns]))
+    # checked on the distinct ids only, so a 25M-row ratings file costs a hash, not a loop
+    numbers = []
+    for text in uniques:
+        if not isinstance(text, str):
+            return list(columns)
+        try:
+            number = int(text)
+        except ValueError:
+            return list(columns)
+        if str(number) != text:
+            return list(columns)
+        numbers.append(number)
+    if not numbers:
+        return list(columns)
+    low, high = min(numbers), max(numbers)
+    if low >= np.iinfo(np.int64).min and high <= np.iinfo(np.int64).max:
+        target: Any = np.int64
+    elif low >= 0 and high <= np.iinfo(np.uint64).max:
+        target = np.uint64
+    else:
+        return list(columns)  # beyond both: keep the exact text
+    lookup = pd.Series(np.array(numbers, dtype=target), index=pd.Index(uniques, dtype=object))
+    return [
+        pd.Series(
+            lookup.to_numpy()[lookup.index.get_indexer(c.to_numpy(dtype=object))],
+            index=c.index,
+            name=c.name,
+        )
+        for c in columns
+    ]
+
+
+def _is_text(column: pd.Series) -> bool:
+    return column.dtype == object or pd.api.types.is_string_dtype(column.dtype)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
