@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import torch
 
 from steercf.cli import main
 from steercf.data import load_dataset
@@ -427,3 +428,36 @@ def test_document_searches_take_the_one_list_length_rule(text_model, top):
         dense_retrieval(vector, emb, top=top)
     with pytest.raises(InputError, match="^top must be"):
         SteerableSearch(model, emb, embedder).search(vector, top=top)
+
+
+@pytest.mark.parametrize(
+    "option, spec",
+    [
+        ("--add", "297=1e300"),
+        ("--add", "297=1e39"),
+        ("--add", "297=3e38"),
+        ("--strengthen", "297=1e300"),
+    ],  # fmt: skip
+)
+def test_text_search_steer_refuses_huge_edits_naming_the_latent(text_model, capsys, option, spec):
+    """`--add 297=1e300` crashed on a float overflow, `3e38` gave garbage scores and
+    `--strengthen 14=1e300` said only "codes hold NaN or infinite values"."""
+    from steercf.sae.steer import MAX_EDIT, edit_codes
+
+    model_dir, csv, model, emb, embedder = text_model
+    argv = ["text", "search", str(model_dir), str(csv), "--query", "football match"]
+    argv += ["--mode", "steer", option, spec]
+    latent = 297
+    if option == "--strengthen":  # strengthening needs an active latent: the query's top one
+        query = torch.as_tensor(embedder.embed_query("football match")).reshape(1, -1)
+        latent = int(model.sae.encode(query)[0][0].argmax())
+        argv[-1] = f"{latent}=1e300"
+    code, out, err = cli(capsys, *argv)
+    assert code == 2 and "Traceback" not in err, err
+    assert f"latent {latent}:" in err and "out of range" in err and "1e+06" in err, err
+    codes = torch.zeros(1, 400)
+    with pytest.raises(InputError, match="latent 3: value"):
+        edit_codes(codes, assign={3: MAX_EDIT * 2})
+    with pytest.raises(InputError, match="latent 3: factor nan"):
+        edit_codes(codes, scale={3: float("nan")})
+    assert float(edit_codes(codes, assign={3: MAX_EDIT})[0, 3]) == MAX_EDIT

@@ -218,9 +218,16 @@ def _add_search(sub: Any) -> None:
     p.add_argument(
         "--method", choices=QUERY_METHODS, default="semantic", help="how the query picks latents"
     )
-    p.add_argument("--strengthen", action="append", default=[], help="LATENT[=FACTOR], steer mode")
+    p.add_argument(
+        "--strengthen",
+        action="append",
+        default=[],
+        help="LATENT[=FACTOR], steer mode (factor <= 1e6)",
+    )
     p.add_argument("--weaken", action="append", default=[], help="LATENT[=FACTOR], steer mode")
-    p.add_argument("--add", action="append", default=[], help="LATENT[=VALUE], steer mode")
+    p.add_argument(
+        "--add", action="append", default=[], help="LATENT[=VALUE], steer mode (0 <= value <= 1e6)"
+    )
     p.add_argument("--top", type=int, default=10, help="documents shown")
     p.set_defaults(func=cmd_search)
 
