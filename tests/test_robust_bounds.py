@@ -230,6 +230,22 @@ def test_evaluate_with_an_empty_target_is_an_input_error(catalogue):
         evaluate(model, split.test_input, empty)
 
 
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True, "8"])
+def test_batch_sizes_are_whole_numbers_named_in_the_error(catalogue, batch_size):
+    """evaluate(batch_size=0) raised ``range() arg 3 must not be zero``; every public
+    batch_size goes through the one rule (steercf.ranking.whole_number)."""
+    from steercf.steering import score_rows
+
+    _, _, model, split = catalogue
+    for call in (
+        lambda: evaluate(model, split.test_input, split.test_target, batch_size=batch_size),
+        lambda: model.item_codes(batch_size=batch_size),
+        lambda: score_rows(model, split.test_input, batch_size=batch_size),
+    ):
+        with pytest.raises(InputError, match="^batch_size must be a whole number >= 1"):
+            call()
+
+
 @pytest.mark.parametrize(
     "ks, message",
     [

@@ -279,6 +279,20 @@ def test_fit_recommend_and_encode_read_the_canonical_rows():
     )
 
 
+def test_a_string_matrix_is_an_input_error_naming_the_argument_and_dtype():
+    """A string matrix given to evaluate raised scipy's dtype error: canonical_rows
+    converted to CSR before checking the dtype."""
+    strings = np.array([["1", "0"], ["0", "1"]])
+    with pytest.raises(InputError, match=r"^user_input must hold numbers .*got dtype <U1"):
+        evaluate(Popularity().fit(sp.identity(2, format="csr")), strings, sp.identity(2))
+    with pytest.raises(InputError, match=r"^target must hold numbers .*got dtype object"):
+        evaluate(
+            Popularity().fit(sp.identity(2, format="csr")), sp.identity(2), strings.astype(object)
+        )
+    with pytest.raises(InputError, match=r"^m must be a 2-D"):
+        canonical_rows([[1, 0], [1]], "m")
+
+
 # =================================================================================== ids
 
 
