@@ -477,3 +477,27 @@ def test_text_search_steer_refuses_huge_edits_naming_the_latent(text_model, caps
     with pytest.raises(InputError, match="latent 3: factor nan"):
         edit_codes(codes, scale={3: float("nan")})
     assert float(edit_codes(codes, assign={3: MAX_EDIT})[0, 3]) == MAX_EDIT
+
+
+def test_a_concept_source_the_data_set_lacks_is_named(catalogue, capsys):
+    """`+tags:pixar` on ML-100K said "unknown concept 'tags:pixar' (among 18 concepts)"
+    rather than that there is no ``tags`` source; the --concept help shows the latent
+    forms (``+latent:N``, its alias ``+neuron:N``)."""
+    import dataclasses
+
+    from steercf.data.interactions import tags_from_pairs
+    from steercf.steering import parse_knobs
+
+    _, data, model, _ = catalogue
+    genres = tags_from_pairs(
+        data.item_ids, np.where(np.arange(data.n_items) % 2, "Horror", "Comedy"), data.item_ids
+    )
+    with_genres = dataclasses.replace(data, tags={"genres": genres})
+    assert len(parse_knobs(model, with_genres, ["+Horror"])) == 1
+    with pytest.raises(UnknownIdError, match="no 'tags' concept source .*its sources: genres"):
+        parse_knobs(model, with_genres, ["+tags:pixar"])
+    for command in ("steer", "score"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        help_text = " ".join(capsys.readouterr().out.split())
+        assert "+latent:12:0.3" in help_text and "+neuron:12:0.3" in help_text, command

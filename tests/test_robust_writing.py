@@ -694,3 +694,16 @@ def test_fault_injection_every_save_step_with_sigkill(tmp_path, popularity, spli
         f"fault injection (SIGKILL): {tried} fault points tried, {lost} lost, {time.monotonic() - start:.1f} s"
     )
     assert lost == 0 and tried >= 50
+
+
+@pytest.mark.parametrize("command", ["embed", "train"])
+def test_text_commands_without_a_table_refuse_csv(tmp_path, capsys, command):
+    """`steercf text embed --csv out.csv` was accepted and wrote nothing: only the
+    commands that show a result table take --csv."""
+    docs = tmp_path / "docs.csv"
+    docs.write_text("id,text\n1,hello world\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["text", command, str(docs), "--out", str(tmp_path / "o"), "--csv", "x.csv"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --csv x.csv" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not Path("x.csv").exists()
