@@ -151,37 +151,49 @@ def typed_ids(*columns: pd.Series) -> list[pd.Series]:
     """
     if not columns or any(not _is_text(column) for column in columns):
         return list(columns)
-    uniques = pd.unique(pd.concat([pd.Series(c.to_numpy(), dtype=object) for c in columns]))
-    # checked on the distinct ids only, so a 25M-row ratings file costs a hash, not a loop
-    numbers = []
-    for text in uniques:
-        if not isinstance(text, str):
-            return list(columns)
-        try:
-            number = int(text)
-        except ValueError:
-            return list(columns)
-        if str(number) != text:
-            return list(columns)
-        numbers.append(number)
+    # one hash pass per column; the checks then run on the distinct ids only, so a
+    # 25M-row ratings file costs a factorisation, not a Python loop over its rows
+    factorized = [pd.factorize(column.to_numpy(dtype=object)) for column in columns]
+    if any((codes < 0).any() for codes, _ in factorized):
+        return list(columns)  # a missing id: from_dataframe names it
+    numbers: dict[str, int] = {}
+    for _, uniques in factorized:
+        for text in uniques:
+            if text in numbers:
+                continue
+            number = _canonical_int(text)
+            if number is None:
+                return list(columns)
+            numbers[text] = number
     if not numbers:
         return list(columns)
-    low, high = min(numbers), max(numbers)
+    low, high = min(numbers.values()), max(numbers.values())
     if low >= np.iinfo(np.int64).min and high <= np.iinfo(np.int64).max:
         target: Any = np.int64
     elif low >= 0 and high <= np.iinfo(np.uint64).max:
         target = np.uint64
     else:
         return list(columns)  # beyond both: keep the exact text
-    lookup = pd.Series(np.array(numbers, dtype=target), index=pd.Index(uniques, dtype=object))
     return [
         pd.Series(
-            lookup.to_numpy()[lookup.index.get_indexer(c.to_numpy(dtype=object))],
-            index=c.index,
-            name=c.name,
+            np.array([numbers[u] for u in uniques], dtype=target)[codes],
+            index=column.index,
+            name=column.name,
         )
-        for c in columns
+        for column, (codes, uniques) in zip(columns, factorized, strict=True)
     ]
+
+
+def _canonical_int(text: Any) -> int | None:
+    """``int(text)`` when ``text`` is its canonical decimal form (``str(int(s)) == s``:
+    no leading zero, ``+``, space or ``_``), else None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        number = int(text)
+    except ValueError:
+        return None
+    return number if str(number) == text else None
 
 
 def _is_text(column: pd.Series) -> bool:
