@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from steercf.data.rows import canonical_rows
 from steercf.errors import InputError
-from steercf.ranking import check_n, top_n
+from steercf.ranking import check_n, top_n, whole_number
 
 
 @dataclass
@@ -332,9 +332,11 @@ def evaluate(
     item, a stored zero none, so a row holding only zeros has no input (or no target).
 
     Raises:
-        InputError: mismatched shapes, a bad cut-off, NaN or infinite values, or no user
-            with both a history and a target.
+        InputError: mismatched shapes, a bad cut-off, a ``batch_size`` that is not a
+            whole number >= 1, non-numeric, NaN or infinite values, or no user with both
+            a history and a target.
     """
+    batch_size = whole_number(batch_size, "batch_size", minimum=1)
     user_input = canonical_rows(user_input, "user_input")
     target = canonical_rows(target, "target")
     if user_input.shape != target.shape:

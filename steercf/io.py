@@ -58,7 +58,10 @@ CONFIG_FILE = "config.json"
 CURRENT_FILE = "CURRENT"
 LOCK_FILE = ".lock"
 LOCK_TIMEOUT_S = 600.0  # how long a writer waits for another one to finish
-_VERSION_RE = re.compile(r"v-[0-9a-f]{1,32}-[0-9a-f]{1,32}")
+# exactly what `_commit` names a version: v-<time.time_ns() in 16 hex>-<8 random hex>
+_VERSION_RE = re.compile(r"v-[0-9a-f]{16}-[0-9a-f]{8}")
+# names a user's directory may hold that --force must not mix with steercf's own layout
+_LAYOUT_NAME_RE = re.compile(r"CURRENT|\.lock|v-.*|\.CURRENT\..*", re.IGNORECASE)
 _POINTER_TMP = ".CURRENT."  # prefix of pointer temporaries
 _LEGACY_FILES = (CONFIG_FILE, TENSORS_FILE, "labels.json")  # what a format-1 model held
 _READ_ATTEMPTS = 5
@@ -119,6 +122,18 @@ def check_model_path(path: str | os.PathLike, force: bool = False) -> Path:
             "a steercf model (choose a new or empty directory, or pass --force / force=True "
             "to add the model beside its files)"
         )
+    if force and path.is_dir() and _dir_kind(path) == "foreign":
+        # the model's CURRENT, .lock and v-* entries would replace or clean up these
+        clashes = sorted(e.name for e in path.iterdir() if _LAYOUT_NAME_RE.fullmatch(e.name))
+        if clashes:
+            shown = ", ".join(clashes[:5]) + (
+                f" (and {len(clashes) - 5} more)" * (len(clashes) > 5)
+            )
+            raise ModelFileError(
+                f"refusing to save a model into {path} even with --force: it is not a steercf "
+                f"model but holds {shown}, names steercf's model layout uses (CURRENT, .lock, "
+                "v-*, .CURRENT.*); move them away or choose another directory"
+            )
     return path
 
 
@@ -354,10 +369,13 @@ def _clean(path: Path, keep: set[str | None]) -> None:
     legacy = _steercf_config(path / CONFIG_FILE)
     for entry in path.iterdir():
         name = entry.name
-        if _VERSION_RE.fullmatch(name) and name not in keep:
-            shutil.rmtree(entry, ignore_errors=True)
-        elif name.startswith(_POINTER_TMP) and name.endswith(".tmp"):
-            _unlink(entry)
+        if name in keep or name in (CURRENT_FILE, LOCK_FILE):
+            continue
+        if _is_own_entry(entry):  # only what a save of steercf wrote: never a user's file
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                _unlink(entry)
         elif legacy and name != CONFIG_FILE and not _is_layout_entry(name):
             if _is_legacy_entry(entry):
                 if entry.is_dir():
@@ -386,8 +404,56 @@ def _is_layout_entry(name: str) -> bool:
     return (
         name in (CURRENT_FILE, LOCK_FILE)
         or bool(_VERSION_RE.fullmatch(name))
-        or (name.startswith(_POINTER_TMP) and name.endswith(".tmp"))
+        or _is_pointer_tmp_name(name)
     )
+
+
+def _is_pointer_tmp_name(name: str) -> bool:
+    return (
+        name.startswith(_POINTER_TMP)
+        and name.endswith(".tmp")
+        and bool(_VERSION_RE.fullmatch(name[len(_POINTER_TMP) : -len(".tmp")]))
+    )
+
+
+def _is_own_entry(entry: Path) -> bool:
+    """Whether ``entry`` of a model directory is one steercf's saves write, judged by
+    name and content, so that a user's ``CURRENT`` file or ``v-1-2`` folder is never
+    taken for (and cleaned up as) part of a model:
+
+    - ``CURRENT``: a file of one line naming a version;
+    - ``.lock``: an empty file;
+    - a version: a directory named exactly as `_commit` names one, holding only
+      model files (``*.json``, ``tensors.safetensors``, child directories of these);
+    - a pointer temporary: ``.CURRENT.<version>.tmp``, a file.
+    """
+    name = entry.name
+    try:
+        if entry.is_symlink():
+            return False
+        if name == CURRENT_FILE:
+            return entry.is_file() and _read_pointer(entry.parent) is not None
+        if name == LOCK_FILE:
+            return entry.is_file() and entry.stat().st_size == 0
+        if _VERSION_RE.fullmatch(name):
+            return entry.is_dir() and _holds_model_files(entry)
+        return _is_pointer_tmp_name(name) and entry.is_file()
+    except OSError:
+        return False
+
+
+def _holds_model_files(directory: Path) -> bool:
+    """Only a version's files: JSON, tensors and child directories of these (an
+    interrupted save may have written any subset of them)."""
+    for entry in directory.iterdir():
+        if entry.is_symlink():
+            return False
+        if entry.is_dir():
+            if not _holds_model_files(entry):
+                return False
+        elif not (entry.name == TENSORS_FILE or entry.name.endswith(".json")):
+            return False
+    return True
 
 
 def _is_legacy_entry(entry: Path) -> bool:
@@ -422,8 +488,14 @@ def _dir_kind(path: Path) -> str:
     names = [entry.name for entry in path.iterdir()]
     if not names:
         return "empty"
-    if CURRENT_FILE in names or all(_is_layout_entry(n) for n in names):
-        return "model"
+    live = _read_pointer(path)
+    if live is not None and _is_own_entry(path / live):
+        return "model"  # a user's other files beside a model are kept by its saves
+    own = [n for n in names if _is_own_entry(path / n)]
+    if len(own) == len(names):
+        return "model"  # what an interrupted first save left
+    if set(names) - set(own) == {CURRENT_FILE} and any(_VERSION_RE.fullmatch(n) for n in own):
+        return "model"  # a damaged pointer beside steercf's versions: a save repairs it
     if _has_legacy_model(path):
         return "legacy"
     return "foreign"

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import torch
 
 from steercf.cli import main
 from steercf.data import load_dataset
@@ -229,6 +230,22 @@ def test_evaluate_with_an_empty_target_is_an_input_error(catalogue):
         evaluate(model, split.test_input, empty)
 
 
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True, "8"])
+def test_batch_sizes_are_whole_numbers_named_in_the_error(catalogue, batch_size):
+    """evaluate(batch_size=0) raised ``range() arg 3 must not be zero``; every public
+    batch_size goes through the one rule (steercf.ranking.whole_number)."""
+    from steercf.steering import score_rows
+
+    _, _, model, split = catalogue
+    for call in (
+        lambda: evaluate(model, split.test_input, split.test_target, batch_size=batch_size),
+        lambda: model.item_codes(batch_size=batch_size),
+        lambda: score_rows(model, split.test_input, batch_size=batch_size),
+    ):
+        with pytest.raises(InputError, match="^batch_size must be a whole number >= 1"):
+            call()
+
+
 @pytest.mark.parametrize(
     "ks, message",
     [
@@ -427,3 +444,60 @@ def test_document_searches_take_the_one_list_length_rule(text_model, top):
         dense_retrieval(vector, emb, top=top)
     with pytest.raises(InputError, match="^top must be"):
         SteerableSearch(model, emb, embedder).search(vector, top=top)
+
+
+@pytest.mark.parametrize(
+    "option, spec",
+    [
+        ("--add", "297=1e300"),
+        ("--add", "297=1e39"),
+        ("--add", "297=3e38"),
+        ("--strengthen", "297=1e300"),
+    ],  # fmt: skip
+)
+def test_text_search_steer_refuses_huge_edits_naming_the_latent(text_model, capsys, option, spec):
+    """`--add 297=1e300` crashed on a float overflow, `3e38` gave garbage scores and
+    `--strengthen 14=1e300` said only "codes hold NaN or infinite values"."""
+    from steercf.sae.steer import MAX_EDIT, edit_codes
+
+    model_dir, csv, model, emb, embedder = text_model
+    argv = ["text", "search", str(model_dir), str(csv), "--query", "football match"]
+    argv += ["--mode", "steer", option, spec]
+    latent = 297
+    if option == "--strengthen":  # strengthening needs an active latent: the query's top one
+        query = torch.as_tensor(embedder.embed_query("football match")).reshape(1, -1)
+        latent = int(model.sae.encode(query)[0][0].argmax())
+        argv[-1] = f"{latent}=1e300"
+    code, out, err = cli(capsys, *argv)
+    assert code == 2 and "Traceback" not in err, err
+    assert f"latent {latent}:" in err and "out of range" in err and "1e+06" in err, err
+    codes = torch.zeros(1, 400)
+    with pytest.raises(InputError, match="latent 3: value"):
+        edit_codes(codes, assign={3: MAX_EDIT * 2})
+    with pytest.raises(InputError, match="latent 3: factor nan"):
+        edit_codes(codes, scale={3: float("nan")})
+    assert float(edit_codes(codes, assign={3: MAX_EDIT})[0, 3]) == MAX_EDIT
+
+
+def test_a_concept_source_the_data_set_lacks_is_named(catalogue, capsys):
+    """`+tags:pixar` on ML-100K said "unknown concept 'tags:pixar' (among 18 concepts)"
+    rather than that there is no ``tags`` source; the --concept help shows the latent
+    forms (``+latent:N``, its alias ``+neuron:N``)."""
+    import dataclasses
+
+    from steercf.data.interactions import tags_from_pairs
+    from steercf.steering import parse_knobs
+
+    _, data, model, _ = catalogue
+    genres = tags_from_pairs(
+        data.item_ids, np.where(np.arange(data.n_items) % 2, "Horror", "Comedy"), data.item_ids
+    )
+    with_genres = dataclasses.replace(data, tags={"genres": genres})
+    assert len(parse_knobs(model, with_genres, ["+Horror"])) == 1
+    with pytest.raises(UnknownIdError, match="no 'tags' concept source .*its sources: genres"):
+        parse_knobs(model, with_genres, ["+tags:pixar"])
+    for command in ("steer", "score"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        help_text = " ".join(capsys.readouterr().out.split())
+        assert "+latent:12:0.3" in help_text and "+neuron:12:0.3" in help_text, command

@@ -69,6 +69,20 @@ def get_with_host(client: TestClient, path: str, host: str) -> httpx.Response:
     return client.get(path, headers={"host": host})
 
 
+@pytest.mark.parametrize(
+    "host",
+    ["localhost:1@evil.com", "localhost@evil.com", "localhost:80x", "localhost:", "local host",
+     "[::1", "[::1]x", "localhost:8000:1", "localhost/evil.com", "127.0.0.1:99999999"],
+)  # fmt: skip
+def test_a_malformed_host_header_is_refused(client, host):
+    """`Host: localhost:1@evil.com` was answered (200): the parser kept "localhost"."""
+    response = get_with_host(client, "/api/info", host)
+    assert response.status_code == 400, (host, response.text)
+    assert "malformed Host header" in response.json()["error"]
+    with pytest.raises(InputError, match="not a host name"):
+        allowed_host_names([host])
+
+
 # ---- (1) the Host header -------------------------------------------------------------------
 def test_only_loopback_names_and_named_hosts_are_answered(app, client, explorer):
     for host in ("localhost", "localhost:8000", "LOCALHOST.", "127.0.0.1:53117", "[::1]:8000"):

@@ -279,6 +279,20 @@ def test_fit_recommend_and_encode_read_the_canonical_rows():
     )
 
 
+def test_a_string_matrix_is_an_input_error_naming_the_argument_and_dtype():
+    """A string matrix given to evaluate raised scipy's dtype error: canonical_rows
+    converted to CSR before checking the dtype."""
+    strings = np.array([["1", "0"], ["0", "1"]])
+    with pytest.raises(InputError, match=r"^user_input must hold numbers .*got dtype <U1"):
+        evaluate(Popularity().fit(sp.identity(2, format="csr")), strings, sp.identity(2))
+    with pytest.raises(InputError, match=r"^target must hold numbers .*got dtype object"):
+        evaluate(
+            Popularity().fit(sp.identity(2, format="csr")), sp.identity(2), strings.astype(object)
+        )
+    with pytest.raises(InputError, match=r"^m must be a 2-D"):
+        canonical_rows([[1, 0], [1]], "m")
+
+
 # =================================================================================== ids
 
 
@@ -349,3 +363,45 @@ def test_a_user_without_any_positive_is_reported_as_such():
     )
     with pytest.raises(UnknownIdError, match="user '2' has no positive .*min-rating"):
         data.user_index("2")
+
+
+def ratings_dir(path: Path, users: list, items: list | None = None) -> Path:
+    """An ml-latest-style folder: ratings.csv where every user rated every item 5 stars."""
+    path.mkdir()
+    items = items or ["1", "2", "3", "4", "5"]
+    rows = [f"{u},{i},5.0,0" for u in users for i in items]
+    (path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_ids_007_and_7_in_a_data_directory_are_two_users(tmp_path):
+    data = load_dataset(str(ratings_dir(tmp_path / "d", ["007", "7", "8"])))
+    assert sorted(data.user_ids.tolist()) == ["007", "7", "8"]  # 007 keeps the column text
+    assert data.user_index("007") != data.user_index("7")
+    assert data.item_ids.dtype == np.int64  # canonical item ids are still integers
+
+
+def test_a_float_id_in_a_data_directory_is_read_as_text(tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no leaked pandas RuntimeWarning
+        data = load_dataset(str(ratings_dir(tmp_path / "d", ["1.5", "2"])))
+    assert sorted(data.user_ids.tolist()) == ["1.5", "2"]
+    assert int(data.user_index(1.5)) == int(data.user_index("1.5"))
+
+
+def test_ids_past_int64_in_a_data_directory_are_uint64(tmp_path):
+    huge = str(2**63 + 5)
+    data = load_dataset(str(ratings_dir(tmp_path / "d", [huge, "3"])))
+    assert data.user_ids.dtype == np.uint64
+    assert data.user_ids.tolist() == [3, 2**63 + 5]
+
+
+def test_grouplens_ids_are_still_int64(shared_data):
+    data = load_dataset(str(shared_data / "ml-latest-small"))
+    assert data.user_ids.dtype == np.int64 and data.item_ids.dtype == np.int64
+    assert data.matrix.shape == (603, 6298)
+    assert (np.diff(data.user_ids) > 0).all() and (np.diff(data.item_ids) > 0).all()
+    assert data.items.loc[1, "title"] == "Toy Story (1995)"
+    assert data.tags["tags"].matrix.shape[0] == data.n_items

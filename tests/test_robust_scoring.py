@@ -203,6 +203,34 @@ def test_flipped_bytes_are_an_input_error_and_a_rerun_rescores_the_part(
     assert score_users(model, matrix, scored, **SETTINGS).scored_chunks == []  # now whole
 
 
+def test_a_rerun_verifies_parts_as_the_reader_does(model, matrix, scored, reference):
+    """Issue: after one part's "rows" was edited in manifest.json (50 -> 40 here), the
+    reader raised but a rerun said every part was complete and rescored nothing."""
+    _edit_manifest(scored, lambda m: m["parts"][2].update(rows=m["parts"][2]["rows"] - 10))
+    with pytest.raises(InputError, match=r"part-00002\.parquet does not hold the rows"):
+        read_scores(scored)
+    report = score_users(model, matrix, scored, **SETTINGS)
+    assert report.scored_chunks == [2] and report.skipped_chunks == [0, 1, 3, 4, 5]
+    assert "does not hold the rows and users" in report.rescored_chunks[2]
+    pd.testing.assert_frame_equal(read_scores(scored), reference)
+
+
+def test_a_directory_where_a_part_goes_is_a_clear_error_and_kept(model, matrix, scored):
+    """Issue: a directory at a part's path made the rerun crash with a raw
+    IsADirectoryError; it is now an InputError naming the path, and nothing is deleted."""
+    _part(scored, 1).unlink()
+    _part(scored, 1).mkdir()
+    (_part(scored, 1) / "mine.txt").write_text("precious")
+    for call in (
+        lambda: score_users(model, matrix, scored, **SETTINGS),
+        lambda: score_users(model, matrix, scored, overwrite=True, **SETTINGS),
+        lambda: read_scores(scored),
+    ):
+        with pytest.raises(InputError, match=r"part-00001\.parquet is a directory, not a part"):
+            call()
+    assert (_part(scored, 1) / "mine.txt").read_text() == "precious"
+
+
 @pytest.mark.slow
 def test_cli_rerun_says_which_part_failed_and_scores_it_again(tmp_path, capsys):
     """The issue's CLI session: ML-100K, 10 users a part, 60 bytes flipped in one."""

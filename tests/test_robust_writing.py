@@ -120,6 +120,37 @@ def test_out_refuses_a_directory_of_unrelated_files_unless_forced(tmp_path, caps
     assert (d / "important.txt").read_text() == "x"
 
 
+def test_force_never_deletes_or_replaces_the_users_layout_like_files(tmp_path, capsys):
+    """`--force` deleted a user's `v-1-2/` (it matched the version pattern) and replaced
+    a user's own `CURRENT`; a directory already a model keeps such files too."""
+    for name in ("v-1-2", "CURRENT", ".lock", ".CURRENT.x.tmp"):
+        d = tmp_path / name.strip(".")
+        d.mkdir()
+        if name.startswith("v-"):
+            (d / name).mkdir()
+            (d / name / "data.txt").write_text("precious")
+        else:
+            (d / name).write_text("precious")
+        before = sorted(p.name for p in d.iterdir())
+        args = ["train", "--model", "popularity", "--out", str(d), "--quiet", "--force"]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("steercf: error: refusing") and "even with --force" in err, err
+        assert name in err and sorted(p.name for p in d.iterdir()) == before
+    # a user's v-1-2 inside a real model (not steercf's) is never cleaned up by a save
+    model = tmp_path / "model"
+    assert main(["train", "--model", "popularity", "--out", str(model), "--quiet"]) == 0
+    (model / "v-1-2").mkdir()
+    (model / "v-1-2" / "data.txt").write_text("precious")
+    (model / "v-0000000000000001-deadbeef").mkdir()  # right name, a user's content
+    (model / "v-0000000000000001-deadbeef" / "notes.txt").write_text("precious")
+    for _ in range(2):
+        assert main(["train", "--model", "popularity", "--out", str(model), "--quiet"]) == 0
+    assert (model / "v-1-2" / "data.txt").read_text() == "precious"
+    assert (model / "v-0000000000000001-deadbeef" / "notes.txt").read_text() == "precious"
+    assert isinstance(load_model(model), Popularity)
+
+
 def test_out_dot_is_a_clear_error_not_a_traceback(tmp_path, monkeypatch, capsys):
     work = tmp_path / "work"
     work.mkdir()
@@ -192,14 +223,15 @@ def test_stale_leftovers_are_cleaned_by_the_next_save(tmp_path, popularity):
     popularity[0].save(target)
     # what interrupted saves leave: a half-written version, a pointer temporary, and
     # the temporaries of a steercf before the versioned layout beside the path
-    (target / "v-0-dead").mkdir()
-    (target / "v-0-dead" / "tensors.safetensors").write_bytes(b"half")
-    (target / ".CURRENT.v-0-dead.tmp").write_text("v-0-dead")
+    dead = "v-0000000000000001-deadbeef"  # the exact id format a save writes
+    (target / dead).mkdir()
+    (target / dead / "tensors.safetensors").write_bytes(b"half")
+    (target / f".CURRENT.{dead}.tmp").write_text(dead)
     for name in (".m.old-4242", ".m.ab12cd34"):
         _legacy_dir(tmp_path / name, popularity[2])
     (tmp_path / ".m.notes").write_text("not ours")  # similar name, not a model: kept
     popularity[1].save(target)
-    assert not (target / "v-0-dead").exists() and not (target / ".CURRENT.v-0-dead.tmp").exists()
+    assert not (target / dead).exists() and not (target / f".CURRENT.{dead}.tmp").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".m.notes", "m"]
     assert load_model(target).fingerprint() == popularity[1].fingerprint()
 
@@ -662,3 +694,16 @@ def test_fault_injection_every_save_step_with_sigkill(tmp_path, popularity, spli
         f"fault injection (SIGKILL): {tried} fault points tried, {lost} lost, {time.monotonic() - start:.1f} s"
     )
     assert lost == 0 and tried >= 50
+
+
+@pytest.mark.parametrize("command", ["embed", "train"])
+def test_text_commands_without_a_table_refuse_csv(tmp_path, capsys, command):
+    """`steercf text embed --csv out.csv` was accepted and wrote nothing: only the
+    commands that show a result table take --csv."""
+    docs = tmp_path / "docs.csv"
+    docs.write_text("id,text\n1,hello world\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["text", command, str(docs), "--out", str(tmp_path / "o"), "--csv", "x.csv"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --csv x.csv" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not Path("x.csv").exists()

@@ -21,11 +21,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from steercf.errors import InputError
 
-__all__ = ["DEFAULT_ENCODING", "check_encoding", "read_table"]
+__all__ = ["DEFAULT_ENCODING", "check_encoding", "read_table", "typed_ids"]
 
 DEFAULT_ENCODING = "utf-8"
 _SNIFF_BYTES = 1 << 16  # how much of a file is looked at for NUL bytes
@@ -130,6 +131,73 @@ def read_table(
             values = frame[column].astype(object)
             frame[column] = values.where(values.notna(), "").astype(str).astype(object)
     return frame
+
+
+def typed_ids(*columns: pd.Series) -> list[pd.Series]:
+    """Id columns read as text, typed as one: integers only when that loses nothing.
+
+    Every file reader reads ids as text and passes them here, so `007` and `7` are never
+    merged. The columns (e.g. the item ids of ratings, movies and tags files) get one
+    common type so they still match each other:
+
+    - int64 when every id is the canonical decimal form of an integer
+      (``str(int(s)) == s``: no leading zero, no sign ``+``, no spaces) within int64;
+    - uint64 when they are all canonical and some is 2^63 or more but none negative or
+      2^64 or more;
+    - otherwise text (object dtype), unchanged; non-text columns (Parquet) are unchanged.
+
+    Returns:
+        The columns, same order and index, converted to the common type.
+    """
+    if not columns or any(not _is_text(column) for column in columns):
+        return list(columns)
+    # one hash pass per column; the checks then run on the distinct ids only, so a
+    # 25M-row ratings file costs a factorisation, not a Python loop over its rows
+    factorized = [pd.factorize(column.to_numpy(dtype=object)) for column in columns]
+    if any((codes < 0).any() for codes, _ in factorized):
+        return list(columns)  # a missing id: from_dataframe names it
+    numbers: dict[str, int] = {}
+    for _, uniques in factorized:
+        for text in uniques:
+            if text in numbers:
+                continue
+            number = _canonical_int(text)
+            if number is None:
+                return list(columns)
+            numbers[text] = number
+    if not numbers:
+        return list(columns)
+    low, high = min(numbers.values()), max(numbers.values())
+    if low >= np.iinfo(np.int64).min and high <= np.iinfo(np.int64).max:
+        target: Any = np.int64
+    elif low >= 0 and high <= np.iinfo(np.uint64).max:
+        target = np.uint64
+    else:
+        return list(columns)  # beyond both: keep the exact text
+    return [
+        pd.Series(
+            np.array([numbers[u] for u in uniques], dtype=target)[codes],
+            index=column.index,
+            name=column.name,
+        )
+        for column, (codes, uniques) in zip(columns, factorized, strict=True)
+    ]
+
+
+def _canonical_int(text: Any) -> int | None:
+    """``int(text)`` when ``text`` is its canonical decimal form (``str(int(s)) == s``:
+    no leading zero, ``+``, space or ``_``), else None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        number = int(text)
+    except ValueError:
+        return None
+    return number if str(number) == text else None
+
+
+def _is_text(column: pd.Series) -> bool:
+    return column.dtype == object or pd.api.types.is_string_dtype(column.dtype)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

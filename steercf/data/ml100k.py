@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steercf.data.files import read_table
+from steercf.data.files import read_table, typed_ids
 from steercf.data.interactions import InteractionData, from_dataframe
 from steercf.data.tags import ItemTags, tags_from_pairs
 from steercf.errors import InputError
@@ -112,9 +112,9 @@ def _load_recbole(
 def _read_atomic(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
     """A RecBole atomic file with the `:type` suffixes stripped from the column names.
 
-    User and item ids made only of digits (no leading zero, within int64) are read as
-    int64, so they sort numerically and match ids given as numbers; other tokens stay
-    strings. No cell is missing: every token is text.
+    User and item ids are typed by `steercf.data.files.typed_ids` (int64 when every id
+    is a canonical integer, so they sort numerically and match ids given as numbers;
+    otherwise strings). No cell is missing: every token is text.
     """
     frame = read_table(path, encoding=encoding, sep="\t", dtype=str, na_values=(), quoting=3)
     types = {}
@@ -126,19 +126,9 @@ def _read_atomic(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
         values = frame[field_name]
         if field_type == "float":
             frame[field_name] = pd.to_numeric(values, errors="coerce")
-        elif field_name in ("user_id", "item_id") and _all_digits(values):
-            frame[field_name] = values.astype(np.int64)
+        elif field_name in ("user_id", "item_id"):
+            (frame[field_name],) = typed_ids(values)
     return frame
-
-
-def _all_digits(values: pd.Series) -> bool:
-    # "007" would not survive the round trip through int, so leading zeros keep strings;
-    # nor would an id of 2^63 or more
-    return bool(
-        values.str.isdigit().all()
-        and not values.str.match(r"0\d").any()
-        and not (values.str.len() > 18).any()
-    )
 
 
 def _kg_tags(link: pd.DataFrame, kg: pd.DataFrame, item_ids: np.ndarray) -> ItemTags:
@@ -175,8 +165,9 @@ def _load_grouplens_100k(
         header=None,
         names=["user", "item", "rating", "timestamp"],
         usecols=["user", "item", "rating"],
-        dtype={"user": np.int64, "item": np.int64, "rating": np.float32},
+        dtype={"user": str, "item": str, "rating": np.float32},
     )
+    (ratings["user"],) = typed_ids(ratings["user"])
     genre_names = list(ML100K_GENRES)
     genre_file = directory / "u.genre"
     if genre_file.is_file():
@@ -194,12 +185,18 @@ def _load_grouplens_100k(
             encoding=meta_encoding,
             text_columns=("title",),
             names=["item", "title", "release_date", "video_release_date", "url", *genre_names],
-        ).set_index("item")
+            dtype={"item": str},
+        )
+        # one id type for both files, so the titles still match the ratings
+        ratings["item"], meta["item"] = typed_ids(ratings["item"], meta["item"])
+        meta = meta.set_index("item")
         flags = meta[genre_names].fillna(0).astype(bool)
         genres_text = flags.astype(int).dot(pd.Index(genre_names) + "|").str.rstrip("|")
         items = pd.DataFrame({"title": meta["title"], "genres": genres_text})
         rows, cols = np.nonzero(flags.to_numpy())
         genre_rows = (meta.index.to_numpy()[rows], np.asarray(genre_names)[cols])
+    else:
+        (ratings["item"],) = typed_ids(ratings["item"])
     data = from_dataframe(
         ratings,
         rating_col="rating",

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steercf.data.files import read_table
+from steercf.data.files import read_table, typed_ids
 from steercf.data.interactions import InteractionData, from_dataframe
 from steercf.data.tags import ItemTags, tags_from_pairs
 from steercf.errors import InputError
@@ -28,7 +28,8 @@ def load_movielens_csv(
 ) -> InteractionData:
     """ml-latest(-small) / ML-20M / ML-25M: `ratings.csv`, `movies.csv`, optional `tags.csv`.
 
-    Ids are int64 (GroupLens's format); titles, genres and tags are read as text, so a
+    Ids are read as text and typed by `steercf.data.files.typed_ids` (int64 for
+    GroupLens's files; `007` keeps every id of its kind text); titles, genres and tags are read as text, so a
     user tag `NA` or `null` is a tag. Every file is read with `encoding`.
 
     Returns:
@@ -45,7 +46,7 @@ def load_movielens_csv(
         ratings_path,
         encoding=encoding,
         usecols=["userId", "movieId", "rating"],
-        dtype={"userId": np.int64, "movieId": np.int64, "rating": np.float32},
+        dtype={"userId": str, "movieId": str, "rating": np.float32},
     )
     movies = None
     movies_path = directory / "movies.csv"
@@ -54,8 +55,26 @@ def load_movielens_csv(
             movies_path,
             encoding=encoding,
             text_columns=("title", "genres"),
-            dtype={"movieId": np.int64},
-        ).set_index("movieId")
+            dtype={"movieId": str},
+        )
+    applied = None
+    tags_path = directory / "tags.csv"
+    if tags_path.is_file():
+        applied = read_table(
+            tags_path,
+            encoding=encoding,
+            usecols=["userId", "movieId", "tag"],
+            text_columns=("tag",),
+            dtype={"userId": str, "movieId": str},
+        )
+    # one id type per kind across the files, so the movies and tags still match
+    users = [ratings] + ([applied] if applied is not None else [])
+    items = users + ([movies] if movies is not None else [])
+    for frames, column in ((users, "userId"), (items, "movieId")):
+        for frame, typed in zip(frames, typed_ids(*(f[column] for f in frames)), strict=True):
+            frame[column] = typed
+    if movies is not None:
+        movies = movies.set_index("movieId")
     data = from_dataframe(
         ratings,
         user_col="userId",
@@ -69,15 +88,7 @@ def load_movielens_csv(
     if movies is not None:
         data.tags["genres"] = _pipe_genres(movies["genres"], data.item_ids)
 
-    tags_path = directory / "tags.csv"
-    if tags_path.is_file():
-        applied = read_table(
-            tags_path,
-            encoding=encoding,
-            usecols=["userId", "movieId", "tag"],
-            text_columns=("tag",),
-            dtype={"userId": np.int64, "movieId": np.int64},
-        )
+    if applied is not None:
         applied = pd.DataFrame(
             {
                 "user": applied["userId"],
@@ -119,8 +130,9 @@ def load_ml1m(
         header=None,
         usecols=[0, 2, 4],
         names=["user", "item", "rating"],
-        dtype={"user": np.int64, "item": np.int64, "rating": np.float32},
+        dtype={"user": str, "item": str, "rating": np.float32},
     )
+    (ratings["user"],) = typed_ids(ratings["user"])
     movies = None
     movies_path = directory / "movies.dat"
     if movies_path.is_file():
@@ -133,8 +145,13 @@ def load_ml1m(
             names=["item", "title", "genres"],
             encoding=encoding or "latin-1",
             text_columns=("title", "genres"),
-            dtype={"item": np.int64},
-        ).set_index("item")
+            dtype={"item": str},
+        )
+    if movies is None:
+        (ratings["item"],) = typed_ids(ratings["item"])
+    else:
+        ratings["item"], movies["item"] = typed_ids(ratings["item"], movies["item"])
+        movies = movies.set_index("item")
     data = from_dataframe(
         ratings,
         rating_col="rating",

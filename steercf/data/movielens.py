@@ -16,7 +16,7 @@ import importlib.util
 from pathlib import Path
 
 from steercf.data.download import GROUPLENS_NAMES, default_cache_dir, download_movielens
-from steercf.data.files import check_encoding, read_table
+from steercf.data.files import check_encoding, read_table, typed_ids
 from steercf.data.interactions import InteractionData, from_dataframe
 from steercf.data.ml100k import ML100K_GENRES, _load_grouplens_100k, _load_recbole
 from steercf.data.ml_ratings import load_ml1m, load_movielens_csv
@@ -97,9 +97,10 @@ def load_dataset(
         encoding: text encoding of the files (default utf-8; latin-1 for the GroupLens
             ML-100K / ML-1M files that come in it).
 
-    Ids of a single table file are read as text, so `007` and `7` are two users and
-    ids too large for int64 survive; pass your own frame to `from_dataframe` to type
-    them otherwise. Every file is read by `steercf.data.files.read_table`: an unreadable
+    Ids of every file are read as text and typed by `steercf.data.files.typed_ids`:
+    integers only when every id of the column is the canonical decimal form of one
+    (uint64 from 2^63), else text, so `007` and `7` are two users and a float id is
+    text; pass your own frame to `from_dataframe` to type them otherwise. Every file is read by `steercf.data.files.read_table`: an unreadable
     one is an InputError naming the file.
 
     Returns:
@@ -164,6 +165,7 @@ def _load_table(
             f"{path} needs columns user,item[,rating] or userId,movieId[,rating]; "
             f"it has {list(frame.columns)}"
         )
+    frame[user_col], frame[item_col] = typed_ids(frame[user_col]) + typed_ids(frame[item_col])
     try:
         return from_dataframe(
             frame,

@@ -30,17 +30,22 @@ def canonical_rows(matrix: Any, name: str = "user_items") -> sp.csr_matrix:
         (n_users, n_items) float32 CSR with sorted unique indices and only 1.0 values.
 
     Raises:
-        InputError: not 2-D, or a NaN, infinite or negative value.
+        InputError: not 2-D, not numeric (e.g. strings), or a NaN, infinite or negative
+            value.
     """
+    # the dtype is checked before any conversion, whose own errors would not name `name`
     if sp.issparse(matrix):
+        _check_numeric(matrix.dtype, name)
         rows = sp.csr_matrix(matrix)
     else:
-        array = np.asarray(matrix)
+        try:
+            array = np.asarray(matrix)
+        except ValueError as err:  # ragged nested lists
+            raise InputError(f"{name} must be a 2-D (users x items) array: {err}") from err
         if array.ndim != 2:
             raise InputError(f"{name} must be 2-D (users x items), got {array.ndim} dimensions")
+        _check_numeric(array.dtype, name)
         rows = sp.csr_matrix(array)
-    if rows.dtype.kind not in "biuf":
-        raise InputError(f"{name} must hold numbers, got dtype {rows.dtype}")
     data = rows.data
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         raise InputError(
@@ -57,6 +62,14 @@ def canonical_rows(matrix: Any, name: str = "user_items") -> sp.csr_matrix:
     out = sp.csr_matrix(rows, dtype=np.float32)
     out.has_sorted_indices = True
     return out
+
+
+def _check_numeric(dtype: np.dtype, name: str) -> None:
+    """InputError unless ``dtype`` holds numbers (bool, integer or float)."""
+    if np.dtype(dtype).kind not in "biuf":
+        raise InputError(
+            f"{name} must hold numbers (bool, integer or float), got dtype {np.dtype(dtype)}"
+        )
 
 
 def one_hot_items(n_items: int) -> sp.csr_matrix:

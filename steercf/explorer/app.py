@@ -4,7 +4,8 @@ from the network).
 
 Build it with :func:`create_app` (a factory, so tests run it in-process with FastAPI's
 ``TestClient`` as well as behind a real server). Every error answers JSON
-``{"error": "..."}``: 403 for a request to a host name the app does not serve, 404 for
+``{"error": "..."}``: 400 for a malformed ``Host`` header, 403 for a request to a host
+name the app does not serve, 404 for
 an unknown user, item, latent or concept, 422 for malformed or out-of-range parameters
 (``true`` is no id or number), 413 for an oversized body; no stack trace ever reaches
 the client.
@@ -44,7 +45,14 @@ STATIC_DIR = Path(__file__).with_name("static")
 DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).with_name("static")
 DOCS_ASSETS_URL = "/api/docs-assets"
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
-_HOST_CHARS = re.compile(r"[a-z0-9.:_-]+")
+# A Host header (or a --host value), lower-cased, matched whole: a host name or IPv4
+# address (letters, digits, ".", "-", "_"), or an IPv6 address in brackets, each with
+# an optional ":port" of digits only; or a bare IPv6 address (--host ::1), no port.
+# Anything else ("localhost:1@evil.com", "a b", "host:80x") is malformed.
+_HOST_RE = re.compile(
+    r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9._-]*))(?::[0-9]{1,5})?"
+    r"|(?P<bare>[0-9a-f]*:[0-9a-f:.]*)"
+)
 MAX_BODY_BYTES = 256 * 1024  # a 2,000-item profile is ~30 KB of JSON
 MAX_KNOBS = 64
 QUERY_CHARS = 200
@@ -130,15 +138,16 @@ class SearchIn(BaseModel):
 
 
 # ---- middleware and errors ----------------------------------------------------------------
-def host_name(host: str) -> str:
+def host_name(host: str) -> str | None:
     """The name part of a ``Host`` header or a ``--host`` value, lower case, without
-    the port, IPv6 brackets or a final dot (``"[::1]:8000"`` -> ``"::1"``)."""
-    host = host.strip().lower()
-    if host.startswith("["):  # [v6] or [v6]:port
-        host = host[1 : host.find("]")] if "]" in host else host
-    elif host.count(":") == 1:  # name:port (a bare v6 address has several colons)
-        host = host.split(":")[0]
-    return host.removesuffix(".")
+    the port, IPv6 brackets or a final dot (``"[::1]:8000"`` -> ``"::1"``); None when
+    the value is malformed (see ``_HOST_RE``): a lenient parse would read
+    ``localhost:1@evil.com`` as ``localhost``."""
+    match = _HOST_RE.fullmatch(host.strip().lower())
+    if match is None:
+        return None
+    name = match["v6"] or match["bare"] or match["name"] or ""
+    return name.removesuffix(".")
 
 
 def allowed_host_names(extra: Iterable[str] = ()) -> tuple[str, ...]:
@@ -153,7 +162,7 @@ def allowed_host_names(extra: Iterable[str] = ()) -> tuple[str, ...]:
         name = host_name(str(raw))
         if name in ("", "0.0.0.0", "::"):
             continue
-        if not _HOST_CHARS.fullmatch(name):
+        if name is None:
             raise InputError(
                 f"{raw!r} is not a host name or IP address (patterns such as '*' are not "
                 "supported: name each host the explorer is reached by)"
@@ -179,11 +188,19 @@ class HostCheck:
             return
         header = dict(scope.get("headers", [])).get(b"host")
         name = host_name(header.decode("latin-1")) if header is not None else None
-        if name in self.allowed:
+        if name is not None and name in self.allowed:
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":  # no routes of that kind today: refuse alike
             await send({"type": "websocket.close", "code": 1008})
+            return
+        if header is not None and name is None:
+            await _send_json(
+                send,
+                400,
+                f"malformed Host header {header.decode('latin-1')!r}: expected a host name, "
+                "an IPv4 address or a [bracketed] IPv6 address, with an optional :PORT",
+            )
             return
         shown = ", ".join(f"[{h}]" if ":" in h else h for h in self.allowed)
         asked = "no Host header" if name is None else f"host {name!r}"

@@ -44,7 +44,7 @@ from steercf.errors import InputError, ModelFileError, UnknownIdError
 from steercf.evaluation import evaluate
 from steercf.integrations import build_knobs
 from steercf.models import CFAE, Recommender, load_model
-from steercf.ranking import top_n
+from steercf.ranking import top_n, whole_number
 from steercf.steering import DEFAULT_RULE, Knob, recommend_rows, score_rows
 
 __all__ = ["SteerCFImplicit", "steercf_metrics_at_k"]
@@ -71,7 +71,7 @@ class SteerCFImplicit(RecommenderBase):
 
     def __init__(self, model: Recommender | None = None, batch_size: int = 1024) -> None:
         self.model = model
-        self.batch_size = batch_size
+        self.batch_size = whole_number(batch_size, "batch_size", minimum=1)
 
     # ---- training -------------------------------------------------------------------
     def fit(

@@ -21,7 +21,7 @@ import torch
 from steercf.data.rows import canonical_rows, one_hot_items
 from steercf.errors import InputError
 from steercf.io import read_model, save_model_dir, tensor_fingerprint
-from steercf.ranking import check_n, top_n
+from steercf.ranking import check_n, top_n, whole_number
 
 # torch warns on every CSR tensor that the layout is "beta"; we rely only on sparse.mm.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -271,6 +271,7 @@ class CFAE(Recommender):
     def user_vectors(self, user_items: UserRows, batch_size: int = 4096) -> torch.Tensor:
         """(n, d) dense float32 embeddings of user rows, empty rows included (zeros);
         what user-user similarity compares."""
+        batch_size = whole_number(batch_size, "batch_size", minimum=1)
         self._check_fitted()
         rows = as_user_rows(user_items, self.n_items_, allow_empty=True)
         with torch.no_grad():

@@ -25,7 +25,7 @@ from steercf.io import load_model_dir, read_model, save_model_dir, tensor_finger
 from steercf.models.base import CFAE, UserRows, as_user_rows
 from steercf.models.sparse_code import SparseCode, SparseEncoding
 from steercf.models.splice_loss import splice_holdout_loss, splice_ranking_loss
-from steercf.ranking import top_n
+from steercf.ranking import top_n, whole_number
 from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig, activation_counts, train_sae
 
 # The spliced model's SAE and its training unless told otherwise (over SAEConfig's and
@@ -365,6 +365,7 @@ class SplicedRecommender(CFAE):
     def item_codes(self, batch_size: int = 2048) -> torch.Tensor:
         """(n_items, n_latents) float32 codes of every single-item history (what the
         concept mappings read)."""
+        batch_size = whole_number(batch_size, "batch_size", minimum=1)
         eye = one_hot_items(self.n_items_)
         parts = [
             self.encode(eye[s : s + batch_size]).codes for s in range(0, eye.shape[0], batch_size)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from steercf.ranking import whole_number
 from steercf.sae.model import SparseAutoencoder, as_rows
 
 
@@ -42,6 +43,7 @@ class _Scan:
 
 @torch.no_grad()
 def _scan(sae: SparseAutoencoder, x: Any, batch_size: int) -> _Scan:
+    batch_size = whole_number(batch_size, "batch_size", minimum=1)
     x = as_rows(x, sae.config.d_in, "x", sae.W_dec.dtype, sae.W_dec.device)
     was_training = sae.training
     sae.eval()  # BatchTopK must use its inference threshold here

@@ -32,6 +32,10 @@ from steercf.ranking import whole_number
 
 RULES = ("convex", "additive")
 MAX_ADDITIVE = 5.0  # "full strength": five times the user's total activation
+# Largest factor or value `edit_codes` takes. Activations of a trained SAE are O(1) to
+# O(100); 1e6 leaves every meaningful edit possible while the edited codes, their
+# products with the factors and their decoding stay finite in float32 (max ~3.4e38).
+MAX_EDIT = 1e6
 
 
 @dataclass(frozen=True)
@@ -169,24 +173,37 @@ def edit_codes(
     """Elementwise edits of (n, n_latents) codes (a new tensor; ``codes`` is kept).
 
     Args:
-        scale: ``{latent: factor}``: multiply the latent's activation (>= 0 factors).
-        assign: ``{latent: value}``: set the latent's activation (>= 0 values).
+        scale: ``{latent: factor}``: multiply the latent's activation (factors in
+            ``[0, MAX_EDIT]``).
+        assign: ``{latent: value}``: set the latent's activation (values in
+            ``[0, MAX_EDIT]``).
 
     Returns:
-        (n, n_latents) edited codes.
+        (n, n_latents) edited codes, finite.
 
     Raises:
-        InputError: a latent out of range, or a negative or non-finite factor or value.
+        InputError: a latent out of range, or a factor or value that is negative, not
+            finite or above ``MAX_EDIT`` (1e6), naming the latent and the value.
     """
     out = codes.clone()
     for name, edits in (("scale", scale or {}), ("assign", assign or {})):
+        what = "factor" if name == "scale" else "value"
         for latent, value in edits.items():
             if not 0 <= int(latent) < codes.shape[1]:
                 raise InputError(f"{name}: latent {latent} out of range [0, {codes.shape[1]})")
-            if not (np.isfinite(value) and value >= 0):
-                raise InputError(f"{name}: latent {latent} needs a finite value >= 0, got {value}")
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = float("nan")
+            if not (np.isfinite(number) and 0 <= number <= MAX_EDIT):
+                raise InputError(
+                    f"latent {latent}: {what} {value!r} is out of range; a {what} must be a "
+                    f"finite number in [0, {MAX_EDIT:g}]"
+                )
             if name == "scale":
-                out[:, int(latent)] *= float(value)
+                out[:, int(latent)] *= number
             else:
-                out[:, int(latent)] = float(value)
+                out[:, int(latent)] = number
+    if not torch.isfinite(out).all():  # a huge activation times a large factor
+        raise InputError("the edited codes overflow; use smaller factors")
     return out

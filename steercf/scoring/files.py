@@ -221,6 +221,7 @@ def _prepare(out: Path, config: dict[str, Any], n_chunks: int, overwrite: bool) 
     manifest = out / MANIFEST
     if overwrite and out.exists():
         for path in list(out.glob("part-*.parquet")) + list(out.glob(".part-*")) + [manifest]:
+            check_part_path(path)  # overwrite replaces files, never a user's directory
             path.unlink(missing_ok=True)
     if manifest.exists():
         existing = _read_manifest(out)
@@ -311,16 +312,29 @@ def _write_part(pa: Any, pq: Any, table: Any, path: Path, users: int) -> dict[st
     }
 
 
+def check_part_path(path: Path) -> None:
+    """InputError when ``path``, where a part file goes, is something steercf did not
+    write there (a directory, a link, a device): a rerun must not replace or delete it."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        what = "a directory" if path.is_dir() and not path.is_symlink() else "not a regular file"
+        raise InputError(
+            f"{path} is {what}, not a part file of this scoring run; steercf will not "
+            "replace it: move it away (or choose another output directory) and rerun"
+        )
+
+
 def _part_problem(out: Path, record: dict[str, Any]) -> str | None:
-    """Why the part file of ``record`` fails its check, or None when it passes."""
-    _, problem = _read_checked(out, record)
-    return problem
+    """Why the part file of ``record`` fails the checks :func:`read_scores` makes (the
+    same function), or None when it passes: a rerun rescores exactly what a read refuses."""
+    pa, pq = _pyarrow()
+    return _verify_part(pa, pq, out, record)[1]
 
 
 def _read_checked(out: Path, record: dict[str, Any]) -> tuple[bytes | None, str | None]:
     """``(bytes, None)`` of the part file of ``record`` if its size and SHA-256 match
     the manifest, else ``(None, what is wrong)``."""
     path = out / record["file"]
+    check_part_path(path)
     size = _size(path)
     if size is None:
         return None, "is missing"
@@ -335,24 +349,36 @@ def _read_checked(out: Path, record: dict[str, Any]) -> tuple[bytes | None, str 
     return data, None
 
 
-def _read_part(pa: Any, pq: Any, out: Path, record: dict[str, Any]) -> Any:
-    """The verified table of one recorded part file (raises InputError naming it)."""
-    path = out / record["file"]
+def _verify_part(pa: Any, pq: Any, out: Path, record: dict[str, Any]) -> tuple[Any, str | None]:
+    """``(table, None)`` when the part file of ``record`` matches every field of its
+    manifest record (size, SHA-256, rows, users) and has the right columns, else
+    ``(None, what is wrong)``. The one verification of reads and reruns alike."""
     data, problem = _read_checked(out, record)
     if problem is not None:
-        raise InputError(
-            f"{path} {problem}: it is listed in {MANIFEST}; rerun the same scoring command "
-            "to score it again"
-        )
+        return None, problem
     try:
         table = pq.ParquetFile(pa.BufferReader(data)).read()
         users = (table.schema.metadata or {}).get(USERS_KEY.encode())
     except Exception as err:  # pyarrow raises several kinds on a bad file
-        raise InputError(f"{path} is not a readable Parquet file: {err}") from err
+        return None, f"is not a readable Parquet file: {err}"
     if table.num_rows != record["rows"] or users != str(record["users"]).encode():
-        raise InputError(f"{path} does not hold the rows and users {MANIFEST} records for it")
+        return None, (
+            f"does not hold the rows and users {MANIFEST} records for it ({table.num_rows} "
+            f"rows, {MANIFEST} says {record['rows']})"
+        )
     if table.column_names != COLUMNS:
-        raise InputError(f"{path} has columns {table.column_names}, not {COLUMNS}")
+        return None, f"has columns {table.column_names}, not {COLUMNS}"
+    return table, None
+
+
+def _read_part(pa: Any, pq: Any, out: Path, record: dict[str, Any]) -> Any:
+    """The verified table of one recorded part file (raises InputError naming it)."""
+    table, problem = _verify_part(pa, pq, out, record)
+    if problem is not None:
+        raise InputError(
+            f"{out / record['file']} {problem}: it is listed in {MANIFEST}; rerun the same "
+            "scoring command to score it again"
+        )
     return table
 
 

@@ -29,6 +29,7 @@ from steercf.scoring.files import (
     _recorded_parts,
     _update_parts,
     _write_part,
+    check_part_path,
     part_name,
 )
 from steercf.scoring.sources import MatrixSource, RowSource
@@ -308,6 +309,7 @@ def _plan(
     records = _recorded_parts(chunks.out)
     todo, damaged = [], {}
     for chunk in range(group.rank, chunks.n, group.world_size):
+        check_part_path(chunks.part(chunk))  # before any work, and never replaced
         record = records[chunk]
         problem = None if record is None else _part_problem(chunks.out, record)
         if record is None or problem is not None:

@@ -18,7 +18,7 @@ import torch
 from steercf.errors import InputError
 from steercf.models.base import CFAE, Recommender, as_user_rows
 from steercf.models.spliced import SparseEncoding, SplicedRecommender
-from steercf.ranking import check_n, top_n
+from steercf.ranking import check_n, top_n, whole_number
 from steercf.sae.steer import Knob, check_knobs, steer_codes
 from steercf.steering.defaults import DEFAULT_RULE
 
@@ -70,6 +70,7 @@ def score_rows(
     Returns:
         (n, n_items) float32 CPU scores.
     """
+    batch_size = whole_number(batch_size, "batch_size", minimum=1)
     model._check_fitted()
     rows = as_user_rows(rows, model.n_items_, allow_empty=empty_scores is not None)
     if knobs:

@@ -15,7 +15,7 @@ from scipy.optimize import nnls
 
 from steercf.concepts import ConceptMapping, concept_tags, map_concepts
 from steercf.data import ItemTags
-from steercf.errors import InputError
+from steercf.errors import InputError, UnknownIdError
 from steercf.sae.steer import Knob
 from steercf.steering.defaults import (
     DECODER_EFFECT,
@@ -240,6 +240,10 @@ def _check_strength(spec: str, strength: float) -> None:
         raise InputError(f"knob {spec!r}: give the direction with +/- and a positive strength")
 
 
+# the tag sources steercf's loaders make (steercf.concepts.sources.available_sources)
+_KNOWN_SOURCES = ("genres", "kg", "tags")
+
+
 def parse_knobs(
     model,
     data,
@@ -277,7 +281,18 @@ def parse_knobs(
             resolvers[chosen] = ConceptKnobs.for_model(
                 model, data, chosen, mapping, train_users, top_latents
             )
-        knobs.append(resolvers[chosen].parse(text[:1] + body))
+        try:
+            knobs.append(resolvers[chosen].parse(text[:1] + body))
+        except UnknownIdError as err:
+            # "+tags:pixar" on a data set without tags: name the missing source, not an
+            # unknown concept "tags:pixar"
+            if chosen != head and rest and head in _KNOWN_SOURCES:
+                raise UnknownIdError(
+                    f"{text!r}: this data set has no {head!r} concept source (its sources: "
+                    f"{', '.join(sorted(sources)) or 'none'}), and {text[1:]!r} is no "
+                    f"{chosen} concept either"
+                ) from err
+            raise
     return knobs
 
 

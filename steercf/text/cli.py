@@ -62,7 +62,11 @@ def _subcommand(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help, description=help, formatter_class=HELP_FORMATTER)
 
 
-def _common(parser: argparse.ArgumentParser, model: bool = True, inputs: int = 1) -> None:
+def _common(
+    parser: argparse.ArgumentParser, model: bool = True, inputs: int = 1, table: bool = True
+) -> None:
+    """The options every text command shares; ``--csv`` only where the command shows a
+    result table (``embed`` and ``train`` write files of their own: ``--out``)."""
     if model:
         parser.add_argument("model_dir", help="model directory written by 'steercf text train'")
     for i in range(inputs):
@@ -73,12 +77,13 @@ def _common(parser: argparse.ArgumentParser, model: bool = True, inputs: int = 1
         "--encoding", default="utf-8", help="text encoding of CSV / TSV inputs (e.g. latin-1)"
     )
     add_cache_dir_argument(parser)
-    parser.add_argument(
-        "--csv",
-        default=None,
-        help="also write the result table to this CSV, list cells joined by "
-        f"{LIST_SEPARATOR!r} (%(default)s: no)",
-    )
+    if table:
+        parser.add_argument(
+            "--csv",
+            default=None,
+            help="also write the result table to this CSV, list cells joined by "
+            f"{LIST_SEPARATOR!r} (%(default)s: no)",
+        )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -102,7 +107,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 
 def _add_embed(sub: Any) -> None:
     p = _subcommand(sub, "embed", "embed documents (chunked, cached) into an .npz file")
-    _common(p, model=False)
+    _common(p, model=False, table=False)
     p.add_argument("--out", required=True, help="output .npz (vectors, doc_index)")
     _embed_args(p)
     p.set_defaults(func=cmd_embed)
@@ -111,7 +116,7 @@ def _add_embed(sub: Any) -> None:
 def _add_train(sub: Any) -> None:
     """``text train``: its SAE and training defaults are the API's (``TextSAE.fit``)."""
     p = _subcommand(sub, "train", "train an SAE on a corpus's chunk embeddings and label it")
-    _common(p, model=False)
+    _common(p, model=False, table=False)
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument(
         "--force",
@@ -218,9 +223,16 @@ def _add_search(sub: Any) -> None:
     p.add_argument(
         "--method", choices=QUERY_METHODS, default="semantic", help="how the query picks latents"
     )
-    p.add_argument("--strengthen", action="append", default=[], help="LATENT[=FACTOR], steer mode")
+    p.add_argument(
+        "--strengthen",
+        action="append",
+        default=[],
+        help="LATENT[=FACTOR], steer mode (factor <= 1e6)",
+    )
     p.add_argument("--weaken", action="append", default=[], help="LATENT[=FACTOR], steer mode")
-    p.add_argument("--add", action="append", default=[], help="LATENT[=VALUE], steer mode")
+    p.add_argument(
+        "--add", action="append", default=[], help="LATENT[=VALUE], steer mode (0 <= value <= 1e6)"
+    )
     p.add_argument("--top", type=int, default=10, help="documents shown")
     p.set_defaults(func=cmd_search)
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from steercf.data.download import default_cache_dir as cache_root
 from steercf.errors import InputError
+from steercf.ranking import whole_number
 from steercf.text.documents import check_texts, read_table, split_words, texts_from_frame
 from steercf.text.embeddings import Embeddings
 
@@ -171,8 +172,7 @@ class Embedder:
             raise InputError(f"overlap must be an integer in [0, chunk_words), got {overlap!r}")
         if max_chunks is not None and (not isinstance(max_chunks, int) or max_chunks < 1):
             raise InputError(f"max_chunks must be an integer >= 1 or None, got {max_chunks!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        batch_size = whole_number(batch_size, "batch_size", minimum=1)
         self._model = model if not isinstance(model, (str, type(None))) else None
         self.model_name = (
             model if isinstance(model, str) else (DEFAULT_MODEL if model is None else None)

@@ -93,6 +93,8 @@ class SteerableSearch:
             strengthen: ``{latent: factor > 1}`` (a list means factor 2) for active latents.
             weaken: ``{latent: factor in [0, 1)}`` (a list means 0: remove).
             add: ``{latent: value}`` (a list means the latent's ``p90`` activation).
+            Every factor and value must be finite and at most
+            ``steercf.sae.steer.MAX_EDIT`` (1e6), checked by ``edit_codes``.
 
         Raises:
             UnknownIdError: unknown latent; InputError: strengthening an inactive latent
