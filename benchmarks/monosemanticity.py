@@ -320,12 +320,18 @@ def labelling_rows(labelling: list[tuple[str, str, str, str, dict[str, float]]])
                 "train": key[1],
                 "model": key[2],
                 "labeller": key[3],
-                "precision@10 held out": float(np.nanmean([r["precision@10"] for r in results])),
+                "precision@10 held out": finite_mean([r["precision@10"] for r in results]),
                 "coverage": float(np.mean([r["coverage"] for r in results])),
-                "threshold": float(np.nanmean([r["threshold"] for r in results])),
+                "threshold": finite_mean([r["threshold"] for r in results]),
             }
         )
     return rows
+
+
+def finite_mean(values: list[float]) -> float:
+    """Mean of the finite values; nan (without numpy's empty-slice warning) if none."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def agreement_rows(agreements: list[tuple[str, str, str, float, int]]) -> list[dict]:
