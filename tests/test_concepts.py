@@ -432,6 +432,9 @@ def test_label_latents_on_the_toy_case():
     strict = label_latents(acts, titles, {"genres": TOY_TAGS}, item_ids=[5, 6, 7, 8])
     assert strict[0].text == "unlabelled (top items: Die Hard; Speed)" and not strict[0].labelled
     assert strict[0].evidence["concept"] == "action" and strict[0].evidence["p_value"] > 0.1
+    # too few items to choose a threshold on held-out items: labelling is off, and says so
+    assert strict[0].evidence["threshold"] == 0.0
+    assert "labelling is off for genres" in format_latent(strict, 0)
     labels = label_latents(
         acts, titles, {"genres": TOY_TAGS}, item_ids=[5, 6, 7, 8], thresholds={"genres": 0.2}
     )

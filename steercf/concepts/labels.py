@@ -35,7 +35,6 @@ from steercf.concepts.evidence import (
     DEFAULT_MIN_HITS,
     DEFAULT_TARGET_PRECISION,
     DEFAULT_TOP_K,
-    THRESHOLDS,
     choose_threshold,
     concept_evidence,
     labelling_curve,
@@ -171,14 +170,20 @@ def evidence_threshold(
 ) -> float:
     """The p-value threshold of one concept source, chosen on held-out items: evidence
     from 60 % of the items, the loosest threshold whose labels reach
-    ``target_precision`` precision@k on another 20 % (:func:`choose_threshold`; the
-    strictest one if none does, or with fewer than MIN_ITEMS_TO_CHOOSE items)."""
+    ``target_precision`` precision@k on another 20 % (:func:`choose_threshold`).
+    0.0 (labels nothing) when none does, or with fewer than MIN_ITEMS_TO_CHOOSE items:
+    then no latent of this source is labelled, whatever its evidence on all items."""
     if acts.shape[0] < MIN_ITEMS_TO_CHOOSE:
-        return min(THRESHOLDS)
+        return 0.0
     fit, val, _ = split_items(acts.shape[0], seed)
     evidence = concept_evidence(acts, tags, fit, k)
     curve = labelling_curve(evidence, acts, tags, val, live, k=k)
-    return choose_threshold(curve, target_precision, k)
+    reached = [
+        point
+        for point in curve
+        if np.isfinite(point[f"precision@{k}"]) and point[f"precision@{k}"] >= target_precision
+    ]
+    return choose_threshold(curve, target_precision, k) if reached else 0.0
 
 
 def label_latents(
@@ -481,7 +486,11 @@ def format_latents(labels: LatentLabels, top: int | None = None, dead: bool = Fa
     width = len(str(max(labels.n_latents - 1, 0)))
     lines = [f"{label.latent:>{width}}  {label.n_items:>5} items  {label.text}" for label in chosen]
     n_live = len(labels.live())
-    header = f"{n_live} live of {labels.n_latents} latents (labels by {labels.mapping})"
+    n_labelled = sum(label.labelled for label in labels.labels)
+    header = (
+        f"{n_live} live of {labels.n_latents} latents, {n_labelled} labelled by their evidence "
+        f"(concepts by {labels.mapping}); columns: latent, single items it fires for, label"
+    )
     return "\n".join([header, *lines])
 
 
@@ -491,15 +500,25 @@ def format_latent(labels: LatentLabels, latent: int) -> str:
     lines = [f"latent {label.latent}: {label.text}"]
     if not label.live:
         return lines[0]
-    lines.append(f"  fires for {label.n_items} single-item histories")
+    lines.append(
+        f"  fires for {label.n_items} single-item histor{'y' if label.n_items == 1 else 'ies'}"
+    )
     ev = label.evidence
     if ev:
-        verdict = "labelled" if label.labelled else "unlabelled: not enough evidence"
+        if label.labelled:
+            verdict = f"labelled: p-value <= {ev['threshold']:.0e}"
+        elif ev["threshold"] <= 0:
+            verdict = (
+                f"unlabelled: labelling is off for {ev['source']}, since no p-value threshold "
+                "gave its labels the target precision@10 on held-out items"
+            )
+        else:
+            verdict = f"unlabelled: p-value above the threshold {ev['threshold']:.0e}"
+        lines.append(f"  evidence ({verdict}):")
         lines.append(
-            f"  evidence ({verdict}): {ev['source']} {ev['concept']}: {ev['hits']} of its "
-            f"{ev['n_top']} top items (precision {ev['precision']:.2f}, recall "
-            f"{ev['recall']:.3f}, lift {ev['lift']:.1f}, p {ev['p_value']:.1e}, "
-            f"threshold {ev['threshold']:.0e})"
+            f"    {ev['source']} {ev['concept']}: {ev['hits']} of its {ev['n_top']} top items "
+            f"(precision {ev['precision']:.2f}, recall {ev['recall']:.3f}, lift "
+            f"{ev['lift']:.1f}, hypergeometric p {ev['p_value']:.1e})"
         )
     if label.concepts:
         lines.append(f"  concepts ({labels.mapping}):")

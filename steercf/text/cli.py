@@ -159,14 +159,20 @@ def _add_train(sub: Any) -> None:
 
 
 def _add_diff(sub: Any) -> None:
-    p = _subcommand(sub, "diff", "latents more frequent in corpus A than in corpus B")
+    p = _subcommand(
+        sub,
+        "diff",
+        "latents whose firing frequency differs between corpus A and corpus B, ranked by a "
+        "one-sided Fisher exact test (p_value, Benjamini-Hochberg q_value; effect sizes: "
+        "diff = freq_a - freq_b, rel_diff = diff / max(freq_a, freq_b), Cohen's h)",
+    )
     _common(p, inputs=2)
     p.add_argument(
         "--fdr",
         type=float,
         default=DEFAULT_FDR,
         help="keep only latents whose Benjamini-Hochberg q-value (one-sided Fisher exact "
-        "test) is at most this, e.g. 0.05 (default: all latents, ranked by p-value)",
+        "test) is at most this, e.g. 0.05; None: all latents, ranked by p-value",
     )
     p.add_argument(
         "--min-diff", type=float, default=DEFAULT_MIN_DIFF, help="minimum frequency difference"
@@ -302,9 +308,10 @@ def _model_and_codes(args: argparse.Namespace, path: str) -> tuple[Any, Any, Any
     return model, embedder, embeddings, texts, model.doc_codes(embeddings)
 
 
-def _show(frame: pd.DataFrame, args: argparse.Namespace) -> None:
+def _show(frame: pd.DataFrame, args: argparse.Namespace, scientific: tuple[str, ...] = ()) -> None:
     """Print ``frame`` as a table (one line per row, long cells cut; see
-    :func:`steercf.reporting.format_table`) and write it whole to ``--csv``."""
+    :func:`steercf.reporting.format_table`; ``scientific`` columns as ``1.2e-07``, since
+    p-values round to 0 at four decimals) and write it whole to ``--csv``."""
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         written = frame.copy()
@@ -317,7 +324,11 @@ def _show(frame: pd.DataFrame, args: argparse.Namespace) -> None:
                     )
                 )
         written.to_csv(args.csv, index=False)
-    print(format_table(frame.to_dict("records"), max_width=CELL_WIDTH))
+    shown = frame.copy()
+    for column in scientific:
+        if column in shown.columns:
+            shown[column] = shown[column].map(lambda v: f"{v:.1e}")
+    print(format_table(shown.to_dict("records"), max_width=CELL_WIDTH))
 
 
 def _pairs(specs: list[str], default: float | None) -> dict[int, float] | list[int]:
@@ -408,7 +419,11 @@ def cmd_diff(args: argparse.Namespace) -> None:
         direction=args.direction,
         top=args.top,
     )
-    _show(frame, args)
+    if frame.empty:
+        print("no latent differs" + (f" at q <= {args.fdr}" if args.fdr is not None else ""))
+    elif (frame["q_value"] > 0.05).all():
+        print("no latent below differs significantly (every q-value > 0.05)")
+    _show(frame, args, scientific=("p_value", "q_value"))
 
 
 def cmd_correlate(args: argparse.Namespace) -> None:

@@ -123,7 +123,7 @@ class SteerableSearch:
                 raise InputError(f"strengthen factor for latent {j} must be > 0, got {f}")
             if codes[0, j] <= 0:
                 raise InputError(
-                    f"latent {j} is not active for this query: use add= to switch it on"
+                    f"latent {j} is not active for this query: switch it on with add= (CLI: --add {j}=VALUE)"
                 )
         for j, f in weaken_f.items():
             if not 0 <= f < 1:
