@@ -57,12 +57,11 @@ from steercf.concepts import (
     plot_reports,
 )
 from steercf.concepts.evidence import (
-    choose_threshold,
     concept_evidence,
     held_out_labelling,
-    labelling_curve,
     split_items,
 )
+from steercf.concepts.labels import evidence_threshold
 from steercf.concepts.mapping import best_characterizes
 from steercf.concepts.report import (
     CONTROLS,
@@ -126,11 +125,11 @@ def explanation_agreement(
     the judge (the item's own tags) was not seen by the labeller.
     """
     matrix = sp.csr_matrix(tags.matrix if hasattr(tags, "matrix") else tags) > 0
-    fit, val, _ = split_items(item_acts.shape[0], seed)
+    fit, _, _ = split_items(item_acts.shape[0], seed)
     live = (item_acts > 0).any(axis=0)
     evidence = concept_evidence(item_acts, matrix, fit)
-    threshold = choose_threshold(labelling_curve(evidence, item_acts, matrix, val, live))
-    labelled = evidence.labelled(threshold)
+    # the library's own rule (what `steercf latent` shows): 0.0 when no threshold reaches
+    labelled = evidence.labelled(evidence_threshold(item_acts, matrix, live, seed=seed))
     concepts = {
         "evidence": np.where(labelled, evidence.concept, -1),
         "evidence_best_guess": evidence.concept,

@@ -227,6 +227,17 @@ def labelling_curve(
     return curve
 
 
+def reaching_points(
+    curve: list[dict[str, float]], target_precision: float, k: int = DEFAULT_TOP_K
+) -> list[dict[str, float]]:
+    """The points of a :func:`labelling_curve` whose precision@k reaches the target."""
+    return [
+        point
+        for point in curve
+        if np.isfinite(point[f"precision@{k}"]) and point[f"precision@{k}"] >= target_precision
+    ]
+
+
 def choose_threshold(
     curve: list[dict[str, float]],
     target_precision: float = DEFAULT_TARGET_PRECISION,
@@ -234,11 +245,7 @@ def choose_threshold(
 ) -> float:
     """The loosest threshold whose validation precision@k reaches ``target_precision``
     (the strictest one if none does)."""
-    reaching = [
-        point
-        for point in curve
-        if np.isfinite(point[f"precision@{k}"]) and point[f"precision@{k}"] >= target_precision
-    ]
+    reaching = reaching_points(curve, target_precision, k)
     if not reaching:
         return min(point["threshold"] for point in curve)
     return max(point["threshold"] for point in reaching)

@@ -38,6 +38,7 @@ from steercf.concepts.evidence import (
     choose_threshold,
     concept_evidence,
     labelling_curve,
+    reaching_points,
     split_items,
 )
 from steercf.concepts.mapping import (
@@ -162,7 +163,7 @@ def unlabelled_text(titles: Sequence[str]) -> str:
 
 def evidence_threshold(
     acts: np.ndarray,
-    tags: ItemTags,
+    tags: ItemTags | Any,
     live: np.ndarray,
     target_precision: float = DEFAULT_TARGET_PRECISION,
     seed: int = 0,
@@ -178,12 +179,9 @@ def evidence_threshold(
     fit, val, _ = split_items(acts.shape[0], seed)
     evidence = concept_evidence(acts, tags, fit, k)
     curve = labelling_curve(evidence, acts, tags, val, live, k=k)
-    reached = [
-        point
-        for point in curve
-        if np.isfinite(point[f"precision@{k}"]) and point[f"precision@{k}"] >= target_precision
-    ]
-    return choose_threshold(curve, target_precision, k) if reached else 0.0
+    if not reaching_points(curve, target_precision, k):
+        return 0.0
+    return choose_threshold(curve, target_precision, k)
 
 
 def label_latents(
