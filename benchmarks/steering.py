@@ -12,7 +12,8 @@ SAE in (``steercf.experiment.splice_base``, ``steercf.models.spliced``). Per tar
   visible half, and the segment counts only the hidden half: items the steerer could
   not have known.
 
-Methods (``model`` in the records):
+Methods (``model`` in the records; ``--base multvae`` splices into the Mult-VAE preset
+instead of the ELSA splice base, and every setting names its base):
 
 * ``sae``: SAE knobs; mapping (``decoder_effect``, ``decoder_fit``) and spread (8, 32
   latents) under the additive rule, or ``decoder_effect`` over 32 latents under the
@@ -21,6 +22,10 @@ Methods (``model`` in the records):
   1, 5 or 10 latents, strength chosen on validation users;
 * ``rerank``: ``score + beta * std_u(score) * has_tag`` over the visible tags, beta
   chosen on validation users;
+* ``sae+rerank``: the SAE step at the library's defaults plus the re-ranker's boost,
+  one knob (``steering_eval.combined_steerer``; beta = ``beta_per_strength`` x
+  strength, both chosen on validation users). Its parts alone at its chosen point are
+  reported apart as ``sae+rerank:sae part`` and ``sae+rerank:rerank part``;
 * ``tagspace``: a TEASER-style tag-space autoencoder (``steercf.models.tagspace``)
   fitted on the training users and the visible tags, steered by raising the profile's
   entry of the concept (strength in units of the profile's largest entry) chosen on
@@ -56,14 +61,17 @@ import numpy as np
 from steercf.concepts import concept_tags
 from steercf.data import ItemTags, load_dataset
 from steercf.evaluation import split_users
-from steercf.experiment import splice_base
+from steercf.experiment import base_params, make_model, splice_base
 from steercf.models import TagSpaceAutoencoder
 from steercf.models.spliced import SplicedRecommender, default_train_config
 from steercf.reporting import format_table, write_records
 from steercf.steering import (
     DECODER_EFFECT,
     DECODER_FIT,
+    DEFAULT_MAPPING,
+    DEFAULT_RULE,
     DEFAULT_STRENGTH,
+    DEFAULT_TOP_LATENTS,
     MAX_ADDITIVE,
     ConceptKnobs,
     concept_anchor_items,
@@ -72,6 +80,7 @@ from steercf.steering import (
 )
 from steercf.steering_eval import (
     choose_point,
+    combined_steerer,
     hide_tag_items,
     point_ratios,
     sae_steerer,
@@ -90,6 +99,8 @@ STRENGTHS = {
     # over the rule's whole valid range: a wide spread needs large strengths
     "additive": [round(0.25 * i, 2) for i in range(13)] + [4.0, MAX_ADDITIVE],
 }
+# sae+rerank: the boost in score sds per unit of SAE strength (the SAE part at the defaults)
+BETA_PER_STRENGTH = [0.25, 0.5, 1.0, 2.0]
 PROFILE_STRENGTHS = [round(0.1 * i, 1) for i in range(11)] + [1.5, 2.0, 3.0, 5.0, 10.0]
 BETAS = [round(0.1 * i, 1) for i in range(11)] + [1.5, 2.0, 3.0, 5.0, 10.0, 30.0]  # in score sds
 # the additive grid over both mappings and spreads, and convex at the wide spread (the
@@ -101,6 +112,8 @@ SAE_CONFIGS = [
 PUBLISHED_CONFIGS = [
     {"mapping": "best_characterizes", "rule": "convex", "latents": n} for n in (1, 5, 10)
 ]
+# the library's steering defaults (steercf.steering.defaults): the SAE part of sae+rerank
+DEFAULTS_CONFIG = {"mapping": DEFAULT_MAPPING, "rule": DEFAULT_RULE, "latents": DEFAULT_TOP_LATENTS}
 K = 20
 
 
@@ -139,8 +152,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--map", type=Path, help="2-D map of test users steered by the defaults (PNG, seed 0)"
     )
+    parser.add_argument(
+        "--base",
+        choices=("elsa", "multvae"),
+        default="elsa",
+        help="the CFAE the SAE is spliced into: the splice base (ELSA-256) or the Mult-VAE preset",
+    )
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        choices=[f"{d}/{s}" for d, s in TARGETS],
+        help="only these targets (default: all; --quick: the first)",
+    )
     args = parser.parse_args(argv)
     targets = TARGETS[:1] if args.quick else TARGETS
+    if args.targets:
+        targets = [t for t in TARGETS if f"{t[0]}/{t[1]}" in args.targets]
     seeds = range(1 if args.quick else args.seeds)
     sae_configs = SAE_CONFIGS[:2] if args.quick else SAE_CONFIGS
     published_configs = PUBLISHED_CONFIGS[:1] if args.quick else PUBLISHED_CONFIGS
@@ -158,7 +185,13 @@ def main(argv: list[str] | None = None) -> int:
                 train = default_train_config(
                     seed=seed, progress=False, **({"max_epochs": 5} if args.quick else {})
                 )
-                base = splice_base(dataset, seed=seed, quick=args.quick)
+                base = (
+                    splice_base(dataset, seed=seed, quick=args.quick)
+                    if args.base == "elsa"
+                    else make_model(
+                        "multvae", **base_params(dataset, "multvae", quick=args.quick), seed=seed
+                    )
+                )
                 model = SplicedRecommender(
                     base, train_config=train, augment=2 if args.quick else 8, seed=seed
                 ).fit(split.train, split.val_full)
@@ -178,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                 test_task = steering_task(
                     split.test_input, split.test_target, tags.matrix, segment_tags
                 )
-                configs = sae_configs + published_configs
+                configs = sae_configs + published_configs + [DEFAULTS_CONFIG]
                 mappings = {  # each mapping once; a spread only picks its top latents
                     c["mapping"]: ConceptKnobs.from_tags(model, seen, c["mapping"], 1).mapping
                     for c in configs
@@ -188,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                     knobs = ConceptKnobs(mappings[config["mapping"]], config["latents"])
                     return sae_steerer(model, knobs, config["rule"])
 
+                rerank = tag_boost_steerer(model, visible)
                 methods = {
                     "sae": [
                         (
@@ -205,7 +239,15 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         for c in published_configs
                     ],
-                    "rerank": [({"boost": "tag"}, tag_boost_steerer(model, visible), BETAS)],
+                    "rerank": [({"boost": "tag"}, rerank, BETAS)],
+                    "sae+rerank": [
+                        (
+                            {**DEFAULTS_CONFIG, "beta_per_strength": b},
+                            combined_steerer(steerer(DEFAULTS_CONFIG), rerank, b),
+                            STRENGTHS[DEFAULT_RULE],
+                        )
+                        for b in BETA_PER_STRENGTH
+                    ],
                     "tagspace": [
                         (
                             {"profile": "tag"},
@@ -218,9 +260,26 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     ],
                 }
-                for method, candidates in methods.items():
-                    out = pick(candidates, val_task, test_task)
-                    setting = f"tags={protocol},{setting_of(out['config'])},alpha={out['strength']}"
+                outcomes = {
+                    method: pick(candidates, val_task, test_task)
+                    for method, candidates in methods.items()
+                }
+                # the combination's parts alone, at its chosen point, reported apart
+                chosen = outcomes["sae+rerank"]
+                beta = chosen["config"]["beta_per_strength"] * chosen["strength"]
+                for part, part_steerer, strength in (
+                    ("sae+rerank:sae part", steerer(DEFAULTS_CONFIG), chosen["strength"]),
+                    ("sae+rerank:rerank part", rerank, beta),
+                ):
+                    curve = sweep(part_steerer, test_task, [0.0, strength], K)
+                    outcomes[part] = {
+                        "config": {"part_of": "sae+rerank"},
+                        "strength": strength,
+                        "curve": curve,
+                        "test": {**curve[1], **point_ratios(curve[1], curve[0], K)},
+                    }
+                for method, out in outcomes.items():
+                    setting = f"base={args.base},tags={protocol},{setting_of(out['config'])},alpha={out['strength']}"
                     out["test"][f"unsteered_personal_recall@{K}"] = out["curve"][0][
                         f"personal_recall@{K}"
                     ]
@@ -256,11 +315,12 @@ def main(argv: list[str] | None = None) -> int:
                                     "metric": metric,
                                     "value": point[metric],
                                     "seed": seed,
-                                    "setting": f"curve,tags={protocol},{setting_of(out['config'])},alpha={point['strength']}",
+                                    "setting": f"curve,base={args.base},tags={protocol},{setting_of(out['config'])},alpha={point['strength']}",
                                     "n": point["n_users"],
                                 }
                             )
-                    curves.setdefault((target, protocol, method), []).append(out["curve"])
+                    if "part" not in method:
+                        curves.setdefault((target, protocol, method), []).append(out["curve"])
                     results.append(
                         {
                             "target": target,

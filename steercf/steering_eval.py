@@ -230,6 +230,25 @@ def tag_boost_steerer(model, item_tags: sp.csr_matrix) -> Steerer:
     return scores
 
 
+def combined_steerer(sae: Steerer, rerank: Steerer, beta_per_strength: float) -> Steerer:
+    """SAE steering plus the re-ranker's tag boost, one knob for both: at ``strength``
+    s the user's code is steered at s (``sae``) and the items the visible tags say carry
+    the concept are lifted by ``beta_per_strength * s`` of the user's score sds
+    (``rerank``'s boost over its unsteered scores). Named for what it is, ``sae+rerank``:
+    the SAE direction reaches items whose tags are missing, the boost the tagged ones.
+    Both steerers must score with the same model; (n, n_items) scores."""
+    if not np.isfinite(beta_per_strength) or beta_per_strength < 0:
+        raise InputError(f"beta_per_strength must be finite and >= 0, got {beta_per_strength}")
+
+    def scores(task: SteeringTask, strength: float) -> torch.Tensor:
+        steered = sae(task, strength)
+        if strength == 0 or beta_per_strength == 0:
+            return steered
+        return steered + (rerank(task, beta_per_strength * strength) - rerank(task, 0.0))
+
+    return scores
+
+
 def tag_space_steerer(model) -> Steerer:
     """The tag-space baseline (a fitted
     :class:`~steercf.models.tagspace.TagSpaceAutoencoder`): each user's profile entry for

@@ -340,3 +340,28 @@ def test_explanation_shares_split_the_latent_part_of_each_score(setup):
         assert sum(share for _, _, share in reasons) == pytest.approx(1.0, abs=1e-5)
         assert [r[:2] for r in first] == [r[:2] for r in reasons[:3]]
         assert [r[2] for r in first] == sorted((r[2] for r in first), reverse=True)
+
+
+def test_combined_steerer_is_the_sae_step_plus_the_tag_boost(setup):
+    from steercf.steering_eval import (
+        combined_steerer,
+        sae_steerer,
+        steering_task,
+        tag_boost_steerer,
+    )
+
+    data, split, model, tags = setup
+    task = steering_task(split.val_input, split.val_target, tags.matrix)
+    knobs = ConceptKnobs.for_model(model, data, "genres", DECODER_EFFECT, split.train_users, 8)
+    sae = sae_steerer(model, knobs)
+    rerank = tag_boost_steerer(model, tags.matrix)
+    both = combined_steerer(sae, rerank, 2.0)
+    torch.testing.assert_close(both(task, 0.0), model.score(task.rows))
+    # the boost part is exactly beta * s sds on the tagged items, on top of the SAE step
+    lift = both(task, 0.5) - sae(task, 0.5)
+    torch.testing.assert_close(lift, rerank(task, 1.0) - rerank(task, 0.0))
+    carries = torch.from_numpy((tags.matrix > 0).T.toarray())[torch.from_numpy(task.concepts)]
+    assert float(lift[carries].min()) > 0 and float(lift[~carries].abs().max()) == 0.0
+    torch.testing.assert_close(combined_steerer(sae, rerank, 0.0)(task, 0.5), sae(task, 0.5))
+    with pytest.raises(InputError, match="beta_per_strength"):
+        combined_steerer(sae, rerank, float("nan"))
