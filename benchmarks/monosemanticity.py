@@ -24,7 +24,11 @@ items are split 60/20/20; ``label_precision@10_held_out`` and ``label_coverage_h
 (share of live units labelled) with setting ``labeller=evidence`` (hypergeometric
 evidence on the training items, p-value threshold chosen on the validation items for
 precision@10 >= 0.6) or ``labeller=best_characterizes`` (every live unit labelled by its
-TF-IDF concept from the training items), for the SAE and both controls.
+TF-IDF concept from the training items), for the SAE and both controls. Their
+coverage-precision curves on the same held-out items (``steercf.concepts.evidence.
+held_out_curves``): the same metrics with setting ``curve,labeller=...,threshold=T``
+(the evidence p-value threshold, or the share of live units labelled by TF-IDF
+strength), and with ``--plots`` a figure per data set (``DATASET_label_curves.png``).
 The full run adds the same records over units active on >= 10 items (setting suffix
 ``,min_items=10``), since units firing on one or two items are trivially specific.
 ``explanation_agreement`` (SAE only: controls explain nothing): each test user's top 10
@@ -54,10 +58,13 @@ from steercf.concepts import (
     format_report,
     model_activations,
     monosemanticity_report,
+    plot_label_curves,
     plot_reports,
 )
 from steercf.concepts.evidence import (
+    DEFAULT_TARGET_PRECISION,
     concept_evidence,
+    held_out_curves,
     held_out_labelling,
     split_items,
 )
@@ -174,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     agreements: list[tuple[str, str, str, float, int]] = []
     for dataset, sources in SOURCES.items():
         data = load_dataset(dataset, data_dir=SHARED_DATA)
+        label_curves: dict[tuple[str, str, str], list[dict[str, float]]] = {}
         for seed, training in itertools.product(seeds, args.train):
             started = time.perf_counter()
             model, split = train(data, seed, config, training, args.quick)
@@ -212,6 +220,27 @@ def main(argv: list[str] | None = None) -> int:
                                 }
                             )
                         labelling.append((f"{dataset}/{source}", training, name, labeller, result))
+                    # the coverage-precision curve of each labeller, same split
+                    for labeller, curve in held_out_curves(item_acts, tags, live, seed).items():
+                        if seed == seeds[0] and training == args.train[0]:
+                            label_curves[(source, name, labeller)] = curve
+                        for point in curve:
+                            for metric, key in (
+                                ("label_precision@10_held_out", "precision@10"),
+                                ("label_coverage_held_out", "coverage"),
+                            ):
+                                records.append(
+                                    {
+                                        "dataset": f"{dataset}/{source}",
+                                        "model": name,
+                                        "metric": metric,
+                                        "value": point[key],
+                                        "seed": seed,
+                                        "setting": f"curve,labeller={labeller},"
+                                        f"threshold={point['threshold']:g},{setting}",
+                                        "n": int(live.sum()),
+                                    }
+                                )
                     if name == "sae":
                         agreement = explanation_agreement(
                             model, split.test_input, np.asarray(item_acts), tags, seed
@@ -256,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
                 r for d, s, t, r in reports if d == dataset and s == seeds[0] and t == args.train[0]
             ]
             path = plot_reports(chosen, args.plots / f"{dataset}.png", title=dataset)
+            print(f"plots: {path}", file=sys.stderr)
+            path = plot_label_curves(
+                label_curves,
+                args.plots / f"{dataset}_label_curves.png",
+                target_precision=DEFAULT_TARGET_PRECISION,
+                title=f"{dataset}: labels fitted on 60 % of items, judged on 20 % held out",
+            )
             print(f"plots: {path}", file=sys.stderr)
 
     rows, wins = summary_rows(reports)

@@ -10,10 +10,13 @@ from scipy.stats import hypergeom
 from steercf.concepts.evidence import (
     choose_threshold,
     concept_evidence,
+    held_out_curves,
+    held_out_labelling,
     held_out_precision,
     labelling_curve,
     split_items,
 )
+from steercf.concepts.mapping import best_characterizes
 from steercf.errors import InputError
 
 
@@ -68,6 +71,31 @@ def test_held_out_judge_and_threshold_choice():
     strict = next(p for p in curve if p["threshold"] == chosen)
     assert strict["precision@10"] >= 0.9 and strict["n_labelled"] >= 1
     assert choose_threshold(curve, target_precision=1.5) == 1e-30  # none reaches: strictest
+
+
+def test_coverage_precision_curves_share_the_split_and_end_at_the_single_points():
+    acts, tags = planted()
+    live = (acts > 0).any(axis=0)
+    curves = held_out_curves(acts, tags, live, seed=0)
+    points = held_out_labelling(acts, tags, live, seed=0)
+    tfidf = curves["best_characterizes"]
+    assert [p["coverage"] for p in tfidf] == sorted(p["coverage"] for p in tfidf)
+    # labelling every live unit is the published mapping's single point
+    assert tfidf[-1]["coverage"] == points["best_characterizes"]["coverage"] == 1.0
+    assert tfidf[-1]["precision@10"] == pytest.approx(points["best_characterizes"]["precision@10"])
+    # one unit labelled: the one with the highest TF-IDF score on the fitting items,
+    # judged alone on the test items
+    fit, _, test = split_items(200, seed=0)
+    mapping = best_characterizes(acts[fit], tags[fit])
+    top = int(np.argmax(np.where(live, mapping.scores.max(axis=0), -np.inf)))
+    alone = held_out_precision(
+        acts, tags, np.where(np.arange(4) == top, mapping.top_concepts(), -1), test
+    )
+    first = next(p for p in tfidf if p["n_labelled"] == 1)
+    assert first["precision@10"] == pytest.approx(np.nanmax(alone))
+    evidence = curves["evidence"]
+    chosen = points["evidence"]
+    assert any(p["threshold"] == chosen["threshold"] and p == chosen for p in evidence)
 
 
 def test_bad_inputs_are_named():

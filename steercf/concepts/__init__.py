@@ -24,6 +24,7 @@ from steercf.concepts.display import (
     format_comparison,
     format_report,
     format_reports,
+    plot_label_curves,
     plot_reports,
 )
 from steercf.concepts.labels import (
@@ -94,6 +95,7 @@ __all__ = [
     "model_activations",
     "monosemanticity_report",
     "most_unique",
+    "plot_label_curves",
     "plot_reports",
     "print_latent",
     "random_rotation",

@@ -176,3 +176,58 @@ def plot_reports(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     return path
+
+
+def plot_label_curves(
+    curves: dict[tuple[str, str, str], list[dict[str, float]]],
+    path: str | Path,
+    target_precision: float | None = None,
+    title: str = "",
+) -> Path:
+    """Coverage (share of live units labelled) against held-out label precision@10, one
+    panel per concept source, one line per (model, labeller); from
+    :func:`steercf.concepts.evidence.held_out_curves`. Written to ``path`` (PNG).
+
+    Args:
+        curves: ``{(source, model, labeller): curve points}``.
+        target_precision: drawn as a dotted line (the evidence labeller's target).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    sources = list(dict.fromkeys(source for source, _, _ in curves))
+    fig = Figure(figsize=(4.5 * len(sources), 3.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(sources), squeeze=False)[0]
+    styles = {"evidence": "-", "best_characterizes": "--"}
+    models = list(dict.fromkeys(model for _, model, _ in curves))
+    colours = {model: f"C{i}" for i, model in enumerate(models)}  # one colour per model
+    for ax, source in zip(axes, sources, strict=True):
+        for (s, model, labeller), points in curves.items():
+            if s != source:
+                continue
+            shown = [p for p in points if p["n_labelled"] > 0]
+            key = f"precision@{TOP_ITEMS}"
+            ax.plot(
+                [p["coverage"] for p in shown],
+                [p[key] for p in shown],
+                styles.get(labeller, ":"),
+                color=colours[model],
+                marker=".",
+                label=f"{model} / {labeller}",
+            )
+        if target_precision is not None:
+            ax.axhline(target_precision, color="grey", ls=":", lw=1)
+        ax.set_xlabel("coverage (share of live units labelled)")
+        ax.set_ylabel(f"held-out label precision@{TOP_ITEMS}")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(source, fontsize=9)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    return path

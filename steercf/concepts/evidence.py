@@ -270,12 +270,7 @@ def held_out_labelling(
     Returns:
         ``{labeller: {"precision@k", "coverage", "threshold", "n_labelled"}}``.
     """
-    from steercf.concepts.mapping import best_characterizes
-
-    acts = as_activations(item_acts)
-    tags = item_tags.matrix if isinstance(item_tags, ItemTags) else sp.csr_matrix(item_tags)
-    live = np.asarray(live, dtype=bool)
-    fit, val, test = split_items(acts.shape[0], seed)
+    acts, tags, live, (fit, val, test) = _labelling_inputs(item_acts, item_tags, live, seed)
     evidence = concept_evidence(acts, tags, fit, k)
     threshold = choose_threshold(
         labelling_curve(evidence, acts, tags, val, live, k=k), target_precision, k
@@ -285,14 +280,73 @@ def held_out_labelling(
             **labelling_curve(evidence, acts, tags, test, live, [threshold], k)[0],
         }
     }
-    published = best_characterizes(acts[fit], sp.csr_matrix(tags)[fit]).top_concepts()
-    labels = np.where(live, published, -1)
-    precision = held_out_precision(acts, tags, labels, test, k)
-    judged = precision[np.isfinite(precision)]
-    out["best_characterizes"] = {
-        "threshold": float("nan"),
-        f"precision@{k}": float(judged.mean()) if len(judged) else float("nan"),
-        "coverage": float((labels >= 0).sum() / max(live.sum(), 1)),
-        "n_labelled": int((labels >= 0).sum()),
-    }
+    out["best_characterizes"] = _tfidf_curve(acts, tags, live, fit, test, [1.0], k)[0]
     return out
+
+
+def held_out_curves(
+    item_acts: ItemActs,
+    item_tags: ItemTags | sp.spmatrix,
+    live: np.ndarray,
+    seed: int = 0,
+    k: int = DEFAULT_TOP_K,
+) -> dict[str, list[dict[str, float]]]:
+    """Coverage-precision curves on test items of the labellers of
+    :func:`held_out_labelling` (same seeded 60/20/20 item split, labels fitted on the
+    training items only), to compare labellers and models at equal coverage:
+
+    * ``evidence``: one point per p-value threshold in :data:`THRESHOLDS`;
+    * ``best_characterizes``: the live units ranked by their top TF-IDF score, the top
+      5 %, 10 %, ..., 100 % labelled (the published mapping has no threshold of its own).
+
+    Returns:
+        ``{labeller: [{"threshold", "precision@k", "coverage", "n_labelled"}, ...]}``;
+        for ``best_characterizes`` ``threshold`` is the labelled share of live units.
+    """
+    acts, tags, live, (fit, _, test) = _labelling_inputs(item_acts, item_tags, live, seed)
+    evidence = concept_evidence(acts, tags, fit, k)
+    shares = [round(0.05 * i, 2) for i in range(1, 21)]
+    return {
+        "evidence": labelling_curve(evidence, acts, tags, test, live, k=k),
+        "best_characterizes": _tfidf_curve(acts, tags, live, fit, test, shares, k),
+    }
+
+
+def _labelling_inputs(item_acts, item_tags, live, seed: int):
+    acts = as_activations(item_acts)
+    tags = item_tags.matrix if isinstance(item_tags, ItemTags) else sp.csr_matrix(item_tags)
+    return acts, tags, np.asarray(live, dtype=bool), split_items(acts.shape[0], seed)
+
+
+def _tfidf_curve(
+    acts: np.ndarray,
+    tags: sp.csr_matrix,
+    live: np.ndarray,
+    fit: np.ndarray,
+    test: np.ndarray,
+    shares: Sequence[float],
+    k: int,
+) -> list[dict[str, float]]:
+    """Test-item precision@k of the published TF-IDF labels (fitted on ``fit``) when only
+    the ``share`` of live units with the highest top score is labelled."""
+    from steercf.concepts.mapping import best_characterizes
+
+    mapping = best_characterizes(acts[fit], sp.csr_matrix(tags)[fit])
+    labels = np.where(live, mapping.top_concepts(), -1)
+    precision = held_out_precision(acts, tags, labels, test, k)
+    strength = np.where(labels >= 0, mapping.scores.max(axis=0), -np.inf)
+    order = np.argsort(-strength, kind="stable")[: int((labels >= 0).sum())]
+    curve = []
+    for share in shares:
+        chosen = order[: int(round(share * len(order)))]
+        judged = precision[chosen]
+        judged = judged[np.isfinite(judged)]
+        curve.append(
+            {
+                "threshold": float(share),
+                f"precision@{k}": float(judged.mean()) if len(judged) else float("nan"),
+                "coverage": float(len(chosen) / max(live.sum(), 1)),
+                "n_labelled": len(chosen),
+            }
+        )
+    return curve
