@@ -40,11 +40,15 @@ class SparseEncoding:
         codes: (n_users, n_latents) non-negative activations (zero where inactive).
         mean: (n_users, 1) per-user embedding mean removed before encoding.
         std: (n_users, 1) per-user embedding scale divided out before encoding.
+        residual: (n_users, d) the SAE's error term ``z - SAE(z)`` in the base's
+            embedding space, kept through steering and added back by ``decode``; only
+            in error-term mode (``SplicedRecommender(error_term=True)``), else None.
     """
 
     codes: torch.Tensor
     mean: torch.Tensor
     std: torch.Tensor
+    residual: torch.Tensor | None = None
 
     def with_codes(self, codes: torch.Tensor) -> SparseEncoding:
         """The same users with edited (n_users, n_latents) codes (e.g. steered)."""
@@ -55,7 +59,8 @@ class SparseEncoding:
     def __getitem__(self, rows: int | slice) -> SparseEncoding:
         """The encoding of a subset of users (an int keeps the row dimension)."""
         index = slice(rows, rows + 1) if isinstance(rows, int) else rows
-        return SparseEncoding(self.codes[index], self.mean[index], self.std[index])
+        residual = None if self.residual is None else self.residual[index]
+        return SparseEncoding(self.codes[index], self.mean[index], self.std[index], residual)
 
     def __len__(self) -> int:
         return self.codes.shape[0]

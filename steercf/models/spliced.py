@@ -97,6 +97,12 @@ class SplicedRecommender(CFAE):
             :func:`~steercf.models.splice_loss.splice_ranking_loss`).
         finetune_weight: the holdout loss's weight against the reconstruction loss.
         finetune_sharpness: the distill loss's inverse temperature.
+        error_term: recommend through ``decode(SAE(z) + (z - SAE(z)))``: the SAE's
+            error term is kept in each encoding (:attr:`SparseEncoding.residual`), so
+            unsteered scores are the base's exactly while steering still edits the
+            sparse code; explanations report the error term's share
+            (:meth:`residual_contributions`). Off: the pure splice, the published
+            recipe (issue 15 reports the two apart).
     """
 
     kind = "Spliced"
@@ -114,6 +120,7 @@ class SplicedRecommender(CFAE):
         finetune_loss: str = "holdout",
         finetune_weight: float = 0.1,
         finetune_sharpness: float = 5.0,
+        error_term: bool = False,
     ) -> None:
         if not isinstance(base, CFAE) or isinstance(base, SplicedRecommender):
             raise InputError(
@@ -130,6 +137,9 @@ class SplicedRecommender(CFAE):
         self.finetune_loss = finetune_loss
         self.finetune_weight = finetune_weight
         self.finetune_sharpness = finetune_sharpness
+        if not isinstance(error_term, bool):
+            raise InputError(f"error_term must be a bool, got {error_term!r}")
+        self.error_term = error_term
 
     # ---- training ------------------------------------------------------------------
     def fit(
@@ -286,7 +296,12 @@ class SplicedRecommender(CFAE):
         self._check_fitted()
         rows = as_user_rows(user_items, self.n_items_, allow_empty=True)
         with torch.no_grad():
-            return SparseEncoding(*self.sae_.encode(self.base.encode(rows)))
+            z = self.base.encode(rows)
+            encoding = SparseEncoding(*self.sae_.encode(z))
+            if self.error_term:  # z - SAE(z): decode then gives the base's exact scores
+                reconstruction = self.sae_.decode(encoding.codes, encoding.mean, encoding.std)
+                encoding = replace(encoding, residual=z - reconstruction)
+            return encoding
 
     def decode(self, encoding: SparseEncoding) -> torch.Tensor:
         """A :class:`SparseEncoding` (possibly with edited codes) -> (n, n_items) item
@@ -301,7 +316,10 @@ class SplicedRecommender(CFAE):
             return self._decode_with(self.sae_, encoding)
 
     def _decode_with(self, sae: SparseAutoencoder, encoding: SparseEncoding) -> torch.Tensor:
-        return self.base.decode(sae.decode(encoding.codes, encoding.mean, encoding.std))
+        z_hat = sae.decode(encoding.codes, encoding.mean, encoding.std)
+        if encoding.residual is not None:
+            z_hat = z_hat + encoding.residual
+        return self.base.decode(z_hat)
 
     def sparse_code(self, user_items: UserRows, top: int | None = None) -> SparseCode:
         """The active latents of each user, strongest first (``top`` per row; default k)."""
@@ -361,6 +379,25 @@ class SplicedRecommender(CFAE):
             scaled = effects[:, torch.as_tensor(np.asarray(items, dtype=np.int64))]
             out[active] = scaled * (codes[active, None] * std.reshape(1, 1))
         return out
+
+    def residual_contributions(self, encoding: SparseEncoding, items: np.ndarray) -> torch.Tensor:
+        """What the error term adds to each listed item's score, per user: the scores
+        with it minus without it; zeros when the encoding has none (pure splice).
+
+        Args:
+            encoding: (n users) an encoding from :meth:`encode`.
+            items: (m,) item indices.
+
+        Returns:
+            (n, m) float32.
+        """
+        index = torch.as_tensor(np.asarray(items, dtype=np.int64))
+        if encoding.residual is None:
+            return torch.zeros(len(encoding), len(index))
+        with torch.no_grad():
+            with_it = self._decode_with(self.sae_, encoding)[:, index]
+            without = self._decode_with(self.sae_, replace(encoding, residual=None))[:, index]
+        return with_it - without
 
     def item_codes(self, batch_size: int = 2048) -> torch.Tensor:
         """(n_items, n_latents) float32 codes of every single-item history (what the
@@ -429,6 +466,7 @@ class SplicedRecommender(CFAE):
             "finetune_loss": self.finetune_loss,
             "finetune_weight": self.finetune_weight,
             "finetune_sharpness": self.finetune_sharpness,
+            "error_term": self.error_term,
             "base_kind": self.base.kind,
             "base_fingerprint": tensor_fingerprint(base_tensors),
             "sae_fingerprint": tensor_fingerprint(sae_tensors),
@@ -486,6 +524,7 @@ class SplicedRecommender(CFAE):
             finetune_loss=config.get("finetune_loss", "distill"),
             finetune_weight=config.get("finetune_weight", 0.1),
             finetune_sharpness=config.get("finetune_sharpness", 5.0),
+            error_term=config.get("error_term", False),
             metadata=config.get("metadata", {}),
         )
 

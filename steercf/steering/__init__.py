@@ -35,7 +35,7 @@ from steercf.steering.defaults import (
     DEFAULT_TOP_LATENTS,
     STRENGTH_SCALE,
 )
-from steercf.steering.explain import explain_items, user_concepts
+from steercf.steering.explain import error_term_shares, explain_items, user_concepts
 from steercf.steering.knobs import (
     STEERING_MAPPINGS,
     ConceptKnobs,
@@ -68,6 +68,7 @@ __all__ = [
     "compare",
     "decoder_effect",
     "decoder_fit",
+    "error_term_shares",
     "explain_items",
     "latent_contributions",
     "parse_knobs",

@@ -56,7 +56,8 @@ def explain_items(
             again (an app re-ranking on every slider move keeps it).
         shares: also give each reason's share of what all the user's latents add to the
             item's score (the sum of the positive contributions; the decoder bias and
-            the user's mean are left out).
+            the user's mean are left out). In error-term mode the error term's positive
+            part counts in that sum too (:func:`error_term_shares` gives its own share).
 
     Returns:
         per item, ``[(latent, contribution), ...]`` largest first (positive ones only),
@@ -67,7 +68,8 @@ def explain_items(
     encoding = steer_encoding(encoding[0], knobs, rule)
     contributions = model.latent_contributions(encoding, np.asarray(items))
     values, latents = torch.topk(contributions, min(top, contributions.shape[0]), dim=0)
-    totals = contributions.clamp_min(0).sum(0).clamp_min(1e-12)
+    residual = model.residual_contributions(encoding, np.asarray(items))[0]
+    totals = (contributions.clamp_min(0).sum(0) + residual.clamp_min(0)).clamp_min(1e-12)
     return [
         [
             (int(n), float(v), float(v / totals[j])) if shares else (int(n), float(v))
@@ -76,3 +78,30 @@ def explain_items(
         ]
         for j in range(contributions.shape[1])
     ]
+
+
+def error_term_shares(
+    model: SplicedRecommender,
+    user_items: Any,
+    items: Sequence[int],
+    knobs: Sequence[Knob] = (),
+    rule: str = DEFAULT_RULE,
+    encoding: SparseEncoding | None = None,
+) -> np.ndarray:
+    """The error term's share of what the user's latents and the error term add to each
+    listed item's score (positive parts, as in :func:`explain_items` with ``shares``):
+    how much of a recommendation the sparse code does *not* explain. All zeros for a
+    pure splice (``error_term=False``).
+
+    Args: as :func:`explain_items`.
+
+    Returns:
+        (m,) float, each in [0, 1].
+    """
+    if encoding is None:
+        encoding = model.encode(user_items)
+    encoding = steer_encoding(encoding[0], knobs, rule)
+    items = np.asarray(items)
+    residual = model.residual_contributions(encoding, items)[0].clamp_min(0)
+    latents = model.latent_contributions(encoding, items).clamp_min(0).sum(0)
+    return (residual / (latents + residual).clamp_min(1e-12)).numpy()
