@@ -242,8 +242,10 @@ def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
         action="append",
         required=True,
         help=f'"+Horror" (toward), "-Comedy" (away; both at strength {DEFAULT_STRENGTH}), '
-        '"+Horror:0.6", "+tags:pixar" (another concept source), "+latent:12:0.3" or '
-        '"+neuron:12:0.3" (one SAE latent; neuron is an alias of latent); repeatable',
+        '"+Horror:0.6", "+tags:pixar" (another concept source), "+kg:director of Pulp '
+        'Fiction" (a knowledge-graph concept by its id or the name `steercf latent` shows, '
+        'or the start of that name), "+latent:12:0.3" or "+neuron:12:0.3" (one SAE latent; '
+        "neuron is an alias of latent); repeatable",
     )
     add_steering_args(steer)
     steer.add_argument("-n", type=int, default=10, help="list length (fewer if fewer are unseen)")
