@@ -79,3 +79,26 @@ class TestReadableConceptNames:
         with pytest.raises(UnknownIdError, match="close matches") as err:
             self.knobs(["+director of Flim 12, Film 13"])
         assert "director of Film 12, Film 13" in str(err.value)
+
+
+# ---- 2. text search --mode steer without an edit -------------------------------------------
+
+
+class TestSteerModeNeedsAnEdit:
+    def run(self, tmp_path, capsys, *extra: str) -> tuple[int, str]:
+        from steercf.cli import main
+
+        corpus = tmp_path / "docs.csv"
+        pd.DataFrame({"text": ["a b c", "d e f"]}).to_csv(corpus, index=False)
+        # the model directory does not exist: the edits are checked before it is read
+        code = main(["text", "search", str(tmp_path / "none"), str(corpus), "--query", "q", *extra])
+        return code, capsys.readouterr().err
+
+    def test_steer_mode_without_an_edit_is_refused_naming_the_flags(self, tmp_path, capsys):
+        code, err = self.run(tmp_path, capsys, "--mode", "steer")
+        assert code == 2 and err.count("\n") == 1 and err.startswith("steercf: error:")
+        assert all(flag in err for flag in ("--strengthen", "--weaken", "--add"))
+
+    def test_edits_outside_steer_mode_are_refused_not_ignored(self, tmp_path, capsys):
+        code, err = self.run(tmp_path, capsys, "--mode", "dense", "--add", "3")
+        assert code == 2 and "--add" in err and "--mode steer" in err

@@ -459,7 +459,27 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     _show(result.summary, args)
 
 
-def _steer_edits(args: argparse.Namespace) -> dict[str, Any]:
+def _steer_edits(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The query edits of ``--strengthen`` / ``--weaken`` / ``--add`` (None outside steer
+    mode). Checked before anything is loaded: steer mode without an edit would print the
+    same list twice, and edits in another mode would be ignored.
+
+    Raises:
+        InputError: steer mode without an edit, or edits in another mode.
+    """
+    given = [flag for flag in ("strengthen", "weaken", "add") if getattr(args, flag)]
+    if args.mode != "steer":
+        if given:
+            flags = ", ".join(f"--{flag}" for flag in given)
+            raise InputError(f"{flags} edit the query in --mode steer only (not {args.mode})")
+        return None
+    if not given:
+        raise InputError(
+            "--mode steer needs an edit of the query: --strengthen LATENT[=FACTOR], "
+            "--weaken LATENT[=FACTOR] or --add LATENT[=VALUE] (--mode property's latents "
+            "column names latents the query uses); without one the lists before and after "
+            "steering are the same"
+        )
     return {
         "strengthen": _pairs(args.strengthen, 2.0) or None,
         "weaken": _pairs(args.weaken, 0.0) or None,
@@ -490,6 +510,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     from steercf.text.analysis import dense_retrieval, property_retrieval, query_latents
     from steercf.text.search import SteerableSearch
 
+    edits = _steer_edits(args)  # before the model loads: a missing edit fails at once
     model, embedder, embeddings, texts, codes = _model_and_codes(args, args.input)
     if args.mode == "property":
         weights = query_latents(model, args.query, embedder, args.method)
@@ -502,7 +523,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         print(format_table(search.query_latents(args.query).head(16).to_dict("records")))
         print()
         before = search.search(args.query, top=args.top)
-        after = search.search(args.query, **_steer_edits(args), top=args.top)
+        after = search.search(args.query, **edits, top=args.top)
         frame = _before_after(before, after, texts)
     frame["text"] = [texts[i] for i in frame["doc"]]  # whole in the CSV, cut in the table
     _show(frame, args)
