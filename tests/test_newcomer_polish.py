@@ -102,3 +102,29 @@ class TestSteerModeNeedsAnEdit:
     def test_edits_outside_steer_mode_are_refused_not_ignored(self, tmp_path, capsys):
         code, err = self.run(tmp_path, capsys, "--mode", "dense", "--add", "3")
         assert code == 2 and "--add" in err and "--mode steer" in err
+
+
+# ---- 3. shortened labels end in an ellipsis ------------------------------------------------
+
+
+class TestShortenedLabelsEndInAnEllipsis:
+    LONG = "Horror [7/10 top items, lift 6.2] | " + "; ".join(f"Title {i} (1990)" for i in range(9))
+
+    def test_cli_label_text_is_cut_with_an_ellipsis(self):
+        from steercf.cli.latents import _latent_text
+        from steercf.concepts.labels import LatentLabel, LatentLabels
+
+        labels = LatentLabels([LatentLabel(0, live=True, text=self.LONG)])
+        shown = _latent_text(labels, 0, 40)
+        assert len(shown) <= 40 and shown.endswith("…") and self.LONG.startswith(shown[:-1])
+        assert _latent_text(labels, 0, 500) == self.LONG  # short enough: whole, no ellipsis
+
+    def test_report_top_items_are_cut_with_an_ellipsis(self):
+        from steercf.concepts import format_report, monosemanticity_report
+
+        data = kg_data()
+        acts = FakeSpliced(data).item_codes().numpy()
+        report = monosemanticity_report(acts, data.tags["kg"], source="kg")
+        titles = [f"A Very Long Title That Goes On And On, Part {i} (1999)" for i in range(40)]
+        text = format_report(report, top=3, titles=titles)
+        assert "A Very Long Title That Goes On…" in text and "(1999)" not in text

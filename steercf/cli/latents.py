@@ -36,6 +36,7 @@ from steercf.data import InteractionData
 from steercf.errors import InputError
 from steercf.models import CFAE, EASE, SplicedRecommender
 from steercf.models.spliced import SAE_DEFAULTS, TRAIN_DEFAULTS
+from steercf.reporting import one_line
 from steercf.runs import Run
 from steercf.sae import SAEConfig, TrainConfig
 from steercf.sae.config import ACTIVATIONS, LOSSES
@@ -125,8 +126,10 @@ def _user_row(data: InteractionData, user: str):
     return data.matrix[row]
 
 
-def _latent_text(labels: Any, latent: int) -> str:
-    return labels[latent].text if labels is not None else f"latent {latent}"
+def _latent_text(labels: Any, latent: int, width: int) -> str:
+    """A latent's label on one line of at most ``width`` characters, ending in "…" when
+    cut (:func:`steercf.reporting.one_line`, the one rule for shortened text)."""
+    return one_line(labels[latent].text if labels is not None else f"latent {latent}", width)
 
 
 def cmd_steer(args: argparse.Namespace) -> None:
@@ -152,10 +155,10 @@ def cmd_steer(args: argparse.Namespace) -> None:
         result.before_ids[0].tolist(), result.after_ids[0].tolist(), strict=False
     ):
         mark = "+" if item in entered else " "
-        print(f"  {data.titles([before])[0][:42]:<42} | {mark} {data.titles([item])[0]}")
+        print(f"  {one_line(data.titles([before])[0], 42):<42} | {mark} {data.titles([item])[0]}")
         if item in entered and why[item]:
             latent = why[item][0][0]
-            text = _latent_text(labels, latent)[:70]
+            text = _latent_text(labels, latent, 70)
             print(f"  {'':>42} |     because of latent {latent}: {text}")
     left = result.left(0)
     print(f"left the list: {'; '.join(data.titles(left)) if left else 'nothing'}")
@@ -176,15 +179,15 @@ def cmd_explain(args: argparse.Namespace) -> None:
     )
     print("active latents:")
     for latent, value in model.sparse_code(history).of(0)[: args.latents]:
-        print(f"  {latent:>5}  {value:.3f}  {_latent_text(labels, latent)[:90]}")
+        print(f"  {latent:>5}  {value:.3f}  {_latent_text(labels, latent, 90)}")
     ids, scores = model.recommend(history, N=args.n)
     print("recommendations, each because of the latents adding most to its score:")
     for item, score, why in zip(
         ids[0], scores[0], explain_items(model, history, ids[0], shares=True), strict=True
     ):
-        print(f"  {data.titles([item])[0][:60]:<60} score {score:.3f}")
+        print(f"  {one_line(data.titles([item])[0], 60):<60} score {score:.3f}")
         for latent, _, share in why:
-            print(f"      {share:>4.0%} of it: #{latent} {_latent_text(labels, latent)[:80]}")
+            print(f"      {share:>4.0%} of it: #{latent} {_latent_text(labels, latent, 80)}")
 
 
 def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
