@@ -128,3 +128,47 @@ class TestShortenedLabelsEndInAnEllipsis:
         titles = [f"A Very Long Title That Goes On And On, Part {i} (1999)" for i in range(40)]
         text = format_report(report, top=3, titles=titles)
         assert "A Very Long Title That Goes On…" in text and "(1999)" not in text
+
+
+# ---- 4. train-sae says what it builds; train --for-splice ---------------------------------
+
+
+class TestSpliceSize:
+    def plan(self, factors: int, **flags):
+        from types import SimpleNamespace
+
+        from steercf.cli.latents import SAE_FLAGS, sae_plan
+        from steercf.models.spliced import SAE_DEFAULTS
+        from steercf.sae import TrainConfig
+
+        given = {name: None for name in SAE_FLAGS} | SAE_DEFAULTS | flags
+        run = SimpleNamespace(split=SimpleNamespace(train_users=np.arange(50)))
+        tc = TrainConfig(batch_size=16, max_epochs=10)
+        return sae_plan(SimpleNamespace(d_=factors), given, tc, run, augment=1)
+
+    def test_train_sae_announces_latents_k_base_width_and_an_estimate(self):
+        text = self.plan(1024)
+        assert "8,192 latents" in text and "k=32" in text and "1024 factors" in text
+        assert "100 training rows" in text and "per epoch" in text and "at most 10 epochs" in text
+        assert "steercf train --for-splice" in text  # the way to the demo's size
+
+    def test_a_splice_sized_base_or_a_width_needs_no_hint(self):
+        assert "2,048 latents" in self.plan(256) and "--for-splice" not in self.plan(256)
+        text = self.plan(1024, width=512)
+        assert "512 latents (width 512)" in text and "--for-splice" not in text
+
+    def test_train_for_splice_trains_the_demos_base(self, capsys):
+        from steercf.cli import build_parser
+        from steercf.cli.models import train_params
+        from steercf.experiment import splice_base
+
+        parser = build_parser()
+        args = parser.parse_args(["train", "--out", "o", "--for-splice"])
+        params = train_params(args, "ml-100k", "cpu")
+        assert params["factors"] == splice_base("ml-100k").factors == 256
+        plain = train_params(parser.parse_args(["train", "--out", "o"]), "ml-100k", "cpu")
+        assert plain["factors"] == 1024  # the validated default is unchanged
+        for command in ("train", "train-sae"):
+            with pytest.raises(SystemExit):
+                parser.parse_args([command, "--help"])
+            assert "--for-splice" in capsys.readouterr().out
