@@ -172,3 +172,40 @@ class TestSpliceSize:
             with pytest.raises(SystemExit):
                 parser.parse_args([command, "--help"])
             assert "--for-splice" in capsys.readouterr().out
+
+
+# ---- 5. text train reports held-out quality ------------------------------------------------
+
+
+class TestTextTrainQuality:
+    def fit(self, **train):
+        from steercf.text.model import TextSAE
+
+        vectors = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        model = TextSAE.fit(vectors, {"k": 4}, {"max_epochs": 3, "seed": 1, **train})
+        return model, vectors
+
+    def test_the_quality_is_measured_on_chunks_held_out_of_training(self):
+        from steercf.sae import sae_metrics
+        from steercf.text.cli import train_quality
+
+        model, vectors = self.fit()
+        # the held-out rows: train_sae's seeded split (val_fraction of the chunks)
+        perm = torch.randperm(300, generator=torch.Generator().manual_seed(1))
+        held_out = sae_metrics(model.sae, vectors[perm[:30].numpy()])
+        validation = model.metadata["validation"]
+        assert validation["cosine"] == pytest.approx(held_out["cosine"], abs=1e-5)
+        everything = sae_metrics(model.sae, vectors)
+        line = train_quality(validation, everything, model.metadata)
+        assert line.startswith("held-out quality (10% of the chunks")
+        assert f"cosine {held_out['cosine']:.3f}" in line
+
+    def test_without_held_out_chunks_it_says_training_set(self):
+        from steercf.sae import sae_metrics
+        from steercf.text.cli import train_quality
+
+        model, vectors = self.fit(val_fraction=0.0)
+        assert model.metadata["validation"] is None
+        line = train_quality(None, sae_metrics(model.sae, vectors), model.metadata)
+        assert line.startswith("training-set quality (no chunks held out)")

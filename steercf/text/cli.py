@@ -396,12 +396,33 @@ def cmd_train(args: argparse.Namespace) -> None:
     labels = label_latents(texts, codes)
     model.set_labels(labels["label"].tolist(), labels["terms"].tolist())
     metrics = sae_metrics(model.sae, embeddings.vectors)
-    model.metadata["metrics"] = metrics
+    model.metadata["metrics"] = metrics  # every chunk, the training ones included
     model.save(args.out, force=args.force)
     print(
-        f"trained {model.n_latents} latents (k={model.sae.config.k}) on {embeddings.n_docs} documents "
-        f"/ {embeddings.vectors.shape[0]} chunks: cosine {metrics['cosine']:.3f}, "
-        f"nmse {metrics['nmse']:.3f}, dead {metrics['dead_fraction']:.1%} -> {args.out}"
+        f"trained {model.n_latents} latents (k={model.sae.config.k}) on {embeddings.n_docs} "
+        f"documents / {embeddings.vectors.shape[0]} chunks -> {args.out}"
+    )
+    print(train_quality(model.metadata.get("validation"), metrics, model.metadata))
+
+
+def train_quality(
+    validation: dict[str, float] | None, metrics: dict[str, float], metadata: dict[str, Any]
+) -> str:
+    """The quality line of ``text train``: reconstruction on the chunks held out of
+    training (what a new corpus would see), or, when none were held out, on the training
+    chunks, said so; dead latents over every chunk."""
+    dead = f"dead latents {metrics['dead_fraction']:.1%} (over every chunk)"
+    if validation is None:
+        return (
+            f"training-set quality (no chunks held out): cosine {metrics['cosine']:.3f}, "
+            f"nmse {metrics['nmse']:.3f}; {dead}"
+        )
+    share = metadata.get("train_config", {}).get("val_fraction")
+    held = f"{share:.0%} of the chunks, " if share else ""
+    return (
+        f"held-out quality ({held}not trained on): cosine {validation['cosine']:.3f}, "
+        f"nmse {validation['nmse']:.3f}, active latents per chunk {validation['l0']:.1f}; "
+        f"{dead}"
     )
 
 
