@@ -209,3 +209,58 @@ class TestTextTrainQuality:
         assert model.metadata["validation"] is None
         line = train_quality(None, sae_metrics(model.sae, vectors), model.metadata)
         assert line.startswith("training-set quality (no chunks held out)")
+
+
+# ---- 6. help: no "default: None" on required options, no flag that does not exist -----------
+
+
+def _parsers():
+    """``(command words, parser)`` of every steercf command, nested ones included."""
+    import argparse
+
+    from steercf.cli import build_parser
+
+    def walk(parser, words):
+        yield words, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, (*words, name))
+
+    return dict(walk(build_parser(), ()))
+
+
+FLAG = r"(?<![\w-])--[a-z][a-z0-9-]*"
+
+
+class TestHelpTexts:
+    def test_no_required_argument_shows_default_none(self):
+        for words, parser in _parsers().items():
+            formatter = parser._get_formatter()
+            for action in parser._actions:
+                if action.required or not action.option_strings:
+                    shown = formatter._format_action(action)
+                    assert "None" not in shown, (words, shown)
+
+    def test_every_flag_a_help_names_exists(self):
+        import re
+
+        parsers = _parsers()
+        for words, parser in parsers.items():
+            texts = [parser.description or ""] + [a.help or "" for a in parser._actions]
+            for text in texts:
+                # "'steercf train --for-splice'": a flag of another command
+                for command, flag in re.findall(rf"steercf ((?:text )?[a-z-]+) ({FLAG})", text):
+                    other = parsers[tuple(command.split())]
+                    assert flag in other._option_string_actions, (words, command, flag)
+                own = re.sub(rf"steercf (?:text )?[a-z-]+ {FLAG}", "", text)
+                for flag in re.findall(FLAG, own):
+                    assert flag in parser._option_string_actions, (words, flag, text)
+
+    def test_every_option_has_help_and_text_width_names_no_missing_flag(self, capsys):
+        for words, parser in _parsers().items():
+            for action in parser._actions:
+                if action.option_strings:
+                    assert action.help, (words, action.dest)
+        width = _parsers()[("text", "train")]._option_string_actions["--width"]
+        assert "expansion x" not in width.help and "dimension" in width.help

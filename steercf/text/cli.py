@@ -21,7 +21,7 @@ import pandas as pd
 
 from steercf.errors import InputError
 from steercf.io import check_model_path
-from steercf.reporting import LIST_SEPARATOR, format_table
+from steercf.reporting import LIST_SEPARATOR, HelpFormatter, format_table
 from steercf.sae import SAEConfig, TrainConfig
 from steercf.text.diffing import DEFAULT_FDR, DEFAULT_MIN_DIFF
 from steercf.text.embed import (
@@ -35,7 +35,7 @@ from steercf.text.queries import QUERY_METHODS
 
 # characters shown per table cell, a document's snippet included (the CSV keeps all)
 CELL_WIDTH = 60
-HELP_FORMATTER = argparse.ArgumentDefaultsHelpFormatter  # --help shows every default
+HELP_FORMATTER = HelpFormatter  # every default shown, None ones explained in the help
 
 
 def config_default(config: type, overrides: dict[str, Any], name: str) -> Any:
@@ -54,7 +54,7 @@ def add_cache_dir_argument(parser: argparse.ArgumentParser) -> None:
         "--cache-dir",
         default=None,
         help="steercf cache root; embeddings are cached in DIR/embeddings, as with "
-        "$STEERCF_CACHE=DIR (%(default)s: $STEERCF_CACHE, else ~/.cache/steercf)",
+        "$STEERCF_CACHE=DIR (default: $STEERCF_CACHE, else ~/.cache/steercf)",
     )
 
 
@@ -82,7 +82,7 @@ def _common(
             "--csv",
             default=None,
             help="also write the result table to this CSV, list cells joined by "
-            f"{LIST_SEPARATOR!r} (%(default)s: no)",
+            f"{LIST_SEPARATOR!r} (default: no)",
         )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -91,7 +91,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help=f"local sentence-transformers model; %(default)s = the offline {DEFAULT_MODEL}",
+        help=f"local sentence-transformers model (default: the offline {DEFAULT_MODEL})",
     )
     p.add_argument(
         "--chunk-words", type=int, default=DEFAULT_CHUNK_WORDS, help="words per chunk window"
@@ -100,7 +100,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
         "--overlap", type=int, default=DEFAULT_OVERLAP, help="words shared by adjacent chunks"
     )
     p.add_argument(
-        "--max-chunks", type=int, default=None, help="chunks kept per document (%(default)s: all)"
+        "--max-chunks", type=int, default=None, help="chunks kept per document (default: all)"
     )
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="chunks per call")
 
@@ -127,14 +127,14 @@ def _add_train(sub: Any) -> None:
     p.add_argument(
         "--embeddings",
         default=None,
-        help="precomputed .npz from 'text embed' (%(default)s: embed the input)",
+        help="precomputed .npz from 'text embed' (default: embed the input)",
     )
     expansion = config_default(SAEConfig, DEFAULT_SAE, "expansion")
     p.add_argument(
         "--width",
         type=int,
         default=config_default(SAEConfig, DEFAULT_SAE, "width"),
-        help=f"number of latents; %(default)s = expansion x embedding dim = {expansion} x d",
+        help=f"number of latents (default: {expansion} x the embedding's dimension)",
     )
     p.add_argument(
         "--k",
