@@ -83,12 +83,18 @@ SPLICE_MAX_FACTORS = 256
 def splice_base(dataset: str, seed: int = 0, quick: bool = False) -> Recommender:
     """An unfitted base CFAE for ``dataset``'s spliced model (ML-100K's for unknown sets):
     the :data:`SPLICE_BASES` preset, ELSA capped at :data:`SPLICE_MAX_FACTORS`."""
+    model, params = splice_base_params(dataset, quick=quick)
+    return make_model(model, **params, seed=seed)
+
+
+def splice_base_params(dataset: str, quick: bool = False) -> tuple[str, dict[str, Any]]:
+    """``(model kind, hyperparameters)`` of :func:`splice_base` (what ``steercf train
+    --for-splice`` trains): the demo's base, whose SAE trains in seconds."""
     preset = SPLICE_BASES.get(dataset, SPLICE_BASES["ml-100k"])
     params = base_params(dataset, preset, quick=quick)
     if "factors" in params:
         params = cap_factors(params, SPLICE_MAX_FACTORS)
-    model = "ease" if preset == "ease_lowrank" else preset.removesuffix("_random")
-    return make_model(model, **params, seed=seed)
+    return ("ease" if preset == "ease_lowrank" else preset.removesuffix("_random")), params
 
 
 def base_params(dataset: str, model: str, quick: bool = False) -> dict[str, Any]:

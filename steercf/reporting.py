@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -12,6 +13,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` of every steercf command (the recommender's, ``steercf text``'s and
+    ``serve``'s): each option's default, except where it says nothing (None, an empty
+    list, a flag's False, a required option's: the help says what happens then), and the
+    description's paragraphs kept."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        default = action.default
+        if default is None or isinstance(default, bool) or default == [] or action.required:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(
+            super(HelpFormatter, self)._fill_text(part, width, indent)
+            for part in text.split("\n\n")
+        )
+
 
 LIST_SEPARATOR = " | "  # list cells (e.g. latent labels, which hold commas themselves)
 _SPACE = re.compile(r"\s+")

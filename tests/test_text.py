@@ -429,7 +429,7 @@ def test_cli_train_defaults_are_the_api_defaults(capsys):
     shown = " ".join(capsys.readouterr().out.split())
     assert f"(default: {DEFAULT_SAE['k']})" in shown
     assert f"(default: {DEFAULT_TRAIN['max_epochs']})" in shown
-    assert f"expansion x embedding dim = {DEFAULT_SAE['expansion']} x d" in shown
+    assert f"(default: {DEFAULT_SAE['expansion']} x the embedding's dimension)" in shown
 
 
 @pytest.mark.slow

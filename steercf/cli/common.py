@@ -1,4 +1,5 @@
-"""What every ``steercf`` command shares: the help format, data and device options,
+"""What every ``steercf`` command shares: the help format
+(:class:`steercf.reporting.HelpFormatter`, re-exported here), data and device options,
 flags built from config dataclasses and model signatures, and loading a saved run."""
 
 from __future__ import annotations
@@ -14,23 +15,8 @@ from typing import Any
 from steercf.distributed import PRECISIONS, Collective, configure_precision, init_from_env
 from steercf.errors import InputError
 from steercf.io import check_model_path
+from steercf.reporting import HelpFormatter
 from steercf.runs import DEFAULT_MIN_RATING, DEFAULT_MIN_USER_POSITIVES, Run, load_run
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """``--help`` shows every option's default (none where it is None: the help says
-    what happens then), and keeps the description's paragraphs."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or isinstance(action.default, bool):
-            return action.help or ""
-        return super()._get_help_string(action)
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return "\n\n".join(
-            super(HelpFormatter, self)._fill_text(part, width, indent)
-            for part in text.split("\n\n")
-        )
 
 
 def add_command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:

@@ -34,11 +34,14 @@ from steercf.concepts import (
 )
 from steercf.data import InteractionData
 from steercf.errors import InputError
+from steercf.experiment import SPLICE_MAX_FACTORS
 from steercf.models import CFAE, EASE, SplicedRecommender
 from steercf.models.spliced import SAE_DEFAULTS, TRAIN_DEFAULTS
+from steercf.reporting import one_line
 from steercf.runs import Run
 from steercf.sae import SAEConfig, TrainConfig
 from steercf.sae.config import ACTIVATIONS, LOSSES
+from steercf.sae.trainer import epoch_seconds_estimate
 from steercf.steering import DEFAULT_STRENGTH, ConceptKnobs, compare, explain_items, user_concepts
 
 SAE_FLAGS = ("k", "expansion", "width", "activation", "refit")
@@ -63,6 +66,8 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
         device=str(device),
         progress=not args.quiet,
     )
+    if group.is_main:
+        print(sae_plan(base, config_values(args, SAE_FLAGS), train_config, run, args.augment))
     model = SplicedRecommender(
         base.to(device),
         config_values(args, SAE_FLAGS),
@@ -90,6 +95,42 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
         f"best epoch {model.best_epoch_}, val cosine {final.get('val_cosine', float('nan')):.4f}"
     )
     group.barrier()
+
+
+def sae_plan(
+    base: Any, flags: dict[str, Any], train_config: TrainConfig, run: Run, augment: int
+) -> str:
+    """What ``train-sae`` is about to build and roughly how long it takes, said before
+    training: the SAE's width follows the base's (``expansion`` x its factors), so the
+    CLI's 1,024-factor ELSA preset gives 8,192 latents (minutes), the demo's splice base
+    (``steercf train --for-splice``) 2,048 (seconds)."""
+    config = SAEConfig.from_dict(
+        {**{k: v for k, v in flags.items() if v is not None}, "d_in": base.d_}
+    )
+    rows = int(len(run.split.train_users) * (1 + augment))
+    epoch = epoch_seconds_estimate(config, train_config, rows)
+    sized = (
+        f"width {config.width}"
+        if config.width is not None
+        else f"expansion {config.expansion} x the base's {base.d_} factors"
+    )
+    lines = [
+        f"building an SAE of {config.n_latents:,} latents ({sized}), k={config.k}, on "
+        f"{rows:,} training rows: about {_duration(epoch)} per epoch on {train_config.device}, "
+        f"at most {train_config.max_epochs} epoch{'s' if train_config.max_epochs != 1 else ''} ({_duration(epoch * train_config.max_epochs)}"
+        "; early stopping usually ends sooner), plus labelling"
+    ]
+    if base.d_ > SPLICE_MAX_FACTORS and config.width is None:
+        lines.append(
+            f"  (the demo splices a {SPLICE_MAX_FACTORS}-factor base: "
+            f"{config.expansion * SPLICE_MAX_FACTORS:,} latents in seconds; train one with "
+            "'steercf train --for-splice', or pass --width)"
+        )
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def cmd_concepts(args: argparse.Namespace) -> None:
@@ -125,8 +166,10 @@ def _user_row(data: InteractionData, user: str):
     return data.matrix[row]
 
 
-def _latent_text(labels: Any, latent: int) -> str:
-    return labels[latent].text if labels is not None else f"latent {latent}"
+def _latent_text(labels: Any, latent: int, width: int) -> str:
+    """A latent's label on one line of at most ``width`` characters, ending in "…" when
+    cut (:func:`steercf.reporting.one_line`, the one rule for shortened text)."""
+    return one_line(labels[latent].text if labels is not None else f"latent {latent}", width)
 
 
 def cmd_steer(args: argparse.Namespace) -> None:
@@ -152,10 +195,10 @@ def cmd_steer(args: argparse.Namespace) -> None:
         result.before_ids[0].tolist(), result.after_ids[0].tolist(), strict=False
     ):
         mark = "+" if item in entered else " "
-        print(f"  {data.titles([before])[0][:42]:<42} | {mark} {data.titles([item])[0]}")
+        print(f"  {one_line(data.titles([before])[0], 42):<42} | {mark} {data.titles([item])[0]}")
         if item in entered and why[item]:
             latent = why[item][0][0]
-            text = _latent_text(labels, latent)[:70]
+            text = _latent_text(labels, latent, 70)
             print(f"  {'':>42} |     because of latent {latent}: {text}")
     left = result.left(0)
     print(f"left the list: {'; '.join(data.titles(left)) if left else 'nothing'}")
@@ -176,21 +219,28 @@ def cmd_explain(args: argparse.Namespace) -> None:
     )
     print("active latents:")
     for latent, value in model.sparse_code(history).of(0)[: args.latents]:
-        print(f"  {latent:>5}  {value:.3f}  {_latent_text(labels, latent)[:90]}")
+        print(f"  {latent:>5}  {value:.3f}  {_latent_text(labels, latent, 90)}")
     ids, scores = model.recommend(history, N=args.n)
     print("recommendations, each because of the latents adding most to its score:")
     for item, score, why in zip(
         ids[0], scores[0], explain_items(model, history, ids[0], shares=True), strict=True
     ):
-        print(f"  {data.titles([item])[0][:60]:<60} score {score:.3f}")
+        print(f"  {one_line(data.titles([item])[0], 60):<60} score {score:.3f}")
         for latent, _, share in why:
-            print(f"      {share:>4.0%} of it: #{latent} {_latent_text(labels, latent)[:80]}")
+            print(f"      {share:>4.0%} of it: #{latent} {_latent_text(labels, latent, 80)}")
 
 
 def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
     """Register train-sae, concepts, latents, latent, steer and explain."""
     tsae = add_command(
-        sub, "train-sae", "splice an SAE into a saved CFAE (ELSA, Mult-VAE, low-rank EASE)"
+        sub,
+        "train-sae",
+        "splice an SAE into a saved CFAE (ELSA, Mult-VAE, low-rank EASE); it has --expansion "
+        "x the base's factors latents (or --width): "
+        f"{SAE_DEFAULTS['expansion'] * 1024:,} on 'steercf train''s 1,024-factor ELSA "
+        f"preset for ML-100K (minutes), {SAE_DEFAULTS['expansion'] * SPLICE_MAX_FACTORS:,} "
+        "on the demo's base from 'steercf train --for-splice' (seconds); it says what it "
+        "builds, with a time estimate, before training",
     )
     add_saved_model_args(tsae)
     add_model_out_args(tsae, "spliced model directory to write")
@@ -242,8 +292,10 @@ def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
         action="append",
         required=True,
         help=f'"+Horror" (toward), "-Comedy" (away; both at strength {DEFAULT_STRENGTH}), '
-        '"+Horror:0.6", "+tags:pixar" (another concept source), "+latent:12:0.3" or '
-        '"+neuron:12:0.3" (one SAE latent; neuron is an alias of latent); repeatable',
+        '"+Horror:0.6", "+tags:pixar" (another concept source), "+kg:director of Pulp '
+        'Fiction" (a knowledge-graph concept by its id or the name `steercf latent` shows, '
+        'or the start of that name), "+latent:12:0.3" or "+neuron:12:0.3" (one SAE latent; '
+        "neuron is an alias of latent); repeatable",
     )
     add_steering_args(steer)
     steer.add_argument("-n", type=int, default=10, help="list length (fewer if fewer are unseen)")

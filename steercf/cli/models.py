@@ -24,13 +24,16 @@ from steercf.errors import InputError
 from steercf.evaluation import evaluate, split_users
 from steercf.experiment import (
     MODELS,
+    SPLICE_MAX_FACTORS,
     fit_model,
     make_model,
     preset_params,
     select_on_validation,
+    splice_base_params,
     tune_candidates,
 )
 from steercf.models import SplicedRecommender
+from steercf.models.spliced import SAE_DEFAULTS
 from steercf.reporting import format_table
 from steercf.runs import run_metadata
 from steercf.steering import (
@@ -61,15 +64,22 @@ def train_params(args: argparse.Namespace, dataset: str, device: Any) -> dict[st
         if name not in ("seed", *model_class.RUNTIME_PARAMS)
     }
     given = parse_params(args.param, defaults=settable)
-    preset = preset_params(dataset, args.model)
+    if getattr(args, "for_splice", False):
+        kind, preset = splice_base_params(dataset)
+        if args.model != kind:
+            raise InputError(f"--for-splice trains the splice base, a {kind}: drop --model")
+        preset.pop("progress", None)  # --quiet decides
+    else:
+        preset = preset_params(dataset, args.model)
     params = {**preset, **given}
     if "factors" in given and params.get("init") == "ease_padded" and "init_rank" not in given:
         # the padded warm start needs spare columns: its EASE factor keeps at most half
         params["init_rank"] = min(params["init_rank"], given["factors"] // 2)
     if preset:
         changed = {k: v for k, v in params.items() if preset.get(k) != v}
+        what = "splice base (the demo's)" if getattr(args, "for_splice", False) else "preset"
         print(
-            f"{args.model} preset for {dataset}: {preset}"
+            f"{args.model} {what} for {dataset}: {preset}"
             + (f", with {changed}" if changed else "")
         )
     elif args.model != "popularity" and not given:
@@ -98,6 +108,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             )
         model = make_model("elsa", **params).fit(split.train, split.val_full, group=group)
     elif args.tune:
+        if args.for_splice:
+            raise InputError("--for-splice trains the fixed splice base; drop --tune")
         given = {pair.split("=", 1)[0] for pair in args.param}
         fixed = {k: v for k, v in params.items() if k in given or k in ("seed", "device")}
         candidates = tune_candidates(args.model, data.name)
@@ -244,7 +256,12 @@ def add_model_commands(sub: Any) -> list[argparse.ArgumentParser]:
     demo.add_argument("--seed", type=int, default=0, help="split and training seed")
     demo.set_defaults(func=cmd_demo)
 
-    train = add_command(sub, "train", "fit a model on the training users of a data set")
+    train = add_command(
+        sub,
+        "train",
+        "fit a model on the training users of a data set; to splice an SAE into it "
+        "('steercf train-sae'), --for-splice trains the demo's smaller base",
+    )
     add_data_args(train)
     train.add_argument("--model", choices=sorted(MODELS), default="elsa", help="model kind")
     add_model_out_args(train, "model directory to write")
@@ -254,6 +271,15 @@ def add_model_commands(sub: Any) -> list[argparse.ArgumentParser]:
         action="append",
         default=[],
         help="hyperparameter key=value over the data set's preset (steercf.experiment.PRESETS)",
+    )
+    train.add_argument(
+        "--for-splice",
+        action="store_true",
+        help="train the data set's splice base (steercf.experiment.splice_base, what the "
+        "demo and the benchmarks splice): ELSA with at most "
+        f"{SPLICE_MAX_FACTORS} factors, so 'train-sae' builds "
+        f"{SAE_DEFAULTS['expansion'] * SPLICE_MAX_FACTORS:,} latents in seconds instead of "
+        f"{SAE_DEFAULTS['expansion'] * 1024:,} in minutes on ML-100K's 1,024-factor preset",
     )
     train.add_argument(
         "--tune",

@@ -20,7 +20,7 @@ from steercf.concepts.monosemanticity import (
     SUMMARY_METRICS,
     MonosemanticityReport,
 )
-from steercf.reporting import format_table
+from steercf.reporting import format_table, one_line
 
 
 def format_report(
@@ -65,7 +65,7 @@ def format_report(
             }
             if titles is not None:
                 items = [i for i in report.unit_top_items[j][:3] if i >= 0]
-                row["top items"] = "; ".join(_short(titles[i]) for i in items)
+                row["top items"] = "; ".join(one_line(titles[i], 32) for i in items)
             rows.append(row)
         lines += ["", f"most specific latents (active on >= {k} items):", format_table(rows)]
         concept_order = np.argsort(
@@ -100,10 +100,6 @@ def format_reports(
         ]
     parts += [format_report(r, top=top, titles=titles) for r in reports if r.model in models]
     return "\n\n".join(parts)
-
-
-def _short(text: str, width: int = 32) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def comparison_rows(reports: Sequence[MonosemanticityReport]) -> list[dict[str, Any]]:

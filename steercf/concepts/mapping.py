@@ -95,12 +95,17 @@ class ConceptMapping:
         live: (n_units,) bool, units active on at least one item. Dead units carry no
             evidence, so they are never returned by :meth:`latents_for` and have no
             concepts in :meth:`concepts_for`.
+        display_names: (n_concepts,) names a person reads
+            (:func:`steercf.concepts.sources.concept_display_names`, e.g. "director of
+            Pulp Fiction (1994), ..." for ``directed_by:m.0bln8``), or None. A concept
+            can then be named by either (:meth:`concept_index`).
     """
 
     name: str
     scores: np.ndarray
     tag_names: np.ndarray
     live: np.ndarray
+    display_names: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.scores = np.asarray(self.scores, dtype=np.float64)
@@ -111,6 +116,12 @@ class ConceptMapping:
                 f"scores have shape {self.scores.shape}, expected "
                 f"({len(self.tag_names)}, {len(self.live)})"
             )
+        if self.display_names is not None:
+            self.display_names = np.asarray(self.display_names, dtype=str)
+            if self.display_names.shape != self.tag_names.shape:
+                raise InputError(
+                    f"{len(self.display_names)} display names for {len(self.tag_names)} concepts"
+                )
 
     @property
     def n_concepts(self) -> int:
@@ -121,10 +132,15 @@ class ConceptMapping:
         return int(self.scores.shape[1])
 
     def concept_index(self, concept: str | int) -> int:
-        """Row of ``concept``: an exact name, a unique case-insensitive match, or an int.
+        """Row of ``concept``: an exact name, a unique case-insensitive match, an int, or
+        (with ``display_names``) a readable name: whole, or a beginning of exactly one
+        ("director of Pulp Fiction" for "director of Pulp Fiction (1994), Reservoir Dogs
+        (1992)"), case-insensitive.
 
         Raises:
-            UnknownIdError: no such concept; the message lists the closest names.
+            UnknownIdError: no such concept (the message lists the closest names), or a
+                readable name that fits several concepts (the message lists them with
+                their ids).
         """
         if isinstance(concept, (int, np.integer)) and not isinstance(concept, bool):
             if not 0 <= int(concept) < self.n_concepts:
@@ -137,7 +153,29 @@ class ConceptMapping:
         folded = np.flatnonzero(np.char.lower(self.tag_names) == name.lower())
         if folded.size == 1:
             return int(folded[0])
-        raise UnknownIdError(unknown_concept_message(name, self.tag_names))
+        if self.display_names is None:
+            raise UnknownIdError(unknown_concept_message(name, self.tag_names))
+        shown = np.char.lower(self.display_names)
+        key = " ".join(name.lower().split())
+        matches = np.flatnonzero(shown == key)
+        if not matches.size and key:
+            matches = np.flatnonzero(np.char.startswith(shown, key))
+        if matches.size == 1:
+            return int(matches[0])
+        if matches.size > 1:
+            listed = "; ".join(
+                f"{self.display_names[i]!r} ({self.tag_names[i]})" for i in matches[:8]
+            )
+            more = f" and {matches.size - 8} more" if matches.size > 8 else ""
+            raise UnknownIdError(
+                f"concept {name!r} is ambiguous: it names {matches.size} concepts: "
+                f"{listed}{more}; give more of the name or the id in brackets"
+            )
+        raise UnknownIdError(
+            unknown_concept_message(
+                name, [*self.tag_names, *self.display_names], total=self.n_concepts
+            )
+        )
 
     def _unit(self, unit: int) -> int:
         if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)):
@@ -180,8 +218,9 @@ class ConceptMapping:
         return top
 
 
-def unknown_concept_message(name: str, names: Iterable[str]) -> str:
-    """``unknown concept 'x' (among N); close matches: ...`` using difflib, case-blind."""
+def unknown_concept_message(name: str, names: Iterable[str], total: int | None = None) -> str:
+    """``unknown concept 'x' (among N); close matches: ...`` using difflib, case-blind;
+    ``total``: N when ``names`` holds several names per concept (ids and readable names)."""
     names = [str(n) for n in names]
     by_fold: dict[str, str] = {}
     for n in names:
@@ -194,7 +233,9 @@ def unknown_concept_message(name: str, names: Iterable[str]) -> str:
         if close
         else "; no close match"
     )
-    return f"unknown concept {name!r} (among {len(names)} concepts){hint}"
+    return (
+        f"unknown concept {name!r} (among {len(names) if total is None else total} concepts){hint}"
+    )
 
 
 # ----------------------------------------------------------------------------------------

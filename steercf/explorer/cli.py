@@ -16,13 +16,15 @@ from steercf.errors import InputError
 def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``serve`` on ``subparsers`` (from ``parser.add_subparsers``)."""
     from steercf.explorer.server import DEFAULT_HOST, DEFAULT_PORT
+    from steercf.reporting import HelpFormatter
+    from steercf.steering.defaults import DEFAULT_MAPPING, DEFAULT_TOP_LATENTS
 
     summary = "explorer web app: steer, explain and browse latents (or text latents)"
     p = subparsers.add_parser(
         "serve",
         help=summary,
         description=summary,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,  # the other commands' help format
     )
     p.add_argument("model_dir", help="a spliced model (train-sae) or a text model (text train)")
     p.add_argument(
@@ -46,10 +48,19 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
         "localhost, 127.0.0.1, [::1] and --host; repeat for more (others get 403, "
         "against DNS rebinding)",
     )
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
     p.add_argument("--source", default=None, help="concept source of the sliders (default: first)")
-    p.add_argument("--mapping", default=None, help="concept -> latent mapping of the sliders")
-    p.add_argument("--top-latents", type=int, default=None, help="latents per concept slider")
+    p.add_argument(
+        "--mapping",
+        default=None,
+        help=f"concept -> latent mapping of the sliders (default: {DEFAULT_MAPPING}, as steer)",
+    )
+    p.add_argument(
+        "--top-latents",
+        type=int,
+        default=None,
+        help=f"latents per concept slider (default: {DEFAULT_TOP_LATENTS}, as steer)",
+    )
     p.add_argument("--text-column", default="text", help="text model: column of the documents")
     p.add_argument("--title-column", default="title", help="text model: column of the titles")
     from steercf.text.cli import add_cache_dir_argument

@@ -16,6 +16,7 @@ see ``TrainConfig.aux_loss`` for why.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -178,6 +179,35 @@ def train_sae(
     else:  # nothing improved (or the first epoch diverged): keep the last state
         best_epoch = len(history) - 1
     return TrainResult(sae.eval(), history, best_epoch)
+
+
+def epoch_seconds_estimate(
+    sae_config: SAEConfig, train_config: TrainConfig, n_rows: int, steps: int = 3
+) -> float:
+    """Seconds one training epoch of :func:`train_sae` over ``n_rows`` rows takes on
+    ``train_config.device``, measured: a fresh SAE of ``sae_config`` runs one warm-up and
+    ``steps`` timed training steps (the real step, AuxK included) on a batch of random
+    rows. Validation is not counted. For telling a user up front what a run costs.
+
+    Raises:
+        InputError: ``n_rows`` or ``steps`` below 1, or an invalid config.
+    """
+    if n_rows < 1 or steps < 1:
+        raise InputError(f"n_rows and steps must be >= 1, got {n_rows} and {steps}")
+    batch = min(train_config.batch_size, n_rows)
+    x = torch.randn(batch, sae_config.d_in, generator=torch.Generator().manual_seed(0))
+    tc = dataclasses.replace(train_config, val_fraction=0.0, progress=False)
+    tc.validate()
+    sae_config.validate()
+    run = _prepare_run(x, None, sae_config, tc, None, Collective())
+    rows = torch.arange(batch, device=run.x_train.device)
+    elapsed = 0.0
+    for step in range(steps + 1):
+        started = time.perf_counter()
+        _train_batch(run, rows)  # returns floats: the step has finished on any device
+        if step:  # the first step pays one-off allocation costs
+            elapsed += time.perf_counter() - started
+    return elapsed / steps * math.ceil(n_rows / batch)
 
 
 @dataclass

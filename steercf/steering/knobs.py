@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import nnls
 
-from steercf.concepts import ConceptMapping, concept_tags, map_concepts
+from steercf.concepts import ConceptMapping, concept_display_names, concept_tags, map_concepts
 from steercf.data import ItemTags
 from steercf.errors import InputError, UnknownIdError
 from steercf.sae.steer import Knob
@@ -139,9 +139,15 @@ class ConceptKnobs:
         train_users: np.ndarray | None = None,
         top_latents: int = DEFAULT_TOP_LATENTS,
     ) -> ConceptKnobs:
-        """Build the mapping of ``model``'s latents to the ``source`` tags of ``data``."""
+        """Build the mapping of ``model``'s latents to the ``source`` tags of ``data``;
+        concepts are named by their id or by the name ``steercf latent`` and the explorer
+        show (:func:`steercf.concepts.concept_display_names`)."""
         tags = concept_tags(data, source, train_users)
-        return cls.from_tags(model, tags, mapping, top_latents)
+        knobs = cls.from_tags(model, tags, mapping, top_latents)
+        shown = concept_display_names(data, source, tags)
+        if (shown != knobs.mapping.tag_names).any():  # e.g. knowledge-graph entities
+            knobs.mapping.display_names = shown
+        return knobs
 
     @classmethod
     def from_tags(

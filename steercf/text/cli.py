@@ -21,7 +21,7 @@ import pandas as pd
 
 from steercf.errors import InputError
 from steercf.io import check_model_path
-from steercf.reporting import LIST_SEPARATOR, format_table
+from steercf.reporting import LIST_SEPARATOR, HelpFormatter, format_table
 from steercf.sae import SAEConfig, TrainConfig
 from steercf.text.diffing import DEFAULT_FDR, DEFAULT_MIN_DIFF
 from steercf.text.embed import (
@@ -35,7 +35,7 @@ from steercf.text.queries import QUERY_METHODS
 
 # characters shown per table cell, a document's snippet included (the CSV keeps all)
 CELL_WIDTH = 60
-HELP_FORMATTER = argparse.ArgumentDefaultsHelpFormatter  # --help shows every default
+HELP_FORMATTER = HelpFormatter  # every default shown, None ones explained in the help
 
 
 def config_default(config: type, overrides: dict[str, Any], name: str) -> Any:
@@ -54,7 +54,7 @@ def add_cache_dir_argument(parser: argparse.ArgumentParser) -> None:
         "--cache-dir",
         default=None,
         help="steercf cache root; embeddings are cached in DIR/embeddings, as with "
-        "$STEERCF_CACHE=DIR (%(default)s: $STEERCF_CACHE, else ~/.cache/steercf)",
+        "$STEERCF_CACHE=DIR (default: $STEERCF_CACHE, else ~/.cache/steercf)",
     )
 
 
@@ -82,7 +82,7 @@ def _common(
             "--csv",
             default=None,
             help="also write the result table to this CSV, list cells joined by "
-            f"{LIST_SEPARATOR!r} (%(default)s: no)",
+            f"{LIST_SEPARATOR!r} (default: no)",
         )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -91,7 +91,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help=f"local sentence-transformers model; %(default)s = the offline {DEFAULT_MODEL}",
+        help=f"local sentence-transformers model (default: the offline {DEFAULT_MODEL})",
     )
     p.add_argument(
         "--chunk-words", type=int, default=DEFAULT_CHUNK_WORDS, help="words per chunk window"
@@ -100,7 +100,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
         "--overlap", type=int, default=DEFAULT_OVERLAP, help="words shared by adjacent chunks"
     )
     p.add_argument(
-        "--max-chunks", type=int, default=None, help="chunks kept per document (%(default)s: all)"
+        "--max-chunks", type=int, default=None, help="chunks kept per document (default: all)"
     )
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="chunks per call")
 
@@ -127,14 +127,14 @@ def _add_train(sub: Any) -> None:
     p.add_argument(
         "--embeddings",
         default=None,
-        help="precomputed .npz from 'text embed' (%(default)s: embed the input)",
+        help="precomputed .npz from 'text embed' (default: embed the input)",
     )
     expansion = config_default(SAEConfig, DEFAULT_SAE, "expansion")
     p.add_argument(
         "--width",
         type=int,
         default=config_default(SAEConfig, DEFAULT_SAE, "width"),
-        help=f"number of latents; %(default)s = expansion x embedding dim = {expansion} x d",
+        help=f"number of latents (default: {expansion} x the embedding's dimension)",
     )
     p.add_argument(
         "--k",
@@ -396,12 +396,33 @@ def cmd_train(args: argparse.Namespace) -> None:
     labels = label_latents(texts, codes)
     model.set_labels(labels["label"].tolist(), labels["terms"].tolist())
     metrics = sae_metrics(model.sae, embeddings.vectors)
-    model.metadata["metrics"] = metrics
+    model.metadata["metrics"] = metrics  # every chunk, the training ones included
     model.save(args.out, force=args.force)
     print(
-        f"trained {model.n_latents} latents (k={model.sae.config.k}) on {embeddings.n_docs} documents "
-        f"/ {embeddings.vectors.shape[0]} chunks: cosine {metrics['cosine']:.3f}, "
-        f"nmse {metrics['nmse']:.3f}, dead {metrics['dead_fraction']:.1%} -> {args.out}"
+        f"trained {model.n_latents} latents (k={model.sae.config.k}) on {embeddings.n_docs} "
+        f"documents / {embeddings.vectors.shape[0]} chunks -> {args.out}"
+    )
+    print(train_quality(model.metadata.get("validation"), metrics, model.metadata))
+
+
+def train_quality(
+    validation: dict[str, float] | None, metrics: dict[str, float], metadata: dict[str, Any]
+) -> str:
+    """The quality line of ``text train``: reconstruction on the chunks held out of
+    training (what a new corpus would see), or, when none were held out, on the training
+    chunks, said so; dead latents over every chunk."""
+    dead = f"dead latents {metrics['dead_fraction']:.1%} (over every chunk)"
+    if validation is None:
+        return (
+            f"training-set quality (no chunks held out): cosine {metrics['cosine']:.3f}, "
+            f"nmse {metrics['nmse']:.3f}; {dead}"
+        )
+    share = metadata.get("train_config", {}).get("val_fraction")
+    held = f"{share:.0%} of the chunks, " if share else ""
+    return (
+        f"held-out quality ({held}not trained on): cosine {validation['cosine']:.3f}, "
+        f"nmse {validation['nmse']:.3f}, active latents per chunk {validation['l0']:.1f}; "
+        f"{dead}"
     )
 
 
@@ -459,7 +480,27 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     _show(result.summary, args)
 
 
-def _steer_edits(args: argparse.Namespace) -> dict[str, Any]:
+def _steer_edits(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The query edits of ``--strengthen`` / ``--weaken`` / ``--add`` (None outside steer
+    mode). Checked before anything is loaded: steer mode without an edit would print the
+    same list twice, and edits in another mode would be ignored.
+
+    Raises:
+        InputError: steer mode without an edit, or edits in another mode.
+    """
+    given = [flag for flag in ("strengthen", "weaken", "add") if getattr(args, flag)]
+    if args.mode != "steer":
+        if given:
+            flags = ", ".join(f"--{flag}" for flag in given)
+            raise InputError(f"{flags} edit the query in --mode steer only (not {args.mode})")
+        return None
+    if not given:
+        raise InputError(
+            "--mode steer needs an edit of the query: --strengthen LATENT[=FACTOR], "
+            "--weaken LATENT[=FACTOR] or --add LATENT[=VALUE] (--mode property's latents "
+            "column names latents the query uses); without one the lists before and after "
+            "steering are the same"
+        )
     return {
         "strengthen": _pairs(args.strengthen, 2.0) or None,
         "weaken": _pairs(args.weaken, 0.0) or None,
@@ -490,6 +531,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     from steercf.text.analysis import dense_retrieval, property_retrieval, query_latents
     from steercf.text.search import SteerableSearch
 
+    edits = _steer_edits(args)  # before the model loads: a missing edit fails at once
     model, embedder, embeddings, texts, codes = _model_and_codes(args, args.input)
     if args.mode == "property":
         weights = query_latents(model, args.query, embedder, args.method)
@@ -502,7 +544,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         print(format_table(search.query_latents(args.query).head(16).to_dict("records")))
         print()
         before = search.search(args.query, top=args.top)
-        after = search.search(args.query, **_steer_edits(args), top=args.top)
+        after = search.search(args.query, **edits, top=args.top)
         frame = _before_after(before, after, texts)
     frame["text"] = [texts[i] for i in frame["doc"]]  # whole in the CSV, cut in the table
     _show(frame, args)

@@ -106,6 +106,10 @@ class TextSAE:
             sae_config: :class:`SAEConfig` or overrides of :data:`DEFAULT_SAE`.
             train_config: :class:`TrainConfig` or overrides of :data:`DEFAULT_TRAIN`.
             embedder: the embedder that made ``embeddings`` (its spec is stored).
+
+        ``metadata["validation"]`` holds the reconstruction quality (``cosine``, ``nmse``,
+        ``l0``) on the chunks held out of training (``train_config.val_fraction``) at the
+        kept epoch, or None when none were held out.
         """
         if not isinstance(embeddings, Embeddings):
             embeddings = Embeddings.from_array(embeddings)
@@ -121,11 +125,19 @@ class TextSAE:
         result = train_sae(embeddings.vectors, sae_config, train_config)
         spec = embedder.spec() if embedder is not None else None
         model = cls(result.sae, spec)
+        best = result.history[result.best_epoch] if result.history else {}
         model.metadata.update(
             n_docs=embeddings.n_docs,
             n_chunks=int(embeddings.vectors.shape[0]),
             best_epoch=result.best_epoch,
             train_config=train_config.to_dict(),
+            # quality on the chunks held out of training (val_fraction, the ones early
+            # stopping watched); None when there were none
+            validation=(
+                {name: float(best[f"val_{name}"]) for name in ("cosine", "nmse", "l0")}
+                if "val_cosine" in best
+                else None
+            ),
         )
         model.calibrate(embeddings)
         return model

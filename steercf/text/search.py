@@ -18,10 +18,13 @@ import pandas as pd
 import torch
 
 from steercf.errors import InputError
+from steercf.reporting import one_line
 from steercf.sae.steer import edit_codes
 from steercf.text.embed import Embedder, Embeddings
 from steercf.text.model import TextSAE
 from steercf.text.retrieval import best_documents, doc_similarity
+
+SNIPPET_WIDTH = 120  # characters of a document shown in a result, ending in "…" when cut
 
 
 def _as_factors(
@@ -147,7 +150,8 @@ class SteerableSearch:
         """Documents nearest to the steered query (see :meth:`steer`).
 
         Returns:
-            DataFrame ``rank, doc, score`` (+ ``text`` when texts were given).
+            DataFrame ``rank, doc, score`` (+ ``text`` when texts were given: one line of at
+            most ``SNIPPET_WIDTH`` characters).
         """
         vector = self.steer(query, strengthen, weaken, add)
         scores = doc_similarity(vector, self.embeddings)
@@ -156,7 +160,7 @@ class SteerableSearch:
             {"rank": np.arange(1, len(order) + 1), "doc": order, "score": scores[order]}
         )
         if self.texts is not None:
-            frame["text"] = [self.texts[i][:120] for i in order]
+            frame["text"] = [one_line(self.texts[i], SNIPPET_WIDTH) for i in order]
         return frame
 
 

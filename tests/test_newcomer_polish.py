@@ -1,0 +1,266 @@
+"""Newcomer-review fixes (issues 16, 17, 19): what a person trying steercf from the README
+and ``--help`` alone ran into. One section per case; tiny synthetic data throughout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from steercf.data import InteractionData, ItemTags
+from steercf.errors import UnknownIdError
+
+# ---- shared synthetic data -----------------------------------------------------------------
+
+
+def kg_data(n_items: int = 40, n_users: int = 60) -> InteractionData:
+    """Items 0-11 directed by m.aaa, 12-23 by m.bbb, 24-35 star actor m.ccc; item ``i``
+    is more popular than item ``i + 1``, so readable names are fixed."""
+    # user u holds items 0..u % n_items: popularity falls with the item index
+    dense = (np.arange(n_items)[None, :] <= np.arange(n_users)[:, None] % n_items).astype(
+        np.float32
+    )
+    names = ["directed_by:m.aaa", "directed_by:m.bbb", "actor:m.ccc"]
+    tags = np.zeros((n_items, 3), dtype=np.float32)
+    tags[0:12, 0] = tags[12:24, 1] = tags[24:36, 2] = 1
+    return InteractionData(
+        matrix=sp.csr_matrix(dense),
+        user_ids=np.arange(n_users),
+        item_ids=np.arange(100, 100 + n_items),
+        items=pd.DataFrame({"title": [f"Film {i}" for i in range(n_items)]}),
+        tags={"kg": ItemTags(sp.csr_matrix(tags), np.array(names))},
+        name="toy-kg",
+    )
+
+
+class FakeSpliced:
+    """Just enough of a spliced model for the input-side mappings: item codes where
+    latent ``j`` fires on the items of concept ``j``."""
+
+    def __init__(self, data: InteractionData) -> None:
+        tags = data.tags["kg"].matrix.toarray()
+        self.n_items_ = data.n_items
+        self._codes = torch.tensor(
+            np.hstack([tags, np.ones((data.n_items, 1))]), dtype=torch.float32
+        )
+
+    def item_codes(self) -> torch.Tensor:
+        return self._codes
+
+
+# ---- 1. steering by a concept's readable name ----------------------------------------------
+
+
+class TestReadableConceptNames:
+    def knobs(self, specs: list[str]):
+        from steercf.steering import parse_knobs
+
+        data = kg_data()
+        return parse_knobs(
+            FakeSpliced(data), data, specs, source="kg", mapping="best_characterizes", top_latents=1
+        )
+
+    def test_the_readable_name_steers_like_the_id(self):
+        (by_id,) = self.knobs(["+directed_by:m.bbb"])
+        (by_name,) = self.knobs(["+director of Film 12, Film 13"])
+        (by_start,) = self.knobs(["+Director of Film 12"])  # a unique beginning, any case
+        assert by_id.name == by_name.name == by_start.name == "directed_by:m.bbb"
+        assert by_name.latents == by_id.latents == by_start.latents == (1,)
+
+    def test_an_ambiguous_name_lists_the_concepts_it_fits(self):
+        with pytest.raises(UnknownIdError, match="ambiguous") as err:
+            self.knobs(["+director of"])
+        assert "directed_by:m.aaa" in str(err.value) and "directed_by:m.bbb" in str(err.value)
+        assert "actor:m.ccc" not in str(err.value)
+
+    def test_an_unknown_name_lists_close_matches(self):
+        with pytest.raises(UnknownIdError, match="close matches") as err:
+            self.knobs(["+director of Flim 12, Film 13"])
+        assert "director of Film 12, Film 13" in str(err.value)
+
+
+# ---- 2. text search --mode steer without an edit -------------------------------------------
+
+
+class TestSteerModeNeedsAnEdit:
+    def run(self, tmp_path, capsys, *extra: str) -> tuple[int, str]:
+        from steercf.cli import main
+
+        corpus = tmp_path / "docs.csv"
+        pd.DataFrame({"text": ["a b c", "d e f"]}).to_csv(corpus, index=False)
+        # the model directory does not exist: the edits are checked before it is read
+        code = main(["text", "search", str(tmp_path / "none"), str(corpus), "--query", "q", *extra])
+        return code, capsys.readouterr().err
+
+    def test_steer_mode_without_an_edit_is_refused_naming_the_flags(self, tmp_path, capsys):
+        code, err = self.run(tmp_path, capsys, "--mode", "steer")
+        assert code == 2 and err.count("\n") == 1 and err.startswith("steercf: error:")
+        assert all(flag in err for flag in ("--strengthen", "--weaken", "--add"))
+
+    def test_edits_outside_steer_mode_are_refused_not_ignored(self, tmp_path, capsys):
+        code, err = self.run(tmp_path, capsys, "--mode", "dense", "--add", "3")
+        assert code == 2 and "--add" in err and "--mode steer" in err
+
+
+# ---- 3. shortened labels end in an ellipsis ------------------------------------------------
+
+
+class TestShortenedLabelsEndInAnEllipsis:
+    LONG = "Horror [7/10 top items, lift 6.2] | " + "; ".join(f"Title {i} (1990)" for i in range(9))
+
+    def test_cli_label_text_is_cut_with_an_ellipsis(self):
+        from steercf.cli.latents import _latent_text
+        from steercf.concepts.labels import LatentLabel, LatentLabels
+
+        labels = LatentLabels([LatentLabel(0, live=True, text=self.LONG)])
+        shown = _latent_text(labels, 0, 40)
+        assert len(shown) <= 40 and shown.endswith("…") and self.LONG.startswith(shown[:-1])
+        assert _latent_text(labels, 0, 500) == self.LONG  # short enough: whole, no ellipsis
+
+    def test_report_top_items_are_cut_with_an_ellipsis(self):
+        from steercf.concepts import format_report, monosemanticity_report
+
+        data = kg_data()
+        acts = FakeSpliced(data).item_codes().numpy()
+        report = monosemanticity_report(acts, data.tags["kg"], source="kg")
+        titles = [f"A Very Long Title That Goes On And On, Part {i} (1999)" for i in range(40)]
+        text = format_report(report, top=3, titles=titles)
+        assert "A Very Long Title That Goes On…" in text and "(1999)" not in text
+
+
+# ---- 4. train-sae says what it builds; train --for-splice ---------------------------------
+
+
+class TestSpliceSize:
+    def plan(self, factors: int, **flags):
+        from types import SimpleNamespace
+
+        from steercf.cli.latents import SAE_FLAGS, sae_plan
+        from steercf.models.spliced import SAE_DEFAULTS
+        from steercf.sae import TrainConfig
+
+        given = {name: None for name in SAE_FLAGS} | SAE_DEFAULTS | flags
+        run = SimpleNamespace(split=SimpleNamespace(train_users=np.arange(50)))
+        tc = TrainConfig(batch_size=16, max_epochs=10)
+        return sae_plan(SimpleNamespace(d_=factors), given, tc, run, augment=1)
+
+    def test_train_sae_announces_latents_k_base_width_and_an_estimate(self):
+        text = self.plan(1024)
+        assert "8,192 latents" in text and "k=32" in text and "1024 factors" in text
+        assert "100 training rows" in text and "per epoch" in text and "at most 10 epochs" in text
+        assert "steercf train --for-splice" in text  # the way to the demo's size
+
+    def test_a_splice_sized_base_or_a_width_needs_no_hint(self):
+        assert "2,048 latents" in self.plan(256) and "--for-splice" not in self.plan(256)
+        text = self.plan(1024, width=512)
+        assert "512 latents (width 512)" in text and "--for-splice" not in text
+
+    def test_train_for_splice_trains_the_demos_base(self, capsys):
+        from steercf.cli import build_parser
+        from steercf.cli.models import train_params
+        from steercf.experiment import splice_base
+
+        parser = build_parser()
+        args = parser.parse_args(["train", "--out", "o", "--for-splice"])
+        params = train_params(args, "ml-100k", "cpu")
+        assert params["factors"] == splice_base("ml-100k").factors == 256
+        plain = train_params(parser.parse_args(["train", "--out", "o"]), "ml-100k", "cpu")
+        assert plain["factors"] == 1024  # the validated default is unchanged
+        for command in ("train", "train-sae"):
+            with pytest.raises(SystemExit):
+                parser.parse_args([command, "--help"])
+            assert "--for-splice" in capsys.readouterr().out
+
+
+# ---- 5. text train reports held-out quality ------------------------------------------------
+
+
+class TestTextTrainQuality:
+    def fit(self, **train):
+        from steercf.text.model import TextSAE
+
+        vectors = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        model = TextSAE.fit(vectors, {"k": 4}, {"max_epochs": 3, "seed": 1, **train})
+        return model, vectors
+
+    def test_the_quality_is_measured_on_chunks_held_out_of_training(self):
+        from steercf.sae import sae_metrics
+        from steercf.text.cli import train_quality
+
+        model, vectors = self.fit()
+        # the held-out rows: train_sae's seeded split (val_fraction of the chunks)
+        perm = torch.randperm(300, generator=torch.Generator().manual_seed(1))
+        held_out = sae_metrics(model.sae, vectors[perm[:30].numpy()])
+        validation = model.metadata["validation"]
+        assert validation["cosine"] == pytest.approx(held_out["cosine"], abs=1e-5)
+        everything = sae_metrics(model.sae, vectors)
+        line = train_quality(validation, everything, model.metadata)
+        assert line.startswith("held-out quality (10% of the chunks")
+        assert f"cosine {held_out['cosine']:.3f}" in line
+
+    def test_without_held_out_chunks_it_says_training_set(self):
+        from steercf.sae import sae_metrics
+        from steercf.text.cli import train_quality
+
+        model, vectors = self.fit(val_fraction=0.0)
+        assert model.metadata["validation"] is None
+        line = train_quality(None, sae_metrics(model.sae, vectors), model.metadata)
+        assert line.startswith("training-set quality (no chunks held out)")
+
+
+# ---- 6. help: no "default: None" on required options, no flag that does not exist -----------
+
+
+def _parsers():
+    """``(command words, parser)`` of every steercf command, nested ones included."""
+    import argparse
+
+    from steercf.cli import build_parser
+
+    def walk(parser, words):
+        yield words, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, (*words, name))
+
+    return dict(walk(build_parser(), ()))
+
+
+FLAG = r"(?<![\w-])--[a-z][a-z0-9-]*"
+
+
+class TestHelpTexts:
+    def test_no_required_argument_shows_default_none(self):
+        for words, parser in _parsers().items():
+            formatter = parser._get_formatter()
+            for action in parser._actions:
+                if action.required or not action.option_strings:
+                    shown = formatter._format_action(action)
+                    assert "None" not in shown, (words, shown)
+
+    def test_every_flag_a_help_names_exists(self):
+        import re
+
+        parsers = _parsers()
+        for words, parser in parsers.items():
+            texts = [parser.description or ""] + [a.help or "" for a in parser._actions]
+            for text in texts:
+                # "'steercf train --for-splice'": a flag of another command
+                for command, flag in re.findall(rf"steercf ((?:text )?[a-z-]+) ({FLAG})", text):
+                    other = parsers[tuple(command.split())]
+                    assert flag in other._option_string_actions, (words, command, flag)
+                own = re.sub(rf"steercf (?:text )?[a-z-]+ {FLAG}", "", text)
+                for flag in re.findall(FLAG, own):
+                    assert flag in parser._option_string_actions, (words, flag, text)
+
+    def test_every_option_has_help_and_text_width_names_no_missing_flag(self, capsys):
+        for words, parser in _parsers().items():
+            for action in parser._actions:
+                if action.option_strings:
+                    assert action.help, (words, action.dest)
+        width = _parsers()[("text", "train")]._option_string_actions["--width"]
+        assert "expansion x" not in width.help and "dimension" in width.help
