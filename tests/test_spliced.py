@@ -231,3 +231,43 @@ def test_splice_aware_finetune_is_kept_only_if_validation_recall_rises(tmp_path,
     )
     with pytest.raises(InputError, match="needs validation rows"):
         SplicedRecommender(base, SAE, short, finetune_epochs=1).fit(split.train)
+
+
+def test_error_term_mode_keeps_the_base_scores_and_steers_the_sparse_code(tmp_path, split, base):
+    from steercf.sae.steer import Knob
+    from steercf.steering import error_term_shares, explain_items, steer_codes
+
+    sae = SplicedRecommender(base, SAE, quick_train(), augment=2).fit(split.train, split.val_full)
+    model = SplicedRecommender.from_parts(base, sae.sae_, error_term=True)
+    rows = split.test_input[:20]
+    # unsteered, the error term gives the base's exact scores; the pure splice does not
+    torch.testing.assert_close(model.score(rows), base.score(rows), atol=1e-4, rtol=1e-4)
+    assert (sae.score(rows) - base.score(rows)).abs().max() > 1e-2
+    # steering edits the code and keeps the error term: the change is the pure splice's
+    encoding = model.encode(rows)
+    latent = int(encoding.codes[0].argmax())
+    knob = Knob.of(latent, 2.0)
+    steered = encoding.with_codes(steer_codes(encoding.codes, [knob], "additive"))
+    assert steered.residual is encoding.residual
+    pure = sae.encode(rows)
+    pure_steered = pure.with_codes(steer_codes(pure.codes, [knob], "additive"))
+    torch.testing.assert_close(
+        model.decode(steered) - model.decode(encoding),
+        sae.decode(pure_steered) - sae.decode(pure),
+        atol=1e-4,
+        rtol=1e-4,
+    )
+    # explanations: latent shares and the error term's share add up to at most 1
+    ids, _ = model.recommend(rows[:1], N=5)
+    reasons = explain_items(model, rows[:1], ids[0], shares=True, top=10_000)
+    residual = error_term_shares(model, rows[:1], ids[0])
+    assert ((residual >= 0) & (residual <= 1)).all() and residual.max() > 0
+    for why, rest in zip(reasons, residual, strict=True):
+        assert sum(share for _, _, share in why) + rest == pytest.approx(1.0, abs=1e-4)
+    assert (error_term_shares(sae, rows[:1], ids[0]) == 0).all()
+    # saved and loaded, it stays in error-term mode
+    model.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.error_term and torch.allclose(loaded.score(rows), model.score(rows))
+    with pytest.raises(InputError, match="error_term"):
+        SplicedRecommender(base, error_term="yes")

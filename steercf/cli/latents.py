@@ -42,7 +42,14 @@ from steercf.runs import Run
 from steercf.sae import SAEConfig, TrainConfig
 from steercf.sae.config import ACTIVATIONS, LOSSES
 from steercf.sae.trainer import epoch_seconds_estimate
-from steercf.steering import DEFAULT_STRENGTH, ConceptKnobs, compare, explain_items, user_concepts
+from steercf.steering import (
+    DEFAULT_STRENGTH,
+    ConceptKnobs,
+    compare,
+    error_term_shares,
+    explain_items,
+    user_concepts,
+)
 
 SAE_FLAGS = ("k", "expansion", "width", "activation", "refit")
 TRAIN_FLAGS = ("loss", "l1_coef", "aux_coef", "lr", "batch_size", "max_epochs", "patience")
@@ -75,6 +82,7 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
         augment=args.augment,
         seed=train_config.seed,
         monitor=args.monitor,
+        error_term=args.error_term,
     ).fit(run.split.train, run.split.val_full, group=group)
     model.to("cpu")  # labelling below reads tensors as numpy arrays
     if not group.is_main:  # every rank holds the same model; one writes it
@@ -222,12 +230,19 @@ def cmd_explain(args: argparse.Namespace) -> None:
         print(f"  {latent:>5}  {value:.3f}  {_latent_text(labels, latent, 90)}")
     ids, scores = model.recommend(history, N=args.n)
     print("recommendations, each because of the latents adding most to its score:")
-    for item, score, why in zip(
-        ids[0], scores[0], explain_items(model, history, ids[0], shares=True), strict=True
+    residual = error_term_shares(model, history, ids[0])
+    for item, score, why, unexplained in zip(
+        ids[0],
+        scores[0],
+        explain_items(model, history, ids[0], shares=True),
+        residual,
+        strict=True,
     ):
         print(f"  {one_line(data.titles([item])[0], 60):<60} score {score:.3f}")
         for latent, _, share in why:
             print(f"      {share:>4.0%} of it: #{latent} {_latent_text(labels, latent, 80)}")
+        if model.error_term:  # what the sparse code does not explain
+            print(f"      {unexplained:>4.0%} of it: the SAE's error term")
 
 
 def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
@@ -261,6 +276,13 @@ def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
         "--monitor",
         default=spliced_defaults["monitor"],
         help="early stopping on the SAE's validation 'loss' or the splice's 'recall@K'",
+    )
+    tsae.add_argument(
+        "--error-term",
+        action="store_true",
+        help="recommend through decode(SAE(z) + (z - SAE(z))): the base's exact scores, "
+        "steering still edits the sparse code, explain reports the error term's share "
+        "(off: the pure splice)",
     )
     add_parallel_args(tsae)
     tsae.set_defaults(func=cmd_train_sae)
