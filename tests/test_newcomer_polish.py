@@ -264,3 +264,87 @@ class TestHelpTexts:
                     assert action.help, (words, action.dest)
         width = _parsers()[("text", "train")]._option_string_actions["--width"]
         assert "expansion x" not in width.help and "dimension" in width.help
+
+
+# ---- 7. text results name documents by the input's id column --------------------------------
+
+
+class FakeEmbedder:
+    """Embeds a document by a fixed random vector per text (no model download)."""
+
+    def embed(self, texts):
+        from steercf.text.embed import Embeddings
+
+        return Embeddings.from_array(np.stack([self.embed_query(t) for t in texts]))
+
+    def embed_query(self, text):
+        rng = np.random.default_rng(sum(map(ord, text)))
+        vector = rng.normal(size=16).astype(np.float32)
+        return vector / np.linalg.norm(vector)
+
+
+class TestDocumentIds:
+    @pytest.fixture
+    def corpus(self, tmp_path, monkeypatch):
+        from steercf.text.model import TextSAE
+
+        texts = [f"document number {i} about {'sport' if i % 2 else 'music'}" for i in range(40)]
+        model = TextSAE.fit(FakeEmbedder().embed(texts), {"k": 4}, {"max_epochs": 2})
+        model.embedder = lambda **_: FakeEmbedder()
+        monkeypatch.setattr(TextSAE, "load", classmethod(lambda cls, path: model))
+        path = tmp_path / "docs.csv"
+        ids = [f"doc-{i:03d}" for i in range(40)]
+        pd.DataFrame({"id": ids, "text": texts}).to_csv(path, index=False)
+        return path, texts
+
+    def run(self, capsys, *argv):
+        from steercf.cli import main
+
+        code = main(["text", *argv])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        return captured.out
+
+    def test_search_tables_and_csv_carry_the_input_ids(self, corpus, capsys, tmp_path):
+        path, texts = corpus
+        out_csv = tmp_path / "hits.csv"
+        query = texts[7]
+        self.run(capsys, "search", "m", str(path), "--query", query, "--mode", "dense",
+                 "--csv", str(out_csv), "--quiet")  # fmt: skip
+        hits = pd.read_csv(out_csv)
+        assert list(hits.columns[:4]) == ["rank", "doc", "id", "score"]
+        assert (hits["id"] == [f"doc-{d:03d}" for d in hits["doc"]]).all()
+        assert hits["id"].iloc[0] == "doc-007"  # the query is document 7's own text
+
+    def test_steer_mode_names_left_documents_by_id(self, corpus, capsys):
+        path, texts = corpus
+        out = self.run(capsys, "search", "m", str(path), "--query", texts[3], "--mode",
+                       "steer", "--weaken", "0", "--weaken", "1", "--weaken", "2",
+                       "--weaken", "3", "--top", "3", "--quiet")  # fmt: skip
+        before = out.split("before steering:")[1].split("after steering")[0]
+        assert "doc-003" in before
+        left = out.split("left it: ")[1].split(")")[0]
+        assert left == "nothing" or all(name.startswith("doc-") for name in left.split(", "))
+
+    def test_cluster_members_carry_the_ids(self, corpus, capsys, tmp_path):
+        path, _ = corpus
+        members = tmp_path / "members.csv"
+        self.run(capsys, "cluster", "m", str(path), "--n-clusters", "2", "--assignments",
+                 str(members), "--quiet")  # fmt: skip
+        frame = pd.read_csv(members)
+        assert list(frame.columns) == ["doc", "id", "cluster"]
+        assert (frame["id"] == [f"doc-{d:03d}" for d in frame["doc"]]).all()
+
+    def test_without_an_id_column_positions_remain_and_bad_ids_are_refused(self, tmp_path):
+        from steercf.errors import InputError
+        from steercf.text.documents import doc_ids, with_doc_ids
+
+        hits = pd.DataFrame({"rank": [1, 2], "doc": [4, 0]})
+        assert doc_ids(pd.DataFrame({"text": ["a"]})) is None
+        assert with_doc_ids(hits, None) is hits
+        named = doc_ids(pd.DataFrame({"key": list("abcde")}), "key")
+        assert with_doc_ids(hits, named)["id"].tolist() == ["e", "a"]
+        with pytest.raises(InputError, match="repeats 1 id"):
+            doc_ids(pd.DataFrame({"id": [1, 2, 1]}))
+        with pytest.raises(InputError, match="no id column 'key'"):
+            doc_ids(pd.DataFrame({"id": [1]}), "key")
