@@ -348,3 +348,74 @@ class TestDocumentIds:
             doc_ids(pd.DataFrame({"id": [1, 2, 1]}))
         with pytest.raises(InputError, match="no id column 'key'"):
             doc_ids(pd.DataFrame({"id": [1]}), "key")
+
+
+# ---- 8. issue 17's cap: no concept takes more than 10 % of the labels ------------------------
+
+
+def planted(n_latents: int = 100, n_items: int = 200):
+    """A rare concept R (4 items, 2 %) is every latent's strongest evidence; latent j's
+    next best is C{j % 10} (10 items each, 5 %); Drama covers half of the items."""
+    names = ["R", *(f"C{c}" for c in range(10)), "Drama"]
+    tags = np.zeros((n_items, len(names)), dtype=np.float32)
+    tags[0:4, 0] = 1
+    for c in range(10):
+        tags[10 + 10 * c : 20 + 10 * c, 1 + c] = 1
+    tags[100:200, 11] = 1
+    acts = np.zeros((n_items, n_latents), dtype=np.float32)
+    for j in range(n_latents):
+        c = j % 10
+        acts[0:4, j] = 10  # all of R's items
+        acts[10 + 10 * c : 15 + 10 * c, j] = 5  # half of C_c's items
+        acts[199 - j % 50, j] = 1  # a filler
+    return acts, ItemTags(sp.csr_matrix(tags), np.array(names))
+
+
+class TestConceptCap:
+    def labels(self, acts, tags, threshold):
+        from steercf.concepts.labels import label_latents
+
+        titles = [f"Film {i}" for i in range(acts.shape[0])]
+        return label_latents(acts, titles, {"genres": tags}, thresholds={"genres": threshold})
+
+    def test_without_the_cap_the_rare_concept_would_take_every_label(self):
+        from steercf.concepts.evidence import pair_evidence
+
+        acts, tags = planted()
+        assert (pair_evidence(acts, tags).best() == 0).all()  # R is everyone's best
+
+    def test_past_its_share_a_latent_takes_its_next_best_concept(self):
+        acts, tags = planted()
+        labels = self.labels(acts, tags, threshold=1e-3)
+        named = [label.evidence["concept"] for label in labels.labels if label.labelled]
+        assert len(named) == 100  # every latent keeps a label
+        assert named.count("R") == 10  # 10 % of the labels, the strongest (lowest ids)
+        assert all(labels[j].evidence["concept"] == "R" for j in range(10))
+        assert all(labels[j].evidence["concept"] == f"C{j % 10}" for j in range(10, 100))
+        assert max(named.count(f"C{c}") for c in range(10)) <= 10
+
+    def test_without_a_next_best_that_clears_the_latent_stays_unlabelled(self):
+        from steercf.concepts.labels import format_latent
+
+        acts, tags = planted()
+        labels = self.labels(acts, tags, threshold=1e-5)  # only R's evidence clears it
+        labelled = [label for label in labels.labels if label.labelled]
+        assert len(labelled) == 1 and labelled[0].evidence["concept"] == "R"
+        assert labels[50].text.startswith("unlabelled") and labels[50].evidence["capped"]
+        assert "R already labels 10%" in format_latent(labels, 50)
+
+    def test_a_concept_on_more_than_a_tenth_of_the_items_is_not_capped(self):
+        acts, tags = planted()
+        acts[:] = 0
+        acts[150:160, :] = np.arange(10, 0, -1)[:, None]  # every latent: 10 Drama-only items
+        labels = self.labels(acts, tags, threshold=1e-2)
+        assert all(
+            label.labelled and label.evidence["concept"] == "Drama" for label in labels.labels
+        )
+
+    def test_the_best_guess_path_is_capped_too(self):
+        from steercf.concepts.evidence import pair_evidence
+
+        acts, tags = planted()
+        guess = pair_evidence(acts, tags).capped(None)  # labelled or not, as the benchmark
+        assert (guess >= 0).all() and (guess == 0).sum() == 10
