@@ -419,3 +419,11 @@ class TestConceptCap:
         acts, tags = planted()
         guess = pair_evidence(acts, tags).capped(None)  # labelled or not, as the benchmark
         assert (guess >= 0).all() and (guess == 0).sum() == 10
+
+    def test_no_concept_source_leaves_every_latent_unlabelled(self):
+        from steercf.concepts.labels import label_latents
+
+        acts, _ = planted()
+        labels = label_latents(acts, [f"Film {i}" for i in range(acts.shape[0])], {})
+        assert not any(label.labelled for label in labels.labels)
+        assert labels[0].text.startswith("unlabelled (top items: Film")

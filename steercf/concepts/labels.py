@@ -238,7 +238,7 @@ def label_latents(
         if source not in chosen:
             chosen[source] = evidence_threshold(acts, tags, live, target_precision, seed)
         pairs[source] = pair_evidence(acts, tags)
-    assigned = _capped_labels(pairs, chosen)
+    assigned = _capped_labels(pairs, chosen, acts.shape[1])
     labels = []
     for latent in range(acts.shape[1]):
         if active_counts[latent] == 0:
@@ -276,17 +276,14 @@ def label_latents(
 
 
 def _capped_labels(
-    pairs: Mapping[str, PairEvidence], thresholds: Mapping[str, float]
+    pairs: Mapping[str, PairEvidence], thresholds: Mapping[str, float], n_latents: int
 ) -> list[tuple[str, int] | None]:
     """Each latent's label ``(source, concept column)`` or None: among the pairs of
     every source that clear their source's threshold (with ``DEFAULT_MIN_HITS`` hits),
     the strongest, under the concept cap (:func:`capped_concepts`: no concept takes more
     than 10 % of the labels unless it covers more than 10 % of the items)."""
     sources = list(pairs)
-    if not sources:
-        return []
-    n_latents = next(iter(pairs.values())).hits.shape[0]
-    if not any(pairs[s].hits.shape[1] for s in sources):
+    if not any(pairs[s].hits.shape[1] for s in sources):  # no source or no concept
         return [None] * n_latents
     score = np.hstack([pairs[s].p_value - 1e-12 * pairs[s].hits for s in sources])
     eligible = np.hstack([pairs[s].eligible(thresholds[s]) for s in sources])
