@@ -64,17 +64,22 @@ def _subcommand(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
 
 
 def _common(
-    parser: argparse.ArgumentParser, model: bool = True, inputs: int = 1, table: bool = True
+    parser: argparse.ArgumentParser,
+    model: bool = True,
+    inputs: int = 1,
+    table: bool = True,
+    ids: bool = False,
 ) -> None:
     """The options every text command shares; ``--csv`` only where the command shows a
-    result table (``embed`` and ``train`` write files of their own: ``--out``)."""
+    result table (``embed`` and ``train`` write files of their own: ``--out``);
+    ``--id-column`` only where results name documents (``ids``)."""
     if model:
         parser.add_argument("model_dir", help="model directory written by 'steercf text train'")
     for i in range(inputs):
         name = "input" if inputs == 1 else ("input_a", "input_b")[i]
         parser.add_argument(name, help="CSV / CSV.GZ / Parquet file with a text column")
     parser.add_argument("--text-column", default="text", help="column holding the documents")
-    if model:
+    if ids:
         parser.add_argument(
             "--id-column",
             default=None,
@@ -208,7 +213,7 @@ def _add_correlate(sub: Any) -> None:
 
 def _add_cluster(sub: Any) -> None:
     p = _subcommand(sub, "cluster", "cluster documents on latents along an axis")
-    _common(p)
+    _common(p, ids=True)
     p.add_argument("--n-clusters", type=int, required=True, help="number of clusters")
     p.add_argument("--query", action="append", default=[], help="axis query (repeatable)")
     p.add_argument(
@@ -229,7 +234,7 @@ def _add_cluster(sub: Any) -> None:
 
 def _add_search(sub: Any) -> None:
     p = _subcommand(sub, "search", "property retrieval, dense retrieval or steered search")
-    _common(p)
+    _common(p, ids=True)
     p.add_argument("--query", required=True, help="what to search for")
     p.add_argument(
         "--mode", choices=("property", "dense", "steer"), default="property", help="search kind"
@@ -325,7 +330,8 @@ def _model_and_codes(args: argparse.Namespace, path: str) -> _Corpus:
         kwargs["cache_dir"] = args.cache_dir
     embedder = model.embedder(**kwargs)
     frame, texts = _texts(path, args.text_column, args.encoding)
-    ids = doc_ids(frame, args.id_column, source=str(path))
+    # only commands whose results name documents read ids (and check them)
+    ids = doc_ids(frame, args.id_column, source=str(path)) if "id_column" in args else None
     embeddings = embedder.embed(texts)
     return _Corpus(model, embedder, embeddings, texts, model.doc_codes(embeddings), ids)
 
