@@ -270,10 +270,10 @@ def capped_concepts(
     strongest = score[wanting].min(axis=1)
     wanting = wanting[np.lexsort((wanting, strongest))]
     # each latent's eligible concepts, best first (ties: lower column)
-    ranked = {
-        int(n): [int(c) for c in np.argsort(score[n], kind="stable") if eligible[n, c]]
-        for n in wanting
-    }
+    ranked = {}
+    for n in wanting:
+        columns = np.flatnonzero(eligible[n])  # ascending, so ties keep the lower column
+        ranked[int(n)] = columns[np.argsort(score[n, columns], kind="stable")].tolist()
 
     def limit(n_labels: int) -> int:
         return max(1, int(np.floor(max_share * n_labels + 1e-9)))
