@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from steercf.data import InteractionData, ItemTags
-from steercf.errors import UnknownIdError
+from steercf.errors import InputError, UnknownIdError
 
 # ---- shared synthetic data -----------------------------------------------------------------
 
@@ -134,6 +134,20 @@ class TestShortenedLabelsEndInAnEllipsis:
 
 
 class TestSpliceSize:
+    @pytest.fixture(autouse=True)
+    def measured(self, monkeypatch):
+        """The plan's estimate, fixed: 12 s per epoch (measuring it is tested below)."""
+        import steercf.cli.latents as latents
+
+        seen = {}
+
+        def estimate(config, train_config, n_rows):
+            seen.update(latents=config.n_latents, rows=n_rows)
+            return 12.0
+
+        monkeypatch.setattr(latents, "epoch_seconds_estimate", estimate)
+        return seen
+
     def plan(self, factors: int, **flags):
         from types import SimpleNamespace
 
@@ -146,11 +160,23 @@ class TestSpliceSize:
         tc = TrainConfig(batch_size=16, max_epochs=10)
         return sae_plan(SimpleNamespace(d_=factors), given, tc, run, augment=1)
 
-    def test_train_sae_announces_latents_k_base_width_and_an_estimate(self):
+    def test_train_sae_announces_latents_k_base_width_and_an_estimate(self, measured):
         text = self.plan(1024)
         assert "8,192 latents" in text and "k=32" in text and "1024 factors" in text
-        assert "100 training rows" in text and "per epoch" in text and "at most 10 epochs" in text
+        assert measured == {"latents": 8192, "rows": 100}  # the SAE it will build
+        assert "100 training rows" in text and "about 12.0 s per epoch" in text
+        assert "at most 10 epochs (2.0 min" in text
         assert "steercf train --for-splice" in text  # the way to the demo's size
+
+    def test_the_estimate_is_a_measured_epoch(self):
+        from steercf.sae import SAEConfig, TrainConfig
+        from steercf.sae.trainer import epoch_seconds_estimate
+
+        config = SAEConfig(d_in=8, expansion=2, k=2)
+        seconds = epoch_seconds_estimate(config, TrainConfig(batch_size=4), n_rows=10)
+        assert 0 < seconds < 5
+        with pytest.raises(InputError):
+            epoch_seconds_estimate(config, TrainConfig(), n_rows=0)
 
     def test_a_splice_sized_base_or_a_width_needs_no_hint(self):
         assert "2,048 latents" in self.plan(256) and "--for-splice" not in self.plan(256)
