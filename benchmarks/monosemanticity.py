@@ -36,7 +36,8 @@ recommendations are explained by their top 3 latents (``steering.explain_items``
 the reasons with a label, the share whose label the explained item carries, counting
 only items outside the 60 % the labels were fitted on. Labellers: ``evidence`` (labelled
 latents only, threshold as above), ``evidence_best_guess`` (each latent's best-evidence
-concept, labelled or not) and ``best_characterizes``.
+concept, labelled or not; both under the 10 % concept cap of
+``steercf.concepts.evidence.capped_concepts``) and ``best_characterizes``.
 
     python benchmarks/monosemanticity.py [--quick] [--seeds 1] [--json out.json] [--plots DIR]
 """
@@ -63,9 +64,9 @@ from steercf.concepts import (
 )
 from steercf.concepts.evidence import (
     DEFAULT_TARGET_PRECISION,
-    concept_evidence,
     held_out_curves,
     held_out_labelling,
+    pair_evidence,
     split_items,
 )
 from steercf.concepts.labels import evidence_threshold
@@ -134,12 +135,13 @@ def explanation_agreement(
     matrix = sp.csr_matrix(tags.matrix if hasattr(tags, "matrix") else tags) > 0
     fit, _, _ = split_items(item_acts.shape[0], seed)
     live = (item_acts > 0).any(axis=0)
-    evidence = concept_evidence(item_acts, matrix, fit)
-    # the library's own rule (what `steercf latent` shows): 0.0 when no threshold reaches
-    labelled = evidence.labelled(evidence_threshold(item_acts, matrix, live, seed=seed))
+    pairs = pair_evidence(item_acts, matrix, fit)
+    # the library's own rule (what `steercf latent` shows): 0.0 when no threshold reaches;
+    # both evidence labellers hand out labels under the 10 % concept cap
+    threshold = evidence_threshold(item_acts, matrix, live, seed=seed)
     concepts = {
-        "evidence": np.where(labelled, evidence.concept, -1),
-        "evidence_best_guess": evidence.concept,
+        "evidence": pairs.capped(threshold),
+        "evidence_best_guess": pairs.capped(None),
         "best_characterizes": np.where(
             live, best_characterizes(item_acts[fit], matrix[fit]).top_concepts(), -1
         ),

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from steercf.data import InteractionData, ItemTags
-from steercf.errors import UnknownIdError
+from steercf.errors import InputError, UnknownIdError
 
 # ---- shared synthetic data -----------------------------------------------------------------
 
@@ -134,6 +134,20 @@ class TestShortenedLabelsEndInAnEllipsis:
 
 
 class TestSpliceSize:
+    @pytest.fixture(autouse=True)
+    def measured(self, monkeypatch):
+        """The plan's estimate, fixed: 12 s per epoch (measuring it is tested below)."""
+        import steercf.cli.latents as latents
+
+        seen = {}
+
+        def estimate(config, train_config, n_rows):
+            seen.update(latents=config.n_latents, rows=n_rows)
+            return 12.0
+
+        monkeypatch.setattr(latents, "epoch_seconds_estimate", estimate)
+        return seen
+
     def plan(self, factors: int, **flags):
         from types import SimpleNamespace
 
@@ -146,11 +160,23 @@ class TestSpliceSize:
         tc = TrainConfig(batch_size=16, max_epochs=10)
         return sae_plan(SimpleNamespace(d_=factors), given, tc, run, augment=1)
 
-    def test_train_sae_announces_latents_k_base_width_and_an_estimate(self):
+    def test_train_sae_announces_latents_k_base_width_and_an_estimate(self, measured):
         text = self.plan(1024)
         assert "8,192 latents" in text and "k=32" in text and "1024 factors" in text
-        assert "100 training rows" in text and "per epoch" in text and "at most 10 epochs" in text
+        assert measured == {"latents": 8192, "rows": 100}  # the SAE it will build
+        assert "100 training rows" in text and "about 12.0 s per epoch" in text
+        assert "at most 10 epochs (2.0 min" in text
         assert "steercf train --for-splice" in text  # the way to the demo's size
+
+    def test_the_estimate_is_a_measured_epoch(self):
+        from steercf.sae import SAEConfig, TrainConfig
+        from steercf.sae.trainer import epoch_seconds_estimate
+
+        config = SAEConfig(d_in=8, expansion=2, k=2)
+        seconds = epoch_seconds_estimate(config, TrainConfig(batch_size=4), n_rows=10)
+        assert 0 < seconds < 5
+        with pytest.raises(InputError):
+            epoch_seconds_estimate(config, TrainConfig(), n_rows=0)
 
     def test_a_splice_sized_base_or_a_width_needs_no_hint(self):
         assert "2,048 latents" in self.plan(256) and "--for-splice" not in self.plan(256)
@@ -264,3 +290,166 @@ class TestHelpTexts:
                     assert action.help, (words, action.dest)
         width = _parsers()[("text", "train")]._option_string_actions["--width"]
         assert "expansion x" not in width.help and "dimension" in width.help
+
+
+# ---- 7. text results name documents by the input's id column --------------------------------
+
+
+class FakeEmbedder:
+    """Embeds a document by a fixed random vector per text (no model download)."""
+
+    def embed(self, texts):
+        from steercf.text.embed import Embeddings
+
+        return Embeddings.from_array(np.stack([self.embed_query(t) for t in texts]))
+
+    def embed_query(self, text):
+        rng = np.random.default_rng(sum(map(ord, text)))
+        vector = rng.normal(size=16).astype(np.float32)
+        return vector / np.linalg.norm(vector)
+
+
+class TestDocumentIds:
+    @pytest.fixture
+    def corpus(self, tmp_path, monkeypatch):
+        from steercf.text.model import TextSAE
+
+        texts = [f"document number {i} about {'sport' if i % 2 else 'music'}" for i in range(40)]
+        model = TextSAE.fit(FakeEmbedder().embed(texts), {"k": 4}, {"max_epochs": 2})
+        model.embedder = lambda **_: FakeEmbedder()
+        monkeypatch.setattr(TextSAE, "load", classmethod(lambda cls, path: model))
+        path = tmp_path / "docs.csv"
+        ids = [f"doc-{i:03d}" for i in range(40)]
+        pd.DataFrame({"id": ids, "text": texts}).to_csv(path, index=False)
+        return path, texts
+
+    def run(self, capsys, *argv):
+        from steercf.cli import main
+
+        code = main(["text", *argv])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        return captured.out
+
+    def test_search_tables_and_csv_carry_the_input_ids(self, corpus, capsys, tmp_path):
+        path, texts = corpus
+        out_csv = tmp_path / "hits.csv"
+        query = texts[7]
+        self.run(capsys, "search", "m", str(path), "--query", query, "--mode", "dense",
+                 "--csv", str(out_csv), "--quiet")  # fmt: skip
+        hits = pd.read_csv(out_csv)
+        assert list(hits.columns[:4]) == ["rank", "doc", "id", "score"]
+        assert (hits["id"] == [f"doc-{d:03d}" for d in hits["doc"]]).all()
+        assert hits["id"].iloc[0] == "doc-007"  # the query is document 7's own text
+
+    def test_steer_mode_names_left_documents_by_id(self, corpus, capsys):
+        path, texts = corpus
+        out = self.run(capsys, "search", "m", str(path), "--query", texts[3], "--mode",
+                       "steer", "--weaken", "0", "--weaken", "1", "--weaken", "2",
+                       "--weaken", "3", "--top", "3", "--quiet")  # fmt: skip
+        before = out.split("before steering:")[1].split("after steering")[0]
+        assert "doc-003" in before
+        left = out.split("left it: ")[1].split(")")[0]
+        assert left == "nothing" or all(name.startswith("doc-") for name in left.split(", "))
+
+    def test_cluster_members_carry_the_ids(self, corpus, capsys, tmp_path):
+        path, _ = corpus
+        members = tmp_path / "members.csv"
+        self.run(capsys, "cluster", "m", str(path), "--n-clusters", "2", "--assignments",
+                 str(members), "--quiet")  # fmt: skip
+        frame = pd.read_csv(members)
+        assert list(frame.columns) == ["doc", "id", "cluster"]
+        assert (frame["id"] == [f"doc-{d:03d}" for d in frame["doc"]]).all()
+
+    def test_without_an_id_column_positions_remain_and_bad_ids_are_refused(self, tmp_path):
+        from steercf.errors import InputError
+        from steercf.text.documents import doc_ids, with_doc_ids
+
+        hits = pd.DataFrame({"rank": [1, 2], "doc": [4, 0]})
+        assert doc_ids(pd.DataFrame({"text": ["a"]})) is None
+        assert with_doc_ids(hits, None) is hits
+        named = doc_ids(pd.DataFrame({"key": list("abcde")}), "key")
+        assert with_doc_ids(hits, named)["id"].tolist() == ["e", "a"]
+        with pytest.raises(InputError, match="repeats 1 id"):
+            doc_ids(pd.DataFrame({"id": [1, 2, 1]}))
+        with pytest.raises(InputError, match="no id column 'key'"):
+            doc_ids(pd.DataFrame({"id": [1]}), "key")
+
+
+# ---- 8. issue 17's cap: no concept takes more than 10 % of the labels ------------------------
+
+
+def planted(n_latents: int = 100, n_items: int = 200):
+    """A rare concept R (4 items, 2 %) is every latent's strongest evidence; latent j's
+    next best is C{j % 10} (10 items each, 5 %); Drama covers half of the items."""
+    names = ["R", *(f"C{c}" for c in range(10)), "Drama"]
+    tags = np.zeros((n_items, len(names)), dtype=np.float32)
+    tags[0:4, 0] = 1
+    for c in range(10):
+        tags[10 + 10 * c : 20 + 10 * c, 1 + c] = 1
+    tags[100:200, 11] = 1
+    acts = np.zeros((n_items, n_latents), dtype=np.float32)
+    for j in range(n_latents):
+        c = j % 10
+        acts[0:4, j] = 10  # all of R's items
+        acts[10 + 10 * c : 15 + 10 * c, j] = 5  # half of C_c's items
+        acts[199 - j % 50, j] = 1  # a filler
+    return acts, ItemTags(sp.csr_matrix(tags), np.array(names))
+
+
+class TestConceptCap:
+    def labels(self, acts, tags, threshold):
+        from steercf.concepts.labels import label_latents
+
+        titles = [f"Film {i}" for i in range(acts.shape[0])]
+        return label_latents(acts, titles, {"genres": tags}, thresholds={"genres": threshold})
+
+    def test_without_the_cap_the_rare_concept_would_take_every_label(self):
+        from steercf.concepts.evidence import pair_evidence
+
+        acts, tags = planted()
+        assert (pair_evidence(acts, tags).best() == 0).all()  # R is everyone's best
+
+    def test_past_its_share_a_latent_takes_its_next_best_concept(self):
+        acts, tags = planted()
+        labels = self.labels(acts, tags, threshold=1e-3)
+        named = [label.evidence["concept"] for label in labels.labels if label.labelled]
+        assert len(named) == 100  # every latent keeps a label
+        assert named.count("R") == 10  # 10 % of the labels, the strongest (lowest ids)
+        assert all(labels[j].evidence["concept"] == "R" for j in range(10))
+        assert all(labels[j].evidence["concept"] == f"C{j % 10}" for j in range(10, 100))
+        assert max(named.count(f"C{c}") for c in range(10)) <= 10
+
+    def test_without_a_next_best_that_clears_the_latent_stays_unlabelled(self):
+        from steercf.concepts.labels import format_latent
+
+        acts, tags = planted()
+        labels = self.labels(acts, tags, threshold=1e-5)  # only R's evidence clears it
+        labelled = [label for label in labels.labels if label.labelled]
+        assert len(labelled) == 1 and labelled[0].evidence["concept"] == "R"
+        assert labels[50].text.startswith("unlabelled") and labels[50].evidence["capped"]
+        assert "R already labels 10%" in format_latent(labels, 50)
+
+    def test_a_concept_on_more_than_a_tenth_of_the_items_is_not_capped(self):
+        acts, tags = planted()
+        acts[:] = 0
+        acts[150:160, :] = np.arange(10, 0, -1)[:, None]  # every latent: 10 Drama-only items
+        labels = self.labels(acts, tags, threshold=1e-2)
+        assert all(
+            label.labelled and label.evidence["concept"] == "Drama" for label in labels.labels
+        )
+
+    def test_the_best_guess_path_is_capped_too(self):
+        from steercf.concepts.evidence import pair_evidence
+
+        acts, tags = planted()
+        guess = pair_evidence(acts, tags).capped(None)  # labelled or not, as the benchmark
+        assert (guess >= 0).all() and (guess == 0).sum() == 10
+
+    def test_no_concept_source_leaves_every_latent_unlabelled(self):
+        from steercf.concepts.labels import label_latents
+
+        acts, _ = planted()
+        labels = label_latents(acts, [f"Film {i}" for i in range(acts.shape[0])], {})
+        assert not any(label.labelled for label in labels.labels)
+        assert labels[0].text.startswith("unlabelled (top items: Film")

@@ -407,7 +407,8 @@ def _search_docs(out: str) -> list[int]:
     """Document indices of the results table (after the query-latents table)."""
     table = out.split("\n\n")[-1] if "\n\n" in out else out
     rows = [line.split() for line in table.strip().splitlines()]
-    header = next(i for i, r in enumerate(rows) if r[:3] == ["rank", "doc", "score"])
+    # "rank doc score", or "rank doc id score" when the input has an id column
+    header = next(i for i, r in enumerate(rows) if r[:2] == ["rank", "doc"] and "score" in r)
     return [int(r[1]) for r in rows[header + 2 :]]
 
 

@@ -13,7 +13,10 @@ With ``N`` items, ``K`` of them carrying the concept and ``n`` top items (``n <=
   (Drama on 40 % of films) needs far more than its base rate.
 
 Each latent's candidate label is its concept of smallest p-value (ties: higher
-precision); it is kept when ``p_value <= threshold`` and ``hits >= min_hits``.
+precision); it is kept when ``p_value <= threshold`` and ``hits >= min_hits``. No concept
+takes more than 10 % of the labels unless it covers more than 10 % of the items
+(:func:`capped_concepts`): past that share a latent gets its next-best concept that
+clears the threshold, else none, so a rare tag cannot label a large part of the model.
 :func:`choose_threshold` picks the threshold on held-out items: the loosest one whose
 labels still reach a target precision@k on items the labeller did not see. Unlike the
 TF-IDF mappings (kept for reproducing the published tables), a latent without such
@@ -36,6 +39,10 @@ from steercf.errors import InputError
 DEFAULT_TOP_K = 10
 DEFAULT_MIN_HITS = 2
 DEFAULT_TARGET_PRECISION = 0.6
+# no concept takes more than this share of the labels unless it covers more than this
+# share of the items (a rare tag, e.g. Film-Noir on 1 % of films, must not label 15 % of
+# the latents just because TF-IDF or a small p-value favours rare tags)
+MAX_CONCEPT_SHARE = 0.1
 THRESHOLDS = tuple(10.0**-e for e in (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20))
 
 
@@ -74,22 +81,105 @@ def _restrict(acts: np.ndarray, items: np.ndarray | None) -> tuple[np.ndarray, n
     return acts[items], items
 
 
-def concept_evidence(
+@dataclass
+class PairEvidence:
+    """The evidence of every (latent, concept) pair on some items.
+
+    Attributes:
+        hits: (n_latents, n_tags) int32, top items of the latent carrying the concept.
+        p_value: (n_latents, n_tags) hypergeometric ``P(X >= hits)`` (1 without a hit).
+        n_top: (n_latents,) top items considered (<= k; fewer for sparse latents).
+        n_concept: (n_tags,) items carrying each concept.
+        n_items: items the evidence was computed on.
+    """
+
+    hits: np.ndarray
+    p_value: np.ndarray
+    n_top: np.ndarray
+    n_concept: np.ndarray
+    n_items: int
+
+    def best(self) -> np.ndarray:
+        """(n_latents,) each latent's concept of smallest p-value (equal ones: more hits
+        first), -1 for a latent without top items."""
+        if not self.hits.shape[1]:
+            return np.full(self.hits.shape[0], -1, dtype=np.int64)
+        score = self.p_value - 1e-12 * self.hits
+        return np.where(self.n_top > 0, np.argmin(score, axis=1), -1).astype(np.int64)
+
+    def evidence(self, concept: np.ndarray) -> Evidence:
+        """:class:`Evidence` of the given concept of each latent ((n_latents,), -1: none)."""
+        best = np.asarray(concept, dtype=np.int64)
+        rows = np.arange(len(best))
+        n_top = self.n_top
+        # a column to read for every latent (none at all without concepts)
+        hits = self.hits if self.hits.shape[1] else np.zeros((len(best), 1), np.int64)
+        p_value = self.p_value if self.hits.shape[1] else np.ones((len(best), 1))
+        n_concept = self.n_concept if self.hits.shape[1] else np.zeros(1)
+        pick = np.maximum(best, 0)
+        chosen_hits = np.where(best >= 0, hits[rows, pick], 0).astype(np.int64)
+        chosen_n = np.where(best >= 0, n_concept[pick], 0).astype(np.int64)
+        precision = np.divide(chosen_hits, n_top, out=np.zeros(len(best)), where=n_top > 0)
+        recall = np.divide(chosen_hits, chosen_n, out=np.zeros(len(best)), where=chosen_n > 0)
+        base_rate = chosen_n / max(self.n_items, 1)
+        lift = np.divide(precision, base_rate, out=np.zeros(len(best)), where=base_rate > 0)
+        return Evidence(
+            concept=best,
+            hits=chosen_hits,
+            n_top=n_top.astype(np.int64),
+            n_concept=chosen_n,
+            n_items=self.n_items,
+            precision=precision,
+            recall=recall,
+            lift=lift,
+            p_value=np.where(best >= 0, p_value[rows, pick], 1.0),
+        )
+
+    def eligible(
+        self, threshold: float | None = None, min_hits: int = DEFAULT_MIN_HITS
+    ) -> np.ndarray:
+        """(n_latents, n_tags) bool: the pairs that may label a latent, those clearing
+        ``threshold`` with ``min_hits`` hits; ``threshold=None``: every pair with a hit
+        (the best guess, labelled or not)."""
+        if threshold is None:
+            return (self.hits > 0) & (self.n_top > 0)[:, None]
+        return (self.hits >= min_hits) & (self.p_value <= threshold)
+
+    def item_share(self) -> np.ndarray:
+        """(n_tags,) share of the items carrying each concept."""
+        return self.n_concept / max(self.n_items, 1)
+
+    def capped(
+        self,
+        threshold: float | None = None,
+        min_hits: int = DEFAULT_MIN_HITS,
+        live: np.ndarray | None = None,
+        max_share: float = MAX_CONCEPT_SHARE,
+    ) -> np.ndarray:
+        """(n_latents,) each latent's label under the concept cap (:func:`capped_concepts`)
+        among its :meth:`eligible` pairs, -1 unlabelled; ``live``: (n_latents,) bool, only
+        these latents are labelled (and counted)."""
+        eligible = self.eligible(threshold, min_hits)
+        if live is not None:
+            eligible &= np.asarray(live, dtype=bool)[:, None]
+        return capped_concepts(
+            self.p_value - 1e-12 * self.hits, eligible, self.item_share(), max_share
+        )
+
+
+def pair_evidence(
     item_acts: ItemActs,
     item_tags: ItemTags | sp.spmatrix,
     items: np.ndarray | None = None,
     k: int = DEFAULT_TOP_K,
-) -> Evidence:
-    """Each latent's best-supported concept among ``items``.
+) -> PairEvidence:
+    """The evidence of every (latent, concept) pair among ``items``.
 
     Args:
         item_acts: (n_items, n_latents) non-negative activations of one-hot items.
         item_tags: (n_items, n_tags) tags (counts or 0/1).
         items: (m,) item indices to use (default all): fit on training items only.
         k: top items per latent.
-
-    Returns:
-        :class:`Evidence` over the ``m`` items.
 
     Raises:
         InputError: shapes disagree, or ``k < 1``.
@@ -117,30 +207,91 @@ def concept_evidence(
     where = hits > 0
     latent_idx, tag_idx = np.nonzero(where)
     p[where] = hypergeom.sf(hits[where] - 1, n_items, n_concept[tag_idx], n_top[latent_idx])
-    best = np.full(top.shape[0], -1)
-    if hits.shape[1]:
-        score = p - 1e-12 * hits  # the smallest p-value; equal ones: more hits first
-        best = np.where(n_top > 0, np.argmin(score, axis=1), -1)
-    pick = np.maximum(best, 0)
-    rows_ = np.arange(top.shape[0])
-    chosen_hits = np.where(best >= 0, hits[rows_, pick], 0).astype(np.int64)
-    chosen_n = np.where(best >= 0, n_concept[pick], 0).astype(np.int64)
-    precision = np.divide(chosen_hits, n_top, out=np.zeros(len(best)), where=n_top > 0)
-    recall = np.divide(chosen_hits, chosen_n, out=np.zeros(len(best)), where=chosen_n > 0)
-    base_rate = chosen_n / max(n_items, 1)
-    lift = np.divide(precision, base_rate, out=np.zeros(len(best)), where=base_rate > 0)
-    p_value = np.where(best >= 0, p[rows_, pick], 1.0)
-    return Evidence(
-        concept=best.astype(np.int64),
-        hits=chosen_hits,
-        n_top=n_top.astype(np.int64),
-        n_concept=chosen_n,
-        n_items=n_items,
-        precision=precision,
-        recall=recall,
-        lift=lift,
-        p_value=p_value,
-    )
+    return PairEvidence(hits.astype(np.int32), p, n_top.astype(np.int64), n_concept, n_items)
+
+
+def concept_evidence(
+    item_acts: ItemActs,
+    item_tags: ItemTags | sp.spmatrix,
+    items: np.ndarray | None = None,
+    k: int = DEFAULT_TOP_K,
+) -> Evidence:
+    """Each latent's best-supported concept among ``items`` (:meth:`PairEvidence.best`).
+
+    Args:
+        item_acts: (n_items, n_latents) non-negative activations of one-hot items.
+        item_tags: (n_items, n_tags) tags (counts or 0/1).
+        items: (m,) item indices to use (default all): fit on training items only.
+        k: top items per latent.
+
+    Returns:
+        :class:`Evidence` over the ``m`` items.
+
+    Raises:
+        InputError: shapes disagree, or ``k < 1``.
+    """
+    pairs = pair_evidence(item_acts, item_tags, items, k)
+    return pairs.evidence(pairs.best())
+
+
+def capped_concepts(
+    score: np.ndarray,
+    eligible: np.ndarray,
+    item_share: np.ndarray,
+    max_share: float = MAX_CONCEPT_SHARE,
+) -> np.ndarray:
+    """Labels under the concept cap: no concept takes more than ``max_share`` of the
+    labels unless it covers more than ``max_share`` of the items.
+
+    Latents are served strongest evidence first (smallest ``score`` among their eligible
+    pairs; ties: lower latent id), each taking its best eligible concept that is under
+    its cap, else its next best, else none. The cap is ``max_share`` of the labels handed
+    out (at least 1, so a small model still gets labels); as unlabelled latents shrink
+    that count, the cap is lowered and the labels handed out again until it holds.
+
+    Args:
+        score: (n_latents, n_tags) lower is stronger (a p-value).
+        eligible: (n_latents, n_tags) bool, the pairs that may label a latent.
+        item_share: (n_tags,) share of the items carrying each concept.
+        max_share: the cap, a share in (0, 1].
+
+    Returns:
+        (n_latents,) int64, each latent's concept column or -1 (unlabelled).
+    """
+    if not 0 < max_share <= 1:
+        raise InputError(f"max_share must lie in (0, 1], got {max_share}")
+    score = np.where(eligible, score, np.inf)
+    n_latents, n_tags = score.shape
+    chosen = np.full(n_latents, -1, dtype=np.int64)
+    wanting = np.flatnonzero(eligible.any(axis=1)) if n_tags else np.array([], np.int64)
+    if not len(wanting):
+        return chosen
+    exempt = np.asarray(item_share) > max_share
+    strongest = score[wanting].min(axis=1)
+    wanting = wanting[np.lexsort((wanting, strongest))]
+    # each latent's eligible concepts, best first (ties: lower column)
+    ranked = {}
+    for n in wanting:
+        columns = np.flatnonzero(eligible[n])  # ascending, so ties keep the lower column
+        ranked[int(n)] = columns[np.argsort(score[n, columns], kind="stable")].tolist()
+
+    def limit(n_labels: int) -> int:
+        return max(1, int(np.floor(max_share * n_labels + 1e-9)))
+
+    cap = limit(len(wanting))
+    while True:
+        chosen[:] = -1
+        counts = np.zeros(n_tags, dtype=np.int64)
+        for n in wanting:
+            for c in ranked[int(n)]:
+                if exempt[c] or counts[c] < cap:
+                    chosen[n] = c
+                    counts[c] += 1
+                    break
+        held = limit(int((chosen >= 0).sum()))
+        if counts[~exempt].max(initial=0) <= held:
+            return chosen
+        cap = min(cap - 1, held)  # fewer labels than assumed: a lower cap, again
 
 
 def held_out_precision(
@@ -263,7 +414,8 @@ def held_out_labelling(
     same training items (a seeded 60/20/20 split of the items):
 
     * ``evidence``: :func:`concept_evidence`, threshold chosen on the validation items
-      (:func:`choose_threshold` at ``target_precision``);
+      (:func:`choose_threshold` at ``target_precision``), labels under the concept cap
+      (:meth:`PairEvidence.capped`);
     * ``best_characterizes``: every live unit gets its top TF-IDF concept (the published
       mapping; coverage 1).
 
@@ -271,13 +423,21 @@ def held_out_labelling(
         ``{labeller: {"precision@k", "coverage", "threshold", "n_labelled"}}``.
     """
     acts, tags, live, (fit, val, test) = _labelling_inputs(item_acts, item_tags, live, seed)
-    evidence = concept_evidence(acts, tags, fit, k)
+    pairs = pair_evidence(acts, tags, fit, k)
+    evidence = pairs.evidence(pairs.best())
     threshold = choose_threshold(
         labelling_curve(evidence, acts, tags, val, live, k=k), target_precision, k
     )
+    # the labels the default labeller hands out: under the concept cap
+    capped = pairs.capped(threshold, live=live)
+    precision = held_out_precision(acts, tags, capped, test, k)
+    judged = precision[np.isfinite(precision)]
     out = {
         "evidence": {
-            **labelling_curve(evidence, acts, tags, test, live, [threshold], k)[0],
+            "threshold": float(threshold),
+            f"precision@{k}": float(judged.mean()) if len(judged) else float("nan"),
+            "coverage": float((capped >= 0).sum() / max(live.sum(), 1)),
+            "n_labelled": int((capped >= 0).sum()),
         }
     }
     out["best_characterizes"] = _tfidf_curve(acts, tags, live, fit, test, [1.0], k)[0]
@@ -295,7 +455,8 @@ def held_out_curves(
     :func:`held_out_labelling` (same seeded 60/20/20 item split, labels fitted on the
     training items only), to compare labellers and models at equal coverage:
 
-    * ``evidence``: one point per p-value threshold in :data:`THRESHOLDS`;
+    * ``evidence``: one point per p-value threshold in :data:`THRESHOLDS` (before the
+      concept cap, like the threshold choice);
     * ``best_characterizes``: the live units ranked by their top TF-IDF score, the top
       5 %, 10 %, ..., 100 % labelled (the published mapping has no threshold of its own).
 
@@ -304,7 +465,8 @@ def held_out_curves(
         for ``best_characterizes`` ``threshold`` is the labelled share of live units.
     """
     acts, tags, live, (fit, _, test) = _labelling_inputs(item_acts, item_tags, live, seed)
-    evidence = concept_evidence(acts, tags, fit, k)
+    pairs = pair_evidence(acts, tags, fit, k)
+    evidence = pairs.evidence(pairs.best())  # uncapped, as the threshold choice
     shares = [round(0.05 * i, 2) for i in range(1, 21)]
     return {
         "evidence": labelling_curve(evidence, acts, tags, test, live, k=k),

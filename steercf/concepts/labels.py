@@ -9,7 +9,10 @@ A live latent (one that fires for at least one single-item history) carries:
   reach ``target_precision`` precision@10 on validation items); otherwise the text says
   ``unlabelled`` and shows its top items, which is honest and still useful, e.g.
   ``Horror [7/10 top items, lift 6.2] | Scream (1996); Halloween (1978)`` or
-  ``unlabelled (top items: Heat (1995); Casino (1995); Sabrina (1995))``;
+  ``unlabelled (top items: Heat (1995); Casino (1995); Sabrina (1995))``. No concept
+  takes more than 10 % of the labels unless it covers more than 10 % of the items
+  (:func:`~steercf.concepts.evidence.capped_concepts`): past its share, a latent gets
+  its next-best concept that clears the threshold, else stays unlabelled;
 * its best concepts under a published mapping (default "best characterizes", TF-IDF),
   kept for reproducing the steerable-CF tables (``concepts``);
 * the titles of the items that activate it most.
@@ -35,9 +38,13 @@ from steercf.concepts.evidence import (
     DEFAULT_MIN_HITS,
     DEFAULT_TARGET_PRECISION,
     DEFAULT_TOP_K,
+    MAX_CONCEPT_SHARE,
+    PairEvidence,
+    capped_concepts,
     choose_threshold,
     concept_evidence,
     labelling_curve,
+    pair_evidence,
     reaching_points,
     split_items,
 )
@@ -226,11 +233,12 @@ def label_latents(
     active_counts = (acts > 0).sum(axis=0)
     live = active_counts > 0
     chosen = dict(thresholds or {})
-    evidence = {}
+    pairs = {}
     for source, tags in concept_sets.items():
         if source not in chosen:
             chosen[source] = evidence_threshold(acts, tags, live, target_precision, seed)
-        evidence[source] = concept_evidence(acts, tags)
+        pairs[source] = pair_evidence(acts, tags)
+    assigned = _capped_labels(pairs, chosen, acts.shape[1])
     labels = []
     for latent in range(acts.shape[1]):
         if active_counts[latent] == 0:
@@ -243,9 +251,14 @@ def label_latents(
             if score > 0
         ]
         items = [(ids[i], str(titles[i]), float(acts[i, latent])) for i in tops[latent] if i >= 0]
-        best = _best_evidence(evidence, concept_sets, chosen, latent)
-        labelled = best is not None and best["p_value"] <= best["threshold"]
-        labelled = labelled and best["hits"] >= DEFAULT_MIN_HITS
+        labelled = assigned[latent] is not None
+        if labelled:
+            source, column = assigned[latent]
+            best = _evidence_entry(source, pairs[source], column, latent, concept_sets, chosen)
+        else:  # shown with its strongest evidence, which did not make a label
+            best = _best_evidence(pairs, concept_sets, chosen, latent)
+            if best is not None and _clears(best):
+                best["capped"] = True  # its concept had its share of the labels
         item_titles = [t for _, t, _ in items]
         labels.append(
             LatentLabel(
@@ -262,29 +275,70 @@ def label_latents(
     return LatentLabels(labels, mapping, list(concept_sets), sae_fingerprint)
 
 
+def _capped_labels(
+    pairs: Mapping[str, PairEvidence], thresholds: Mapping[str, float], n_latents: int
+) -> list[tuple[str, int] | None]:
+    """Each latent's label ``(source, concept column)`` or None: among the pairs of
+    every source that clear their source's threshold (with ``DEFAULT_MIN_HITS`` hits),
+    the strongest, under the concept cap (:func:`capped_concepts`: no concept takes more
+    than 10 % of the labels unless it covers more than 10 % of the items)."""
+    sources = list(pairs)
+    if not any(pairs[s].hits.shape[1] for s in sources):  # no source or no concept
+        return [None] * n_latents
+    score = np.hstack([pairs[s].p_value - 1e-12 * pairs[s].hits for s in sources])
+    eligible = np.hstack([pairs[s].eligible(thresholds[s]) for s in sources])
+    share = np.concatenate([pairs[s].item_share() for s in sources])
+    owner = [(s, c) for s in sources for c in range(pairs[s].hits.shape[1])]
+    chosen = capped_concepts(score, eligible, share)
+    return [owner[c] if c >= 0 else None for c in chosen]
+
+
+def _clears(entry: Mapping[str, Any]) -> bool:
+    """Whether an evidence entry clears its threshold with enough hits."""
+    return entry["p_value"] <= entry["threshold"] and entry["hits"] >= DEFAULT_MIN_HITS
+
+
+def _evidence_entry(
+    source: str,
+    pairs: PairEvidence,
+    column: int,
+    latent: int,
+    concept_sets: Mapping[str, ItemTags],
+    thresholds: Mapping[str, float],
+) -> dict[str, Any]:
+    """The evidence of one (latent, concept) pair, as stored in ``labels.json``."""
+    hits, n_top = int(pairs.hits[latent, column]), int(pairs.n_top[latent])
+    n_concept = int(pairs.n_concept[column])
+    precision = hits / n_top if n_top else 0.0
+    base_rate = n_concept / max(pairs.n_items, 1)
+    return {
+        "source": source,
+        "concept": str(concept_sets[source].names[column]),
+        "hits": hits,
+        "n_top": n_top,
+        "precision": float(precision),
+        "recall": float(hits / n_concept) if n_concept else 0.0,
+        "lift": float(precision / base_rate) if base_rate > 0 else 0.0,
+        "p_value": float(pairs.p_value[latent, column]),
+        "threshold": float(thresholds[source]),
+    }
+
+
 def _best_evidence(
-    evidence: Mapping[str, Any],
+    pairs: Mapping[str, PairEvidence],
     concept_sets: Mapping[str, ItemTags],
     thresholds: Mapping[str, float],
     latent: int,
 ) -> dict[str, Any] | None:
     """The concept of smallest p-value over all sources for one latent, as a dict."""
     best = None
-    for source, ev in evidence.items():
-        column = int(ev.concept[latent])
-        if column < 0 or ev.hits[latent] == 0:
+    for source, ev in pairs.items():
+        if not ev.hits.shape[1] or ev.n_top[latent] == 0:
             continue
-        entry = {
-            "source": source,
-            "concept": str(concept_sets[source].names[column]),
-            "hits": int(ev.hits[latent]),
-            "n_top": int(ev.n_top[latent]),
-            "precision": float(ev.precision[latent]),
-            "recall": float(ev.recall[latent]),
-            "lift": float(ev.lift[latent]),
-            "p_value": float(ev.p_value[latent]),
-            "threshold": float(thresholds[source]),
-        }
+        column = int(np.argmin(ev.p_value[latent] - 1e-12 * ev.hits[latent]))
+        if ev.hits[latent, column] == 0:
+            continue
+        entry = _evidence_entry(source, ev, column, latent, concept_sets, thresholds)
         if best is None or entry["p_value"] < best["p_value"]:
             best = entry
     return best
@@ -505,6 +559,12 @@ def format_latent(labels: LatentLabels, latent: int) -> str:
     if ev:
         if label.labelled:
             verdict = f"labelled: p-value <= {ev['threshold']:.0e}"
+        elif ev.get("capped"):
+            verdict = (
+                f"unlabelled: {ev['concept']} already labels {MAX_CONCEPT_SHARE:.0%} of the "
+                "labelled latents (the cap for a concept on fewer of the items), and no "
+                "other concept clears its threshold"
+            )
         elif ev["threshold"] <= 0:
             verdict = (
                 f"unlabelled: labelling is off for {ev['source']}, since no p-value threshold "

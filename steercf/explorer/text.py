@@ -43,7 +43,7 @@ class TextExplorer:
     Args:
         model: the text SAE.
         texts: (n_docs,) the corpus's documents.
-        titles: (n_docs,) short titles shown in lists (default: each text's start).
+        titles: (n_docs,) short titles shown in lists (default: each text's start, cut with "…").
         embeddings: the corpus's chunk embeddings (default: embedded now with the
             model's embedder, cached on disk by content).
         embedder: embeds queries (default: the model's).
@@ -67,7 +67,9 @@ class TextExplorer:
         if titles is not None and len(titles) != len(self.texts):
             raise InputError(f"{len(titles)} titles for {len(self.texts)} documents")
         self.titles = (
-            [str(t) for t in titles] if titles is not None else [t[:80] for t in self.texts]
+            [str(t) for t in titles]
+            if titles is not None
+            else [one_line(t, 80) for t in self.texts]
         )
         self.model = model
         self.name = name

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,7 @@ from steercf.io import check_model_path
 from steercf.reporting import LIST_SEPARATOR, HelpFormatter, format_table
 from steercf.sae import SAEConfig, TrainConfig
 from steercf.text.diffing import DEFAULT_FDR, DEFAULT_MIN_DIFF
+from steercf.text.documents import DEFAULT_ID_COLUMN, with_doc_ids
 from steercf.text.embed import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_WORDS,
@@ -63,16 +64,28 @@ def _subcommand(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
 
 
 def _common(
-    parser: argparse.ArgumentParser, model: bool = True, inputs: int = 1, table: bool = True
+    parser: argparse.ArgumentParser,
+    model: bool = True,
+    inputs: int = 1,
+    table: bool = True,
+    ids: bool = False,
 ) -> None:
     """The options every text command shares; ``--csv`` only where the command shows a
-    result table (``embed`` and ``train`` write files of their own: ``--out``)."""
+    result table (``embed`` and ``train`` write files of their own: ``--out``);
+    ``--id-column`` only where results name documents (``ids``)."""
     if model:
         parser.add_argument("model_dir", help="model directory written by 'steercf text train'")
     for i in range(inputs):
         name = "input" if inputs == 1 else ("input_a", "input_b")[i]
         parser.add_argument(name, help="CSV / CSV.GZ / Parquet file with a text column")
     parser.add_argument("--text-column", default="text", help="column holding the documents")
+    if ids:
+        parser.add_argument(
+            "--id-column",
+            default=None,
+            help="column identifying the documents in results, beside their positions "
+            f"(default: {DEFAULT_ID_COLUMN!r} when the input has it)",
+        )
     parser.add_argument(
         "--encoding", default="utf-8", help="text encoding of CSV / TSV inputs (e.g. latin-1)"
     )
@@ -200,7 +213,7 @@ def _add_correlate(sub: Any) -> None:
 
 def _add_cluster(sub: Any) -> None:
     p = _subcommand(sub, "cluster", "cluster documents on latents along an axis")
-    _common(p)
+    _common(p, ids=True)
     p.add_argument("--n-clusters", type=int, required=True, help="number of clusters")
     p.add_argument("--query", action="append", default=[], help="axis query (repeatable)")
     p.add_argument(
@@ -221,7 +234,7 @@ def _add_cluster(sub: Any) -> None:
 
 def _add_search(sub: Any) -> None:
     p = _subcommand(sub, "search", "property retrieval, dense retrieval or steered search")
-    _common(p)
+    _common(p, ids=True)
     p.add_argument("--query", required=True, help="what to search for")
     p.add_argument(
         "--mode", choices=("property", "dense", "steer"), default="property", help="search kind"
@@ -295,7 +308,20 @@ def _new_embedder(args: argparse.Namespace) -> Any:
     return Embedder(args.model, **kwargs)
 
 
-def _model_and_codes(args: argparse.Namespace, path: str) -> tuple[Any, Any, Any, list[str], Any]:
+class _Corpus(NamedTuple):
+    """An input embedded and encoded by a saved model; ``ids`` (n_docs,): the input's id
+    column (``--id-column``), None when it has none (documents are then positions)."""
+
+    model: Any
+    embedder: Any
+    embeddings: Any
+    texts: list[str]
+    codes: Any
+    ids: np.ndarray | None
+
+
+def _model_and_codes(args: argparse.Namespace, path: str) -> _Corpus:
+    from steercf.text.documents import doc_ids
     from steercf.text.model import TextSAE
 
     model = TextSAE.load(args.model_dir)
@@ -303,9 +329,11 @@ def _model_and_codes(args: argparse.Namespace, path: str) -> tuple[Any, Any, Any
     if args.cache_dir:
         kwargs["cache_dir"] = args.cache_dir
     embedder = model.embedder(**kwargs)
-    _, texts = _texts(path, args.text_column, args.encoding)
+    frame, texts = _texts(path, args.text_column, args.encoding)
+    # only commands whose results name documents read ids (and check them)
+    ids = doc_ids(frame, args.id_column, source=str(path)) if "id_column" in args else None
     embeddings = embedder.embed(texts)
-    return model, embedder, embeddings, texts, model.doc_codes(embeddings)
+    return _Corpus(model, embedder, embeddings, texts, model.doc_codes(embeddings), ids)
 
 
 def _show(frame: pd.DataFrame, args: argparse.Namespace, scientific: tuple[str, ...] = ()) -> None:
@@ -429,8 +457,9 @@ def train_quality(
 def cmd_diff(args: argparse.Namespace) -> None:
     from steercf.text.analysis import diff_datasets
 
-    model, _, _, _, codes_a = _model_and_codes(args, args.input_a)
-    *_, codes_b = _model_and_codes(args, args.input_b)
+    first = _model_and_codes(args, args.input_a)
+    model, codes_a = first.model, first.codes
+    codes_b = _model_and_codes(args, args.input_b).codes
     frame = diff_datasets(
         codes_a,
         codes_b,
@@ -450,7 +479,8 @@ def cmd_diff(args: argparse.Namespace) -> None:
 def cmd_correlate(args: argparse.Namespace) -> None:
     from steercf.text.analysis import latent_correlations
 
-    model, *_, codes = _model_and_codes(args, args.input)
+    corpus = _model_and_codes(args, args.input)
+    model, codes = corpus.model, corpus.codes
     frame = latent_correlations(
         codes, model.labels, model.terms, args.min_count, top=args.top, unrelated=not args.all_pairs
     )
@@ -460,7 +490,8 @@ def cmd_correlate(args: argparse.Namespace) -> None:
 def cmd_cluster(args: argparse.Namespace) -> None:
     from steercf.text.analysis import query_latents, targeted_clustering
 
-    model, embedder, _, _, codes = _model_and_codes(args, args.input)
+    corpus = _model_and_codes(args, args.input)
+    model, embedder, codes = corpus.model, corpus.embedder, corpus.codes
     latents = None
     if args.query:
         latents = query_latents(model, args.query, embedder, args.method, top=args.axis_latents)
@@ -473,9 +504,8 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         representation=args.representation,
     )
     if args.assignments:
-        pd.DataFrame({"doc": np.arange(len(codes)), "cluster": result.assignments}).to_csv(
-            args.assignments, index=False
-        )
+        members = pd.DataFrame({"doc": np.arange(len(codes)), "cluster": result.assignments})
+        with_doc_ids(members, corpus.ids).to_csv(args.assignments, index=False)
     print(f"clustered on {len(result.latents)} latents")
     _show(result.summary, args)
 
@@ -515,7 +545,8 @@ def _before_after(before: pd.DataFrame, after: pd.DataFrame, texts: list[str]) -
     that left the top are named."""
     was = {doc: str(rank) for doc, rank in zip(before["doc"], before["rank"], strict=True)}
     new = set(after["doc"].tolist())
-    left = [d for d in before["doc"].tolist() if d not in new]
+    name = "id" if "id" in before.columns else "doc"  # what the tables identify them by
+    left = [str(n) for d, n in zip(before["doc"], before[name], strict=True) if d not in new]
     print("before steering:")
     shown = before.assign(text=[texts[i] for i in before["doc"]])
     print(format_table(shown.to_dict("records"), max_width=CELL_WIDTH))
@@ -532,7 +563,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     from steercf.text.search import SteerableSearch
 
     edits = _steer_edits(args)  # before the model loads: a missing edit fails at once
-    model, embedder, embeddings, texts, codes = _model_and_codes(args, args.input)
+    model, embedder, embeddings, texts, codes, ids = _model_and_codes(args, args.input)
     if args.mode == "property":
         weights = query_latents(model, args.query, embedder, args.method)
         frame = property_retrieval(codes, weights, model.p90, args.top, model.labels)
@@ -545,7 +576,8 @@ def cmd_search(args: argparse.Namespace) -> None:
         print()
         before = search.search(args.query, top=args.top)
         after = search.search(args.query, **edits, top=args.top)
-        frame = _before_after(before, after, texts)
+        frame = _before_after(with_doc_ids(before, ids), with_doc_ids(after, ids), texts)
+    frame = with_doc_ids(frame, ids)  # an input's own ids beside the positions
     frame["text"] = [texts[i] for i in frame["doc"]]  # whole in the CSV, cut in the table
     _show(frame, args)
 
@@ -553,6 +585,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 def cmd_families(args: argparse.Namespace) -> None:
     from steercf.text.families import feature_families
 
-    model, *_, codes = _model_and_codes(args, args.input)
+    corpus = _model_and_codes(args, args.input)
+    model, codes = corpus.model, corpus.codes
     frame = feature_families(codes, model.labels, args.min_count, args.min_cooccurrence)
     _show(frame.head(args.top), args)

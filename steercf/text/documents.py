@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from steercf.data.files import DEFAULT_ENCODING
@@ -51,6 +52,49 @@ def check_texts(texts: Any, name: str = "texts") -> list[str]:
             f"{name} holds {len(empty)} empty document(s) at position(s) {_first(empty)}"
         )
     return values
+
+
+DEFAULT_ID_COLUMN = "id"  # identifies documents in results when the input has it
+
+
+def doc_ids(frame: pd.DataFrame, column: str | None = None, source: str = "") -> np.ndarray | None:
+    """(n_docs,) the ids of a table's documents, one per row: its ``column``, by default
+    the ``id`` column when it has one; None (results then name documents by position,
+    from 0) when the default column is absent.
+
+    Raises:
+        InputError: a named column the table lacks, or ids that are missing or repeated
+            (a result naming them would not say which document it means).
+    """
+    name = DEFAULT_ID_COLUMN if column is None else column
+    where = f" of {source}" if source else ""
+    if name not in frame.columns:
+        if column is None:
+            return None
+        raise InputError(
+            f"no id column {name!r}{where}; it has {', '.join(map(repr, map(str, frame.columns)))}"
+        )
+    values = frame[name]
+    missing = np.flatnonzero(values.isna().to_numpy()).tolist()
+    if missing:
+        raise InputError(f"id column {name!r}{where} is empty at row(s) {_first(missing)}")
+    repeated = values[values.duplicated()].astype(str).unique().tolist()
+    if repeated:
+        raise InputError(
+            f"id column {name!r}{where} repeats {len(repeated)} id(s), e.g. "
+            f"{', '.join(map(repr, repeated[:3]))}; name a unique column with --id-column"
+        )
+    return values.to_numpy(dtype=object)
+
+
+def with_doc_ids(frame: pd.DataFrame, ids: np.ndarray | None, column: str = "doc") -> pd.DataFrame:
+    """``frame`` with an ``id`` column, right after the position column ``column``,
+    holding ``ids[position]``; ``frame`` itself when ``ids`` is None (or it has one)."""
+    if ids is None or column not in frame.columns or "id" in frame.columns:
+        return frame  # no ids, no positions, or ids already there
+    out = frame.copy()
+    out.insert(out.columns.get_loc(column) + 1, "id", ids[out[column].to_numpy(dtype=np.int64)])
+    return out
 
 
 def _first(positions: Sequence[int], n: int = 5) -> str:
