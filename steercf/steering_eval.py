@@ -15,10 +15,16 @@ of the unsteered personal recall is picked there (:func:`choose_point`) and repo
 the test users' task. The *incomplete-tag* protocol (:func:`hide_tag_items`) hides a
 random half of each concept's items from the steerer; the segment then counts only the
 hidden half, items the steerer could not have known.
+
+:func:`steering_sweep` (the test users' curve of the SAE's knobs) and
+:func:`suppression` (steering away) are conveniences over the same pieces
+(:func:`steering_task` / :func:`sae_steerer` / :func:`sweep`), so every figure is
+computed in one place.
 """
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -60,15 +66,32 @@ def _segment_rows(
     concepts: np.ndarray, item_tags: sp.csr_matrix, seen: sp.csr_matrix
 ) -> sp.csr_matrix:
     """(n_users, n_items) the items carrying each user's concept, minus what they saw."""
-    by_tag = (item_tags > 0).T.tocsr().astype(np.float32)
-    segment = by_tag[concepts]
+    segment = _concept_items(item_tags, concepts)
     return (segment - segment.multiply(seen)).tocsr()
 
 
+def _concept_items(item_tags: sp.csr_matrix, concepts: np.ndarray) -> sp.csr_matrix:
+    """(n_users, n_items) CSR 1.0 on the items carrying each user's concept."""
+    return (item_tags > 0).T.tocsr().astype(np.float32)[concepts]
+
+
+def _list_share(ids: np.ndarray, carries: sp.csr_matrix, slots: int) -> np.ndarray:
+    """(n_users,) share of the ``slots`` places of each list ``ids`` (n_users, width)
+    holding an item that ``carries`` (n_users, n_items) marks; an empty slot (id -1,
+    :func:`steercf.ranking.top_n`) holds none, never "the last item"."""
+    if len(ids) == 0:
+        return np.zeros(0)
+    valid = ids >= 0
+    users = np.broadcast_to(np.arange(len(ids))[:, None], ids.shape)
+    hits = np.asarray(carries[users[valid], ids[valid]]).ravel()
+    return np.bincount(users[valid], weights=hits, minlength=len(ids)) / slots
+
+
 def share_with_tag(ids: np.ndarray, concepts: np.ndarray, item_tags: sp.csr_matrix) -> np.ndarray:
-    """(n_users,) share of each user's list ``ids`` (n_users, N) carrying their concept."""
-    carries = (item_tags > 0).tocsc()
-    return np.array([carries[ids[u], concepts[u]].toarray().mean() for u in range(len(ids))])
+    """(n_users,) share of each user's list ``ids`` (n_users, N) carrying their concept
+    (``concepts``: (n_users,) columns of ``item_tags``, (n_items, n_tags)); an empty slot
+    (id -1) carries nothing."""
+    return _list_share(ids, _concept_items(item_tags, concepts), max(ids.shape[1], 1))
 
 
 @dataclass
@@ -119,15 +142,33 @@ def steering_task(
         )
     concepts = target_concepts(user_input, user_target, item_tags)
     users = np.flatnonzero(concepts >= 0)
-    rows, target = user_input[users], user_target[users]
-    segment = _segment_rows(concepts[users], segment_tags, rows)
-    keep = np.flatnonzero(np.diff(segment.indptr) > 0)
-    rows, target, segment = rows[keep], target[keep], segment[keep]
-    concepts = concepts[users][keep]
+    task = _task(user_input[users], user_target[users], concepts[users], item_tags, segment_tags)
+    keep = np.flatnonzero(np.diff(task.segment.indptr) > 0)
+    return SteeringTask(
+        task.rows[keep],
+        task.target[keep],
+        task.concepts[keep],
+        task.segment[keep],
+        task.in_segment[keep],
+        task.carries[keep],
+    )
+
+
+def _task(
+    rows: sp.csr_matrix,
+    target: sp.csr_matrix,
+    concepts: np.ndarray,
+    item_tags: sp.csr_matrix,
+    segment_tags: sp.csr_matrix,
+) -> SteeringTask:
+    """The task of every user in ``rows`` toward their given concept (no user dropped):
+    the one place that derives segments and carried items from the tags."""
+    segment = _segment_rows(concepts, segment_tags, rows)
     in_segment = target.multiply(segment > 0).tocsr()
     in_segment.eliminate_zeros()
-    carries = (item_tags > 0).T.tocsr().astype(np.float32)[concepts]
-    return SteeringTask(rows, target, concepts, segment, in_segment, carries)
+    return SteeringTask(
+        rows, target, concepts, segment, in_segment, _concept_items(item_tags, concepts)
+    )
 
 
 def hide_tag_items(
@@ -268,18 +309,51 @@ def tag_space_steerer(model) -> Steerer:
 
 
 def sweep(
-    steerer: Steerer, task: SteeringTask, strengths: Sequence[float], k: int = 20
+    steerer: Steerer,
+    task: SteeringTask,
+    strengths: Sequence[float],
+    k: int = 20,
+    ndcg: bool = False,
+    progress: bool = False,
 ) -> list[dict[str, float]]:
-    """Steering metrics of ``task`` at each strength.
+    """Steering metrics of ``task`` at each strength: the one place a steerer's lists are
+    scored (:func:`steering_sweep` and :func:`suppression` report through it too).
+
+    Args:
+        steerer: ``scores(task, strength)``, (n, n_items) scores; strength 0 unsteered.
+        task: the users, their concepts and what counts as success.
+        strengths: the strengths to score, finite numbers, in the order reported.
+        k: list length.
+        ndcg: also report nDCG@k beside each recall.
+        progress: show a progress bar over the strengths.
 
     Returns:
         one dict per strength: ``strength``, ``personal_recall@k``, ``segment_recall@k``,
         ``in_segment_recall@k`` (means over the task's users; nan-skipping for users
         with no held-out item in the segment), their standard errors (``..._se``),
-        ``target_share@k``, ``n_users``.
+        with ``ndcg`` the same for ``personal_ndcg@k``, ``segment_ndcg@k`` and
+        ``in_segment_ndcg@k``, ``target_share@k`` (the share of the k places holding
+        an item that carries the user's concept by the task's full tags), ``n_users``.
+
+    Raises:
+        InputError: a task without users, no strengths, or a strength that is not a
+            finite number.
     """
-    results = []
+    if len(task.concepts) == 0:
+        raise InputError(
+            "the steering task has no users (none has a target concept and a non-empty segment)"
+        )
+    strengths = list(strengths)
+    if not strengths:
+        raise InputError("sweep needs at least one strength")
     for strength in strengths:
+        if isinstance(strength, bool | np.bool_) or not isinstance(strength, numbers.Real):
+            raise InputError(f"strengths must be numbers, got {strength!r}")
+        if not np.isfinite(strength):
+            raise InputError(f"strengths must be finite, got {strength}")
+    metrics = [("recall", recall_at_k)] + ([("ndcg", ndcg_at_k)] if ndcg else [])
+    results = []
+    for strength in tqdm(strengths, desc="sweep", disable=not progress):
         ids, _ = top_n(steerer(task, float(strength)), task.rows, k)
         point: dict[str, float] = {"strength": float(strength), "n_users": len(task.concepts)}
         for name, relevant in (
@@ -287,14 +361,15 @@ def sweep(
             ("segment", task.segment),
             ("in_segment", task.in_segment),
         ):
-            values = recall_at_k(ids, relevant, k)
-            values = values[np.isfinite(values)]
-            point[f"{name}_recall@{k}"] = float(values.mean()) if len(values) else float("nan")
-            point[f"{name}_recall@{k}_se"] = (
-                float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
-            )
-        hits = [task.carries[u].toarray().ravel()[row[row >= 0]] for u, row in enumerate(ids)]
-        point[f"target_share@{k}"] = float(np.mean([h.sum() / k for h in hits]))
+            for metric, per_user in metrics:
+                values = per_user(ids, relevant, k)
+                values = values[np.isfinite(values)]
+                key = f"{name}_{metric}@{k}"
+                point[key] = float(values.mean()) if len(values) else float("nan")
+                point[f"{key}_se"] = (
+                    float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+                )
+        point[f"target_share@{k}"] = float(_list_share(ids, task.carries, k).mean())
         results.append(point)
     return results
 
@@ -333,45 +408,38 @@ def steering_sweep(
     k: int = 20,
     progress: bool = False,
 ) -> list[dict[str, float]]:
-    """Personal and segment Recall/nDCG@k and target share for each strength.
+    """Personal and segment Recall/nDCG@k and target share of the test users for each
+    strength: :func:`sweep` of :func:`sae_steerer` over
+    ``steering_task(split.test_input, split.test_target, item_tags)``.
+
+    Against the older copy of this sweep it replaces (the same figures on
+    :func:`~steercf.evaluation.split_users` splits): the users are
+    :func:`steering_task`'s, so a user whose segment is empty is now dropped rather
+    than kept (such a segment needs every unseen item of the concept to be missing,
+    yet the held-out item that made it the target is one: only a split whose input and
+    held-out items overlap has any); nDCG is still reported (``sweep(..., ndcg=True)``);
+    the target share still counts the full ``item_tags``; an empty list slot (id -1)
+    is now no hit rather than the last item.
 
     Args:
         model: a fitted :class:`~steercf.models.spliced.SplicedRecommender`.
+        split: its split; the test users are steered.
         item_tags: (n_items, n_tags) the concept source ``knobs`` maps (same columns).
         knobs: concept -> latent resolution (mapping and top-m latents).
+        strengths: the strengths to sweep (finite; 0 is unsteered).
+        rule: ``"convex"`` or ``"additive"``.
+        k: list length.
+        progress: show a progress bar over the strengths.
 
     Returns:
-        one dict per strength: ``strength``, ``personal_recall@k``, ``personal_ndcg@k``,
-        ``segment_recall@k``, ``segment_ndcg@k``, ``target_share@k``, ``n_users``.
+        :func:`sweep`'s dicts with nDCG, one per strength: ``strength``,
+        ``personal_recall@k``, ``personal_ndcg@k``, ``segment_recall@k``,
+        ``segment_ndcg@k``, ``target_share@k``, ``n_users``, plus the in-segment
+        metrics and the standard errors (``..._se``).
     """
-    concepts = target_concepts(split.test_input, split.test_target, item_tags)
-    users = np.flatnonzero(concepts >= 0)
-    rows, target, concepts = split.test_input[users], split.test_target[users], concepts[users]
-    segment = _segment_rows(concepts, item_tags, rows)
-    encoding = model.encode(rows)
-    codes = encoding.codes
-    # knobs per concept, once: users sharing a target concept share the knob
-    per_concept = {c: knobs.knob(int(c), 1.0) for c in np.unique(concepts)}
-    results = []
-    for strength in tqdm(strengths, desc=f"steer {rule}", disable=not progress):
-        steered = codes.clone()
-        for concept, knob in per_concept.items():
-            members = torch.from_numpy(np.flatnonzero(concepts == concept))
-            scaled = replace(knob, strength=float(strength))
-            steered[members] = steer_codes(codes[members], [scaled], rule)
-        ids, _ = top_n(model.decode(encoding.with_codes(steered)), rows, k)
-        results.append(
-            {
-                "strength": float(strength),
-                f"personal_recall@{k}": float(np.nanmean(recall_at_k(ids, target, k))),
-                f"personal_ndcg@{k}": float(np.nanmean(ndcg_at_k(ids, target, k))),
-                f"segment_recall@{k}": float(np.nanmean(recall_at_k(ids, segment, k))),
-                f"segment_ndcg@{k}": float(np.nanmean(ndcg_at_k(ids, segment, k))),
-                f"target_share@{k}": float(share_with_tag(ids, concepts, item_tags).mean()),
-                "n_users": len(users),
-            }
-        )
-    return results
+    task = steering_task(split.test_input, split.test_target, item_tags)
+    steerer = sae_steerer(model, knobs, rule)
+    return sweep(steerer, task, strengths, k, ndcg=True, progress=progress)
 
 
 def suppression(
@@ -383,32 +451,57 @@ def suppression(
     rule: str = DEFAULT_RULE,
     k: int = 20,
 ) -> dict[str, float]:
-    """Steer each test user away from the tag most present in their unsteered top-k.
+    """Steer each test user away from the tag most present in their unsteered top-k
+    (every test user; one whose list carries no tag is steered from tag 0), with
+    :func:`sae_steerer` and scored by :func:`sweep` at strengths 0 and ``strength``.
+
+    Args:
+        model: a fitted :class:`~steercf.models.spliced.SplicedRecommender`.
+        split: its split; the test users are steered.
+        item_tags: (n_items, n_tags) the concept source ``knobs`` maps (same columns).
+        knobs: concept -> latent resolution.
+        strength: how far away, < 0.
+        rule: ``"convex"`` or ``"additive"``.
+        k: list length.
 
     Returns:
         ``suppressed_share_before@k``, ``suppressed_share@k`` (mean share of the list
-        carrying the suppressed tag) and ``drop`` (1 - after / before).
+        carrying the suppressed tag), ``personal_recall_before@k``,
+        ``personal_recall@k`` (held-out recall, nan-skipping) and ``drop``
+        (1 - after / before; nan when no list carried any tag).
+
+    Against the older copy it replaces (the same figures on
+    :func:`~steercf.evaluation.split_users` splits): a strength >= 0 is now refused,
+    personal recall skips users without held-out items (was nan for all), and an empty
+    list slot (id -1) is no hit rather than the last item.
+
+    Raises:
+        InputError: a strength that is not a finite number < 0.
     """
-    rows = split.test_input
-    encoding = model.encode(rows)
-    codes = encoding.codes
-    before, _ = top_n(model.decode(encoding), rows, k)
-    carries = (item_tags > 0).astype(np.float64).tocsr()
-    counts = np.stack([np.asarray(carries[ids].sum(axis=0)).ravel() for ids in before])
-    concepts = counts.argmax(axis=1)
-    steered = codes.clone()
-    for concept in np.unique(concepts):
-        members = torch.from_numpy(np.flatnonzero(concepts == concept))
-        steered[members] = steer_codes(codes[members], [knobs.knob(int(concept), strength)], rule)
-    after, _ = top_n(model.decode(encoding.with_codes(steered)), rows, k)
-    share_before = share_with_tag(before, concepts, item_tags).mean()
-    share_after = share_with_tag(after, concepts, item_tags).mean()
+    if isinstance(strength, bool | np.bool_) or not isinstance(strength, numbers.Real):
+        raise InputError(f"strength must be a number, got {strength!r}")
+    if not strength < 0:
+        raise InputError(f"suppression steers away: strength must be < 0, got {strength}")
+    rows, target = split.test_input, split.test_target
+    steerer = sae_steerer(model, knobs, rule)
+    # the suppressed tag is read off the steerer's own unsteered lists (strength 0
+    # ignores the concepts, so any placeholder serves)
+    placeholder = np.zeros(rows.shape[0], dtype=np.int64)
+    before, _ = top_n(steerer(_task(rows, target, placeholder, item_tags, item_tags), 0.0), rows, k)
+    valid = before >= 0
+    users = np.broadcast_to(np.arange(len(before))[:, None], before.shape)
+    listed = sp.csr_matrix((np.ones(valid.sum()), (users[valid], before[valid])), shape=rows.shape)
+    concepts = np.asarray((listed @ (item_tags > 0).astype(np.float64)).argmax(axis=1)).ravel()
+    task = _task(rows, target, concepts, item_tags, item_tags)
+    unsteered, steered = sweep(steerer, task, [0.0, strength], k)
+    share_before = unsteered[f"target_share@{k}"]
+    share_after = steered[f"target_share@{k}"]
     return {
-        f"suppressed_share_before@{k}": float(share_before),
-        f"suppressed_share@{k}": float(share_after),
+        f"suppressed_share_before@{k}": share_before,
+        f"suppressed_share@{k}": share_after,
         # a suppressed list should stay the user's: held-out recall without the concept
-        f"personal_recall_before@{k}": float(recall_at_k(before, split.test_target, k).mean()),
-        f"personal_recall@{k}": float(recall_at_k(after, split.test_target, k).mean()),
+        f"personal_recall_before@{k}": unsteered[f"personal_recall@{k}"],
+        f"personal_recall@{k}": steered[f"personal_recall@{k}"],
         "drop": float(1 - share_after / share_before) if share_before > 0 else float("nan"),
     }
 

@@ -10,7 +10,7 @@ import torch
 from steercf.concepts import concept_tags
 from steercf.data import load_ml100k
 from steercf.errors import InputError, UnknownIdError
-from steercf.evaluation import split_users
+from steercf.evaluation import recall_at_k, split_users
 from steercf.models import ELSA
 from steercf.models.spliced import SplicedRecommender
 from steercf.sae import TrainConfig
@@ -365,3 +365,81 @@ def test_combined_steerer_is_the_sae_step_plus_the_tag_boost(setup):
     torch.testing.assert_close(combined_steerer(sae, rerank, 0.0)(task, 0.5), sae(task, 0.5))
     with pytest.raises(InputError, match="beta_per_strength"):
         combined_steerer(sae, rerank, float("nan"))
+
+
+def test_steering_sweep_reports_exactly_what_sweep_reports_on_the_same_task(setup):
+    """steering_sweep and suppression are sweeps of sae_steerer: their figures must be
+    sweep's on the same task, and sweep's nDCG and target share the per-user metrics."""
+    from steercf.evaluation import ndcg_at_k
+    from steercf.ranking import top_n
+    from steercf.steering_eval import sae_steerer, steering_task, sweep
+
+    data, split, model, tags = setup
+    knobs = ConceptKnobs.for_model(model, data, "genres", DECODER_EFFECT, split.train_users, 8)
+    strengths = (0.0, 0.3)
+    curve = steering_sweep(model, split, tags.matrix, knobs, strengths, "convex")
+    task = steering_task(split.test_input, split.test_target, tags.matrix)
+    steerer = sae_steerer(model, knobs, "convex")
+    reference = sweep(steerer, task, strengths, ndcg=True)
+    assert curve == reference  # every key, every figure
+    for key in ("personal_ndcg@20", "segment_ndcg@20", "target_share@20", "n_users"):
+        assert key in curve[0]
+    ids, _ = top_n(steerer(task, 0.3), task.rows, 20)
+    assert curve[1]["personal_ndcg@20"] == pytest.approx(
+        np.nanmean(ndcg_at_k(ids, task.target, 20))
+    )
+    assert curve[1]["segment_ndcg@20"] == pytest.approx(
+        np.nanmean(ndcg_at_k(ids, task.segment, 20))
+    )
+    shares = share_with_tag(ids, task.concepts, tags.matrix)  # by the full tags
+    assert curve[1]["target_share@20"] == pytest.approx(shares.mean())
+    # suppression: the tag steered from is the most present one in the unsteered list
+    away = suppression(model, split, tags.matrix, knobs, strength=-1.0, rule="convex")
+    before, _ = top_n(model.decode(model.encode(split.test_input)), split.test_input, 20)
+    counts = np.stack([np.asarray((tags.matrix[row] > 0).sum(0)).ravel() for row in before])
+    assert away["suppressed_share_before@20"] == pytest.approx(counts.max(1).mean() / 20)
+    assert away["personal_recall_before@20"] == pytest.approx(
+        np.nanmean(recall_at_k(before, split.test_target, 20))
+    )
+    assert away["suppressed_share@20"] < away["suppressed_share_before@20"]
+
+
+def test_sweep_scores_short_lists_and_refuses_bad_input():
+    """A toy task: user 0 has one unseen item, so top_n pads their list with -1; an
+    empty slot is no hit and never "the last item" (which carries the concept)."""
+    from steercf.steering_eval import steering_task, sweep
+
+    tags = sp.csr_matrix(np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=np.float32))
+    shown = sp.csr_matrix(np.array([[1, 1, 1, 0], [1, 0, 0, 0]], dtype=np.float32))
+    held = sp.csr_matrix(np.array([[0, 0, 0, 1], [0, 0, 1, 0]], dtype=np.float32))
+    task = steering_task(shown, held, tags)
+    assert task.concepts.tolist() == [1, 1]
+
+    def steerer(task, strength):  # a later item scores higher: lists [3], [3, 2, 1]
+        return torch.arange(4.0).repeat(len(task.concepts), 1)
+
+    plain, with_ndcg = sweep(steerer, task, [0.0], k=3), sweep(steerer, task, [0.0], 3, True)
+    assert "personal_ndcg@3" not in plain[0]
+    assert {k: v for k, v in with_ndcg[0].items() if "ndcg" not in k} == plain[0]
+    assert with_ndcg[0]["personal_ndcg@3"] == pytest.approx((1 + 1 / np.log2(3)) / 2)
+    assert with_ndcg[0]["segment_ndcg@3"] == pytest.approx(1.0)  # [3] and [3, 2] first
+    assert plain[0]["target_share@3"] == pytest.approx((1 / 3 + 2 / 3) / 2)
+    ids = np.array([[3, -1, -1], [3, 2, 1]])
+    assert share_with_tag(ids, task.concepts, tags).tolist() == pytest.approx([1 / 3, 2 / 3])
+    with pytest.raises(InputError, match="at least one strength"):
+        sweep(steerer, task, [])
+    with pytest.raises(InputError, match="finite"):
+        sweep(steerer, task, [0.0, float("nan")])
+    with pytest.raises(InputError, match="numbers"):
+        sweep(steerer, task, [True])
+    nobody = steering_task(shown, sp.csr_matrix((2, 4), dtype=np.float32), tags)
+    with pytest.raises(InputError, match="no users"):
+        sweep(steerer, nobody, [0.0])
+
+
+def test_suppression_refuses_a_strength_toward(setup):
+    data, split, model, tags = setup
+    knobs = ConceptKnobs.for_model(model, data, "genres", DECODER_EFFECT, split.train_users, 2)
+    for strength in (0.0, 0.5, float("nan")):
+        with pytest.raises(InputError, match="strength must be < 0"):
+            suppression(model, split, tags.matrix, knobs, strength=strength)
