@@ -47,7 +47,7 @@ ENCODE_BATCH = 4096
 # rows the SAE trains on at most (a seeded sample beyond): chunk corpora (a few thousand
 # rows) train on all of them; token rows are near-duplicates of their neighbours, so a
 # sample bounds the epoch time (see benchmarks/text.py --level token for the measurement)
-DEFAULT_MAX_TRAIN_ROWS = 65_536
+DEFAULT_MAX_TRAIN_ROWS = 16_384
 CENTROID_TOP = 20  # chunks averaged into a latent's centroid
 
 
