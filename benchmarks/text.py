@@ -42,7 +42,17 @@ embedding time; arXiv abstracts are embedded whole (chunked where longer).
 * **Time**: ``seconds`` per task (setting names it), and embed / train time per 1,000
   documents (the embedding measured without the cache on a sample).
 
+* **Levels** (``--level chunk token``): the SAE tasks run once per embedding level. At
+  ``chunk`` (default) the SAE reads one row per chunk and its rows are ``model`` ``sae``
+  / ``sae_fdr05``; at ``token`` it reads one row per word piece of each chunk
+  (``Embedder(level="token")``, trained on a seeded sample of ``--max-train-rows``
+  token rows, a document's code the max over its tokens) and its rows are
+  ``sae_token`` / ``sae_token_fdr05``, their ``setting`` ending in
+  ``level=token,width=W,k=K``. The dense baselines always read the chunk embeddings and
+  are recorded once per corpus (by the first level run).
+
     python benchmarks/text.py [--quick] [--json out.json] [--corpus bbc-news arxiv-sample]
+        [--level chunk token]
 """
 
 from __future__ import annotations
@@ -70,7 +80,7 @@ from steercf.text.corpora import load_arxiv, load_bbc
 from steercf.text.diffing import fisher_one_sided
 from steercf.text.embed import Embedder, Embeddings
 from steercf.text.labels import label_latents, top_documents
-from steercf.text.model import TextSAE
+from steercf.text.model import DEFAULT_MAX_TRAIN_ROWS, TextSAE
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DETECT_TOP, DETECT_SHARE = 10, 0.6
@@ -270,7 +280,7 @@ def planted_correlation(
     ]
     planted = Embeddings.concat(
         [emb.subset(singles)]
-        + [Embeddings(e.vectors, np.zeros(len(e.doc_index), np.int64), 1) for e in joined]
+        + [Embeddings(e.vectors, np.zeros(len(e.doc_index), np.int64), 1, e.level) for e in joined]
     )
     apart = emb.subset(np.concatenate([singles, pairs_x, pairs_y]))
     # the latents detecting x and y, found on the whole corpus, where every document
@@ -317,11 +327,28 @@ def planted_correlation(
 
 
 # -------------------------------------------------------------------- corpus
-def run_corpus(name: str, cfg: dict[str, Any], preset: dict[str, Any], quiet: bool) -> list[dict]:
+def run_corpus(
+    name: str,
+    cfg: dict[str, Any],
+    preset: dict[str, Any],
+    quiet: bool,
+    level: str = "chunk",
+    dense_rows: bool = True,
+) -> list[dict]:
+    """Records of one corpus with the SAE at embedding ``level``; ``dense_rows``: also
+    record the dense baselines (they read chunk embeddings whatever the level)."""
     spec = CORPORA[name]
     records: list[dict[str, Any]] = []
+    sae_name: dict[str, Any] = {}  # level, width, k: filled once the SAE is trained
 
     def rec(model: str, metric: str, value: float, **extra: Any) -> None:
+        if model.startswith("dense"):
+            if not dense_rows:
+                return
+        elif level != "chunk":  # sae -> sae_token, its setting naming level/width/k
+            model = model.replace("sae", f"sae_{level}", 1)
+            tag = ",".join(f"{k}={v}" for k, v in sae_name.items())
+            extra["setting"] = ",".join(filter(None, [extra.get("setting"), tag]))
         records.append({"dataset": name, "model": model, "metric": metric, "value": value, **extra})
 
     frame = spec["load"](SHARED_DATA)
@@ -331,15 +358,31 @@ def run_corpus(name: str, cfg: dict[str, Any], preset: dict[str, Any], quiet: bo
         frame["doc"] = frame["doc"].str.split().str[: preset["words"]].str.join(" ")
     texts = frame["doc"].tolist()
     classes = frame[spec["classes"]].to_numpy()
-    embedder = Embedder(progress=not quiet, batch_size=32, max_chunks=spec["max_chunks"])
+    sae_name["level"] = level
+    embedder = Embedder(
+        progress=not quiet, batch_size=32, max_chunks=spec["max_chunks"], level=level
+    )
 
     start = time.perf_counter()
-    emb = embedder.embed(texts)
+    sae_emb = embedder.embed(texts)  # what the SAE reads: chunk or token rows
     rec("sae", "seconds", time.perf_counter() - start, setting="embed (cached)", n=len(texts))
+    # the dense baselines read chunk vectors (cached by the token pass as well)
+    emb = (
+        sae_emb
+        if level == "chunk"
+        else Embedder.from_spec(
+            {**embedder.spec(), "level": "chunk"}, progress=not quiet, batch_size=32
+        ).embed(texts)
+    )
     # uncached embedding speed on a sample (the cache would hide it)
     sample = texts[: preset["timing_docs"]]
     timer = Embedder(
-        embedder._model or embedder.model, model_id="timing", cache_dir=False, progress=False
+        embedder.model,
+        model_id="timing",
+        cache_dir=False,
+        progress=False,
+        level=level,
+        max_chunks=spec["max_chunks"],
     )
     start = time.perf_counter()
     timer.embed(sample)
@@ -348,18 +391,23 @@ def run_corpus(name: str, cfg: dict[str, Any], preset: dict[str, Any], quiet: bo
         "sae",
         "embed_seconds_per_1000",
         per_1000,
-        setting=f"uncached,all chunks,threads={torch.get_num_threads()}",
+        setting=f"uncached,max_chunks={spec['max_chunks']},threads={torch.get_num_threads()}",
         n=len(sample),
     )
 
     start = time.perf_counter()
     model = TextSAE.fit(
-        emb, sae_config=preset.get("sae"), train_config={"seed": 0}, embedder=embedder
+        sae_emb,
+        sae_config=preset.get("sae"),
+        train_config={"seed": 0},
+        embedder=embedder,
+        max_train_rows=preset["max_train_rows"],
     )
     train_s = time.perf_counter() - start
+    sae_name.update(width=model.n_latents, k=model.sae.config.k)
     rec("sae", "seconds", train_s, setting="train", n=len(texts))
     rec("sae", "seconds", train_s / len(texts) * 1000, setting="train per 1000 docs", n=len(texts))
-    codes = model.doc_codes(emb)
+    codes = model.doc_codes(sae_emb)
     start = time.perf_counter()
     labels = label_latents(texts, codes)
     model.set_labels(labels["label"].tolist(), labels["terms"].tolist())
@@ -367,7 +415,7 @@ def run_corpus(name: str, cfg: dict[str, Any], preset: dict[str, Any], quiet: bo
     if not quiet:
         alive = labels[labels["n_active"] > 0].sort_values("density", ascending=False)
         print(
-            f"\n[{name}] {len(texts)} docs, {emb.vectors.shape[0]} chunks, "
+            f"\n[{name}] {len(texts)} docs, {sae_emb.vectors.shape[0]} {level}s, "
             f"{(model.density > 0).sum()} live latents of {model.n_latents}; densest:"
         )
         print(
@@ -419,7 +467,7 @@ def run_corpus(name: str, cfg: dict[str, Any], preset: dict[str, Any], quiet: bo
     for x, y in spec["pairs"]:
         ranks = {"planted": [], "control": []}
         for seed in preset["seeds"]:
-            result = planted_correlation(model, emb, classes, x, y, seed)
+            result = planted_correlation(model, sae_emb, classes, x, y, seed)
             for metric, value in result.items():
                 rec("sae", metric, value, setting=f"pair={x}+{y}", seed=seed)
             ranks["planted"].append(result["planted_pair_rank"])
@@ -521,6 +569,19 @@ def main(argv: list[str] | None = None) -> int:
         "--expansion", type=int, default=None, help="SAE latents per embedding dimension"
     )
     parser.add_argument("--k", type=int, default=None, help="active latents per chunk")
+    parser.add_argument(
+        "--level",
+        nargs="+",
+        default=["chunk"],
+        choices=["chunk", "token"],
+        help="embedding levels the SAE reads (rows sae / sae_token)",
+    )
+    parser.add_argument(
+        "--max-train-rows",
+        type=int,
+        default=DEFAULT_MAX_TRAIN_ROWS,
+        help="SAE training rows at most (a seeded sample; matters at token level)",
+    )
     args = parser.parse_args(argv)
     if not SHARED_DATA.is_dir():
         print(f"shared data not found at {SHARED_DATA}", file=sys.stderr)
@@ -529,9 +590,13 @@ def main(argv: list[str] | None = None) -> int:
     preset = dict(QUICK if args.quick else FULL)
     overrides = {"expansion": args.expansion, "k": args.k}
     preset["sae"] = {key: value for key, value in overrides.items() if value is not None} or None
+    preset["max_train_rows"] = args.max_train_rows
     records: list[dict[str, Any]] = []
     for name in args.corpus:
-        records.extend(run_corpus(name, CORPORA[name], preset, args.quiet))
+        for i, level in enumerate(args.level):
+            records.extend(
+                run_corpus(name, CORPORA[name], preset, args.quiet, level, dense_rows=i == 0)
+            )
     print(summarize(records))
     if args.json:
         write_records(args.json, records)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 
 import numpy as np
 import pandas as pd
@@ -75,10 +76,11 @@ def test_cli_train_trains_with_the_api_defaults(tmp_path, monkeypatch):
     class Stop(Exception):
         pass
 
-    def fake_fit(embeddings, sae_config=None, train_config=None, embedder=None):
-        seen.update(sae=sae_config, train=train_config, embedder=embedder)
+    def fake_fit(embeddings, sae_config=None, train_config=None, embedder=None, **rest):
+        seen.update(sae=sae_config, train=train_config, embedder=embedder, rest=rest)
         raise Stop
 
+    fit_defaults = inspect.signature(TextSAE.fit).parameters  # the API's, before the fake
     monkeypatch.setattr(TextSAE, "fit", staticmethod(fake_fit))
     args = text_parser().parse_args(
         ["text", "train", str(csv), "--out", str(tmp_path / "m"), "--embeddings"]
@@ -92,8 +94,9 @@ def test_cli_train_trains_with_the_api_defaults(tmp_path, monkeypatch):
     cli_train = TrainConfig(**{**DEFAULT_TRAIN, "progress": False, **seen["train"]})
     assert {**cli_train.to_dict(), "progress": False} == api_train.to_dict()
     default = Embedder()
-    assert seen["embedder"].spec() == default.spec()
+    assert seen["embedder"].spec() == default.spec()  # level included
     assert seen["embedder"].batch_size == default.batch_size
+    assert seen["rest"] == {"max_train_rows": fit_defaults["max_train_rows"].default}
 
 
 # ------------------------------------------------------------------- (b) labels

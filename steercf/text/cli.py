@@ -28,10 +28,12 @@ from steercf.text.documents import DEFAULT_ID_COLUMN, with_doc_ids
 from steercf.text.embed import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_WORDS,
+    DEFAULT_LEVEL,
     DEFAULT_MODEL,
     DEFAULT_OVERLAP,
+    LEVELS,
 )
-from steercf.text.model import DEFAULT_SAE, DEFAULT_TRAIN
+from steercf.text.model import DEFAULT_MAX_TRAIN_ROWS, DEFAULT_SAE, DEFAULT_TRAIN
 from steercf.text.queries import QUERY_METHODS
 
 # characters shown per table cell, a document's snippet included (the CSV keeps all)
@@ -116,6 +118,13 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
         "--max-chunks", type=int, default=None, help="chunks kept per document (default: all)"
     )
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="chunks per call")
+    p.add_argument(
+        "--level",
+        choices=LEVELS,
+        default=DEFAULT_LEVEL,
+        help="one embedding row per chunk, or per token of each chunk (special tokens "
+        "dropped; a document's SAE code is then the max over its tokens)",
+    )
 
 
 def _add_embed(sub: Any) -> None:
@@ -165,7 +174,14 @@ def _add_train(sub: Any) -> None:
         "--seed",
         type=int,
         default=config_default(TrainConfig, DEFAULT_TRAIN, "seed"),
-        help="seeds initialisation, validation split and shuffling",
+        help="seeds initialisation, validation split, shuffling and the row sample",
+    )
+    p.add_argument(
+        "--max-train-rows",
+        type=int,
+        default=DEFAULT_MAX_TRAIN_ROWS,
+        help="train the SAE on a seeded sample of at most this many embedding rows "
+        "(token level has ~250 per document); every row is encoded afterwards",
     )
     _embed_args(p)
     p.set_defaults(func=cmd_train)
@@ -299,7 +315,11 @@ def _texts(path: str, column: str, encoding: str) -> tuple[pd.DataFrame, list[st
 def _new_embedder(args: argparse.Namespace) -> Any:
     from steercf.text.embed import Embedder
 
-    kwargs: dict[str, Any] = {"batch_size": args.batch_size, "progress": not args.quiet}
+    kwargs: dict[str, Any] = {
+        "batch_size": args.batch_size,
+        "progress": not args.quiet,
+        "level": args.level,
+    }
     for name in ("chunk_words", "overlap", "max_chunks"):
         if getattr(args, name) is not None:
             kwargs[name] = getattr(args, name)
@@ -393,8 +413,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
     embeddings = embedder.embed(texts)
     embeddings.save(args.out)
     print(
-        f"embedded {embeddings.n_docs} documents as {embeddings.vectors.shape[0]} chunks "
-        f"({embedder.model_calls} new, the rest cached) -> {args.out}"
+        f"embedded {embeddings.n_docs} documents as {embeddings.vectors.shape[0]} "
+        f"{embeddings.level}s ({embedder.model_calls} chunks new, the rest cached) -> {args.out}"
     )
 
 
@@ -419,16 +439,20 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.width is not None:
         sae["width"] = args.width
     train = {"max_epochs": args.max_epochs, "seed": args.seed, "progress": not args.quiet}
-    model = TextSAE.fit(embeddings, sae, train, embedder=embedder)
+    model = TextSAE.fit(
+        embeddings, sae, train, embedder=embedder, max_train_rows=args.max_train_rows
+    )
     codes = model.doc_codes(embeddings)
     labels = label_latents(texts, codes)
     model.set_labels(labels["label"].tolist(), labels["terms"].tolist())
-    metrics = sae_metrics(model.sae, embeddings.vectors)
-    model.metadata["metrics"] = metrics  # every chunk, the training ones included
+    # token rows run to hundreds of thousands: measure on an even sample of them
+    step = max(1, len(embeddings.vectors) // max(args.max_train_rows or 0, 65_536))
+    metrics = sae_metrics(model.sae, embeddings.vectors[::step])
+    model.metadata["metrics"] = metrics  # every row (or an even sample), training ones too
     model.save(args.out, force=args.force)
     print(
         f"trained {model.n_latents} latents (k={model.sae.config.k}) on {embeddings.n_docs} "
-        f"documents / {embeddings.vectors.shape[0]} chunks -> {args.out}"
+        f"documents / {embeddings.vectors.shape[0]} {embeddings.level}s -> {args.out}"
     )
     print(train_quality(model.metadata.get("validation"), metrics, model.metadata))
 
@@ -436,9 +460,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 def train_quality(
     validation: dict[str, float] | None, metrics: dict[str, float], metadata: dict[str, Any]
 ) -> str:
-    """The quality line of ``text train``: reconstruction on the chunks held out of
+    """The quality line of ``text train``: reconstruction on the rows held out of
     training (what a new corpus would see), or, when none were held out, on the training
-    chunks, said so; dead latents over every chunk."""
+    rows, said so; dead latents over every row (or an even sample of them)."""
     dead = f"dead latents {metrics['dead_fraction']:.1%} (over every chunk)"
     if validation is None:
         return (

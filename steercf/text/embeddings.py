@@ -1,5 +1,5 @@
-"""Chunk embeddings of a corpus: vectors (n_chunks, d) with the document of each chunk,
-their checks, subsets, concatenation and ``.npz`` files."""
+"""Chunk (or token) embeddings of a corpus: vectors (n_rows, d) with the document of each
+row, their checks, subsets, concatenation and ``.npz`` files."""
 
 from __future__ import annotations
 
@@ -14,23 +14,37 @@ import numpy as np
 
 from steercf.errors import InputError
 
+LEVELS = ("chunk", "token")  # what one row of an Embeddings is
+
+
+def check_level(level: Any) -> str:
+    """``level`` if it is one of :data:`LEVELS`, else an :class:`InputError` naming it."""
+    if level not in LEVELS:
+        raise InputError(f"level must be one of {', '.join(map(repr, LEVELS))}, got {level!r}")
+    return level
+
 
 @dataclass
 class Embeddings:
-    """Chunk embeddings of a corpus.
+    """Chunk (or token) embeddings of a corpus.
 
     Attributes:
-        vectors: (n_chunks, d) float32, one row per chunk.
-        doc_index: (n_chunks,) int64, the document each chunk belongs to, non-decreasing,
+        vectors: (n_rows, d) float32, one row per chunk (``level="chunk"``) or per
+            token (``level="token"``).
+        doc_index: (n_rows,) int64, the document each row belongs to, non-decreasing,
             every document in ``range(n_docs)`` present at least once.
         n_docs: number of documents.
+        level: ``"chunk"`` or ``"token"`` (:data:`LEVELS`): what a row is, so a model
+            trained on these rows knows how to embed new documents.
     """
 
     vectors: np.ndarray
     doc_index: np.ndarray
     n_docs: int
+    level: str = "chunk"
 
     def __post_init__(self) -> None:
+        check_level(self.level)
         self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
         self.doc_index = np.asarray(self.doc_index, dtype=np.int64)
         if self.vectors.ndim != 2 or self.vectors.shape[0] == 0:
@@ -46,9 +60,9 @@ class Embeddings:
             raise InputError("doc_index must cover every document 0..n_docs-1 at least once")
 
     @classmethod
-    def from_array(cls, x: Any, doc_index: Any = None) -> Embeddings:
+    def from_array(cls, x: Any, doc_index: Any = None, level: str = "chunk") -> Embeddings:
         """Wrap precomputed vectors (n, d): one per document unless ``doc_index`` maps
-        rows to documents."""
+        rows to documents; ``level``: what a row is (:data:`LEVELS`)."""
         x = np.asarray(x)
         if x.dtype.kind not in "biuf":
             raise InputError(f"embeddings must be numeric, got dtype {x.dtype}")
@@ -58,7 +72,7 @@ class Embeddings:
             doc_index = np.arange(x.shape[0])
         doc_index = np.asarray(doc_index, dtype=np.int64)
         n_docs = int(doc_index.max()) + 1 if doc_index.size else 0
-        return cls(x, doc_index, n_docs)
+        return cls(x, doc_index, n_docs, level)
 
     @property
     def dim(self) -> int:
@@ -75,32 +89,38 @@ class Embeddings:
         ends = np.searchsorted(self.doc_index, docs, side="right")
         rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
         new_index = np.repeat(np.arange(docs.size), ends - starts)
-        return Embeddings(self.vectors[rows], new_index, int(docs.size))
+        return Embeddings(self.vectors[rows], new_index, int(docs.size), self.level)
 
     @staticmethod
     def concat(parts: Sequence[Embeddings]) -> Embeddings:
-        """Documents of all ``parts`` one after the other."""
+        """Documents of all ``parts`` (of one level) one after the other."""
+        levels = {p.level for p in parts}
+        if len(levels) > 1:
+            raise InputError(f"cannot join embeddings of different levels {sorted(levels)}")
         offsets = np.cumsum([0] + [p.n_docs for p in parts])
         return Embeddings(
             np.concatenate([p.vectors for p in parts]),
             np.concatenate([p.doc_index + o for p, o in zip(parts, offsets, strict=False)]),
             int(offsets[-1]),
+            levels.pop() if levels else "chunk",
         )
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``vectors`` and ``doc_index`` to an ``.npz`` file atomically."""
+        """Write ``vectors``, ``doc_index`` and ``level`` to an ``.npz`` file atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp.npz")
-        np.savez(tmp, vectors=self.vectors, doc_index=self.doc_index)
+        np.savez(tmp, vectors=self.vectors, doc_index=self.doc_index, level=np.array(self.level))
         os.replace(tmp, path)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Embeddings:
-        """Read a file written by :meth:`save` (``allow_pickle=False``)."""
+        """Read a file written by :meth:`save` (``allow_pickle=False``); files without a
+        ``level`` (written before token level existed) hold chunks."""
         try:
             with np.load(Path(path), allow_pickle=False) as data:
-                return cls.from_array(data["vectors"], data["doc_index"])
+                level = str(data["level"]) if "level" in data.files else "chunk"
+                return cls.from_array(data["vectors"], data["doc_index"], check_level(level))
         except (OSError, KeyError, ValueError) as err:
             raise InputError(f"cannot read embeddings from {path}: {err}") from err

@@ -1,8 +1,15 @@
-"""TextSAE: a sparse autoencoder from :mod:`steercf.sae` over document chunk embeddings.
+"""TextSAE: a sparse autoencoder from :mod:`steercf.sae` over document chunk (or token)
+embeddings.
 
-Each chunk embedding (d,) gets an SAE code (n_latents,); a document's code is the
-element-wise maximum over its chunks' codes (the published toolkit takes the max over
-tokens), so a latent is "on" for a document when any part of it expresses the latent.
+Each row embedding (d,), a chunk's or a token's (``Embedder(level=...)``), gets an SAE
+code (n_latents,); a document's code is the element-wise maximum over its rows' codes
+(the published toolkit takes the max over tokens), so a latent is "on" for a document
+when any part of it expresses the latent. The level is stored with the model (its
+embedder spec), so a model trained on tokens embeds new documents at token level.
+
+Token rows are many (~250 per BBC article): the SAE trains on a seeded sample of at most
+``max_train_rows`` rows (:data:`DEFAULT_MAX_TRAIN_ROWS`), while calibration and document
+codes use every row, streamed in batches (never an (n_rows, n_latents) array).
 
 Default size, measured on the arXiv sample (2,000 abstracts, 2,339 chunks of 384-d
 MiniLM vectors) and BBC News (2,225 first chunks) with ``benchmarks/text.py``: 384
@@ -21,7 +28,7 @@ a few thousand chunks give only a few optimiser steps per epoch at batch 1024.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +36,7 @@ import torch
 
 from steercf.errors import InputError, ModelFileError
 from steercf.io import read_model, require_tensors, save_model_dir
+from steercf.ranking import whole_number
 from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig, train_sae
 from steercf.text.embed import Embedder, Embeddings
 
@@ -36,6 +44,14 @@ KIND = "TextSAE"
 DEFAULT_SAE = {"expansion": 1, "k": 32, "decoder_bias_init": "median"}
 DEFAULT_TRAIN = {"loss": "nmse", "batch_size": 256, "max_epochs": 300, "patience": 20}
 ENCODE_BATCH = 4096
+# rows the SAE trains on at most (a seeded sample beyond): chunk corpora (a few thousand
+# rows) train on all of them. Token rows (BBC first chunks: 529 K; arXiv: 385 K) are
+# near-duplicates of their neighbours; on this 2-core machine an epoch over 65,536 of
+# them took 3.9 s and the validation loss was still falling slowly at epoch 20 (early
+# stopping would run to max_epochs: ~20 min), over 16,384 about 1 s (BBC: 470 s to train
+# under load). Chosen for training time; benchmarks/text.py --level token --max-train-rows
+# measures the tasks.
+DEFAULT_MAX_TRAIN_ROWS = 16_384
 CENTROID_TOP = 20  # chunks averaged into a latent's centroid
 
 
@@ -91,6 +107,12 @@ class TextSAE:
     def n_latents(self) -> int:
         return self.sae.config.n_latents
 
+    @property
+    def level(self) -> str:
+        """``"chunk"`` or ``"token"``: the rows the SAE was trained on (and encodes)."""
+        spec = self.embedder_spec or {}
+        return str(spec.get("level") or self.metadata.get("level") or "chunk")
+
     # ---------------------------------------------------------------- training
     @classmethod
     def fit(
@@ -99,20 +121,31 @@ class TextSAE:
         sae_config: SAEConfig | dict[str, Any] | None = None,
         train_config: TrainConfig | dict[str, Any] | None = None,
         embedder: Embedder | None = None,
+        max_train_rows: int | None = DEFAULT_MAX_TRAIN_ROWS,
     ) -> TextSAE:
-        """Train on the chunk embeddings (n_chunks, d) of a corpus.
+        """Train on the chunk (or token) embeddings (n_rows, d) of a corpus.
 
         Args:
             sae_config: :class:`SAEConfig` or overrides of :data:`DEFAULT_SAE`.
             train_config: :class:`TrainConfig` or overrides of :data:`DEFAULT_TRAIN`.
-            embedder: the embedder that made ``embeddings`` (its spec is stored).
+            embedder: the embedder that made ``embeddings`` (its spec, level included,
+                is stored); its level must be the embeddings' level.
+            max_train_rows: train on a sample of at most this many rows, drawn with
+                ``train_config.seed`` (None: all rows); calibration uses every row.
 
         ``metadata["validation"]`` holds the reconstruction quality (``cosine``, ``nmse``,
-        ``l0``) on the chunks held out of training (``train_config.val_fraction``) at the
+        ``l0``) on the rows held out of training (``train_config.val_fraction``) at the
         kept epoch, or None when none were held out.
         """
         if not isinstance(embeddings, Embeddings):
             embeddings = Embeddings.from_array(embeddings)
+        if embedder is not None and embedder.level != embeddings.level:
+            raise InputError(
+                f"the embeddings are {embeddings.level}-level but the embedder's level is "
+                f"{embedder.level!r}: embed with level={embeddings.level!r} or re-embed"
+            )
+        if max_train_rows is not None:
+            max_train_rows = whole_number(max_train_rows, "max_train_rows", minimum=2)
         d = embeddings.dim
         if not isinstance(sae_config, SAEConfig):
             sae_config = SAEConfig(d_in=d, **{**DEFAULT_SAE, **(sae_config or {})})
@@ -122,13 +155,21 @@ class TextSAE:
             train_config = TrainConfig(
                 **{**DEFAULT_TRAIN, "progress": False, **(train_config or {})}
             )
-        result = train_sae(embeddings.vectors, sae_config, train_config)
+        rows = embeddings.vectors
+        if max_train_rows is not None and len(rows) > max_train_rows:
+            pick = np.random.default_rng(train_config.seed).choice(
+                len(rows), max_train_rows, replace=False
+            )
+            rows = rows[np.sort(pick)]
+        result = train_sae(rows, sae_config, train_config)
         spec = embedder.spec() if embedder is not None else None
         model = cls(result.sae, spec)
         best = result.history[result.best_epoch] if result.history else {}
         model.metadata.update(
             n_docs=embeddings.n_docs,
-            n_chunks=int(embeddings.vectors.shape[0]),
+            n_chunks=int(embeddings.vectors.shape[0]),  # rows: chunks or tokens
+            level=embeddings.level,
+            n_train_rows=int(len(rows)),
             best_epoch=result.best_epoch,
             train_config=train_config.to_dict(),
             # quality on the chunks held out of training (val_fraction, the ones early
@@ -143,25 +184,39 @@ class TextSAE:
         return model
 
     def calibrate(self, embeddings: Embeddings, top_chunks: int = CENTROID_TOP) -> None:
-        """Set ``p90``, ``density`` and ``centroids`` from a corpus's chunk embeddings.
+        """Set ``p90``, ``density`` and ``centroids`` from a corpus's chunk (or token)
+        embeddings.
 
         ``centroids[l]`` (d,) is the unit-length activation-weighted mean of the
-        ``top_chunks`` chunk embeddings where latent ``l`` fires most: where the latent
-        lives in embedding space, comparable by cosine with any query embedding (a
-        "semantic label" that needs no text).
+        ``top_chunks`` rows (chunks or tokens) where latent ``l`` fires most: where the
+        latent lives in embedding space, comparable by cosine with any query embedding
+        (a "semantic label" that needs no text).
         """
-        chunk = self.chunk_codes(embeddings)
-        codes = self._doc_max(chunk, embeddings)
+        n = self.n_latents
+        top = min(top_chunks, embeddings.vectors.shape[0])
+        best = np.zeros((0, n), np.float32)  # running top rows' codes per latent
+        best_rows = np.zeros((0, n), np.int64)
+        codes = np.zeros((embeddings.n_docs, n), np.float32)
+        for start, chunk in self._row_codes(embeddings):
+            self._max_into(codes, chunk, embeddings.doc_index[start : start + len(chunk)])
+            values = np.concatenate([best, chunk])
+            rows = np.concatenate(
+                [
+                    best_rows,
+                    np.broadcast_to(np.arange(start, start + len(chunk))[:, None], chunk.shape),
+                ]
+            )
+            keep = np.argpartition(-values, top - 1, axis=0)[:top]  # (top, n_latents)
+            best = np.take_along_axis(values, keep, axis=0)
+            best_rows = np.take_along_axis(rows, keep, axis=0)
         fired = codes > 0
         self.density = fired.mean(0).astype(np.float32)
         masked = np.where(fired, codes, np.nan)
         with np.errstate(all="ignore"), _quiet_nan():
             p90 = np.nanpercentile(masked, 90, axis=0)
         self.p90 = np.where(np.isfinite(p90) & (p90 > 0), p90, 1.0).astype(np.float32)
-        top = min(top_chunks, chunk.shape[0])
-        idx = np.argpartition(-chunk, top - 1, axis=0)[:top]  # (top, n_latents)
-        w = np.take_along_axis(chunk, idx, axis=0)  # zero where fewer chunks fired
-        centroids = np.einsum("tl,tld->ld", w, embeddings.vectors[idx])
+        # best: zero where fewer rows fired
+        centroids = np.einsum("tl,tld->ld", best, embeddings.vectors[best_rows])
         norms = np.linalg.norm(centroids, axis=1, keepdims=True)
         self.centroids = (centroids / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -188,17 +243,43 @@ class TextSAE:
         return torch.cat(parts).numpy()
 
     def doc_codes(self, embeddings: Embeddings) -> np.ndarray:
-        """Document codes (n_docs, n_latents): the max over each document's chunk codes."""
-        if not isinstance(embeddings, Embeddings):
-            embeddings = Embeddings.from_array(embeddings)
-        return self._doc_max(self.chunk_codes(embeddings), embeddings)
+        """Document codes (n_docs, n_latents): the max over each document's row codes
+        (chunks or tokens), computed ``ENCODE_BATCH`` rows at a time.
 
-    def _doc_max(self, chunk: np.ndarray, embeddings: Embeddings) -> np.ndarray:
-        if embeddings.vectors.shape[0] == embeddings.n_docs:
-            return chunk
+        Raises:
+            InputError: ``embeddings`` are of another level than the model's (a token
+                model needs token rows: embed with :meth:`embedder`).
+        """
+        if not isinstance(embeddings, Embeddings):
+            embeddings = Embeddings.from_array(embeddings, level=self.level)
+        if embeddings.level != self.level:
+            raise InputError(
+                f"the model was trained on {self.level}-level embeddings but got "
+                f"{embeddings.level}-level ones: embed the documents with model.embedder()"
+            )
         out = np.zeros((embeddings.n_docs, self.n_latents), np.float32)
-        np.maximum.at(out, embeddings.doc_index, chunk)  # codes are >= 0, so 0 is neutral
+        for start, chunk in self._row_codes(embeddings):
+            self._max_into(out, chunk, embeddings.doc_index[start : start + len(chunk)])
         return out
+
+    @torch.no_grad()
+    def _row_codes(self, embeddings: Embeddings) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, codes (b, n_latents))`` per batch of ``ENCODE_BATCH`` rows."""
+        x = embeddings.vectors
+        for start in range(0, x.shape[0], ENCODE_BATCH):
+            yield start, self.chunk_codes(x[start : start + ENCODE_BATCH])
+
+    @staticmethod
+    def _max_into(out: np.ndarray, codes: np.ndarray, doc_index: np.ndarray) -> None:
+        """``out[d] = max(out[d], codes of d's rows)`` for a batch of rows: one
+        ``reduceat`` per run of equal documents when ``doc_index`` is non-decreasing (as
+        embedders make it), else ``np.maximum.at``. Codes are >= 0, so zeros are neutral."""
+        if np.any(doc_index[1:] < doc_index[:-1]):  # rows not grouped by document
+            np.maximum.at(out, doc_index, codes)
+            return
+        starts = np.flatnonzero(np.r_[True, doc_index[1:] != doc_index[:-1]])
+        docs = doc_index[starts]
+        out[docs] = np.maximum(out[docs], np.maximum.reduceat(codes, starts, axis=0))
 
     @torch.no_grad()
     def query_code(self, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
