@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from steercf.cli import main
@@ -129,11 +131,20 @@ def test_spliced_workflow_end_to_end(tmp_path, capsys):
 
     assert main(["explain", str(spliced), "--user", "196", "-n", "3", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "active latents" in out and out.count(" score ") == 3
-    # each reason is a labelled latent with its share of the score, largest first
-    shares = [int(line.split("%")[0]) for line in out.splitlines() if "% of it: #" in line]
-    assert shares and all(0 < share <= 100 for share in shares)
-    assert "% of it: #" in out and "latent " not in out.split("recommendations")[1]
+    assert "active latents" in out and len(re.findall(r" score [-0-9.]+ = ", out)) == 3
+    # each score is split into parts that add up to it; each reason is a labelled latent
+    # with what it adds and that as a share of the score
+    for line in out.splitlines():
+        split = re.search(r"score ([-0-9.]+) = latents ([-+0-9.]+), rest ([-+0-9.]+)", line)
+        if split:
+            score, latents, rest = map(float, split.groups())
+            assert latents + rest == pytest.approx(score, abs=2e-3)
+            current = score
+        reason = re.match(r"\s+([-+0-9.]+) \(\s*(-?\d+)% of the score\): #", line)
+        if reason:
+            value, share = float(reason.group(1)), int(reason.group(2))
+            assert value > 0 and abs(share - 100 * value / current) <= 1
+    assert "% of the score): #" in out and "latent " not in out.split("recommendations")[1]
 
     # explain resolves mappings like steer does, the steering-side one included
     assert (
@@ -152,7 +163,7 @@ def test_spliced_workflow_end_to_end(tmp_path, capsys):
         )
         == 0
     )
-    assert capsys.readouterr().out.count(" score ") == 2
+    assert len(re.findall(r" score [-0-9.]+ = ", capsys.readouterr().out)) == 2
 
     assert main(["steer", str(spliced), "--user", "196", "--concept", "+Horrorr", "--quiet"]) == 2
     assert "Horror" in capsys.readouterr().err  # unknown concept: close matches named

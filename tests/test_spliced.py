@@ -235,7 +235,7 @@ def test_splice_aware_finetune_is_kept_only_if_validation_recall_rises(tmp_path,
 
 def test_error_term_mode_keeps_the_base_scores_and_steers_the_sparse_code(tmp_path, split, base):
     from steercf.sae.steer import Knob
-    from steercf.steering import error_term_shares, explain_items, steer_codes
+    from steercf.steering import error_term_shares, explain_items, score_parts, steer_codes
 
     sae = SplicedRecommender(base, SAE, quick_train(), augment=2).fit(split.train, split.val_full)
     model = SplicedRecommender.from_parts(base, sae.sae_, error_term=True)
@@ -257,14 +257,24 @@ def test_error_term_mode_keeps_the_base_scores_and_steers_the_sparse_code(tmp_pa
         atol=1e-4,
         rtol=1e-4,
     )
-    # explanations: latent shares and the error term's share add up to at most 1
-    ids, _ = model.recommend(rows[:1], N=5)
+    # explanations: the score splits into latents + error term + rest; the error term is
+    # signed (it can lower a score), and zero for the pure splice
+    ids, _ = model.recommend(rows[:5], N=10)
+    for user in range(5):
+        parts = score_parts(model, rows[user], ids[user])
+        total = parts["latents"] + parts["error_term"] + parts["rest"]
+        np.testing.assert_allclose(total, parts["score"], atol=1e-4)
+        pure = score_parts(sae, rows[user], ids[user])
+        # same code, same latents' part; the error term is the whole difference in score
+        np.testing.assert_allclose(parts["latents"], pure["latents"], atol=1e-4)
+        np.testing.assert_allclose(parts["error_term"], parts["score"] - pure["score"], atol=1e-4)
+        assert (pure["error_term"] == 0).all()
+        shares = error_term_shares(model, rows[user], ids[user])
+        np.testing.assert_allclose(shares * np.abs(parts["score"]), parts["error_term"], atol=1e-4)
+    every = score_parts(model, rows[:1], model.recommend(rows[:1], N=200)[0][0])["error_term"]
+    assert every.min() < 0 < every.max()  # both signs occur
     reasons = explain_items(model, rows[:1], ids[0], shares=True, top=10_000)
-    residual = error_term_shares(model, rows[:1], ids[0])
-    assert ((residual >= 0) & (residual <= 1)).all() and residual.max() > 0
-    for why, rest in zip(reasons, residual, strict=True):
-        assert sum(share for _, _, share in why) + rest == pytest.approx(1.0, abs=1e-4)
-    assert (error_term_shares(sae, rows[:1], ids[0]) == 0).all()
+    assert all(0 < share <= 1 for why in reasons for _, _, share in why)
     # saved and loaded, it stays in error-term mode
     model.save(tmp_path / "m")
     loaded = load_model(tmp_path / "m")

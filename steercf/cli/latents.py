@@ -46,8 +46,8 @@ from steercf.steering import (
     DEFAULT_STRENGTH,
     ConceptKnobs,
     compare,
-    error_term_shares,
     explain_items,
+    score_parts,
     user_concepts,
 )
 
@@ -99,7 +99,8 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
     )
     final = model.history_[model.best_epoch_]
     print(
-        f"saved {base.kind}+SAE ({model.n_latents} latents, k={args.k}) to {args.out}; "
+        f"saved {base.kind}+SAE ({model.n_latents} latents, k={args.k}"
+        f"{', error-term mode' if model.error_term else ''}) to {args.out}; "
         f"best epoch {model.best_epoch_}, val cosine {final.get('val_cosine', float('nan')):.4f}"
     )
     group.barrier()
@@ -229,20 +230,28 @@ def cmd_explain(args: argparse.Namespace) -> None:
     for latent, value in model.sparse_code(history).of(0)[: args.latents]:
         print(f"  {latent:>5}  {value:.3f}  {_latent_text(labels, latent, 90)}")
     ids, scores = model.recommend(history, N=args.n)
-    print("recommendations, each because of the latents adding most to its score:")
-    residual = error_term_shares(model, history, ids[0])
-    for item, score, why, unexplained in zip(
-        ids[0],
-        scores[0],
-        explain_items(model, history, ids[0], shares=True),
-        residual,
-        strict=True,
+    print(
+        "recommendations: each score split into what the user's latents add, "
+        + ("the SAE's error term, " if model.error_term else "")
+        + "and the rest (the SAE's decoder bias and the user's mean); then the latents "
+        "adding most, with their share of the score:"
+    )
+    parts = score_parts(model, history, ids[0])
+    for j, (item, why) in enumerate(
+        zip(ids[0], explain_items(model, history, ids[0]), strict=True)
     ):
-        print(f"  {one_line(data.titles([item])[0], 60):<60} score {score:.3f}")
-        for latent, _, share in why:
-            print(f"      {share:>4.0%} of it: #{latent} {_latent_text(labels, latent, 80)}")
-        if model.error_term:  # what the sparse code does not explain
-            print(f"      {unexplained:>4.0%} of it: the SAE's error term")
+        score = float(parts["score"][j])
+        split = f"latents {parts['latents'][j]:+.3f}"
+        if model.error_term:  # what the sparse code does not explain, signed
+            split += f", error term {parts['error_term'][j]:+.3f}"
+        split += f", rest {parts['rest'][j]:+.3f}"
+        print(f"  {one_line(data.titles([item])[0], 60):<60} score {score:.3f} = {split}")
+        for latent, value in why:
+            share = f"{value / score:>4.0%}" if score > 0 else "   -"
+            print(
+                f"      {value:+.3f} ({share} of the score): #{latent} "
+                f"{_latent_text(labels, latent, 70)}"
+            )
 
 
 def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
@@ -281,7 +290,7 @@ def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
         "--error-term",
         action="store_true",
         help="recommend through decode(SAE(z) + (z - SAE(z))): the base's exact scores, "
-        "steering still edits the sparse code, explain reports the error term's share "
+        "steering still edits the sparse code, explain reports what the error term adds "
         "(off: the pure splice)",
     )
     add_parallel_args(tsae)
@@ -314,8 +323,8 @@ def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
         action="append",
         required=True,
         help=f'"+Horror" (toward), "-Comedy" (away; both at strength {DEFAULT_STRENGTH}), '
-        '"+Horror:0.6", "+tags:pixar" (another concept source), "+kg:director of Pulp '
-        'Fiction" (a knowledge-graph concept by its id or the name `steercf latent` shows, '
+        '"+Horror:0.6", "+tags:pixar" (another concept source), "+kg:actor in Star Wars '
+        '(1977), Lion King" (a knowledge-graph concept by its id or the name `steercf latent` shows, '
         'or the start of that name), "+latent:12:0.3" or "+neuron:12:0.3" (one SAE latent; '
         "neuron is an alias of latent); repeatable",
     )

@@ -323,8 +323,8 @@ def add_model_commands(sub: Any) -> list[argparse.ArgumentParser]:
         action="append",
         default=[],
         help=f'steer every user: "+Horror" (toward), "-Comedy" (away; both at strength '
-        f'{DEFAULT_STRENGTH}), "-Comedy:0.6", "+tags:pixar", "+kg:director of Pulp '
-        'Fiction" (a concept by its id or readable name), "+latent:12:0.3" or '
+        f'{DEFAULT_STRENGTH}), "-Comedy:0.6", "+tags:pixar", "+kg:actor in Star Wars '
+        '(1977), Lion King" (a concept by its id or readable name), "+latent:12:0.3" or '
         '"+neuron:12:0.3" (one SAE latent, spliced models; neuron is an alias of latent)',
     )
     add_steering_args(score)

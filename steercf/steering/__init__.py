@@ -35,7 +35,7 @@ from steercf.steering.defaults import (
     DEFAULT_TOP_LATENTS,
     STRENGTH_SCALE,
 )
-from steercf.steering.explain import error_term_shares, explain_items, user_concepts
+from steercf.steering.explain import error_term_shares, explain_items, score_parts, user_concepts
 from steercf.steering.knobs import (
     STEERING_MAPPINGS,
     ConceptKnobs,
@@ -69,6 +69,7 @@ __all__ = [
     "decoder_effect",
     "decoder_fit",
     "error_term_shares",
+    "score_parts",
     "explain_items",
     "latent_contributions",
     "parse_knobs",

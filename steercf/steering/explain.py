@@ -80,6 +80,40 @@ def explain_items(
     ]
 
 
+def score_parts(
+    model: SplicedRecommender,
+    user_items: Any,
+    items: Sequence[int],
+    knobs: Sequence[Knob] = (),
+    rule: str = DEFAULT_RULE,
+    encoding: SparseEncoding | None = None,
+) -> dict[str, np.ndarray]:
+    """Each listed item's score split into what the user's latents add, what the error
+    term adds (error-term mode only) and the rest (the SAE's decoder bias and the user's
+    embedding mean; for a nonlinear decoder such as Mult-VAE's also the nonlinearity).
+    The parts add up to the score.
+
+    Args: as :func:`explain_items`.
+
+    Returns:
+        ``{"score", "latents", "error_term", "rest"}``, each (m,) float, signed.
+    """
+    if encoding is None:
+        encoding = model.encode(user_items)
+    encoding = steer_encoding(encoding[0], knobs, rule)
+    items = np.asarray(items)
+    with torch.no_grad():
+        score = model.decode(encoding)[0, torch.as_tensor(items, dtype=torch.long)]
+    latents = model.latent_contributions(encoding, items).sum(0)
+    error_term = model.residual_contributions(encoding, items)[0]
+    return {
+        "score": score.numpy(),
+        "latents": latents.numpy(),
+        "error_term": error_term.numpy(),
+        "rest": (score - latents - error_term).numpy(),
+    }
+
+
 def error_term_shares(
     model: SplicedRecommender,
     user_items: Any,
@@ -88,20 +122,15 @@ def error_term_shares(
     rule: str = DEFAULT_RULE,
     encoding: SparseEncoding | None = None,
 ) -> np.ndarray:
-    """The error term's share of what the user's latents and the error term add to each
-    listed item's score (positive parts, as in :func:`explain_items` with ``shares``):
-    how much of a recommendation the sparse code does *not* explain. All zeros for a
-    pure splice (``error_term=False``).
+    """What the error term adds to each listed item's score, as a signed share of the
+    score (:func:`score_parts`; negative: it lowers the score): how much of a
+    recommendation the sparse code does *not* explain. All zeros for a pure splice
+    (``error_term=False``).
 
     Args: as :func:`explain_items`.
 
     Returns:
-        (m,) float, each in [0, 1].
+        (m,) float.
     """
-    if encoding is None:
-        encoding = model.encode(user_items)
-    encoding = steer_encoding(encoding[0], knobs, rule)
-    items = np.asarray(items)
-    residual = model.residual_contributions(encoding, items)[0].clamp_min(0)
-    latents = model.latent_contributions(encoding, items).clamp_min(0).sum(0)
-    return (residual / (latents + residual).clamp_min(1e-12)).numpy()
+    parts = score_parts(model, user_items, items, knobs, rule, encoding)
+    return parts["error_term"] / np.maximum(np.abs(parts["score"]), 1e-12)
