@@ -55,7 +55,7 @@ SETTINGS = {  # name -> (knobs on, explanations on, a user not seen before)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--quick", action="store_true", help="small model, 20 requests")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)

@@ -98,7 +98,7 @@ def models(seed: int, quick: bool, threads: int) -> dict[str, tuple[Callable[[],
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--quick", action="store_true", help="one seed, few epochs, no EASE")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for every model")

@@ -164,7 +164,7 @@ def explanation_agreement(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--quick", action="store_true", help="small models, one seed")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write flat records here")

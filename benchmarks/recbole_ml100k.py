@@ -104,7 +104,7 @@ def _listed(value: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument(
         "--quick", action="store_true", help="1-3 epochs, tiny SAE, fewer models: a smoke run"
     )

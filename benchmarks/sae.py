@@ -142,7 +142,7 @@ def best_plain_model(dataset: str, split, seed: int, args: argparse.Namespace) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument(
         "--quick", action="store_true", help="one seed, ML-100K, 2 settings, 5 epochs"
     )

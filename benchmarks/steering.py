@@ -144,7 +144,7 @@ def pick(candidates: list[tuple[dict, Any, list[float]]], val_task, test_task) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--quick", action="store_true", help="ML-100K, one seed, few settings")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--json", type=Path)
