@@ -203,46 +203,28 @@ def main(argv: list[str] | None = None) -> int:
                         records.append(record)
                     # labels fitted on training items, judged on held-out items
                     live = (np.asarray(item_acts) > 0).any(axis=0)
+                    where = {
+                        "dataset": f"{dataset}/{source}",
+                        "model": name,
+                        "seed": seed,
+                        "n": int(live.sum()),
+                    }
                     for labeller, result in held_out_labelling(
                         item_acts, tags, live, seed=seed
                     ).items():
-                        for metric, key in (
-                            ("label_precision@10_held_out", "precision@10"),
-                            ("label_coverage_held_out", "coverage"),
-                        ):
-                            records.append(
-                                {
-                                    "dataset": f"{dataset}/{source}",
-                                    "model": name,
-                                    "metric": metric,
-                                    "value": result[key],
-                                    "seed": seed,
-                                    "setting": f"labeller={labeller},{setting}",
-                                    "n": int(live.sum()),
-                                }
-                            )
+                        records += held_out_records(result, where, f"labeller={labeller},{setting}")
                         labelling.append((f"{dataset}/{source}", training, name, labeller, result))
                     # the coverage-precision curve of each labeller, same split
                     for labeller, curve in held_out_curves(item_acts, tags, live, seed).items():
                         if seed == seeds[0] and training == args.train[0]:
                             label_curves[(source, name, labeller)] = curve
                         for point in curve:
-                            for metric, key in (
-                                ("label_precision@10_held_out", "precision@10"),
-                                ("label_coverage_held_out", "coverage"),
-                            ):
-                                records.append(
-                                    {
-                                        "dataset": f"{dataset}/{source}",
-                                        "model": name,
-                                        "metric": metric,
-                                        "value": point[key],
-                                        "seed": seed,
-                                        "setting": f"curve,labeller={labeller},"
-                                        f"threshold={point['threshold']:g},{setting}",
-                                        "n": int(live.sum()),
-                                    }
-                                )
+                            records += held_out_records(
+                                point,
+                                where,
+                                f"curve,labeller={labeller},"
+                                f"threshold={point['threshold']:g},{setting}",
+                            )
                     if name == "sae":
                         agreement = explanation_agreement(
                             model, split.test_input, np.asarray(item_acts), tags, seed
@@ -315,6 +297,20 @@ def main(argv: list[str] | None = None) -> int:
         write_records(args.json, records)
         print(f"wrote {len(records)} records to {args.json}", file=sys.stderr)
     return 0
+
+
+def held_out_records(
+    point: dict[str, float], where: dict[str, Any], setting: str
+) -> list[dict[str, Any]]:
+    """A labelling point's held-out precision@10 and coverage as records (``where``:
+    dataset, model, seed, n)."""
+    return [
+        {**where, "metric": metric, "value": point[key], "setting": setting}
+        for metric, key in (
+            ("label_precision@10_held_out", "precision@10"),
+            ("label_coverage_held_out", "coverage"),
+        )
+    ]
 
 
 def summary_rows(

@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                     return sae_steerer(model, knobs, config["rule"])
 
                 rerank = tag_boost_steerer(model, visible)
+                at_defaults = steerer(DEFAULTS_CONFIG)  # sae+rerank's SAE part, encoded once
                 methods = {
                     "sae": [
                         (
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                     "sae+rerank": [
                         (
                             {**DEFAULTS_CONFIG, "beta_per_strength": b},
-                            combined_steerer(steerer(DEFAULTS_CONFIG), rerank, b),
+                            combined_steerer(at_defaults, rerank, b),
                             STRENGTHS[DEFAULT_RULE],
                         )
                         for b in BETA_PER_STRENGTH
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 chosen = outcomes["sae+rerank"]
                 beta = chosen["config"]["beta_per_strength"] * chosen["strength"]
                 for part, part_steerer, strength in (
-                    ("sae+rerank:sae part", steerer(DEFAULTS_CONFIG), chosen["strength"]),
+                    ("sae+rerank:sae part", at_defaults, chosen["strength"]),
                     ("sae+rerank:rerank part", rerank, beta),
                 ):
                     curve = sweep(part_steerer, test_task, [0.0, strength], K)

@@ -129,16 +129,33 @@ def format_comparison(reports: Sequence[MonosemanticityReport]) -> str:
     return format_table(comparison_rows(reports))
 
 
+def _new_figure(width: float, height: float) -> Any:
+    """A matplotlib Figure on the Agg canvas directly: no display needed and no global
+    pyplot state, so an inline notebook backend keeps working afterwards."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save_figure(fig: Any, path: str | Path, title: str) -> Path:
+    """Title, lay out and write ``fig`` to ``path`` (PNG), creating its folder."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    return path
+
+
 def plot_reports(
     reports: Sequence[MonosemanticityReport], path: str | Path, title: str = ""
 ) -> Path:
     """Histograms of the per-latent and per-concept measures, one colour per model and
     one row of panels per concept source; written to ``path`` (PNG)."""
-    # The Agg canvas directly: no display needed and no global pyplot state, so an
-    # inline notebook backend keeps working afterwards.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     sources = list(dict.fromkeys(r.source for r in reports))
     panels = [
         ("latent entropy decrease", lambda r: r.latents.decrease),
@@ -146,8 +163,7 @@ def plot_reports(
         ("concept entropy decrease", lambda r: r.concepts.decrease),
         (f"label precision@{TOP_ITEMS}", lambda r: r.unit_precision),
     ]
-    fig = Figure(figsize=(4 * len(panels), 3 * len(sources)))
-    FigureCanvasAgg(fig)
+    fig = _new_figure(4 * len(panels), 3 * len(sources))
     axes = fig.subplots(len(sources), len(panels), squeeze=False)
     for row, source in enumerate(sources):
         for col, (label, values_of) in enumerate(panels):
@@ -165,13 +181,7 @@ def plot_reports(
             ax.set_title(f"{source}: {label}", fontsize=9)
             if row == 0 and col == 0:
                 ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    return path
+    return _save_figure(fig, path, title)
 
 
 def plot_label_curves(
@@ -188,12 +198,8 @@ def plot_label_curves(
         curves: ``{(source, model, labeller): curve points}``.
         target_precision: drawn as a dotted line (the evidence labeller's target).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     sources = list(dict.fromkeys(source for source, _, _ in curves))
-    fig = Figure(figsize=(4.5 * len(sources), 3.6))
-    FigureCanvasAgg(fig)
+    fig = _new_figure(4.5 * len(sources), 3.6)
     axes = fig.subplots(1, len(sources), squeeze=False)[0]
     styles = {"evidence": "-", "best_characterizes": "--"}
     models = list(dict.fromkeys(model for _, model, _ in curves))
@@ -220,10 +226,4 @@ def plot_label_curves(
         ax.set_ylim(0, 1)
         ax.set_title(source, fontsize=9)
         ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    return path
+    return _save_figure(fig, path, title)

@@ -465,8 +465,7 @@ def held_out_curves(
         for ``best_characterizes`` ``threshold`` is the labelled share of live units.
     """
     acts, tags, live, (fit, _, test) = _labelling_inputs(item_acts, item_tags, live, seed)
-    pairs = pair_evidence(acts, tags, fit, k)
-    evidence = pairs.evidence(pairs.best())  # uncapped, as the threshold choice
+    evidence = concept_evidence(acts, tags, fit, k)  # uncapped, as the threshold choice
     shares = [round(0.05 * i, 2) for i in range(1, 21)]
     return {
         "evidence": labelling_curve(evidence, acts, tags, test, live, k=k),

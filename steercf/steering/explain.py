@@ -36,6 +36,20 @@ def user_concepts(model, user_items, mapping, top: int = 5) -> list[tuple[str, f
     return sorted(votes.items(), key=lambda kv: -kv[1])[:top]
 
 
+def _steered_user(
+    model: SplicedRecommender,
+    user_items: Any,
+    knobs: Sequence[Knob],
+    rule: str,
+    encoding: SparseEncoding | None,
+) -> SparseEncoding:
+    """The first user's encoding (``encoding`` if given, else encoded from
+    ``user_items``) with ``knobs`` applied: what an explanation reads."""
+    if encoding is None:
+        encoding = model.encode(user_items)
+    return steer_encoding(encoding[0], knobs, rule)
+
+
 def explain_items(
     model: SplicedRecommender,
     user_items: Any,
@@ -57,19 +71,19 @@ def explain_items(
         shares: also give each reason's share of what all the user's latents add to the
             item's score (the sum of the positive contributions; the decoder bias and
             the user's mean are left out). In error-term mode the error term's positive
-            part counts in that sum too (:func:`error_term_shares` gives its own share).
+            part counts in that sum too (:func:`score_parts` gives the signed parts of
+            the score itself).
 
     Returns:
         per item, ``[(latent, contribution), ...]`` largest first (positive ones only),
         or ``[(latent, contribution, share), ...]`` with ``shares``.
     """
-    if encoding is None:
-        encoding = model.encode(user_items)
-    encoding = steer_encoding(encoding[0], knobs, rule)
+    encoding = _steered_user(model, user_items, knobs, rule, encoding)
     contributions = model.latent_contributions(encoding, np.asarray(items))
     values, latents = torch.topk(contributions, min(top, contributions.shape[0]), dim=0)
-    residual = model.residual_contributions(encoding, np.asarray(items))[0]
-    totals = (contributions.clamp_min(0).sum(0) + residual.clamp_min(0)).clamp_min(1e-12)
+    if shares:
+        residual = model.residual_contributions(encoding, np.asarray(items))[0]
+        totals = (contributions.clamp_min(0).sum(0) + residual.clamp_min(0)).clamp_min(1e-12)
     return [
         [
             (int(n), float(v), float(v / totals[j])) if shares else (int(n), float(v))
@@ -98,9 +112,7 @@ def score_parts(
     Returns:
         ``{"score", "latents", "error_term", "rest"}``, each (m,) float, signed.
     """
-    if encoding is None:
-        encoding = model.encode(user_items)
-    encoding = steer_encoding(encoding[0], knobs, rule)
+    encoding = _steered_user(model, user_items, knobs, rule, encoding)
     items = np.asarray(items)
     with torch.no_grad():
         score = model.decode(encoding)[0, torch.as_tensor(items, dtype=torch.long)]
