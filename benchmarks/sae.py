@@ -1,8 +1,9 @@
 """What splicing an SAE into a CFAE costs, per SAE recipe.
 
-Per data set and seed: split users (protocol), fit the bases (the ELSA preset, by default
-capped at the splice base's 256 factors, ``steercf.experiment.splice_base``; a low-rank
-EASE; optionally Mult-VAE), train one SAE per setting on each base's embeddings of the training users, and
+Per data set and seed: split users (protocol), fit the bases (the ELSA preset kept to its
+``--ranks`` principal score directions, ``steercf.experiment.splice_base``; with
+``--former`` also ELSA trained at 256 factors, the former splice base; a low-rank EASE;
+optionally Mult-VAE), train one SAE per setting on each base's embeddings of the training users, and
 report validation and test Recall/nDCG@20 of base and spliced model, the drop, the
 reconstruction cosine on test users and the dead-latent fraction (never active on a
 training user nor on a single-item input).
@@ -37,7 +38,8 @@ from pathlib import Path
 
 from steercf.data import load_dataset
 from steercf.evaluation import evaluate, split_users
-from steercf.experiment import SPLICE_MAX_FACTORS, base_params, cap_factors, make_model
+from steercf.experiment import SPLICE_RANK, base_params, cap_factors, make_model
+from steercf.models import PrincipalSubspace
 from steercf.models.spliced import SAE_DEFAULTS, SplicedRecommender, default_train_config
 from steercf.reporting import format_table, mean_over_seeds, write_records
 from steercf.sae import sae_metrics
@@ -152,8 +154,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--factors",
         type=int,
-        default=SPLICE_MAX_FACTORS,
-        help="ELSA width cap (default: the splice base's; 0: the data set's preset)",
+        default=0,
+        help="ELSA width cap (default 0: the data set's preset)",
+    )
+    parser.add_argument(
+        "--ranks",
+        type=int,
+        nargs="+",
+        default=[SPLICE_RANK],
+        help="principal score directions the ELSA base is kept to, one base per rank "
+        f"(0: the whole ELSA; default {SPLICE_RANK}, the splice base's)",
+    )
+    parser.add_argument(
+        "--former",
+        action="store_true",
+        help="also splice ELSA trained at 256 factors (the former splice base)",
     )
     parser.add_argument(
         "--base",
@@ -201,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.variants:
         variants = [all_variants[i] for i in args.variants]
     if args.published:  # the paper's base and schedule
-        args.base, args.factors, args.no_ease = "elsa_random", 512, True
+        args.base, args.factors, args.no_ease, args.ranks = "elsa_random", 512, True, [0]
     if args.max_epochs is None:
         args.max_epochs = 250 if args.published else 1000
     if args.patience is None:
@@ -233,7 +248,16 @@ def main(argv: list[str] | None = None) -> int:
             elsa_params = base_params(preset_set, args.base, quick=args.quick)
             if args.factors:
                 elsa_params = cap_factors({**elsa_params, "factors": args.factors}, args.factors)
-            bases = {} if args.no_elsa else {"elsa": make_model("elsa", **elsa_params, seed=seed)}
+            bases = {}
+            if not args.no_elsa:
+                elsa = make_model("elsa", **elsa_params, seed=seed)
+                for rank in args.ranks:  # the wrappers share one ELSA, fitted once
+                    bases[f"elsa_pc{rank}" if rank else "elsa"] = (
+                        PrincipalSubspace(elsa, rank=rank) if rank else elsa
+                    )
+                if args.former:
+                    former = cap_factors({**elsa_params, "factors": 256}, 256)
+                    bases["elsa256"] = make_model("elsa", **former, seed=seed)
             if not args.no_ease:
                 bases["ease_lowrank"] = make_model(
                     "ease", **base_params(dataset, "ease_lowrank"), seed=seed
@@ -253,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             candidates = []  # (validation recall, test figures, name) of each spliced model
             for base_name, base in bases.items():
-                base.fit(split.train, split.val_full)
+                if isinstance(base, PrincipalSubspace) or not hasattr(base, "n_items_"):
+                    base.fit(split.train, split.val_full)
                 base_result = evaluate(base, split.test_input, split.test_target)
                 base_recall = base_result.mean("recall@20")
                 base_variants = {"multvae": [{}, {"train": "e2e"}]}
@@ -343,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         row["setting"] = row["setting"].replace(",width=8x", "")
     print(
         f"Test users, mean over {len(seeds)} seed(s); width 8x the base embedding; "
-        f"ELSA {args.base} factors={args.factors or 'preset'}, SAE max_epochs={args.max_epochs}, "
+        f"ELSA {args.base} factors={args.factors or 'preset'}, ranks={args.ranks}, SAE max_epochs={args.max_epochs}, "
         f"patience={args.patience}, augment={args.augment}:"
     )
     print(format_table(rows))

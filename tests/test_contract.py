@@ -24,6 +24,7 @@ from steercf.models import (
     ELSA,
     MultVAE,
     Popularity,
+    PrincipalSubspace,
     SplicedRecommender,
     TagSpaceAutoencoder,
     load_model,
@@ -193,6 +194,21 @@ class TestTagSpace(RecommenderContract):
         tags = sp.csr_matrix(np.random.default_rng(1).random((N_ITEMS, 3)) < 0.4)
         model = TagSpaceAutoencoder(epochs=20, seed=seed)
         return model.fit(with_duplicates_and_zeros(interactions()), item_tags=tags)
+
+
+class TestPrincipalSubspace(RecommenderContract):
+    def fitted(self, seed: int = 0):
+        return PrincipalSubspace(small_elsa(seed), rank=4).fit(
+            with_duplicates_and_zeros(interactions())
+        )
+
+
+class TestSplicedOnPrincipalSubspace(RecommenderContract):
+    def fitted(self, seed: int = 0):
+        train = TrainConfig(max_epochs=5, batch_size=16, seed=seed, progress=False)
+        base = PrincipalSubspace(small_elsa(seed), rank=4)
+        spliced = SplicedRecommender(base, {"k": 2, "expansion": 4}, train, augment=1, seed=seed)
+        return spliced.fit(interactions())
 
 
 class TestSpliced(RecommenderContract):

@@ -179,25 +179,35 @@ class TestSpliceSize:
             epoch_seconds_estimate(config, TrainConfig(), n_rows=0)
 
     def test_a_splice_sized_base_or_a_width_needs_no_hint(self):
-        assert "2,048 latents" in self.plan(256) and "--for-splice" not in self.plan(256)
+        assert "1,024 latents" in self.plan(128) and "--for-splice" not in self.plan(128)
         text = self.plan(1024, width=512)
         assert "512 latents (width 512)" in text and "--for-splice" not in text
 
-    def test_train_for_splice_trains_the_demos_base(self, capsys):
-        from steercf.cli import build_parser
+    def test_train_for_splice_trains_the_demos_base(self, capsys, tmp_path):
+        from steercf.cli import build_parser, main
         from steercf.cli.models import train_params
-        from steercf.experiment import splice_base
+        from steercf.experiment import SPLICE_RANK, splice_base
+        from steercf.models import PrincipalSubspace, load_model
 
         parser = build_parser()
         args = parser.parse_args(["train", "--out", "o", "--for-splice"])
         params = train_params(args, "ml-100k", "cpu")
-        assert params["factors"] == splice_base("ml-100k").factors == 256
+        demo_base = splice_base("ml-100k")
+        assert params["factors"] == demo_base.base.factors == 1024  # the preset itself
+        assert demo_base.rank == SPLICE_RANK
         plain = train_params(parser.parse_args(["train", "--out", "o"]), "ml-100k", "cpu")
         assert plain["factors"] == 1024  # the validated default is unchanged
         for command in ("train", "train-sae"):
             with pytest.raises(SystemExit):
                 parser.parse_args([command, "--help"])
             assert "--for-splice" in capsys.readouterr().out
+        # the saved base is the preset kept to its principal score directions
+        out = tmp_path / "base"
+        main(["train", "--for-splice", "--out", str(out), "--param", "epochs=1", "--quiet"])
+        saved = load_model(out)
+        assert isinstance(saved, PrincipalSubspace) and saved.d_ == SPLICE_RANK
+        assert saved.base_kind == "ELSA" and saved.base_params["factors"] == 1024
+        assert "principal score directions" in capsys.readouterr().out
 
 
 # ---- 5. text train reports held-out quality ------------------------------------------------

@@ -34,7 +34,7 @@ from steercf.concepts import (
 )
 from steercf.data import InteractionData
 from steercf.errors import InputError
-from steercf.experiment import SPLICE_MAX_FACTORS
+from steercf.experiment import SPLICE_RANK
 from steercf.models import CFAE, EASE, SplicedRecommender
 from steercf.models.spliced import SAE_DEFAULTS, TRAIN_DEFAULTS
 from steercf.reporting import one_line
@@ -112,7 +112,7 @@ def sae_plan(
     """What ``train-sae`` is about to build and roughly how long it takes, said before
     training: the SAE's width follows the base's (``expansion`` x its factors), so the
     CLI's 1,024-factor ELSA preset gives 8,192 latents (minutes), the demo's splice base
-    (``steercf train --for-splice``) 2,048 (seconds)."""
+    (``steercf train --for-splice``) 1,024 (seconds)."""
     config = SAEConfig.from_dict(
         {**{k: v for k, v in flags.items() if v is not None}, "d_in": base.d_}
     )
@@ -129,11 +129,11 @@ def sae_plan(
         f"at most {train_config.max_epochs} epoch{'s' if train_config.max_epochs != 1 else ''} ({_duration(epoch * train_config.max_epochs)}"
         "; early stopping usually ends sooner), plus labelling"
     ]
-    if base.d_ > SPLICE_MAX_FACTORS and config.width is None:
+    if base.d_ > SPLICE_RANK and config.width is None:
         lines.append(
-            f"  (the demo splices a {SPLICE_MAX_FACTORS}-factor base: "
-            f"{config.expansion * SPLICE_MAX_FACTORS:,} latents in seconds; train one with "
-            "'steercf train --for-splice', or pass --width)"
+            f"  (the demo splices the preset kept to its {SPLICE_RANK} principal score "
+            f"directions: {config.expansion * SPLICE_RANK:,} latents in seconds; train it "
+            "with 'steercf train --for-splice', or pass --width)"
         )
     return "\n".join(lines)
 
@@ -262,7 +262,7 @@ def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
         "splice an SAE into a saved CFAE (ELSA, Mult-VAE, low-rank EASE); it has --expansion "
         "x the base's factors latents (or --width): "
         f"{SAE_DEFAULTS['expansion'] * 1024:,} on 'steercf train''s 1,024-factor ELSA "
-        f"preset for ML-100K (minutes), {SAE_DEFAULTS['expansion'] * SPLICE_MAX_FACTORS:,} "
+        f"preset for ML-100K (minutes), {SAE_DEFAULTS['expansion'] * SPLICE_RANK:,} "
         "on the demo's base from 'steercf train --for-splice' (seconds); it says what it "
         "builds, with a time estimate, before training",
     )

@@ -6,10 +6,20 @@ from steercf.models.elsa import ELSA
 from steercf.models.multvae import MultVAE
 from steercf.models.popularity import Popularity
 from steercf.models.spliced import SparseCode, SparseEncoding, SplicedRecommender
+from steercf.models.subspace import PrincipalSubspace
 from steercf.models.tagspace import TagSpaceAutoencoder
 
 MODEL_KINDS: dict[str, type[Recommender]] = {
-    m.kind: m for m in (ELSA, EASE, MultVAE, Popularity, SplicedRecommender, TagSpaceAutoencoder)
+    m.kind: m
+    for m in (
+        ELSA,
+        EASE,
+        MultVAE,
+        Popularity,
+        PrincipalSubspace,
+        SplicedRecommender,
+        TagSpaceAutoencoder,
+    )
 }
 
 __all__ = [
@@ -19,6 +29,7 @@ __all__ = [
     "MODEL_KINDS",
     "MultVAE",
     "Popularity",
+    "PrincipalSubspace",
     "Recommender",
     "SparseCode",
     "SparseEncoding",
