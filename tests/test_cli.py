@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from steercf.cli import main
@@ -98,7 +99,18 @@ def test_spliced_workflow_end_to_end(tmp_path, capsys):
 
     assert main(["evaluate", str(spliced), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "base ELSA" in out and "spliced" in out and "difference" in out
+    assert "base ELSA" in out and "spliced" in out and "sem of difference" in out
+    # the error shown is the paired difference's, computed on the same users
+    from steercf.evaluation import evaluate
+    from steercf.runs import load_run
+
+    run = load_run(str(spliced))
+    model = run.model
+    after = evaluate(model, run.split.test_input, run.split.test_target).per_user["recall@20"]
+    before = evaluate(model.base, run.split.test_input, run.split.test_target)
+    diff = after - before.per_user["recall@20"]
+    row = next(line for line in out.splitlines() if line.startswith("recall@20"))
+    assert float(row.split()[-1]) == pytest.approx(diff.std(ddof=1) / np.sqrt(len(diff)), abs=1e-4)
 
     assert main(["latents", str(spliced), "--top", "5", "--quiet"]) == 0
     out = capsys.readouterr().out

@@ -457,3 +457,14 @@ def test_download_rejects_zip_slip(
 def test_download_unknown_name(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="ml-25m"):
         download_movielens("ml-7m", cache_dir=tmp_path)
+
+
+def test_offline_download_says_how_to_use_a_local_copy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def offline(url: str):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(download_module, "_fetch", offline)
+    with pytest.raises(DownloadError, match="name resolution.*pass the folder of an unpacked copy"):
+        download_movielens("ml-latest-small", cache_dir=tmp_path, progress=False)

@@ -66,8 +66,16 @@ class TestReadableConceptNames:
         (by_id,) = self.knobs(["+directed_by:m.bbb"])
         (by_name,) = self.knobs(["+director of Film 12, Film 13"])
         (by_start,) = self.knobs(["+Director of Film 12"])  # a unique beginning, any case
-        assert by_id.name == by_name.name == by_start.name == "directed_by:m.bbb"
+        # the knob says what the bare id means
+        assert by_id.name == by_name.name == by_start.name
+        assert by_id.name == "directed_by:m.bbb (director of Film 12, Film 13)"
         assert by_name.latents == by_id.latents == by_start.latents == (1,)
+
+    def test_a_beginning_needs_a_few_letters(self):
+        with pytest.raises(UnknownIdError):
+            self.knobs(["+act"])  # the only "act..." concept, but 3 letters name nothing
+        (by_start,) = self.knobs(["+acto"])
+        assert by_start.name.startswith("actor:m.ccc (")
 
     def test_an_ambiguous_name_lists_the_concepts_it_fits(self):
         with pytest.raises(UnknownIdError, match="ambiguous") as err:

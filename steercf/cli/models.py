@@ -21,7 +21,7 @@ from steercf.cli.common import (
 from steercf.concepts import MAPPINGS
 from steercf.data import load_dataset
 from steercf.errors import InputError
-from steercf.evaluation import evaluate, split_users
+from steercf.evaluation import EvalResult, evaluate, split_users
 from steercf.experiment import (
     MODELS,
     SPLICE_RANK,
@@ -155,13 +155,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if isinstance(model, SplicedRecommender):
         # the point of a spliced model is what the SAE costs: show the base beside it
         base = evaluate(model.base, inputs, targets, ks=ks)
+        # both lists are scored on the same users: the difference's error is the paired one
+        paired = EvalResult(
+            {name: result.per_user[name] - base.per_user[name] for name in result.per_user}
+        )
         rows = [
             {
                 "metric": name,
                 f"base {model.base.kind}": base.mean(name),
                 "spliced": result.mean(name),
-                "difference": result.mean(name) - base.mean(name),
-                "sem": result.sem(name),
+                "difference": paired.mean(name),
+                "sem of difference": paired.sem(name),
             }
             for name in result.per_user
         ]

@@ -53,6 +53,10 @@ from steercf.concepts.sources import (
 from steercf.data import ItemTags
 from steercf.errors import InputError, UnknownIdError
 
+# A readable concept name may be given by its beginning, but not by a letter or two: "d"
+# naming the one "director of ..." concept is an accident, not a choice.
+MIN_NAME_START = 4
+
 __all__ = [
     "DEFAULT_MIN_COUNT",
     "MAPPINGS",
@@ -133,8 +137,8 @@ class ConceptMapping:
 
     def concept_index(self, concept: str | int) -> int:
         """Row of ``concept``: an exact name, a unique case-insensitive match, an int, or
-        (with ``display_names``) a readable name: whole, or a beginning of exactly one
-        ("director of Pulp Fiction" for "director of Pulp Fiction (1994), Reservoir Dogs
+        (with ``display_names``) a readable name: whole, or a beginning of exactly one,
+        at least :data:`MIN_NAME_START` characters long ("director of Pulp Fiction" for "director of Pulp Fiction (1994), Reservoir Dogs
         (1992)"), case-insensitive.
 
         Raises:
@@ -158,7 +162,7 @@ class ConceptMapping:
         shown = np.char.lower(self.display_names)
         key = " ".join(name.lower().split())
         matches = np.flatnonzero(shown == key)
-        if not matches.size and key:
+        if not matches.size and len(key) >= MIN_NAME_START:
             matches = np.flatnonzero(np.char.startswith(shown, key))
         if matches.size == 1:
             return int(matches[0])

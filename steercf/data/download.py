@@ -105,7 +105,10 @@ def _published_md5(url: str) -> str:
         with stream:
             text = stream.read().decode("utf-8", errors="replace")
     except OSError as error:
-        raise DownloadError(f"could not fetch the checksum file {url}: {error}") from error
+        raise DownloadError(
+            f"could not fetch the checksum file {url}: {error}; offline, pass the folder "
+            "of an unpacked copy instead of the name (--data path/to/ml-latest-small)"
+        ) from error
     match = re.search(r"\b[0-9a-fA-F]{32}\b", text)
     if match is None:
         raise DownloadError(f"no MD5 checksum found in {url}")

@@ -176,7 +176,11 @@ class ConceptKnobs:
         latents = [n for n, _ in ranked]
         scores = np.array([max(score, 0.0) for _, score in ranked])
         weights = scores if scores.sum() > 0 else None
-        name = str(self.mapping.tag_names[self.mapping.concept_index(concept)])
+        index = self.mapping.concept_index(concept)
+        name = str(self.mapping.tag_names[index])
+        shown = self.mapping.display_names
+        if shown is not None and str(shown[index]) != name:  # say what a bare id means
+            name = f"{name} ({shown[index]})"
         return Knob.of(latents, strength, weights, name=name)
 
     def parse(self, spec: str, default_strength: float = DEFAULT_STRENGTH) -> Knob:
