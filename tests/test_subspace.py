@@ -74,6 +74,7 @@ def test_save_load_keeps_scores_and_provenance(elsa, tmp_path):
     back = load_model(tmp_path / "m")
     assert isinstance(back, PrincipalSubspace) and back.base is None
     assert back.base_kind == "ELSA" and back.base_params["factors"] == 16
+    assert back.describe() == "ELSA, 6 principal directions"  # what the CLI and explorer show
     rows = _rows(seed=2)
     np.testing.assert_allclose(back.score(rows), model.score(rows), atol=1e-6)
 

@@ -99,7 +99,7 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
     )
     final = model.history_[model.best_epoch_]
     print(
-        f"saved {base.kind}+SAE ({model.n_latents} latents, k={args.k}"
+        f"saved {base.describe()} + SAE ({model.n_latents} latents, k={args.k}"
         f"{', error-term mode' if model.error_term else ''}) to {args.out}; "
         f"best epoch {model.best_epoch_}, val cosine {final.get('val_cosine', float('nan')):.4f}"
     )

@@ -162,7 +162,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         rows = [
             {
                 "metric": name,
-                f"base {model.base.kind}": base.mean(name),
+                f"base {model.base.describe()}": base.mean(name),
                 "spliced": result.mean(name),
                 "difference": paired.mean(name),
                 "sem of difference": paired.sem(name),

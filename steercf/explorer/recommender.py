@@ -272,7 +272,7 @@ class RecommenderExplorer(LatentBrowser):
         return {
             "kind": self.kind,
             "dataset": self.data.name,
-            "model": f"{self.model.base.kind}+SAE",
+            "model": f"{self.model.base.describe()} + SAE",
             "n_users": self.data.n_users,
             "n_items": self.data.n_items,
             "n_latents": self.model.n_latents,

@@ -177,6 +177,10 @@ class Recommender(ABC):
             scores = self.score(rows)
         return top_n(scores, rows if filter_seen else None, N, filter_items)
 
+    def describe(self) -> str:
+        """What the model is, for people: its kind (a wrapper says what it wraps)."""
+        return self.kind
+
     def fingerprint(self) -> str:
         """``kind:hash`` of the fitted tensors: two models with equal fingerprints score
         alike (a scoring run checks it before resuming)."""

@@ -66,6 +66,12 @@ class PrincipalSubspace(CFAE):
         self.rank = rank
         self.device = device
 
+    def describe(self) -> str:
+        """E.g. "ELSA, 128 principal directions"."""
+        return (
+            f"{getattr(self, 'base_kind', None) or 'linear CFAE'}, {self.rank} principal directions"
+        )
+
     def saved_params(self) -> dict[str, Any]:
         """``rank`` plus the base's kind and saved parameters (not the base itself)."""
         return {
