@@ -272,6 +272,13 @@ class CFAE(Recommender):
     def score(self, user_items: sp.csr_matrix) -> torch.Tensor:
         return self.decode(self.encode(user_items))
 
+    def _check_embeddings(self, embeddings: torch.Tensor) -> None:
+        """What a dense ``decode`` checks first: the model is fitted and ``embeddings``
+        is (n, d_) (InputError otherwise)."""
+        self._check_fitted()
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.d_:
+            raise InputError(f"embeddings must be (n, {self.d_}), got {tuple(embeddings.shape)}")
+
     def user_vectors(self, user_items: UserRows, batch_size: int = 4096) -> torch.Tensor:
         """(n, d) dense float32 embeddings of user rows, empty rows included (zeros);
         what user-user similarity compares."""

@@ -123,9 +123,7 @@ class EASE(CFAE):
         return torch.sparse.mm(x, self.encoder_)
 
     def decode(self, embeddings: torch.Tensor) -> torch.Tensor:
-        self._check_fitted()
-        if embeddings.ndim != 2 or embeddings.shape[1] != self.d_:
-            raise InputError(f"embeddings must be (n, {self.d_}), got {tuple(embeddings.shape)}")
+        self._check_embeddings(embeddings)
         if self.rank is None:
             return embeddings @ self.weights_
         return embeddings @ self.decoder_.T

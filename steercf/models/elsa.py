@@ -392,9 +392,7 @@ class ELSA(CFAE):
         return torch.sparse.mm(csr_to_torch(rows, self.items_.device), self.items_)
 
     def decode(self, embeddings: torch.Tensor) -> torch.Tensor:
-        self._check_fitted()
-        if embeddings.ndim != 2 or embeddings.shape[1] != self.d_:
-            raise InputError(f"embeddings must be (n, {self.d_}), got {tuple(embeddings.shape)}")
+        self._check_embeddings(embeddings)
         return embeddings @ self.items_.T
 
     def item_vectors(self) -> torch.Tensor:

@@ -320,9 +320,7 @@ class MultVAE(CFAE):
         """(n, latent_dim) codes -> (n, n_items) float32 item logits. Differentiable with
         respect to ``embeddings`` under autograd (callers that only score wrap it in
         ``torch.no_grad``)."""
-        self._check_fitted()
-        if embeddings.ndim != 2 or embeddings.shape[1] != self.d_:
-            raise InputError(f"embeddings must be (n, {self.d_}), got {tuple(embeddings.shape)}")
+        self._check_embeddings(embeddings)
         return self.network_.decode(embeddings)
 
     # ---- persistence -------------------------------------------------------------------

@@ -123,9 +123,7 @@ class PrincipalSubspace(CFAE):
 
     def decode(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(n_users, rank) coordinates -> (n_users, n_items) item scores."""
-        self._check_fitted()
-        if embeddings.ndim != 2 or embeddings.shape[1] != self.d_:
-            raise InputError(f"embeddings must be (n, {self.d_}), got {tuple(embeddings.shape)}")
+        self._check_embeddings(embeddings)
         return embeddings @ self.decoder_.T
 
     def item_vectors(self) -> torch.Tensor:
