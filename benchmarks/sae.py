@@ -115,6 +115,7 @@ def run_one(base, split, setting: dict, seed: int, args: argparse.Namespace) -> 
     quality = sae_metrics(model.sae_, model.base.encode(split.test_input))
     return {
         "val_recall@20": val.mean("recall@20"),
+        "val_ndcg@20": val.mean("ndcg@20"),
         "recall@20": result.mean("recall@20"),
         "ndcg@20": result.mean("ndcg@20"),
         "cosine": quality["cosine"],
@@ -164,6 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         default=[SPLICE_RANK],
         help="principal score directions the ELSA base is kept to, one base per rank "
         f"(0: the whole ELSA; default {SPLICE_RANK}, the splice base's)",
+    )
+    parser.add_argument(
+        "--ease-ranks",
+        type=int,
+        nargs="+",
+        default=[],
+        help="also bases of the data set's full EASE preset kept to these many principal "
+        "score directions (one base per rank, one EASE fit)",
     )
     parser.add_argument(
         "--former",
@@ -258,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
                 if args.former:
                     former = cap_factors({**elsa_params, "factors": 256}, 256)
                     bases["elsa256"] = make_model("elsa", **former, seed=seed)
+            if args.ease_ranks:
+                ease = make_model("ease", **base_params(dataset, "ease"), seed=seed)
+                for rank in args.ease_ranks:
+                    bases[f"ease_pc{rank}"] = PrincipalSubspace(ease, rank=rank)
             if not args.no_ease:
                 bases["ease_lowrank"] = make_model(
                     "ease", **base_params(dataset, "ease_lowrank"), seed=seed
@@ -299,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     for metric in (
                         "val_recall@20",
+                        "val_ndcg@20",
                         "recall@20",
                         "ndcg@20",
                         "cosine",

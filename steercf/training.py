@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 State = TypeVar("State")
 
@@ -84,6 +84,20 @@ class EarlyStopping(Generic[State]):
             return True
         self.stale = epoch - self._since
         return False
+
+    @property
+    def stop_epoch(self) -> int:
+        """The epoch after which training stops unless that or an earlier epoch improves."""
+        return self._since + self.patience
+
+    def bound_progress(self, bar: Any, max_epochs: int) -> None:
+        """Set a tqdm ``bar``'s total to the epochs training runs unless it improves again
+        (at most ``max_epochs``), so its estimate counts to the likely stop, not to
+        ``max_epochs``; an improvement moves the end out by the epochs it gained."""
+        total = min(max_epochs, self.stop_epoch + 1)
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
 
     @property
     def should_stop(self) -> bool:

@@ -166,6 +166,9 @@ def test_mapping_registry_and_both_directions():
         assert len(mapping.concepts_for(2, top=5)) == 2
     with pytest.raises(UnknownIdError, match="most_unique"):
         get_mapping("most_uniqe")
+    # the decoder mappings live with the model: the error says where
+    with pytest.raises(UnknownIdError, match=r"steercf\.steering\.decoder_effect\(model"):
+        get_mapping("decoder_effect")
 
 
 def test_unknown_concept_lists_close_matches():

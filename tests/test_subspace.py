@@ -88,3 +88,22 @@ def test_a_file_with_the_wrong_shapes_is_refused(elsa, tmp_path):
     save_model_dir(tmp_path / "bad", model.kind, config, tensors)
     with pytest.raises(ModelFileError):
         load_model(tmp_path / "bad")
+
+
+def test_full_rank_ease_keeps_its_best_score_directions():
+    # full EASE scores x B with an item x item B: the directions come from the scores'
+    # own SVD (fewer users than items), and every direction the users span is exact
+    train = _rows(n_users=20, n_items=50)
+    ease = EASE(l2=5.0).fit(train)
+    scores = ease.score(train).double()
+    s = torch.linalg.svdvals(scores)
+    for rank in (3, 8):
+        model = PrincipalSubspace(ease, rank=rank).fit(train)
+        assert model.explained_ == pytest.approx(float((s[:rank] ** 2).sum() / (s**2).sum()))
+        kept = (model.score(train).double() ** 2).sum() / (scores**2).sum()
+        assert float(kept) == pytest.approx(model.explained_, abs=1e-5)
+    spanned = PrincipalSubspace(ease, rank=20).fit(train)
+    np.testing.assert_allclose(spanned.score(train), scores.float(), atol=1e-4)
+    assert spanned.describe() == "EASE, 20 principal directions"
+    with pytest.raises(InputError, match="20 training users"):
+        PrincipalSubspace(ease, rank=21).fit(train)

@@ -392,10 +392,21 @@ MAPPINGS: dict[str, MappingFn] = {
 }
 
 
+# Mappings that need the spliced model itself (steercf.steering.knobs), named here only to
+# point a caller there: the concepts layer does not import the models.
+MODEL_MAPPINGS = ("decoder_effect", "decoder_fit")
+
+
 def get_mapping(name: str) -> MappingFn:
     """The mapping function called ``name``; UnknownIdError lists the known ones."""
     if name in MAPPINGS:
         return MAPPINGS[name]
+    if name in MODEL_MAPPINGS:  # they read a model's decoder, not item activations
+        raise UnknownIdError(
+            f"{name!r} maps concepts from a spliced model's decoder, not from item "
+            f"activations: call steercf.steering.{name}(model, item_tags, tag_names); "
+            f"get_mapping knows {', '.join(MAPPINGS)}"
+        )
     close = difflib.get_close_matches(name, list(MAPPINGS), n=3, cutoff=0.4)
     hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
     raise UnknownIdError(

@@ -297,6 +297,7 @@ class ELSA(CFAE):
                 # rank 0's numbers decide early stopping for every process
                 record.update(group.agree(validator(items.detach(), workspace)))
                 stopper.update(validator.score(record), epoch, lambda: items.detach().clone())
+                stopper.bound_progress(bar, self.epochs)
             self.history_.append(record)
             bar.set_postfix({k: round(v, 5) for k, v in record.items() if k != "epoch"})
             if validator is not None and stopper.should_stop:

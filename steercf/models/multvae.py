@@ -257,6 +257,7 @@ class MultVAE(CFAE):
                 network.eval()
                 record.update(validator(network))
                 stopper.update(validator.score(record), epoch, lambda: _copy(network))
+                stopper.bound_progress(bar, self.epochs)
             self.history_.append(record)
             bar.set_postfix({k: round(v, 5) for k, v in record.items() if k != "epoch"})
             if validator is not None and stopper.should_stop:

@@ -26,13 +26,14 @@ import torch
 from steercf.errors import InputError
 from steercf.io import require_tensors
 from steercf.models.base import CFAE, UserRows, as_user_rows, csr_to_torch
+from steercf.models.ease import EASE
 
 # How closely a base must score like ``x E D^T`` to count as linear (relative error).
 _LINEAR_TOLERANCE = 1e-3
 
 
 class PrincipalSubspace(CFAE):
-    """A linear CFAE (ELSA, low-rank EASE) restricted to the ``rank`` principal
+    """A linear CFAE (ELSA, EASE, low-rank EASE) restricted to the ``rank`` principal
     directions of its training users' item scores.
 
     ``encode(x) = x @ encoder_`` gives each user's coordinates on those directions and
@@ -44,7 +45,8 @@ class PrincipalSubspace(CFAE):
         base: a linear CFAE, fitted or not (an unfitted one is fitted by :meth:`fit`);
             ``None`` only for a model read back from a file, which keeps its matrices
             and records the base it came from in ``base_kind`` / ``base_params``.
-        rank: directions kept, ``1 <= rank <= `` the base's width.
+        rank: directions kept, at least 1 and at most the base's width and the number
+            of training users with a history (their scores span no more).
         device: where the matrices live.
 
     Attributes (after ``fit``):
@@ -56,7 +58,7 @@ class PrincipalSubspace(CFAE):
 
     Raises:
         InputError: a base that is not a CFAE or not linear (Mult-VAE's decoder is not),
-            a rank outside ``[1, base width]``, or no training user with a history.
+            a rank outside that range, or no training user with a history.
     """
 
     kind = "PrincipalSubspace"
@@ -88,7 +90,7 @@ class PrincipalSubspace(CFAE):
         base = self.base
         if not isinstance(base, CFAE) or isinstance(base, PrincipalSubspace):
             raise InputError(
-                f"base must be a linear CFAE (ELSA or low-rank EASE), got {type(base).__name__}"
+                f"base must be a linear CFAE (ELSA or EASE), got {type(base).__name__}"
             )
         if not hasattr(base, "n_items_"):
             base.fit(user_items, val_user_items)
@@ -96,19 +98,23 @@ class PrincipalSubspace(CFAE):
         rows = rows[np.diff(rows.indptr) > 0]
         if rows.shape[0] == 0:
             raise InputError("no training user has a history")
-        if not isinstance(self.rank, (int, np.integer)) or not 1 <= self.rank <= base.d_:
-            raise InputError(f"rank must be a whole number in [1, {base.d_}], got {self.rank!r}")
-        encoder, decoder = linear_maps(base, rows)
-        # decoder = U diag(s) W^T; y = z W diag(s) has the norm of the score vector z D^T
-        u, s, wt = torch.linalg.svd(decoder, full_matrices=False)
-        to_scores = wt.T * s  # (d, d)
-        y = torch.sparse.mm(csr_to_torch(rows).double(), encoder) @ to_scores
-        energy, directions = torch.linalg.eigh(y.T @ y)
-        order = energy.argsort(descending=True)[: self.rank]
-        kept = directions[:, order]  # (d, rank), orthonormal
-        self.encoder_ = (encoder @ to_scores @ kept).float().to(self.device)
-        self.decoder_ = (u @ kept).float().to(self.device)
-        self.explained_ = float(energy[order].sum() / energy.sum().clamp_min(1e-300))
+        score_encoder, orthonormal = score_maps(base, rows)
+        # no more directions than the scores span: the base's width or the users' count
+        most = min(score_encoder.shape[1], rows.shape[0])
+        if not isinstance(self.rank, (int, np.integer)) or not 1 <= self.rank <= most:
+            raise InputError(
+                f"rank must be a whole number in [1, {most}] (the base's width "
+                f"{score_encoder.shape[1]} and {rows.shape[0]} training users with a "
+                f"history), got {self.rank!r}"
+            )
+        # y = x E_s holds each user's item scores in orthonormal coordinates (its norm is
+        # the norm of the score vector), so y's principal directions are the scores'.
+        y = torch.sparse.mm(csr_to_torch(rows).double(), score_encoder)
+        kept, energy = principal_directions(y, self.rank)
+        self.encoder_ = (score_encoder @ kept).float().to(self.device)
+        self.decoder_ = (kept if orthonormal is None else orthonormal @ kept).float()
+        self.decoder_ = self.decoder_.to(self.device)
+        self.explained_ = float(energy[: self.rank].sum() / y.square().sum().clamp_min(1e-300))
         self.base_kind = base.kind
         self.base_params = base.saved_params()
         self.n_items_ = base.n_items_
@@ -150,6 +156,37 @@ class PrincipalSubspace(CFAE):
         return model
 
 
+def score_maps(base: CFAE, rows: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(E_s, Q)`` with item scores ``decode(encode(x)) = x E_s Q^T`` for a fitted linear
+    CFAE, ``Q`` (n_items, w) with orthonormal columns (``None`` for the identity, full-rank
+    EASE), ``E_s`` (n_items, w); both float64. Checked on up to 64 of the ``rows``.
+
+    Raises:
+        InputError: the base does not encode or decode linearly (e.g. Mult-VAE).
+    """
+    if isinstance(base, EASE) and base.rank is None:  # scores x B: E_s = B, Q = I
+        return base.weights_.double().cpu(), None
+    encoder, decoder = linear_maps(base, rows)
+    # decoder = U diag(s) W^T, so x E D^T = (x E W diag(s)) U^T
+    u, s, wt = torch.linalg.svd(decoder, full_matrices=False)
+    return encoder @ (wt.T * s), u
+
+
+def principal_directions(y: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``rank`` leading right singular vectors of ``y`` (n, w), as (w, rank) columns,
+    and the energies (squared singular values, descending) they hold, shape (rank,).
+
+    Factorises the smaller side: ``y^T y`` (w x w) when there are more rows than columns,
+    else ``y`` itself (a full-rank EASE's w is the item count, its rows the users).
+    """
+    if y.shape[0] >= y.shape[1]:
+        energy, directions = torch.linalg.eigh(y.T @ y)
+        order = energy.argsort(descending=True)[:rank]
+        return directions[:, order], energy[order]
+    _, singular, vh = torch.linalg.svd(y, full_matrices=False)
+    return vh[:rank].T, singular[:rank].square()
+
+
 def linear_maps(base: CFAE, rows: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor]:
     """``(E, D)``, both (n_items, d) float64, with ``encode(x) = x E`` and
     ``decode(z) = z D^T`` for a fitted linear CFAE; checked on up to 64 of the
@@ -170,7 +207,7 @@ def linear_maps(base: CFAE, rows: sp.csr_matrix) -> tuple[torch.Tensor, torch.Te
         decoded = base.decode(z.float().to(_device_of(base))).double().cpu()
     if not _close(got, expected) or not _close(decoded, z @ decoder.T):
         raise InputError(
-            f"PrincipalSubspace needs a linear encoder and decoder (ELSA, low-rank EASE); "
+            f"PrincipalSubspace needs a linear encoder and decoder (ELSA, EASE); "
             f"{name} is not linear"
         )
     return encoder, decoder

@@ -170,6 +170,7 @@ def train_sae(
             )
             break
         stopper.update(criterion, epoch, lambda: _copy_state(sae))
+        stopper.bound_progress(bar, tc.max_epochs)
         if stopper.should_stop:
             break
     bar.close()
