@@ -1,9 +1,11 @@
 """What splicing an SAE into a CFAE costs, per SAE recipe.
 
-Per data set and seed: split users (protocol), fit the bases (the ELSA preset kept to its
-``--ranks`` principal score directions, ``steercf.experiment.splice_base``; with
-``--former`` also ELSA trained at 256 factors, the former splice base; a low-rank EASE;
-optionally Mult-VAE), train one SAE per setting on each base's embeddings of the training users, and
+Per data set and seed: split users (protocol), fit the bases (the data set's splice base,
+``steercf.experiment.splice_base``: ML-100K's ELSA preset kept to 128 principal score
+directions, ml-latest-small's EASE kept to 256; with ``--ranks`` / ``--ease-ranks`` the
+ELSA preset / EASE kept to other numbers of directions; with ``--former`` ELSA trained at
+256 factors, the former splice base; a low-rank EASE; optionally Mult-VAE), train one SAE
+per setting on each base's embeddings of the training users, and
 report validation and test Recall/nDCG@20 of base and spliced model, the drop, the
 reconstruction cosine on test users and the dead-latent fraction (never active on a
 training user nor on a single-item input).
@@ -26,7 +28,8 @@ AuxK, augmentation or refit, up to 250 epochs with patience 50; once with our fo
 tied initialisation (encoder = decoder transpose) and once with independent weights.
 
     python benchmarks/sae.py [--quick] [--seeds 5] [--published] [--json out.json]
-    python benchmarks/sae.py --no-elsa --variants 0 9   # the default recipe, recon vs e2e
+    python benchmarks/sae.py --no-ease --variants 0 9   # the default recipe, recon vs e2e
+    python benchmarks/sae.py --no-ease --variants 0 --ranks 64 128 256 --ease-ranks 128 256
 """
 
 from __future__ import annotations
@@ -38,7 +41,15 @@ from pathlib import Path
 
 from steercf.data import load_dataset
 from steercf.evaluation import evaluate, split_users
-from steercf.experiment import SPLICE_RANK, base_params, cap_factors, make_model
+from steercf.experiment import (
+    SPLICE_BASES,
+    base_params,
+    cap_factors,
+    make_model,
+    splice_base,
+    splice_base_params,
+    splice_rank,
+)
 from steercf.models import PrincipalSubspace
 from steercf.models.spliced import SAE_DEFAULTS, SplicedRecommender, default_train_config
 from steercf.reporting import format_table, mean_over_seeds, write_records
@@ -162,9 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         "--ranks",
         type=int,
         nargs="+",
-        default=[SPLICE_RANK],
-        help="principal score directions the ELSA base is kept to, one base per rank "
-        f"(0: the whole ELSA; default {SPLICE_RANK}, the splice base's)",
+        default=[],
+        help="also bases of the data set's ELSA preset kept to these many principal score "
+        "directions, one base per rank, one ELSA fit (0: the whole ELSA)",
+    )
+    parser.add_argument(
+        "--no-splice",
+        action="store_true",
+        help="skip the data set's splice base (steercf.experiment.splice_base)",
     )
     parser.add_argument(
         "--ease-ranks",
@@ -206,7 +222,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--multvae", action="store_true", help="also splice Mult-VAE (reconstruction and e2e)"
     )
-    parser.add_argument("--no-elsa", action="store_true", help="skip the ELSA base")
     parser.add_argument(
         "--variants", type=int, nargs="+", help="indices into VARIANTS (default: all)"
     )
@@ -258,15 +273,21 @@ def main(argv: list[str] | None = None) -> int:
             if args.factors:
                 elsa_params = cap_factors({**elsa_params, "factors": args.factors}, args.factors)
             bases = {}
-            if not args.no_elsa:
+            if not args.no_splice and not args.published:
+                kind, _ = splice_base_params(dataset)
+                bases[f"{kind}_pc{splice_rank(dataset)}"] = splice_base(
+                    dataset, seed=seed, quick=args.quick
+                )
+            if args.ranks:
                 elsa = make_model("elsa", **elsa_params, seed=seed)
                 for rank in args.ranks:  # the wrappers share one ELSA, fitted once
-                    bases[f"elsa_pc{rank}" if rank else "elsa"] = (
-                        PrincipalSubspace(elsa, rank=rank) if rank else elsa
+                    bases.setdefault(
+                        f"elsa_pc{rank}" if rank else "elsa",
+                        PrincipalSubspace(elsa, rank=rank) if rank else elsa,
                     )
-                if args.former:
-                    former = cap_factors({**elsa_params, "factors": 256}, 256)
-                    bases["elsa256"] = make_model("elsa", **former, seed=seed)
+            if args.former:
+                former = cap_factors({**elsa_params, "factors": 256}, 256)
+                bases["elsa256"] = make_model("elsa", **former, seed=seed)
             if args.ease_ranks:
                 ease = make_model("ease", **base_params(dataset, "ease"), seed=seed)
                 for rank in args.ease_ranks:
@@ -382,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         row["setting"] = row["setting"].replace(",width=8x", "")
     print(
         f"Test users, mean over {len(seeds)} seed(s); width 8x the base embedding; "
-        f"ELSA {args.base} factors={args.factors or 'preset'}, ranks={args.ranks}, SAE max_epochs={args.max_epochs}, "
+        "bases named kind_pcR are kept to R principal score directions (the splice base: "
+        f"{', '.join(f'{d} {k} {r}' for d, (k, r) in SPLICE_BASES.items())}); "
+        f"ELSA {args.base} factors={args.factors or 'preset'}; SAE max_epochs={args.max_epochs}, "
         f"patience={args.patience}, augment={args.augment}:"
     )
     print(format_table(rows))

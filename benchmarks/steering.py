@@ -154,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--base",
-        choices=("elsa", "multvae"),
-        default="elsa",
-        help="the CFAE the SAE is spliced into: the splice base (ELSA-256) or the Mult-VAE preset",
+        choices=("splice", "multvae"),
+        default="splice",
+        help="the CFAE the SAE is spliced into: the data set's splice base "
+        "(steercf.experiment.splice_base) or the Mult-VAE preset",
     )
     parser.add_argument(
         "--targets",
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 base = (
                     splice_base(dataset, seed=seed, quick=args.quick)
-                    if args.base == "elsa"
+                    if args.base == "splice"
                     else make_model(
                         "multvae", **base_params(dataset, "multvae", quick=args.quick), seed=seed
                     )

@@ -156,7 +156,7 @@ class TestSpliceSize:
         monkeypatch.setattr(latents, "epoch_seconds_estimate", estimate)
         return seen
 
-    def plan(self, factors: int, **flags):
+    def plan(self, factors: int, dataset: str = "ml-100k", **flags):
         from types import SimpleNamespace
 
         from steercf.cli.latents import SAE_FLAGS, sae_plan
@@ -164,7 +164,9 @@ class TestSpliceSize:
         from steercf.sae import TrainConfig
 
         given = {name: None for name in SAE_FLAGS} | SAE_DEFAULTS | flags
-        run = SimpleNamespace(split=SimpleNamespace(train_users=np.arange(50)))
+        run = SimpleNamespace(
+            split=SimpleNamespace(train_users=np.arange(50)), data=SimpleNamespace(name=dataset)
+        )
         tc = TrainConfig(batch_size=16, max_epochs=10)
         return sae_plan(SimpleNamespace(d_=factors), given, tc, run, augment=1)
 
@@ -190,6 +192,9 @@ class TestSpliceSize:
         assert "1,024 latents" in self.plan(128) and "--for-splice" not in self.plan(128)
         text = self.plan(1024, width=512)
         assert "512 latents (width 512)" in text and "--for-splice" not in text
+        # ml-latest-small's splice base keeps 256 directions: no hint at 256, one above
+        assert "--for-splice" not in self.plan(256, dataset="ml-latest-small")
+        assert "kept to its 256 principal" in self.plan(512, dataset="ml-latest-small")
 
     def test_train_for_splice_trains_the_demos_base(self, capsys, tmp_path):
         from steercf.cli import build_parser, main
@@ -216,6 +221,17 @@ class TestSpliceSize:
         assert isinstance(saved, PrincipalSubspace) and saved.d_ == SPLICE_RANK
         assert saved.base_kind == "ELSA" and saved.base_params["factors"] == 1024
         assert "principal score directions" in capsys.readouterr().out
+        # ml-latest-small's splice base is its best plain model, EASE: --for-splice
+        # trains it without --model, and refuses another kind
+        small = parser.parse_args(["train", "--out", "o", "--for-splice"])
+        assert train_params(small, "ml-latest-small", "cpu")["l2"] == 100.0
+        assert small.model == "ease"
+        with pytest.raises(InputError, match="splice base, ease: drop --model"):
+            train_params(
+                parser.parse_args(["train", "--out", "o", "--for-splice", "--model", "elsa"]),
+                "ml-latest-small",
+                "cpu",
+            )
 
 
 # ---- 5. text train reports held-out quality ------------------------------------------------

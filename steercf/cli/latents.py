@@ -34,7 +34,7 @@ from steercf.concepts import (
 )
 from steercf.data import InteractionData
 from steercf.errors import InputError
-from steercf.experiment import SPLICE_RANK
+from steercf.experiment import SPLICE_RANK, splice_rank
 from steercf.models import CFAE, EASE, SplicedRecommender
 from steercf.models.spliced import SAE_DEFAULTS, TRAIN_DEFAULTS
 from steercf.reporting import one_line
@@ -129,11 +129,12 @@ def sae_plan(
         f"at most {train_config.max_epochs} epoch{'s' if train_config.max_epochs != 1 else ''} ({_duration(epoch * train_config.max_epochs)}"
         "; early stopping usually ends sooner), plus labelling"
     ]
-    if base.d_ > SPLICE_RANK and config.width is None:
+    rank = splice_rank(run.data.name)
+    if base.d_ > rank and config.width is None:
         lines.append(
-            f"  (the demo splices the preset kept to its {SPLICE_RANK} principal score "
-            f"directions: {config.expansion * SPLICE_RANK:,} latents in seconds; train it "
-            "with 'steercf train --for-splice', or pass --width)"
+            f"  (the benchmarks splice the data set's best plain model kept to its {rank} "
+            f"principal score directions: {config.expansion * rank:,} latents in seconds; "
+            "train it with 'steercf train --for-splice', or pass --width)"
         )
     return "\n".join(lines)
 

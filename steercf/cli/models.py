@@ -30,6 +30,7 @@ from steercf.experiment import (
     preset_params,
     select_on_validation,
     splice_base_params,
+    splice_rank,
     tune_candidates,
 )
 from steercf.models import PrincipalSubspace, SplicedRecommender
@@ -57,6 +58,9 @@ def train_params(args: argparse.Namespace, dataset: str, device: Any) -> dict[st
     """The model's settings: the data set's validated preset, overridden by ``--param``
     (checked against the model's parameters and their types), plus seed, device and
     progress from their own flags."""
+    if args.model is None:  # the default kind: the splice base's with --for-splice
+        for_splice = getattr(args, "for_splice", False)
+        args.model = splice_base_params(dataset)[0] if for_splice else "elsa"
     model_class = MODELS[args.model]
     settable = {
         name: value
@@ -67,7 +71,7 @@ def train_params(args: argparse.Namespace, dataset: str, device: Any) -> dict[st
     if getattr(args, "for_splice", False):
         kind, preset = splice_base_params(dataset)
         if args.model != kind:
-            raise InputError(f"--for-splice trains the splice base, a {kind}: drop --model")
+            raise InputError(f"--for-splice trains {dataset}'s splice base, {kind}: drop --model")
         preset.pop("progress", None)  # --quiet decides
     else:
         preset = preset_params(dataset, args.model)
@@ -77,7 +81,11 @@ def train_params(args: argparse.Namespace, dataset: str, device: Any) -> dict[st
         params["init_rank"] = min(params["init_rank"], given["factors"] // 2)
     if preset:
         changed = {k: v for k, v in params.items() if preset.get(k) != v}
-        what = "splice base (the demo's)" if getattr(args, "for_splice", False) else "preset"
+        what = (
+            "splice base (what the demo and benchmarks splice)"
+            if getattr(args, "for_splice", False)
+            else "preset"
+        )
         print(
             f"{args.model} {what} for {dataset}: {preset}"
             + (f", with {changed}" if changed else "")
@@ -121,9 +129,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         model = fit_model(args.model, split, **params)
     if getattr(args, "for_splice", False):
-        model = PrincipalSubspace(model, rank=SPLICE_RANK).fit(split.train)
+        rank = splice_rank(data.name)
+        model = PrincipalSubspace(model, rank=rank).fit(split.train)
         print(
-            f"kept to its {SPLICE_RANK} principal score directions "
+            f"kept to its {rank} principal score directions "
             f"({model.explained_:.1%} of the training users' score energy)"
         )
     metadata = run_metadata(
@@ -273,7 +282,12 @@ def add_model_commands(sub: Any) -> list[argparse.ArgumentParser]:
         "('steercf train-sae'), --for-splice trains the demo's narrow base",
     )
     add_data_args(train)
-    train.add_argument("--model", choices=sorted(MODELS), default="elsa", help="model kind")
+    train.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        default=None,
+        help="model kind (default: elsa; with --for-splice the data set's splice base)",
+    )
     add_model_out_args(train, "model directory to write")
     train.add_argument("--seed", type=int, default=0, help="split and training seed")
     train.add_argument(
@@ -286,8 +300,10 @@ def add_model_commands(sub: Any) -> list[argparse.ArgumentParser]:
         "--for-splice",
         action="store_true",
         help="train the data set's splice base (steercf.experiment.splice_base, what the "
-        "demo and the benchmarks splice): the ELSA preset kept to its "
-        f"{SPLICE_RANK} principal score directions (steercf.models.PrincipalSubspace), so "
+        "demo and the benchmarks splice): its best plain model kept to its principal score "
+        f"directions (steercf.models.PrincipalSubspace; ML-100K: the ELSA preset, "
+        f"{SPLICE_RANK} directions; ml-latest-small: EASE, "
+        f"{splice_rank('ml-latest-small')} directions), so "
         f"'train-sae' builds {SAE_DEFAULTS['expansion'] * SPLICE_RANK:,} latents in "
         f"seconds instead of {SAE_DEFAULTS['expansion'] * 1024:,} in minutes on ML-100K's "
         "1,024-factor preset, at the preset's accuracy",
