@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--train", nargs="+", choices=TRAININGS, default=list(TRAININGS), help="SAE trainings"
     )
+    parser.add_argument(
+        "--datasets", nargs="+", choices=list(SOURCES), default=list(SOURCES), help="data sets"
+    )
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     seeds = range(1 if args.quick else args.seeds)
@@ -182,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     labelling: list[tuple[str, str, str, str, dict[str, float]]] = []
     agreements: list[tuple[str, str, str, float, int]] = []
     for dataset, sources in SOURCES.items():
+        if dataset not in args.datasets:
+            continue
         data = load_dataset(dataset, data_dir=SHARED_DATA)
         label_curves: dict[tuple[str, str, str], list[dict[str, float]]] = {}
         for seed, training in itertools.product(seeds, args.train):

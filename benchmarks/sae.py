@@ -14,9 +14,10 @@ Settings vary one thing at a time from the reference, the spliced model's defaul
 (``steercf.models.spliced.SAE_DEFAULTS`` / ``TRAIN_DEFAULTS``: ``arch=topk,k=32,width=8x,
 aux=on,aug=on,refit=on,train=recon``): refit off, k in {8, 16}, BatchTopK, AuxK off,
 augmentation off, the published recipe's training (aux off, aug off), independent
-initialisation and splice-aware training (``train=e2e``: reconstruction, then up to
+initialisation, splice-aware training (``train=e2e``: reconstruction, then up to
 ``--finetune-epochs`` of a task loss: by default the spliced model ranks the hidden items
-of sub-sampled training histories; ``--finetune-loss distill`` matches the base's scores).
+of sub-sampled training histories; ``--finetune-loss distill`` matches the base's scores)
+and twice the latents (``width=16x``).
 
 The tax is measured against the best plain model of the same split (EASE or the ELSA
 preset, whichever has the higher validation Recall@20), not only against the spliced
@@ -65,6 +66,7 @@ REFERENCE = {
     "refit": "on",
     "train": "recon",
     "init": "tied",
+    "width": SAE_DEFAULTS["expansion"],
 }
 VARIANTS = [
     {},
@@ -77,8 +79,17 @@ VARIANTS = [
     {"aux": "off", "aug": "off", "refit": "off"},  # the published recipe
     {"init": "independent"},
     {"train": "e2e"},
+    {"width": 16},  # twice the latents
 ]
-PUBLISHED = {"arch": "topk", "k": 16, "aux": "off", "aug": "off", "refit": "off", "train": "recon"}
+PUBLISHED = {
+    "arch": "topk",
+    "k": 16,
+    "aux": "off",
+    "aug": "off",
+    "refit": "off",
+    "train": "recon",
+    "width": 8,  # 4,096 latents on ELSA d=512
+}
 PUBLISHED_VARIANTS = [{"init": "tied"}, {"init": "independent"}]
 AUGMENT_COPIES = 8
 CHOSEN = "chosen on validation"
@@ -86,7 +97,7 @@ CHOSEN = "chosen on validation"
 
 def setting_name(setting: dict) -> str:
     return (
-        f"arch={setting['arch']},k={setting['k']},width=8x,aux={setting['aux']},"
+        f"arch={setting['arch']},k={setting['k']},width={setting['width']}x,aux={setting['aux']},"
         f"aug={setting['aug']},refit={setting['refit']},init={setting['init']},"
         f"train={setting['train']}"
     )
@@ -107,7 +118,7 @@ def run_one(base, split, setting: dict, seed: int, args: argparse.Namespace) -> 
         base,
         {
             "k": setting["k"],
-            "expansion": 8,
+            "expansion": setting["width"],
             "activation": setting["arch"],
             "refit": setting["refit"] == "on",
             "init": setting["init"],
@@ -236,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
             VARIANTS,
         )
     )
-    variants = [all_variants[0], all_variants[-1]] if args.quick else all_variants
+    # --quick: the reference and its splice-aware twin (the published pair's second)
+    quick = [v for v in all_variants if v.get("train") == "e2e"] or all_variants[-1:]
+    variants = [all_variants[0], quick[0]] if args.quick else all_variants
     if args.variants:
         variants = [all_variants[i] for i in args.variants]
     if args.published:  # the paper's base and schedule
@@ -402,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         row["setting"] = row["setting"].replace(",width=8x", "")
     print(
-        f"Test users, mean over {len(seeds)} seed(s); width 8x the base embedding; "
+        f"Test users, mean over {len(seeds)} seed(s); width 8x the base embedding unless "
+        "the setting says otherwise; "
         "bases named kind_pcR are kept to R principal score directions (the splice base: "
         f"{', '.join(f'{d} {k} {r}' for d, (k, r) in SPLICE_BASES.items())}); "
         f"ELSA {args.base} factors={args.factors or 'preset'}; SAE max_epochs={args.max_epochs}, "

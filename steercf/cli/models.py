@@ -146,7 +146,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     if group.is_main:  # every rank holds the same model; one writes it
         model.save(args.out, metadata=metadata, force=args.force)
-        print(f"saved {model.kind} to {args.out}")
+        print(f"saved {model.describe()} to {args.out}")
     group.barrier()
 
 
