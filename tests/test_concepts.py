@@ -406,6 +406,15 @@ def test_labels_round_trip_and_validation(ml100k_model, tmp_path):
     assert loaded == labels
     assert f"latent {first.latent}: {first.text}" in format_latent(loaded, first.latent)
     assert format_latents(loaded).splitlines()[0].startswith(f"{len(live)} live of")
+    # each label counts the training users whose code has the latent active (saved too)
+    codes = model.encode(data.matrix[split.train_users]).codes
+    np.testing.assert_array_equal(
+        [label.n_users for label in loaded.labels], (codes > 0).sum(0).numpy()
+    )
+    # the list a user meets first: most users first, latents no user activates last
+    listed = format_latents(loaded, top=len(live)).splitlines()[1:]
+    users = [int(line.split()[1]) for line in listed]
+    assert users == sorted(users, reverse=True) and users[0] > 0
     with pytest.raises(InputError, match="out of range"):
         format_latent(loaded, model.n_latents)
 

@@ -85,6 +85,9 @@ class LatentLabel:
             "p_value", "threshold"}`` (None for a dead latent or one without any hit).
         labelled: whether that evidence clears its source's threshold (the text then
             names the concept; otherwise it says ``unlabelled``).
+        n_users: users whose code has it active (the training users given to
+            :func:`label_model`: what users meet); None when not counted (label files
+            written before it was recorded, :func:`label_latents` alone).
     """
 
     latent: int
@@ -95,6 +98,7 @@ class LatentLabel:
     text: str = DEAD_TEXT
     evidence: dict[str, Any] | None = None
     labelled: bool = False
+    n_users: int | None = None
 
 
 @dataclass
@@ -368,7 +372,7 @@ def label_model(
         tags = concept_tags(data, source, train_users)
         # labels read "director of Pulp Fiction (1994), ...", not "directed_by:m.0bln8"
         concept_sets[source] = ItemTags(tags.matrix, concept_display_names(data, source, tags))
-    return label_latents(
+    labels = label_latents(
         model.item_codes().numpy(),
         data.titles(np.arange(data.n_items)),
         concept_sets,
@@ -377,6 +381,20 @@ def label_model(
         sae_fingerprint=model.sae_fingerprint(),
         **options,
     )
+    users = data.matrix if train_users is None else data.matrix[np.asarray(train_users)]
+    for label, count in zip(labels.labels, active_users(model, users), strict=True):
+        label.n_users = int(count)
+    return labels
+
+
+def active_users(model: Any, user_items: Any, batch_size: int = 1024) -> np.ndarray:
+    """(n_latents,) how many of the (n_users, n_items) ``user_items`` rows have each
+    latent of a spliced model active."""
+    counts = np.zeros(model.n_latents, dtype=np.int64)
+    for start in range(0, user_items.shape[0], batch_size):
+        codes = model.encode(user_items[start : start + batch_size]).codes
+        counts += (codes > 0).sum(0).cpu().numpy()
+    return counts
 
 
 # ----------------------------------------------------------------------------------------
@@ -508,6 +526,7 @@ def _label_from_json(entry: dict[str, Any]) -> LatentLabel:
         text=str(entry["text"]),
         evidence=dict(entry["evidence"]) if entry.get("evidence") else None,
         labelled=bool(entry.get("labelled", False)),
+        n_users=None if entry.get("n_users") is None else int(entry["n_users"]),
     )
 
 
@@ -530,18 +549,38 @@ def _check_identity(
 # Display
 # ----------------------------------------------------------------------------------------
 def format_latents(labels: LatentLabels, top: int | None = None, dead: bool = False) -> str:
-    """One line per live latent (``dead=True``: all): ``latent  items  label``; the
-    ``top`` latents firing for the most items first when ``top`` is given, else in id order."""
+    """One line per live latent (``dead=True``: all): ``latent  users  items  label``.
+
+    With ``top``, the ``top`` latents active for the most training users first (what
+    users meet; ties by the items they fire for), latents no training user activates
+    after all the others; else in id order."""
     chosen = labels.labels if dead else labels.live()
     if top is not None:
-        chosen = sorted(chosen, key=lambda label: (-label.n_items, label.latent))[:top]
+        chosen = sorted(
+            chosen, key=lambda label: (-(label.n_users or 0), -label.n_items, label.latent)
+        )
+        chosen = chosen[:top]
     width = len(str(max(labels.n_latents - 1, 0)))
-    lines = [f"{label.latent:>{width}}  {label.n_items:>5} items  {label.text}" for label in chosen]
-    n_live = len(labels.live())
+    lines = [
+        f"{label.latent:>{width}}  {'?' if label.n_users is None else label.n_users:>5} users  "
+        f"{label.n_items:>5} items  "
+        f"{label.text}"
+        for label in chosen
+    ]
+    live = labels.live()
     n_labelled = sum(label.labelled for label in labels.labels)
+    unmet = sum(label.n_users == 0 for label in live)
+    counted = any(label.n_users is not None for label in live)
     header = (
-        f"{n_live} live of {labels.n_latents} latents, {n_labelled} labelled by their evidence "
-        f"(concepts by {labels.mapping}); columns: latent, single items it fires for, label"
+        f"{len(live)} live of {labels.n_latents} latents, {n_labelled} labelled by their "
+        f"evidence (concepts by {labels.mapping}), "
+        + (
+            f"{unmet} live ones active for no training user"
+            if counted
+            else "users not counted (labels written by an older steercf)"
+        )
+        + "; columns: latent, training users it is active for, single items it fires for, "
+        "label"
     )
     return "\n".join([header, *lines])
 
