@@ -82,7 +82,7 @@ def train_params(args: argparse.Namespace, dataset: str, device: Any) -> dict[st
     if preset:
         changed = {k: v for k, v in params.items() if preset.get(k) != v}
         what = (
-            "splice base (what the demo and benchmarks splice)"
+            "splice base (steercf.experiment.splice_base)"
             if getattr(args, "for_splice", False)
             else "preset"
         )

@@ -289,6 +289,8 @@ class ELSA(CFAE):
         self.history_: list[dict[str, float]] = []
         stopper = self._early_stopping(items, validator, workspace, group)
         bar = tqdm(range(self.epochs), desc="ELSA", disable=not self.progress or not group.is_main)
+        if validator is not None:  # early stopping: count to the first possible stop
+            stopper.bound_progress(bar, self.epochs)
         thin = (lambda b: thin_rows(b, self.input_dropout, rng)) if self.input_dropout else None
         for epoch in bar:
             loss = self._train_epoch(rows, items, optimizer, workspace, generator, group, thin)

@@ -239,6 +239,8 @@ class MultVAE(CFAE):
         self.history_: list[dict[str, float]] = []
         step = 0
         bar = tqdm(range(self.epochs), desc="MultVAE", disable=not self.progress)
+        if validator is not None:  # early stopping: count to the first possible stop
+            stopper.bound_progress(bar, self.epochs)
         for epoch in bar:
             network.train()
             order = torch.randperm(rows.shape[0], generator=generator).numpy()

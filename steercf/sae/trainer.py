@@ -151,6 +151,7 @@ def train_sae(
     bar = tqdm(
         range(tc.max_epochs), desc="SAE", unit="epoch", disable=not tc.progress or not group.is_main
     )
+    stopper.bound_progress(bar, tc.max_epochs)  # counts to the first possible stop
     for epoch in bar:
         start = time.perf_counter()
         record, l1_sum = _train_epoch(run, epoch)
