@@ -87,7 +87,12 @@ SPLICE_RANK = SPLICE_BASES["ml-100k"][1]  # the demo's, and any other data set's
 def splice_rank(dataset: str) -> int:
     """Principal directions :func:`splice_base` keeps for ``dataset`` (ML-100K's for
     unknown sets)."""
-    return SPLICE_BASES.get(dataset, SPLICE_BASES["ml-100k"])[1]
+    return _splice_entry(dataset)[1]
+
+
+def _splice_entry(dataset: str) -> tuple[str, int]:
+    """``dataset``'s :data:`SPLICE_BASES` entry, ML-100K's for unknown sets."""
+    return SPLICE_BASES.get(dataset, SPLICE_BASES["ml-100k"])
 
 
 def splice_base(dataset: str, seed: int = 0, quick: bool = False) -> PrincipalSubspace:
@@ -101,7 +106,7 @@ def splice_base(dataset: str, seed: int = 0, quick: bool = False) -> PrincipalSu
 def splice_base_params(dataset: str, quick: bool = False) -> tuple[str, dict[str, Any]]:
     """``(model kind, hyperparameters)`` of the model inside :func:`splice_base` (what
     ``steercf train --for-splice`` trains before keeping its principal directions)."""
-    preset = SPLICE_BASES.get(dataset, SPLICE_BASES["ml-100k"])[0]
+    preset = _splice_entry(dataset)[0]
     params = base_params(dataset, preset, quick=quick)
     return ("ease" if preset == "ease_lowrank" else preset.removesuffix("_random")), params
 

@@ -382,19 +382,9 @@ def label_model(
         **options,
     )
     users = data.matrix if train_users is None else data.matrix[np.asarray(train_users)]
-    for label, count in zip(labels.labels, active_users(model, users), strict=True):
+    for label, count in zip(labels.labels, model.activation_counts(users), strict=True):
         label.n_users = int(count)
     return labels
-
-
-def active_users(model: Any, user_items: Any, batch_size: int = 1024) -> np.ndarray:
-    """(n_latents,) how many of the (n_users, n_items) ``user_items`` rows have each
-    latent of a spliced model active."""
-    counts = np.zeros(model.n_latents, dtype=np.int64)
-    for start in range(0, user_items.shape[0], batch_size):
-        codes = model.encode(user_items[start : start + batch_size]).codes
-        counts += (codes > 0).sum(0).cpu().numpy()
-    return counts
 
 
 # ----------------------------------------------------------------------------------------

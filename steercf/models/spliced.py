@@ -422,11 +422,16 @@ class SplicedRecommender(CFAE):
     def dead_latents(self, user_items: sp.csr_matrix) -> np.ndarray:
         """(n_latents,) bool: latents active on no row of ``user_items`` (e.g. the training
         users) and on no single-item input: latents no user or item can ever express."""
+        fired = self.activation_counts(user_items)
+        fired += self.activation_counts(one_hot_items(self.n_items_))
+        return fired == 0
+
+    def activation_counts(self, user_items: UserRows) -> np.ndarray:
+        """(n_latents,) int64: how many rows of the (n, n_items) ``user_items`` each
+        latent is active for (what users meet, when the rows are users)."""
         self._check_fitted()
         rows = as_user_rows(user_items, self.n_items_, allow_empty=True)
-        fired = activation_counts(self.sae_, self._embed(rows))
-        fired += activation_counts(self.sae_, self._embed(one_hot_items(self.n_items_)))
-        return fired == 0
+        return activation_counts(self.sae_, self._embed(rows))
 
     def sae_fingerprint(self) -> str:
         """Content hash of the SAE's weights (labels saved beside a model carry it)."""

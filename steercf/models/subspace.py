@@ -112,8 +112,8 @@ class PrincipalSubspace(CFAE):
         y = torch.sparse.mm(csr_to_torch(rows).double(), score_encoder)
         kept, energy = principal_directions(y, self.rank)
         self.encoder_ = (score_encoder @ kept).float().to(self.device)
-        self.decoder_ = (kept if orthonormal is None else orthonormal @ kept).float()
-        self.decoder_ = self.decoder_.to(self.device)
+        decoder = kept if orthonormal is None else orthonormal @ kept
+        self.decoder_ = decoder.float().to(self.device)
         self.explained_ = float(energy[: self.rank].sum() / y.square().sum().clamp_min(1e-300))
         self.base_kind = base.kind
         self.base_params = base.saved_params()
