@@ -7,9 +7,11 @@ chunk embeddings, label the latents, then
   the other documents into halves A and B at random, add documents of the left-out
   class to A so that they make up ``rate`` of A, and diff A against B. A latent
   *detects* the planted class when at least 6 of its 10 top-activating documents in
-  A u B belong to it. The SAE's latents are ranked by ``diff_datasets`` (one-sided
-  Fisher exact test p-value; ``sae_fdr05`` counts a finding only when its
-  Benjamini-Hochberg q-value is at most 0.05). Two dense baselines on the mean
+  A u B belong to it. The SAE's latents are ranked by ``diff_datasets`` with its
+  default test (``sae``: are the latent's strongest documents A's?) and with the
+  toolkit's frequency test (``sae_frequency``: one-sided Fisher exact test of firing
+  frequency); ``sae_fdr05`` counts the default's finding only when its
+  Benjamini-Hochberg q-value is at most 0.05. Two dense baselines on the mean
   chunk embeddings: ``dense_meandiff`` (one finding: the 10 documents with the largest
   projection on mean(A) - mean(B)) and ``dense_kmeans`` (k-means with 20 clusters on
   A u B, clusters ranked by the same test of their share in A; a cluster's documents
@@ -77,7 +79,7 @@ from steercf.text.analysis import (
     targeted_clustering,
 )
 from steercf.text.corpora import load_arxiv, load_bbc
-from steercf.text.diffing import fisher_one_sided
+from steercf.text.diffing import DEFAULT_TEST, fisher_one_sided
 from steercf.text.embed import Embedder, Embeddings
 from steercf.text.labels import label_latents, top_documents
 from steercf.text.model import DEFAULT_MAX_TRAIN_ROWS, TextSAE
@@ -86,7 +88,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DETECT_TOP, DETECT_SHARE = 10, 0.6
 NONE_RANK = 999
 KMEANS_K = 20  # clusters of the dense k-means diffing baseline
-METHODS = ("sae", "sae_fdr05", "dense_meandiff", "dense_kmeans")
+METHODS = ("sae", "sae_fdr05", "sae_frequency", "dense_meandiff", "dense_kmeans")
 
 BBC_QUERIES = {
     "business": "business, companies and the economy",
@@ -199,8 +201,10 @@ def planted_differences(
     """Rank (1-based; NONE_RANK if none) of the first finding that detects ``prop``, per
     method:
 
-    * ``sae``: latents of :func:`diff_datasets` (Fisher test, FDR 5 %), a latent
-      detecting when DETECT_SHARE of its top DETECT_TOP documents carry ``prop``;
+    * ``sae`` / ``sae_frequency``: latents ranked by :func:`diff_datasets` with its
+      default test / the frequency test, a latent detecting when DETECT_SHARE of its
+      top DETECT_TOP documents carry ``prop``; ``sae_fdr05``: ``sae``'s, counted only
+      at BH q <= 0.05;
     * ``dense_meandiff``: one finding, the DETECT_TOP documents of A u B with the largest
       projection on ``mean(A) - mean(B)`` of the dense document vectors;
     * ``dense_kmeans``: k-means (KMEANS_K clusters) on A u B, clusters ranked by the same
@@ -213,14 +217,15 @@ def planted_differences(
     union = np.concatenate([a, b])
     has = classes[union] == prop
     ranks = {}
-    diff = diff_datasets(codes[a], codes[b], direction="a")
-    hits = detecting(codes[union], has, diff["latent"].to_numpy())
-    ranks["sae"] = int(diff["rank"].to_numpy()[hits][0]) if hits.any() else NONE_RANK
-    # the same finding, counted only when the test calls it (BH q <= 0.05)
-    significant = hits & (diff["q_value"].to_numpy() <= 0.05)
-    ranks["sae_fdr05"] = (
-        int(diff["rank"].to_numpy()[significant][0]) if significant.any() else NONE_RANK
-    )
+    for method, test in (("sae", DEFAULT_TEST), ("sae_frequency", "frequency")):
+        diff = diff_datasets(codes[a], codes[b], direction="a", test=test)
+        hits = detecting(codes[union], has, diff["latent"].to_numpy())
+        ranks[method] = int(diff["rank"].to_numpy()[hits][0]) if hits.any() else NONE_RANK
+        if method == "sae":  # the same finding, counted only when the test calls it
+            significant = hits & (diff["q_value"].to_numpy() <= 0.05)
+            ranks["sae_fdr05"] = (
+                int(diff["rank"].to_numpy()[significant][0]) if significant.any() else NONE_RANK
+            )
 
     x = dense[union]
     direction = dense[a].mean(0) - dense[b].mean(0)

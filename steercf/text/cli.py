@@ -23,7 +23,13 @@ from steercf.errors import InputError
 from steercf.io import check_model_path
 from steercf.reporting import LIST_SEPARATOR, HelpFormatter, format_table
 from steercf.sae import SAEConfig, TrainConfig
-from steercf.text.diffing import DEFAULT_FDR, DEFAULT_MIN_DIFF
+from steercf.text.diffing import (
+    DEFAULT_FDR,
+    DEFAULT_MIN_DIFF,
+    DEFAULT_N_STRONGEST,
+    DEFAULT_TEST,
+    TESTS,
+)
 from steercf.text.documents import DEFAULT_ID_COLUMN, with_doc_ids
 from steercf.text.embed import (
     DEFAULT_BATCH_SIZE,
@@ -191,17 +197,33 @@ def _add_diff(sub: Any) -> None:
     p = _subcommand(
         sub,
         "diff",
-        "latents whose firing frequency differs between corpus A and corpus B, ranked by a "
-        "one-sided Fisher exact test (p_value, Benjamini-Hochberg q_value; effect sizes: "
-        "diff = freq_a - freq_b, rel_diff = diff / max(freq_a, freq_b), Cohen's h)",
+        "latents that tell corpus A from corpus B, ranked by a one-sided test (p_value, "
+        "Benjamini-Hochberg q_value): by default whether a latent's strongest documents "
+        "come from A (strongest_a: their share from A), or --test frequency whether it "
+        "fires on more of A's documents (effect sizes either way: diff = freq_a - freq_b, "
+        "rel_diff = diff / max(freq_a, freq_b), Cohen's h)",
     )
     _common(p, inputs=2)
+    p.add_argument(
+        "--test",
+        choices=TESTS,
+        default=DEFAULT_TEST,
+        help="strongest: are the latent's --n-strongest strongest documents of A and B "
+        "A's? (finds a property that is a small share of A); frequency: does it fire "
+        "on more of A's documents? (the toolkit's test; can reach significance)",
+    )
+    p.add_argument(
+        "--n-strongest",
+        type=int,
+        default=DEFAULT_N_STRONGEST,
+        help="documents per latent the strongest test counts",
+    )
     p.add_argument(
         "--fdr",
         type=float,
         default=DEFAULT_FDR,
-        help="keep only latents whose Benjamini-Hochberg q-value (one-sided Fisher exact "
-        "test) is at most this, e.g. 0.05; None: all latents, ranked by p-value",
+        help="keep only latents whose Benjamini-Hochberg q-value is at most this, e.g. "
+        "0.05; None: all latents, ranked by p-value",
     )
     p.add_argument(
         "--min-diff", type=float, default=DEFAULT_MIN_DIFF, help="minimum frequency difference"
@@ -210,7 +232,7 @@ def _add_diff(sub: Any) -> None:
         "--direction",
         choices=("a", "b", "both"),
         default="both",
-        help="a: more frequent in A, b: more in B, both: either",
+        help="a: A's side, b: B's side, both: either",
     )
     p.add_argument("--top", type=int, default=20, help="rows shown")
     p.set_defaults(func=cmd_diff)
@@ -492,11 +514,22 @@ def cmd_diff(args: argparse.Namespace) -> None:
         min_diff=args.min_diff,
         direction=args.direction,
         top=args.top,
+        test=args.test,
+        n_strongest=args.n_strongest,
     )
     if frame.empty:
         print("no latent differs" + (f" at q <= {args.fdr}" if args.fdr is not None else ""))
     elif (frame["q_value"] > 0.05).all():
-        print("no latent below differs significantly (every q-value > 0.05)")
+        print(
+            "no latent below differs significantly (every q-value > 0.05)"
+            + (
+                f": {args.n_strongest} documents per latent are little evidence; "
+                "read the ranking, or --test frequency for a test that can reach "
+                "significance when the difference is common"
+                if args.test == "strongest"
+                else ""
+            )
+        )
     _show(frame, args, scientific=("p_value", "q_value"))
 
 
