@@ -54,7 +54,7 @@ embedding time; arXiv abstracts are embedded whole (chunked where longer).
   are recorded once per corpus (by the first level run).
 
     python benchmarks/text.py [--quick] [--json out.json] [--corpus bbc-news arxiv-sample]
-        [--level chunk token]
+        [--level chunk token] [--k K] [--sae-seed S] [--tasks diff correlations retrieval clustering]
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DETECT_TOP, DETECT_SHARE = 10, 0.6
 NONE_RANK = 999
 KMEANS_K = 20  # clusters of the dense k-means diffing baseline
+TASKS = ("diff", "correlations", "retrieval", "clustering")
 METHODS = ("sae", "sae_fdr05", "sae_frequency", "dense_meandiff", "dense_kmeans")
 
 BBC_QUERIES = {
@@ -354,6 +355,9 @@ def run_corpus(
             model = model.replace("sae", f"sae_{level}", 1)
             tag = ",".join(f"{k}={v}" for k, v in sae_name.items())
             extra["setting"] = ",".join(filter(None, [extra.get("setting"), tag]))
+        if not model.startswith("dense") and preset["sae_seed"] != 0:
+            tag = f"sae_seed={preset['sae_seed']}"
+            extra["setting"] = ",".join(filter(None, [extra.get("setting"), tag]))
         records.append({"dataset": name, "model": model, "metric": metric, "value": value, **extra})
 
     frame = spec["load"](SHARED_DATA)
@@ -404,7 +408,7 @@ def run_corpus(
     model = TextSAE.fit(
         sae_emb,
         sae_config=preset.get("sae"),
-        train_config={"seed": 0},
+        train_config={"seed": preset["sae_seed"]},
         embedder=embedder,
         max_train_rows=preset["max_train_rows"],
     )
@@ -429,125 +433,140 @@ def run_corpus(
             )
         )
 
-    # planted differences
-    doc_vectors = dense_doc_vectors(emb)
-    start = time.perf_counter()
-    n_trials = 0
-    for rate in preset["rates"]:
-        trials = [
-            planted_differences(codes, doc_vectors, classes, prop, rate, seed)
-            for prop in spec["planted"]
-            for seed in preset["seeds"]
-        ]
-        n_trials += len(trials)
-        setting = f"rate={rate:g}"
-        for method in METHODS:
-            ranks = np.asarray([t[method] for t in trials])
-            rec(
-                method,
-                "planted_top5_rate",
-                float((ranks <= 5).mean()),
-                setting=setting,
-                n=len(ranks),
-            )
-            rec(
-                method,
-                "planted_top20_rate",
-                float((ranks <= 20).mean()),
-                setting=setting,
-                n=len(ranks),
-            )
-            rec(
-                method, "planted_first_rank", float(np.median(ranks)), setting=setting, n=len(ranks)
-            )
-    rec(
-        "sae",
-        "seconds",
-        (time.perf_counter() - start) / n_trials,
-        setting="diff (per trial, 3 methods)",
-    )
-
-    # planted correlations
-    start = time.perf_counter()
-    for x, y in spec["pairs"]:
-        ranks = {"planted": [], "control": []}
-        for seed in preset["seeds"]:
-            result = planted_correlation(model, sae_emb, classes, x, y, seed)
-            for metric, value in result.items():
-                rec("sae", metric, value, setting=f"pair={x}+{y}", seed=seed)
-            ranks["planted"].append(result["planted_pair_rank"])
-            ranks["control"].append(result.get("control_pair_rank", NONE_RANK))
-        for which, values in ranks.items():
-            n = len(values)
-            top10 = float(np.mean(np.asarray(values) <= 10))
-            rec("sae", f"{which}_pair_top10_rate", top10, setting=f"pair={x}+{y}", n=n)
-            median = float(np.median(values))
-            rec("sae", f"{which}_pair_median_rank", median, setting=f"pair={x}+{y}", n=n)
-    rec(
-        "sae",
-        "seconds",
-        (time.perf_counter() - start) / len(spec["pairs"]),
-        setting="correlations (per pair, 2 corpora)",
-    )
-
-    # property retrieval
-    precisions: dict[str, list[float]] = {"sae": [], "dense": []}
-    sae_s = dense_s = 0.0
-    for key, query in spec["queries"].items():
-        truth = relevant(frame, key, spec["classes"])
-        if truth.sum() < 10:
-            continue
+    if "diff" in preset["tasks"]:
+        # planted differences
+        doc_vectors = dense_doc_vectors(emb)
         start = time.perf_counter()
-        weights = query_latents(model, query, embedder)
-        hits = property_retrieval(codes, weights, model.p90, top=50)
-        sae_s += time.perf_counter() - start
+        n_trials = 0
+        for rate in preset["rates"]:
+            trials = [
+                planted_differences(codes, doc_vectors, classes, prop, rate, seed)
+                for prop in spec["planted"]
+                for seed in preset["seeds"]
+            ]
+            n_trials += len(trials)
+            setting = f"rate={rate:g}"
+            for method in METHODS:
+                ranks = np.asarray([t[method] for t in trials])
+                rec(
+                    method,
+                    "planted_top5_rate",
+                    float((ranks <= 5).mean()),
+                    setting=setting,
+                    n=len(ranks),
+                )
+                rec(
+                    method,
+                    "planted_top20_rate",
+                    float((ranks <= 20).mean()),
+                    setting=setting,
+                    n=len(ranks),
+                )
+                rec(
+                    method,
+                    "planted_first_rank",
+                    float(np.median(ranks)),
+                    setting=setting,
+                    n=len(ranks),
+                )
+        rec(
+            "sae",
+            "seconds",
+            (time.perf_counter() - start) / n_trials,
+            setting="diff (per trial, 4 methods)",
+        )
+
+    if "correlations" in preset["tasks"]:
+        # planted correlations
         start = time.perf_counter()
-        dense = dense_retrieval(embedder.embed_query(query), emb, top=50)
-        dense_s += time.perf_counter() - start
-        for model_name, result in (("sae", hits), ("dense", dense)):
-            p = float(truth[result["doc"].to_numpy()].mean())
-            precisions[model_name].append(p)
-            rec(model_name, "precision@50", p, setting=f"query={key}")
-    for model_name, values in precisions.items():
-        rec(model_name, "precision@50", float(np.mean(values)), setting="mean", n=len(values))
-    n_q = len(precisions["sae"])
-    rec("sae", "seconds", sae_s / n_q, setting="property retrieval (per query)")
-    rec("dense", "seconds", dense_s / n_q, setting="dense retrieval (per query)")
+        for x, y in spec["pairs"]:
+            ranks = {"planted": [], "control": []}
+            for seed in preset["seeds"]:
+                result = planted_correlation(model, sae_emb, classes, x, y, seed)
+                for metric, value in result.items():
+                    rec("sae", metric, value, setting=f"pair={x}+{y}", seed=seed)
+                ranks["planted"].append(result["planted_pair_rank"])
+                ranks["control"].append(result.get("control_pair_rank", NONE_RANK))
+            for which, values in ranks.items():
+                n = len(values)
+                top10 = float(np.mean(np.asarray(values) <= 10))
+                rec("sae", f"{which}_pair_top10_rate", top10, setting=f"pair={x}+{y}", n=n)
+                median = float(np.median(values))
+                rec("sae", f"{which}_pair_median_rank", median, setting=f"pair={x}+{y}", n=n)
+        rec(
+            "sae",
+            "seconds",
+            (time.perf_counter() - start) / len(spec["pairs"]),
+            setting="correlations (per pair, 2 corpora)",
+        )
 
-    # targeted clustering
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import adjusted_rand_score
+    if "retrieval" in preset["tasks"]:
+        # property retrieval
+        precisions: dict[str, list[float]] = {"sae": [], "dense": []}
+        sae_s = dense_s = 0.0
+        for key, query in spec["queries"].items():
+            truth = relevant(frame, key, spec["classes"])
+            if truth.sum() < 10:
+                continue
+            start = time.perf_counter()
+            weights = query_latents(model, query, embedder)
+            hits = property_retrieval(codes, weights, model.p90, top=50)
+            sae_s += time.perf_counter() - start
+            start = time.perf_counter()
+            dense = dense_retrieval(embedder.embed_query(query), emb, top=50)
+            dense_s += time.perf_counter() - start
+            for model_name, result in (("sae", hits), ("dense", dense)):
+                p = float(truth[result["doc"].to_numpy()].mean())
+                precisions[model_name].append(p)
+                rec(model_name, "precision@50", p, setting=f"query={key}")
+        for model_name, values in precisions.items():
+            rec(model_name, "precision@50", float(np.mean(values)), setting="mean", n=len(values))
+        n_q = len(precisions["sae"])
+        rec("sae", "seconds", sae_s / n_q, setting="property retrieval (per query)")
+        rec("dense", "seconds", dense_s / n_q, setting="dense retrieval (per query)")
 
-    keep = np.isin(classes, spec["cluster_classes"])
-    k = len(spec["cluster_classes"])
-    sub_codes, sub_classes = codes[keep], classes[keep]
-    axis = [spec["queries"][c] for c in spec["cluster_classes"]]
-    start = time.perf_counter()
-    latents = query_latents(model, axis, embedder)
-    filtered = targeted_clustering(sub_codes, k, latents, model.labels, seed=0)
-    rec("sae", "seconds", time.perf_counter() - start, setting="clustering (filtered)")
-    for representation in ("tfidf", "jaccard"):
-        for axis_name, axis_latents in (("filtered", latents), ("unfiltered", None)):
-            result = targeted_clustering(
-                sub_codes, k, axis_latents, model.labels, seed=0, representation=representation
-            )
-            rec(
-                "sae",
-                "ari",
-                adjusted_rand_score(sub_classes, result.assignments),
-                setting=f"{axis_name},{representation}",
-                n=int(keep.sum()),
-            )
-    km = KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(doc_vectors[keep])
-    rec("dense", "ari", adjusted_rand_score(sub_classes, km), setting="k-means", n=int(keep.sum()))
-    if not quiet:
-        print(
-            format_table(
-                filtered.summary.assign(latents=filtered.summary["latents"].map(str)).to_dict(
-                    "records"
+    if "clustering" in preset["tasks"]:
+        # targeted clustering
+        from sklearn.cluster import KMeans
+        from sklearn.metrics import adjusted_rand_score
+
+        keep = np.isin(classes, spec["cluster_classes"])
+        k = len(spec["cluster_classes"])
+        sub_codes, sub_classes = codes[keep], classes[keep]
+        axis = [spec["queries"][c] for c in spec["cluster_classes"]]
+        start = time.perf_counter()
+        latents = query_latents(model, axis, embedder)
+        filtered = targeted_clustering(sub_codes, k, latents, model.labels, seed=0)
+        rec("sae", "seconds", time.perf_counter() - start, setting="clustering (filtered)")
+        for representation in ("tfidf", "jaccard"):
+            for axis_name, axis_latents in (("filtered", latents), ("unfiltered", None)):
+                result = targeted_clustering(
+                    sub_codes, k, axis_latents, model.labels, seed=0, representation=representation
+                )
+                rec(
+                    "sae",
+                    "ari",
+                    adjusted_rand_score(sub_classes, result.assignments),
+                    setting=f"{axis_name},{representation}",
+                    n=int(keep.sum()),
+                )
+        km = KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(doc_vectors[keep])
+        rec(
+            "dense",
+            "ari",
+            adjusted_rand_score(sub_classes, km),
+            setting="k-means",
+            n=int(keep.sum()),
+        )
+        if not quiet:
+            print(
+                format_table(
+                    filtered.summary.assign(latents=filtered.summary["latents"].map(str)).to_dict(
+                        "records"
+                    )
                 )
             )
-        )
+
     return records
 
 
@@ -587,6 +606,16 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_MAX_TRAIN_ROWS,
         help="SAE training rows at most (a seeded sample; matters at token level)",
     )
+    parser.add_argument(
+        "--sae-seed", type=int, default=0, help="the SAE's training seed (rows say it when not 0)"
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(TASKS),
+        choices=list(TASKS),
+        help="which measures to run (default: all)",
+    )
     args = parser.parse_args(argv)
     if not SHARED_DATA.is_dir():
         print(f"shared data not found at {SHARED_DATA}", file=sys.stderr)
@@ -596,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"expansion": args.expansion, "k": args.k}
     preset["sae"] = {key: value for key, value in overrides.items() if value is not None} or None
     preset["max_train_rows"] = args.max_train_rows
+    preset["sae_seed"], preset["tasks"] = args.sae_seed, set(args.tasks)
     records: list[dict[str, Any]] = []
     for name in args.corpus:
         for i, level in enumerate(args.level):
