@@ -198,25 +198,30 @@ def _add_diff(sub: Any) -> None:
         sub,
         "diff",
         "latents that tell corpus A from corpus B, ranked by a one-sided test (p_value, "
-        "Benjamini-Hochberg q_value): by default whether a latent's strongest documents "
-        "come from A (strongest_a: their share from A), or --test frequency whether it "
-        "fires on more of A's documents (effect sizes either way: diff = freq_a - freq_b, "
-        "rel_diff = diff / max(freq_a, freq_b), Cohen's h)",
+        "Benjamini-Hochberg q_value over every latent tested, both sides with --direction "
+        "both): by default whether a latent's strongest documents come from A "
+        "(strongest_a: their share from A; A's share of all documents means no "
+        "difference), or --test frequency whether it fires on more of A's documents "
+        "(effect sizes either way: diff = freq_a - freq_b, rel_diff = diff / "
+        "max(freq_a, freq_b), Cohen's h)",
     )
     _common(p, inputs=2)
     p.add_argument(
         "--test",
         choices=TESTS,
         default=DEFAULT_TEST,
-        help="strongest: are the latent's --n-strongest strongest documents of A and B "
-        "A's? (finds a property that is a small share of A); frequency: does it fire "
-        "on more of A's documents? (the toolkit's test; can reach significance)",
+        help="strongest: are the latent's --n-strongest strongest documents of "
+        "A and B mostly A's? Finds a property that is a small share of A, but its p-values "
+        "rank rather than prove (10 documents are little evidence); frequency: does it "
+        "fire on more of A's documents? (the toolkit's test; use it for a significance "
+        "call on a common difference)",
     )
     p.add_argument(
         "--n-strongest",
         type=int,
         default=DEFAULT_N_STRONGEST,
-        help="documents per latent the strongest test counts",
+        help="documents per latent the strongest test counts (fewer when the latent "
+        "fires on fewer)",
     )
     p.add_argument(
         "--fdr",
@@ -232,7 +237,8 @@ def _add_diff(sub: Any) -> None:
         "--direction",
         choices=("a", "b", "both"),
         default="both",
-        help="a: A's side, b: B's side, both: either",
+        help="a: A's side, b: B's side, both: either (the correction then counts both "
+        "sides' tests, so q-values are larger than with a or b)",
     )
     p.add_argument("--top", type=int, default=20, help="rows shown")
     p.set_defaults(func=cmd_diff)
@@ -524,8 +530,8 @@ def cmd_diff(args: argparse.Namespace) -> None:
             "no latent below differs significantly (every q-value > 0.05)"
             + (
                 f": {args.n_strongest} documents per latent are little evidence; "
-                "read the ranking, or --test frequency for a test that can reach "
-                "significance when the difference is common"
+                "read the ranking; --test frequency can reach significance when a "
+                "latent fires on many more of A's documents"
                 if args.test == "strongest"
                 else ""
             )
