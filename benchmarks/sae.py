@@ -80,6 +80,7 @@ VARIANTS = [
     {"init": "independent"},
     {"train": "e2e"},
     {"width": 16},  # twice the latents
+    {"width": 4},  # half the latents
 ]
 PUBLISHED = {
     "arch": "topk",

@@ -276,10 +276,11 @@ function itemRow(item, side, changed) {
     }
   }
   const why = item.why && item.why.length
-    ? el("div", {class: "why", title: item.why.map((w) => `#${w.latent} (${fmt(w.contribution, 3)}): ${w.label}`).join("\n")},
+    ? el("div", {class: "why", title: "each reason: a latent, what it adds to the score and its share of what all the user's latents add (their positive parts)\n"
+          + item.why.map((w) => `#${w.latent} (+${fmt(w.contribution, 3)}, ${Math.round(100 * w.share)} %): ${w.label}`).join("\n")},
         "because of ", ...item.why.slice(0, 2).map((w, i) => [i ? "; " : "",
           el("a", {class: "link", text: `#${w.latent}`, onclick: () => openRecLatent(w.latent)}),
-          ` ${short(w.label, 40)} (${Math.round(100 * w.share)} %)`]))
+          ` ${short(w.label, 40)} (${Math.round(100 * w.share)} % of the latents' lift)`]))
     : null;
   return el("li", {class: changed ? (side === "after" ? "entered" : "left") : "", dataset: {id: item.id}},
     el("span", {class: "rank", text: item.rank}),
