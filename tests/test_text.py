@@ -475,10 +475,14 @@ def test_cli_commands(corpus, tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_text_commands(parser.add_subparsers(dest="command", required=True))
 
+    errors: list[str] = []
+
     def run(*argv: str) -> str:
         args = parser.parse_args(list(argv))
         args.func(args)
-        return capsys.readouterr().out
+        captured = capsys.readouterr()
+        errors.append(captured.err)
+        return captured.out
 
     data = tmp_path / "docs.csv"
     corpus.rename(columns={"doc": "body"})[["id", "category", "body"]].to_csv(data, index=False)
@@ -509,6 +513,7 @@ def test_cli_commands(corpus, tmp_path, capsys):
     assert "trained 384 latents" in out
     out = run("text", "diff", model_dir, str(a), str(b), "--direction", "a", "--top", "5", *common)
     assert "freq_a" in out and "strongest_a" in out
+    assert "trained with --k 8" in errors[-1]  # the model has k=32: diffing advice
     tables = {}
     for test in ("strongest", "frequency"):
         path = tmp_path / f"diff_{test}.csv"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,6 +29,7 @@ from steercf.text.diffing import (
     DEFAULT_MIN_DIFF,
     DEFAULT_N_STRONGEST,
     DEFAULT_TEST,
+    DIFF_K,
     TESTS,
 )
 from steercf.text.documents import DEFAULT_ID_COLUMN, with_doc_ids
@@ -537,6 +539,13 @@ def cmd_diff(args: argparse.Namespace) -> None:
             )
         )
     _show(frame, args, scientific=("p_value", "q_value"))
+    if model.sae.config.k > DIFF_K:  # advice, not progress: --quiet keeps it
+        print(
+            f"note: this model has k={model.sae.config.k} active latents per chunk; a model "
+            f"trained with --k {DIFF_K} finds a difference that is a small share of A more "
+            "often (README, 'Text')",
+            file=sys.stderr,
+        )
 
 
 def cmd_correlate(args: argparse.Namespace) -> None:
