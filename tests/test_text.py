@@ -511,6 +511,7 @@ def test_cli_commands(corpus, tmp_path, capsys):
         *common,
     )
     assert "trained 384 latents" in out
+    assert "fewer documents (300) than latents (384)" in errors[-1]
     out = run("text", "diff", model_dir, str(a), str(b), "--direction", "a", "--top", "5", *common)
     assert "freq_a" in out and "strongest_a" in out
     assert "trained with --k 8" in errors[-1]  # the model has k=32: diffing advice

@@ -485,6 +485,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"documents / {embeddings.vectors.shape[0]} {embeddings.level}s -> {args.out}"
     )
     print(train_quality(model.metadata.get("validation"), metrics, model.metadata))
+    if embeddings.n_docs < model.n_latents:
+        # few documents per latent: diffs and correlations count too few to test
+        print(
+            f"note: fewer documents ({embeddings.n_docs}) than latents ({model.n_latents}): "
+            "each latent fires on few documents, so diff and correlate have little "
+            "evidence; consider a --width well below the number of documents, or more "
+            "documents",
+            file=sys.stderr,
+        )
 
 
 def train_quality(
