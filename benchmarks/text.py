@@ -433,9 +433,9 @@ def run_corpus(
             )
         )
 
+    doc_vectors = dense_doc_vectors(emb)  # what the dense baselines read
     if "diff" in preset["tasks"]:
         # planted differences
-        doc_vectors = dense_doc_vectors(emb)
         start = time.perf_counter()
         n_trials = 0
         for rate in preset["rates"]:
