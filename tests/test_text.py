@@ -285,6 +285,21 @@ def test_strongest_documents_test_matches_hypergeometric():
     first = frame.iloc[0]
     assert first.latent == 2 and first.strongest_a >= 0.8
     assert frame.set_index("latent").loc[4, "strongest_a"] == 0.0  # 3 counted, none A's
+    # tied codes: every document tied with the n-th strongest counts, so identical
+    # corpora of binary codes show no difference (an arbitrary pick could show one)
+    same = np.ones((100, 3), bool)
+    frame = diff_datasets(same, same, direction="both")
+    assert (frame["strongest_a"] == 0.5).all() and (frame["p_value"] > 0.5).all()
+    # binary codes: the strongest test counts every firing document, like the frequency
+    # test, and its p-value is that count's hypergeometric tail
+    ones_a, ones_b = np.zeros((50, 1)), np.zeros((60, 1))
+    ones_a[:20], ones_b[:5] = 1, 1
+    row = diff_datasets(ones_a, ones_b, direction="a", n_strongest=3).iloc[0]
+    assert row.strongest_a == pytest.approx(20 / 25)
+    assert row.p_value == pytest.approx(hypergeom.sf(19, 110, 50, 25))
+    # float64 codes keep their precision: B's codes are the larger ones
+    tiny = diff_datasets(np.ones((3, 1)), np.full((3, 1), 1 + 1e-9), direction="b", n_strongest=3)
+    assert tiny["strongest_a"].tolist() == [0.0]
     with pytest.raises(InputError, match="test must be"):
         diff_datasets(a, b, test="chi2")
     with pytest.raises(InputError, match="n_strongest"):

@@ -230,7 +230,7 @@ def _add_diff(sub: Any) -> None:
         type=float,
         default=DEFAULT_FDR,
         help="keep only latents whose Benjamini-Hochberg q-value is at most this, e.g. "
-        "0.05; None: all latents, ranked by p-value",
+        "0.05; leave it out to keep every latent, ranked by p-value",
     )
     p.add_argument(
         "--min-diff", type=float, default=DEFAULT_MIN_DIFF, help="minimum frequency difference"

@@ -91,20 +91,24 @@ def strongest_in_a(a: np.ndarray, b: np.ndarray, n_strongest: int) -> tuple[np.n
 
     Args:
         a: (n_a, m) codes of A; b: (n_b, m) codes of B.
-        n_strongest: documents counted per latent: its ``n_strongest`` largest codes
-            among the documents it fires on (all of them when it fires on fewer).
+        n_strongest: documents counted per latent: those whose code is at least its
+            ``n_strongest``-th largest, among the documents it fires on (all of them when
+            it fires on fewer). Documents tied with that code are all counted, so tied
+            codes cannot pick one side arbitrarily: with binary codes every firing
+            document is counted and the test is the frequency test's hypergeometric.
 
     Returns:
         ``(from_a, counted)``, each (m,) int: of the ``counted`` documents, how many are
         in A.
     """
-    union = np.concatenate([a, b]).astype(np.float32, copy=False)
-    n = min(n_strongest, union.shape[0])
-    top = np.argpartition(-union, n - 1, axis=0)[:n]  # (n, m) unordered
-    fires = np.take_along_axis(union, top, axis=0) > 0
-    counted = fires.sum(0)
-    from_a = ((top < a.shape[0]) & fires).sum(0)
-    return from_a.astype(np.int64), counted.astype(np.int64)
+    # no narrowing cast: float64 codes that differ in the 9th digit stay different
+    dtype = np.result_type(a.dtype, b.dtype, np.float32)
+    union = np.concatenate([a, b]).astype(dtype, copy=False)
+    n_total = union.shape[0]
+    n = min(n_strongest, n_total)
+    kth = np.partition(union, n_total - n, axis=0)[n_total - n]  # (m,) n-th largest code
+    top = (union >= kth) & (union > 0)  # (n_total, m)
+    return top[: a.shape[0]].sum(0).astype(np.int64), top.sum(0).astype(np.int64)
 
 
 def hypergeometric_one_sided(
@@ -156,20 +160,22 @@ def diff_datasets(
         codes_a: (n_a, n_latents) codes of corpus A; codes_b: (n_b, n_latents) of B.
         labels: (n_latents,) latent labels for the ``label`` column.
         fdr: keep latents whose Benjamini-Hochberg q-value is at most this (the expected
-            share of false discoveries among the kept); None keeps every latent that
-            fires in either corpus (ranked all the same).
+            share of false discoveries among the kept); None applies no q-value cut
+            (every latent that fires in either corpus and leans to the asked side).
         min_diff: also require ``|freq_a - freq_b| >= min_diff`` (0: no floor).
-        direction: ``"a"`` (more frequent in A), ``"b"`` (more in B) or ``"both"``
-            (either; each latent tested in the direction of its difference, both
-            directions counted in the correction).
+        direction: ``"a"`` (latents leaning to A under ``test``: their strongest
+            documents are A's more than A's share of documents, or they fire more often
+            in A), ``"b"`` (leaning to B) or ``"both"`` (either; each latent tested in
+            the direction it leans, both directions counted in the correction). With
+            the default test a latent can lean to A while firing more often in B.
         top: keep at most this many rows (None: all).
         test: ``"strongest"`` (are the latent's strongest documents A's?) or
             ``"frequency"`` (does it fire on more of A's documents?).
         n_strongest: documents per latent the ``"strongest"`` test counts.
 
     Returns:
-        DataFrame, one row per kept latent, smallest p-value first (ties: larger
-        ``|cohens_h|``), ``rank`` from 1, columns :data:`DIFF_COLUMNS`: the two
+        DataFrame, one row per kept latent, smallest p-value first (ties: the larger
+        lean for ``"strongest"``, then the larger ``|cohens_h|``), ``rank`` from 1, columns :data:`DIFF_COLUMNS`: the two
         frequencies, their difference ``diff = freq_a - freq_b``, ``rel_diff = diff /
         max(freq_a, freq_b)``, ``cohens_h`` (effect size), ``strongest_a`` (share of
         the latent's ``n_strongest`` strongest documents of A u B that are A's; A's
