@@ -448,27 +448,12 @@ def run_corpus(
             setting = f"rate={rate:g}"
             for method in METHODS:
                 ranks = np.asarray([t[method] for t in trials])
-                rec(
-                    method,
-                    "planted_top5_rate",
-                    float((ranks <= 5).mean()),
-                    setting=setting,
-                    n=len(ranks),
-                )
-                rec(
-                    method,
-                    "planted_top20_rate",
-                    float((ranks <= 20).mean()),
-                    setting=setting,
-                    n=len(ranks),
-                )
-                rec(
-                    method,
-                    "planted_first_rank",
-                    float(np.median(ranks)),
-                    setting=setting,
-                    n=len(ranks),
-                )
+                for metric, value in (
+                    ("planted_top5_rate", (ranks <= 5).mean()),
+                    ("planted_top20_rate", (ranks <= 20).mean()),
+                    ("planted_first_rank", np.median(ranks)),
+                ):
+                    rec(method, metric, float(value), setting=setting, n=len(ranks))
         rec(
             "sae",
             "seconds",

@@ -44,6 +44,7 @@ import pandas as pd
 from scipy.stats import hypergeom
 
 from steercf.errors import InputError
+from steercf.ranking import whole_number
 from steercf.text.common import check_codes, label_column
 
 DEFAULT_FDR = None  # keep every latent (ranked, q-values shown); e.g. 0.05 to filter
@@ -83,7 +84,7 @@ def fisher_one_sided(count_a: np.ndarray, n_a: int, count_b: np.ndarray, n_b: in
     """
     count_a = np.asarray(count_a, dtype=np.int64)
     total = count_a + np.asarray(count_b, dtype=np.int64)
-    return np.clip(hypergeom.sf(count_a - 1, n_a + n_b, total, n_a), 0.0, 1.0)
+    return hypergeometric_one_sided(count_a, np.full_like(count_a, n_a), total, n_a + n_b)
 
 
 def strongest_in_a(a: np.ndarray, b: np.ndarray, n_strongest: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,11 +113,12 @@ def strongest_in_a(a: np.ndarray, b: np.ndarray, n_strongest: int) -> tuple[np.n
 
 
 def hypergeometric_one_sided(
-    hits: np.ndarray, drawn: np.ndarray, n_in: int, n_total: int
+    hits: np.ndarray, drawn: np.ndarray, n_in: Any, n_total: int
 ) -> np.ndarray:
     """(m,) ``P(X >= hits)`` for ``X ~ Hypergeometric(n_total, n_in, drawn)``: the chance
     that ``drawn`` documents picked at random hold at least ``hits`` of the ``n_in``
-    marked ones (1 where nothing is drawn)."""
+    marked ones (1 where nothing is drawn). ``n_in`` is an int or (m,). The one tail
+    both tests use (:func:`fisher_one_sided` draws A's documents)."""
     p = hypergeom.sf(np.asarray(hits) - 1, n_total, n_in, np.asarray(drawn))
     return np.where(np.asarray(drawn) > 0, np.clip(p, 0.0, 1.0), 1.0)
 
@@ -195,21 +197,15 @@ def diff_datasets(
         raise InputError(f"fdr must be in (0, 1] or None, got {fdr}")
     if test not in TESTS:
         raise InputError(f"test must be one of {TESTS}, got {test!r}")
-    if (
-        isinstance(n_strongest, bool)
-        or not isinstance(n_strongest, (int, np.integer))
-        or n_strongest < 1
-    ):
-        raise InputError(f"n_strongest must be a whole number >= 1, got {n_strongest!r}")
+    n_strongest = whole_number(n_strongest, "n_strongest", minimum=1)
     count_a, count_b = (a > 0).sum(0), (b > 0).sum(0)
     n_a, n_b = a.shape[0], b.shape[0]
     fa, fb = count_a / n_a, count_b / n_b
     diff = fa - fb
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = np.where(np.maximum(fa, fb) > 0, diff / np.maximum(fa, fb), 0.0)
-    from_a, counted = strongest_in_a(a, b, int(n_strongest))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        strongest_a = np.where(counted > 0, from_a / np.maximum(counted, 1), np.nan)
+    from_a, counted = strongest_in_a(a, b, n_strongest)
+    strongest_a = np.where(counted > 0, from_a / np.maximum(counted, 1), np.nan)
     if test == "strongest":
         p_more_a = hypergeometric_one_sided(from_a, counted, n_a, n_a + n_b)
         p_more_b = hypergeometric_one_sided(counted - from_a, counted, n_b, n_a + n_b)
@@ -246,8 +242,10 @@ def diff_datasets(
     keep &= np.abs(diff) >= min_diff
     latents = np.flatnonzero(keep)
     # ties in p: the larger effect first (for "strongest", the larger lean, then |h|)
-    second = -np.abs(lean[latents]) if test == "strongest" else -np.abs(h[latents])
-    latents = latents[np.lexsort((-np.abs(h[latents]), second, p[latents]))]
+    keys = [-np.abs(h[latents]), p[latents]]
+    if test == "strongest":
+        keys.insert(1, -np.abs(lean[latents]))
+    latents = latents[np.lexsort(keys)]
     if top is not None:
         latents = latents[:top]
     return pd.DataFrame(
