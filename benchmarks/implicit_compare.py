@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 from steercf.data import load_dataset
 from steercf.integrations.implicit import SteerCFImplicit, steercf_metrics_at_k
 from steercf.models import EASE, ELSA
-from steercf.models.spliced import SplicedRecommender
+from steercf.models.spliced import AUGMENT_COPIES, SplicedRecommender
 from steercf.reporting import format_table, write_records
 from steercf.sae import TrainConfig
 
@@ -84,7 +84,7 @@ def models(seed: int, quick: bool, threads: int) -> dict[str, tuple[Callable[[],
                     elsa(seed, quick),
                     {"k": 32, "expansion": 8},
                     TrainConfig(max_epochs=sae_epochs, seed=seed, progress=False),
-                    augment=1 if quick else 8,
+                    augment=1 if quick else AUGMENT_COPIES,
                     seed=seed,
                     progress=False,
                 )

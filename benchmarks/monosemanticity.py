@@ -80,14 +80,14 @@ from steercf.concepts.report import (
 )
 from steercf.data import load_dataset
 from steercf.evaluation import split_users
-from steercf.experiment import splice_base
-from steercf.models.spliced import SplicedRecommender, default_train_config
+from steercf.experiment import splice_base, splice_train_config
+from steercf.models.spliced import AUGMENT_COPIES, SplicedRecommender
 from steercf.reporting import format_table, write_records
 from steercf.steering import explain_items
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SOURCES = {"ml-100k": ["genres", "kg"], "ml-latest-small": ["genres", "tags"]}
-FULL: dict[str, Any] = {"sae": {}, "train": {}, "augment": 8, "finetune_epochs": 10}
+FULL: dict[str, Any] = {"sae": {}, "train": {}, "augment": AUGMENT_COPIES, "finetune_epochs": 10}
 QUICK: dict[str, Any] = {
     "sae": {"k": 8, "expansion": 4},
     "train": {"max_epochs": 20},
@@ -108,7 +108,7 @@ def train(
     model = SplicedRecommender(
         base,
         config["sae"] or None,
-        default_train_config(**config["train"], seed=seed, progress=False),
+        splice_train_config(data.name, **config["train"], seed=seed, progress=False),
         augment=config["augment"],
         seed=seed,
         progress=False,

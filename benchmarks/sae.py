@@ -50,9 +50,14 @@ from steercf.experiment import (
     splice_base,
     splice_base_params,
     splice_rank,
+    splice_train_config,
 )
 from steercf.models import PrincipalSubspace
-from steercf.models.spliced import SAE_DEFAULTS, SplicedRecommender, default_train_config
+from steercf.models.spliced import (
+    AUGMENT_COPIES,
+    SAE_DEFAULTS,
+    SplicedRecommender,
+)
 from steercf.reporting import format_table, mean_over_seeds, write_records
 from steercf.sae import sae_metrics
 
@@ -67,6 +72,7 @@ REFERENCE = {
     "train": "recon",
     "init": "tied",
     "width": SAE_DEFAULTS["expansion"],
+    "monitor": "loss",
 }
 VARIANTS = [
     {},
@@ -81,6 +87,7 @@ VARIANTS = [
     {"train": "e2e"},
     {"width": 16},  # twice the latents
     {"width": 4},  # half the latents
+    {"monitor": "recall@20"},  # stop on the spliced model's validation recall
 ]
 PUBLISHED = {
     "arch": "topk",
@@ -90,30 +97,38 @@ PUBLISHED = {
     "refit": "off",
     "train": "recon",
     "width": 8,  # 4,096 latents on ELSA d=512
+    "monitor": "loss",
 }
 PUBLISHED_VARIANTS = [{"init": "tied"}, {"init": "independent"}]
-AUGMENT_COPIES = 8
 CHOSEN = "chosen on validation"
 
 
 def setting_name(setting: dict) -> str:
-    return (
+    name = (
         f"arch={setting['arch']},k={setting['k']},width={setting['width']}x,aux={setting['aux']},"
         f"aug={setting['aug']},refit={setting['refit']},init={setting['init']},"
         f"train={setting['train']}"
     )
+    # the default monitor stays out of the name, so earlier records still match
+    return name if setting["monitor"] == "loss" else f"{name},monitor={setting['monitor']}"
 
 
-def run_one(base, split, setting: dict, seed: int, args: argparse.Namespace) -> dict[str, float]:
+def run_one(
+    dataset: str, base, split, setting: dict, seed: int, args: argparse.Namespace
+) -> dict[str, float]:
     started = time.perf_counter()
-    published = {"l1_coef": 3e-4, "lr": 3e-4, "batch_size": 1024} if args.published else {}
-    train_config = default_train_config(
+    given = {"l1_coef": 3e-4, "lr": 3e-4, "batch_size": 1024} if args.published else {}
+    if args.batch_size:
+        given["batch_size"] = args.batch_size
+    if args.patience:  # else the data set's (steercf.experiment.SPLICE_TRAINING)
+        given["patience"] = args.patience
+    train_config = splice_train_config(
+        dataset,
         aux_coef=1 / 32 if setting["aux"] == "on" else 0.0,
         max_epochs=5 if args.quick else args.max_epochs,
-        patience=args.patience,
         seed=seed,
         progress=False,
-        **published,
+        **given,
     )
     model = SplicedRecommender(
         base,
@@ -131,12 +146,15 @@ def run_one(base, split, setting: dict, seed: int, args: argparse.Namespace) -> 
         if setting["train"] == "e2e"
         else 0,
         finetune_loss=args.finetune_loss,
+        monitor=setting["monitor"],
     ).fit(split.train, split.val_full)
     fit_seconds = time.perf_counter() - started
     result = evaluate(model, split.test_input, split.test_target)
     val = evaluate(model, split.val_input, split.val_target)
     quality = sae_metrics(model.sae_, model.base.encode(split.test_input))
+    val_quality = sae_metrics(model.sae_, model.base.encode(split.val_input))
     return {
+        "val_cosine": val_quality["cosine"],
         "val_recall@20": val.mean("recall@20"),
         "val_ndcg@20": val.mean("ndcg@20"),
         "recall@20": result.mean("recall@20"),
@@ -214,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         help="ELSA preset: the data set's pick (EASE warm starts) or a random start",
     )
     parser.add_argument("--max-epochs", type=int, default=None, help="SAE epoch cap")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="SAE batch size (default: the recipe's)"
+    )
     parser.add_argument("--patience", type=int, default=None, help="SAE early-stopping patience")
     parser.add_argument(
         "--finetune-epochs", type=int, default=6, help="splice-aware epochs (train=e2e)"
@@ -257,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         args.base, args.factors, args.no_ease, args.ranks = "elsa_random", 512, True, [0]
     if args.max_epochs is None:
         args.max_epochs = 250 if args.published else 1000
-    if args.patience is None:
-        args.patience = 50 if args.published else default_train_config().patience
+    if args.patience is None and args.published:
+        args.patience = 50
 
     records: list[dict] = []
 
@@ -333,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                 for variant in base_variants.get(base_name, variants):
                     setting = {**reference, **variant}
                     started = time.perf_counter()
-                    out = run_one(base, split, setting, seed, args)
+                    out = run_one(dataset, base, split, setting, seed, args)
                     name = setting_name(setting)
                     add(dataset, base_name, "base_recall@20", base_recall, seed, name, n_test)
                     add(
@@ -348,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                     for metric in (
                         "val_recall@20",
                         "val_ndcg@20",
+                        "val_cosine",
                         "recall@20",
                         "ndcg@20",
                         "cosine",
@@ -421,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         "bases named kind_pcR are kept to R principal score directions (the splice base: "
         f"{', '.join(f'{d} {k} {r}' for d, (k, r) in SPLICE_BASES.items())}); "
         f"ELSA {args.base} factors={args.factors or 'preset'}; SAE max_epochs={args.max_epochs}, "
-        f"patience={args.patience}, augment={args.augment}:"
+        f"patience={args.patience or 'per data set'}, augment={args.augment}:"
     )
     print(format_table(rows))
     if args.json:

@@ -61,9 +61,9 @@ import numpy as np
 from steercf.concepts import concept_tags
 from steercf.data import ItemTags, load_dataset
 from steercf.evaluation import split_users
-from steercf.experiment import base_params, make_model, splice_base
+from steercf.experiment import base_params, make_model, splice_base, splice_train_config
 from steercf.models import TagSpaceAutoencoder
-from steercf.models.spliced import SplicedRecommender, default_train_config
+from steercf.models.spliced import AUGMENT_COPIES, SplicedRecommender
 from steercf.reporting import format_table, write_records
 from steercf.steering import (
     DECODER_EFFECT,
@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             if dataset not in models:
                 data = load_dataset(dataset, data_dir=SHARED_DATA)
                 split = split_users(data.matrix, seed=seed)
-                train = default_train_config(
-                    seed=seed, progress=False, **({"max_epochs": 5} if args.quick else {})
+                train = splice_train_config(
+                    dataset, seed=seed, progress=False, **({"max_epochs": 5} if args.quick else {})
                 )
                 base = (
                     splice_base(dataset, seed=seed, quick=args.quick)
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 model = SplicedRecommender(
-                    base, train_config=train, augment=2 if args.quick else 8, seed=seed
+                    base, train_config=train, augment=2 if args.quick else AUGMENT_COPIES, seed=seed
                 ).fit(split.train, split.val_full)
                 models[dataset] = (data, split, model)
             data, split, model = models[dataset]

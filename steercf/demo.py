@@ -14,9 +14,10 @@ from steercf.experiment import (
     fit_model,
     select_on_validation,
     splice_base,
+    splice_train_config,
     test_metrics,
 )
-from steercf.models.spliced import SAE_DEFAULTS, SplicedRecommender, default_train_config
+from steercf.models.spliced import AUGMENT_COPIES, SAE_DEFAULTS, SplicedRecommender
 from steercf.reporting import format_table
 from steercf.steering import DEFAULT_STRENGTH, ConceptKnobs, compare
 
@@ -47,7 +48,7 @@ def run_demo(quick: bool = False, seed: int = 0, progress: bool = True) -> list[
     elsa.progress = progress
     shown = {k: v for k, v in elsa.get_params().items() if k in DEMO_SHOWN_PARAMS}
     overrides = {"max_epochs": 10} if quick else {}
-    sae_train = default_train_config(seed=seed, progress=progress, **overrides)
+    sae_train = splice_train_config("ml-100k", seed=seed, progress=progress, **overrides)
     models: dict = {}
     runs = [
         ("popularity", lambda: (fit_model("popularity", split), {})),
@@ -61,7 +62,7 @@ def run_demo(quick: bool = False, seed: int = 0, progress: bool = True) -> list[
             SPLICED_ROW,
             lambda: (
                 SplicedRecommender(
-                    base, train_config=sae_train, augment=2 if quick else 8, seed=seed
+                    base, train_config=sae_train, augment=2 if quick else AUGMENT_COPIES, seed=seed
                 ).fit(split.train, split.val_full),
                 {**SAE_DEFAULTS, "latents": SAE_DEFAULTS["expansion"] * base.rank},
             ),

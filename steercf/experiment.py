@@ -13,6 +13,8 @@ from steercf.evaluation import Split, evaluate
 from steercf.models import EASE, ELSA, MultVAE, Popularity, PrincipalSubspace, Recommender
 from steercf.models.elsa import PRESETS as ELSA_PRESETS
 from steercf.models.multvae import PRESETS as MULTVAE_PRESETS
+from steercf.models.spliced import default_train_config
+from steercf.sae import TrainConfig
 
 MODELS: dict[str, Callable[..., Recommender]] = {
     "popularity": Popularity,
@@ -82,6 +84,22 @@ SPLICE_BASES: dict[str, tuple[str, int]] = {
     "ml-latest-small": ("ease", 256),
 }
 SPLICE_RANK = SPLICE_BASES["ml-100k"][1]  # the demo's, and any other data set's
+
+
+# The spliced model's SAE training per data set, over steercf.models.spliced's
+# TRAIN_DEFAULTS, chosen on validation users (benchmarks/sae.py --patience N, seeds 0-4,
+# 16 augmented copies): ml-latest-small's short epochs (about 8 optimiser steps, ML-100K's
+# 13) stop too soon at patience 5 (validation Recall@20 / nDCG@20 0.3052 / 0.2694 at 10
+# against 0.3043 / 0.2686), while ML-100K keeps 5 (0.4200 / 0.3572 against 0.4190 /
+# 0.3560 at 10, and half the training time).
+SPLICE_TRAINING: dict[str, dict[str, Any]] = {"ml-latest-small": {"patience": 10}}
+
+
+def splice_train_config(dataset: str, **overrides: Any) -> TrainConfig:
+    """The SAE training settings of ``dataset``'s spliced model: the spliced model's
+    defaults (:func:`~steercf.models.spliced.default_train_config`), then the data set's
+    :data:`SPLICE_TRAINING` entry (none for unknown sets), then ``overrides``."""
+    return default_train_config(**{**SPLICE_TRAINING.get(dataset, {}), **overrides})
 
 
 def splice_rank(dataset: str) -> int:

@@ -250,6 +250,7 @@ def test_cli_defaults_come_from_the_configs_and_help_shows_them(capsys):
         train.aux_coef,
         train.loss,
     )
+    assert args.patience is None  # the data set's: steercf.experiment.splice_train_config
     steer = parser.parse_args(["steer", "m", "--user", "1", "--concept", "+Horror"])
     assert (steer.mapping, steer.top_latents) == (DEFAULT_MAPPING, DEFAULT_TOP_LATENTS)
     knobs = ConceptKnobs(mapping=None)

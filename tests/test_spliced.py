@@ -281,3 +281,15 @@ def test_error_term_mode_keeps_the_base_scores_and_steers_the_sparse_code(tmp_pa
     assert loaded.error_term and torch.allclose(loaded.score(rows), model.score(rows))
     with pytest.raises(InputError, match="error_term"):
         SplicedRecommender(base, error_term="yes")
+
+
+def test_splice_train_config_layers_defaults_data_set_and_overrides():
+    from steercf.experiment import SPLICE_TRAINING, splice_train_config
+    from steercf.models.spliced import TRAIN_DEFAULTS
+
+    assert splice_train_config("ml-100k").patience == TRAIN_DEFAULTS["patience"]
+    assert splice_train_config("unknown").to_dict() == splice_train_config("ml-100k").to_dict()
+    tuned = splice_train_config("ml-latest-small", seed=3)
+    assert tuned.patience == SPLICE_TRAINING["ml-latest-small"]["patience"] != 5
+    assert (tuned.seed, tuned.lr) == (3, TRAIN_DEFAULTS["lr"])
+    assert splice_train_config("ml-latest-small", patience=2).patience == 2

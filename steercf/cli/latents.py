@@ -34,7 +34,7 @@ from steercf.concepts import (
 )
 from steercf.data import InteractionData
 from steercf.errors import InputError
-from steercf.experiment import SPLICE_RANK, splice_rank
+from steercf.experiment import SPLICE_RANK, SPLICE_TRAINING, splice_rank, splice_train_config
 from steercf.models import CFAE, EASE, SplicedRecommender
 from steercf.models.spliced import SAE_DEFAULTS, TRAIN_DEFAULTS
 from steercf.reporting import one_line
@@ -67,8 +67,12 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
         )
     if isinstance(base, EASE) and base.rank is None:
         raise InputError("EASE without rank has no bottleneck; train it with --param rank=256")
-    train_config = TrainConfig(
-        **config_values(args, TRAIN_FLAGS),
+    given = config_values(args, TRAIN_FLAGS)
+    if given["patience"] is None:  # the data set's (steercf.experiment.SPLICE_TRAINING)
+        del given["patience"]
+    train_config = splice_train_config(
+        run.data.name,
+        **given,
         seed=run.split.seed if args.seed is None else args.seed,
         device=str(device),
         progress=not args.quiet,
@@ -273,8 +277,23 @@ def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
         tsae, SAEConfig, SAE_FLAGS, defaults=SAE_DEFAULTS, choices={"activation": ACTIVATIONS}
     )
     add_config_flags(
-        tsae, TrainConfig, TRAIN_FLAGS, defaults=TRAIN_DEFAULTS, choices={"loss": LOSSES}
+        tsae,
+        TrainConfig,
+        TRAIN_FLAGS,
+        defaults={**TRAIN_DEFAULTS, "patience": None},
+        choices={"loss": LOSSES},
     )
+    for action in tsae._actions:  # None above: the data set's patience
+        if action.dest == "patience":
+            per_set = "; ".join(
+                f"{settings['patience']} on {dataset}"
+                for dataset, settings in SPLICE_TRAINING.items()
+                if "patience" in settings
+            )
+            action.help += (
+                f" (default: the data set's, steercf.experiment.SPLICE_TRAINING: "
+                f"{TRAIN_DEFAULTS['patience']}; {per_set})"
+            )
     spliced_defaults = SplicedRecommender.param_defaults()
     tsae.add_argument(
         "--augment",

@@ -38,6 +38,11 @@ from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig, activation_co
 # augmented copies instead of 8 were faster but lower on validation users.
 SAE_DEFAULTS: dict[str, Any] = {"k": 32, "expansion": 8, "refit": True}
 TRAIN_DEFAULTS: dict[str, Any] = {"batch_size": 1024, "lr": 2e-3, "patience": 5}
+# Random sub-histories per training user (augmented_rows). More copies generalise to
+# test users' partial histories: 16 scores highest on validation users pooled over both
+# MovieLens sets and 5 seeds (Recall@20 + nDCG@20: 1.350 vs 1.339 for 8 and 1.343 for
+# 32; benchmarks/sae.py --augment N), at about 1.5x the training time of 8.
+AUGMENT_COPIES = 16
 
 
 def default_train_config(**overrides: Any) -> TrainConfig:
@@ -79,7 +84,8 @@ class SplicedRecommender(CFAE):
             :data:`SAE_DEFAULTS` (TopK, 8x width, k=32, refit).
         train_config: SAE training settings (default :func:`default_train_config`).
         augment: random sub-histories per training user added to the SAE's training
-            rows (0 = full histories only, the published recipe).
+            rows (default :data:`AUGMENT_COPIES`; 0 = full histories only, the
+            published recipe).
         seed: seeds the augmentation and the SAE.
         progress: show tqdm bars.
         monitor: what stops the SAE's training early: ``"loss"`` (its reconstruction
@@ -112,7 +118,7 @@ class SplicedRecommender(CFAE):
         base: CFAE,
         sae_config: SAEConfig | dict[str, Any] | None = None,
         train_config: TrainConfig | None = None,
-        augment: int = 8,
+        augment: int = AUGMENT_COPIES,
         seed: int = 0,
         progress: bool = True,
         monitor: str = "loss",
