@@ -291,8 +291,8 @@ def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
                 if "patience" in settings
             )
             action.help += (
-                f" (default: the data set's, steercf.experiment.SPLICE_TRAINING: "
-                f"{TRAIN_DEFAULTS['patience']}; {per_set})"
+                f" (default: {TRAIN_DEFAULTS['patience']}, or the data set's entry in "
+                f"steercf.experiment.SPLICE_TRAINING: {per_set})"
             )
     spliced_defaults = SplicedRecommender.param_defaults()
     tsae.add_argument(

@@ -34,14 +34,16 @@ from steercf.sae import SAEConfig, SparseAutoencoder, TrainConfig, activation_co
 # better than k=16; the refit (least-squares activations on the encoder's support at
 # inference) removes most of what is left. Batches of 1024 at lr 2e-3 reach the
 # validation recall of batches of 256 at the default lr in a third of the time; patience
-# 5 stops at the same best epoch as 10 on ML-100K seeds 0-2, sooner; lr 3e-3 and 6
-# augmented copies instead of 8 were faster but lower on validation users.
+# 5 stops at the same best epoch as 10 on ML-100K seeds 0-2, sooner (ml-latest-small
+# takes 10: steercf.experiment.SPLICE_TRAINING); lr 3e-3 was faster but lower on
+# validation users.
 SAE_DEFAULTS: dict[str, Any] = {"k": 32, "expansion": 8, "refit": True}
 TRAIN_DEFAULTS: dict[str, Any] = {"batch_size": 1024, "lr": 2e-3, "patience": 5}
 # Random sub-histories per training user (augmented_rows). More copies generalise to
 # test users' partial histories: 16 scores highest on validation users pooled over both
 # MovieLens sets and 5 seeds (Recall@20 + nDCG@20: 1.350 vs 1.339 for 8 and 1.343 for
-# 32; benchmarks/sae.py --augment N), at about 1.5x the training time of 8.
+# 32; benchmarks/sae.py --augment N), at about 1.3x the training time of 8 (fewer epochs
+# of twice the rows).
 AUGMENT_COPIES = 16
 
 
