@@ -458,6 +458,11 @@ def test_a_config_nested_100000_deep_is_a_model_file_error(tmp_path, elsa):
     ("kind", "edit", "message"),
     [
         ("Spliced", lambda c: c.pop("augment"), "the config lacks 'augment'"),
+        (
+            "Spliced",
+            lambda c: c.update(train_config={"patience": -1}),
+            "invalid SAE training config: TrainConfig.patience",
+        ),
         ("ELSA", lambda c: c.pop("n_items"), "the config lacks 'n_items'"),
         ("ELSA", lambda c: c.update(betas=5), r"malformed model config \(TypeError"),
         (
@@ -469,6 +474,7 @@ def test_a_config_nested_100000_deep_is_a_model_file_error(tmp_path, elsa):
     ],
     ids=[
         "spliced-no-augment",
+        "spliced-bad-train-config",
         "elsa-no-n_items",
         "elsa-betas-5",
         "elsa-factors-str",

@@ -91,6 +91,10 @@ def test_save_load_round_trip_and_swapped_parts_are_refused(tmp_path, split, bas
     spliced.save(tmp_path / "a", metadata={"seed": 0})
     loaded = load_model(tmp_path / "a")
     assert isinstance(loaded, SplicedRecommender) and loaded.metadata_ == {"seed": 0}
+    # the SAE's training settings travel with it
+    assert (
+        loaded.train_config_.to_dict() == spliced.train_config_.to_dict() == quick_train().to_dict()
+    )
     a = spliced.recommend(split.test_input[:10])[0]
     assert np.array_equal(a, loaded.recommend(split.test_input[:10])[0])
 

@@ -194,6 +194,7 @@ class SplicedRecommender(CFAE):
         result = train_sae(
             z_train, config, train_config, x_val=z_val, group=group, val_score=val_score
         )
+        self.train_config_ = train_config  # what trained it, saved with the model
         self.sae_ = result.sae.eval()
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
@@ -480,6 +481,10 @@ class SplicedRecommender(CFAE):
             "finetune_weight": self.finetune_weight,
             "finetune_sharpness": self.finetune_sharpness,
             "error_term": self.error_term,
+            # how the SAE was trained (patience, lr, ...); None for a model joined from parts
+            "train_config": (
+                self.train_config_.to_dict() if getattr(self, "train_config_", None) else None
+            ),
             "base_kind": self.base.kind,
             "base_fingerprint": tensor_fingerprint(base_tensors),
             "sae_fingerprint": tensor_fingerprint(sae_tensors),
@@ -527,9 +532,16 @@ class SplicedRecommender(CFAE):
             raise ModelFileError(
                 f"{path}: the SAE was not trained on this model's CFAE (it comes from another model)"
             )
+        train_config = None
+        if config.get("train_config"):  # absent in files written before it was saved
+            try:
+                train_config = TrainConfig.from_dict(dict(config["train_config"]))
+            except (InputError, TypeError) as err:
+                raise ModelFileError(f"{path}: invalid SAE training config: {err}") from err
         return cls.from_parts(
             base,
             sae,
+            train_config=train_config,
             augment=config["augment"],
             seed=config["seed"],
             monitor=config.get("monitor", "loss"),
@@ -561,4 +573,6 @@ class SplicedRecommender(CFAE):
         model.n_items_ = base.n_items_
         model.d_ = sae.config.n_latents
         model.metadata_ = metadata or {}
+        if model.train_config is not None:  # a loaded model: the settings that trained it
+            model.train_config_ = model.train_config
         return model
