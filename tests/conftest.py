@@ -17,6 +17,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(autouse=True, scope="module")
+def restore_torch_threads():
+    """Give every test module the thread count it found: the RecBole, implicit and scoring
+    tests pin torch to one thread, and a model trained later would otherwise differ by
+    float rounding depending on which modules ran before it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op torch thread for a test module on small matrices (use it with
