@@ -148,10 +148,12 @@ def add_config_flags(
     names: Iterable[str],
     defaults: dict[str, Any] | None = None,
     choices: dict[str, Sequence[str]] | None = None,
+    notes: dict[str, str] | None = None,
 ) -> None:
     """One ``--field-name`` flag per listed field of config dataclass ``cls``, with the
     field's default (or ``defaults[name]`` where a caller applies another one), type and
-    documented meaning, so the command line and the Python API cannot drift apart."""
+    documented meaning, so the command line and the Python API cannot drift apart;
+    ``notes[name]`` is appended to a flag's help (e.g. what a None default resolves to)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     helps = documented_fields(cls)
     for name in names:
@@ -160,6 +162,8 @@ def add_config_flags(
         flag = "--" + name.replace("_", "-")
         kind = _flag_type(field.type)
         help_text = helps.get(name, name)
+        if notes and name in notes:
+            help_text = f"{help_text} {notes[name]}"
         if kind == "bool":
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=default, help=help_text

@@ -276,24 +276,22 @@ def add_latent_commands(sub: Any) -> list[argparse.ArgumentParser]:
     add_config_flags(
         tsae, SAEConfig, SAE_FLAGS, defaults=SAE_DEFAULTS, choices={"activation": ACTIVATIONS}
     )
+    per_set = "; ".join(
+        f"{settings['patience']} on {dataset}"
+        for dataset, settings in SPLICE_TRAINING.items()
+        if "patience" in settings
+    )
     add_config_flags(
         tsae,
         TrainConfig,
         TRAIN_FLAGS,
-        defaults={**TRAIN_DEFAULTS, "patience": None},
+        defaults={**TRAIN_DEFAULTS, "patience": None},  # None: the data set's
         choices={"loss": LOSSES},
+        notes={
+            "patience": f"(default: {TRAIN_DEFAULTS['patience']}, or the data set's entry in "
+            f"steercf.experiment.SPLICE_TRAINING: {per_set})"
+        },
     )
-    for action in tsae._actions:  # None above: the data set's patience
-        if action.dest == "patience":
-            per_set = "; ".join(
-                f"{settings['patience']} on {dataset}"
-                for dataset, settings in SPLICE_TRAINING.items()
-                if "patience" in settings
-            )
-            action.help += (
-                f" (default: {TRAIN_DEFAULTS['patience']}, or the data set's entry in "
-                f"steercf.experiment.SPLICE_TRAINING: {per_set})"
-            )
     spliced_defaults = SplicedRecommender.param_defaults()
     tsae.add_argument(
         "--augment",
