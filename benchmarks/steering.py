@@ -331,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                             "seed": seed,
                             "choice": f"{setting_of(out['config'])},alpha={out['strength']}",
                             "in_segment_before": out["curve"][0][f"in_segment_recall@{K}"],
+                            "segment_before": out["curve"][0][f"segment_recall@{K}"],
+                            "segment_at_choice": out["test"][f"segment_recall@{K}"],
                             "unsteered_personal": out["curve"][0][f"personal_recall@{K}"],
                             "personal_at_choice": out["test"][f"personal_recall@{K}"],
                             **{
@@ -387,6 +389,8 @@ def summary_rows(results: list[dict]) -> list[dict]:
         for metric in (
             "unsteered_personal",
             "personal_at_choice",
+            "segment_before",
+            "segment_at_choice",
             f"segment_gain@{K}",
             f"personal_kept@{K}",
             "in_segment_before",
