@@ -21,14 +21,15 @@ over units; KL divided by ln(#units) because the models have different unit coun
 ``label_precision@10``, ``distinct_best_latents``, ``labelled_concepts``, ``coverage``.
 Labels judged on items the labeller did not see (``steercf.concepts.evidence``): the
 items are split 60/20/20; ``label_precision@10_held_out`` and ``label_coverage_held_out``
-(share of live units labelled) with setting ``labeller=evidence`` (hypergeometric
-evidence on the training items, p-value threshold chosen on the validation items for
-precision@10 >= 0.6) or ``labeller=best_characterizes`` (every live unit labelled by its
-TF-IDF concept from the training items), for the SAE and both controls. Their
-coverage-precision curves on the same held-out items (``steercf.concepts.evidence.
-held_out_curves``): the same metrics with setting ``curve,labeller=...,threshold=T``
-(the evidence p-value threshold, or the share of live units labelled by TF-IDF
-strength), and with ``--plots`` a figure per data set (``DATASET_label_curves.png``).
+(share of live units labelled) with setting ``labeller=evidence`` (expected precision of
+the top items above chance on the training items, threshold chosen on the validation
+items for precision@10 >= 0.6) or ``labeller=best_characterizes`` (every live unit
+labelled by its TF-IDF concept from the training items), for the SAE and both controls.
+Their coverage-precision curves on the same held-out items (``steercf.concepts.evidence.
+held_out_curves``), with the former p-value rule as ``evidence_pvalue``: the same metrics
+with setting ``curve,labeller=...,threshold=T`` (the expected-precision threshold, or the
+share of live units labelled by p-value or TF-IDF strength), and with ``--plots`` a
+figure per data set (``DATASET_label_curves.png``).
 The full run adds the same records over units active on >= 10 items (setting suffix
 ``,min_items=10``), since units firing on one or two items are trivially specific.
 ``explanation_agreement`` (SAE only: controls explain nothing): each test user's top 10
@@ -64,8 +65,10 @@ from steercf.concepts import (
 )
 from steercf.concepts.evidence import (
     DEFAULT_TARGET_PRECISION,
+    DEFAULT_TOP_K,
     held_out_curves,
     held_out_labelling,
+    judging_depth,
     pair_evidence,
     split_items,
 )
@@ -133,9 +136,10 @@ def explanation_agreement(
     the judge (the item's own tags) was not seen by the labeller.
     """
     matrix = sp.csr_matrix(tags.matrix if hasattr(tags, "matrix") else tags) > 0
-    fit, _, _ = split_items(item_acts.shape[0], seed)
+    fit, val, _ = split_items(item_acts.shape[0], seed)
     live = (item_acts > 0).any(axis=0)
-    pairs = pair_evidence(item_acts, matrix, fit)
+    # read at the depth the threshold was chosen at (steercf.concepts.evidence_threshold)
+    pairs = pair_evidence(item_acts, matrix, fit, judging_depth(DEFAULT_TOP_K, len(fit), len(val)))
     # the library's own rule (what `steercf latent` shows): 0.0 when no threshold reaches;
     # both evidence labellers hand out labels under the 10 % concept cap
     threshold = evidence_threshold(item_acts, matrix, live, seed=seed)

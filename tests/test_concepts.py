@@ -445,18 +445,28 @@ def test_label_latents_on_the_toy_case():
     assert strict[0].text == "unlabelled (top items: Die Hard; Speed)" and not strict[0].labelled
     assert strict[0].evidence["concept"] == "action" and strict[0].evidence["p_value"] > 0.1
     # too few items to choose a threshold on held-out items: labelling is off, and says so
-    assert strict[0].evidence["threshold"] == 0.0
+    assert strict[0].evidence["threshold"] > 1
     assert "labelling is off for genres" in format_latent(strict, 0)
     labels = label_latents(
         acts, titles, {"genres": TOY_TAGS}, item_ids=[5, 6, 7, 8], thresholds={"genres": 0.2}
     )
-    assert (
-        labels[0].labelled
-        and labels[0].text == "action [2/2 top items, lift 2.0] | Die Hard; Speed"
-    )
+    # even a loose threshold labels nothing chance explains, and says so
+    assert not labels[0].labelled and "within chance" in format_latent(labels, 0)
     ev = labels[0].evidence
     assert (ev["hits"], ev["n_top"], ev["precision"], ev["recall"]) == (2, 2, 1.0, 1.0)
     assert ev["p_value"] == pytest.approx(1 / 6)  # both action films among 2 of 4 by chance
+    assert ev["expected_precision"] == pytest.approx((2 + 10 * 0.5) / 12)
+    # 10 action films among 40: three of three is no longer chance (p = 0.012)
+    many = np.zeros((40, 1))
+    many[:3, 0] = [1.0, 0.7, 0.5]
+    action = ItemTags(sp.csr_matrix((np.arange(40) < 10)[:, None].astype(np.float32)), ["action"])
+    titles = [f"film {i}" for i in range(40)]
+    big = label_latents(many, titles, {"genres": action}, thresholds={"genres": 0.2})
+    assert (
+        big[0].labelled
+        and big[0].text == "action [3/3 top items, lift 4.0] | film 0; film 1; film 2"
+    )
+    assert "labelled: expected precision 0.42 >= 0.20" in format_latent(big, 0)
     assert labels[1].concepts[0][:2] == ("genres", "drama")
     assert labels[1].top_items[0] == ("7", "Hamlet", 1.0)
     assert not labels[2].live and labels[2].n_items == 0

@@ -1,4 +1,5 @@
-"""The evidence labeller: hypergeometric evidence, held-out judging, threshold choice."""
+"""The evidence labeller: expected precision above chance, held-out judging, threshold
+choice."""
 
 from __future__ import annotations
 
@@ -46,11 +47,12 @@ def test_evidence_is_the_hypergeometric_tail_of_the_top_items():
     assert evidence.p_value[0] == pytest.approx(hypergeom.sf(9, 200, 40, 10))
     assert evidence.lift[0] == pytest.approx(1.0 / (40 / 200))
     assert evidence.recall[0] == pytest.approx(10 / 40)
+    assert evidence.expected_precision[0] == pytest.approx((10 + 10 * 0.2) / 20)
     assert evidence.concept[3] == -1 and evidence.n_top[3] == 0 and evidence.p_value[3] == 1.0
     # a frequent tag needs more than its base rate: all 10 top items carry tag 1, yet
     # its p-value is far weaker than latent 0's for a 20 % tag
     assert evidence.concept[2] == 1 and evidence.p_value[2] > 100 * evidence.p_value[0]
-    labelled = evidence.labelled(1e-4)
+    labelled = evidence.labelled(0.55)
     assert labelled[0] and not labelled[1] and not labelled[3]
 
 
@@ -58,11 +60,15 @@ def test_held_out_judge_and_threshold_choice():
     acts, tags = planted()
     fit, val, test = split_items(200, seed=0)
     assert len(set(fit) | set(val) | set(test)) == 200 and not set(fit) & set(val)
-    evidence = concept_evidence(acts, tags, fit)
+    # read at the judge's depth: the validation top 10 of 40 items are 30 of the 120
+    from steercf.concepts.evidence import judging_depth, pair_evidence
+
+    pairs = pair_evidence(acts, tags, fit, judging_depth(10, len(fit), len(val)))
+    evidence = pairs.evidence(pairs.best())
     live = (acts > 0).any(axis=0)
     precision = held_out_precision(acts, tags, evidence.concept, test)
     assert precision[0] == 1.0 and np.isnan(precision[3])
-    curve = labelling_curve(evidence, acts, tags, val, live, thresholds=(0.5, 1e-5, 1e-30))
+    curve = labelling_curve(evidence, acts, tags, val, live, thresholds=(0.1, 0.5, 0.7, 0.99))
     assert [p["n_labelled"] for p in curve] == sorted(
         (p["n_labelled"] for p in curve), reverse=True
     )
@@ -70,7 +76,9 @@ def test_held_out_judge_and_threshold_choice():
     chosen = choose_threshold(curve, target_precision=0.9)
     strict = next(p for p in curve if p["threshold"] == chosen)
     assert strict["precision@10"] >= 0.9 and strict["n_labelled"] >= 1
-    assert choose_threshold(curve, target_precision=1.5) == 1e-30  # none reaches: strictest
+    # the loosest reaching the target: every looser point misses it
+    assert all(p["precision@10"] < 0.9 for p in curve if p["threshold"] < chosen)
+    assert choose_threshold(curve, target_precision=1.5) == 0.99  # none reaches: strictest
 
 
 def test_coverage_precision_curves_share_the_split_and_end_at_the_single_points():
@@ -106,3 +114,39 @@ def test_bad_inputs_are_named():
         concept_evidence(acts, tags, k=0)
     with pytest.raises(InputError, match="shares"):
         split_items(10, shares=(0.5, 0.5, 0.0))
+
+
+def test_expected_precision_prefers_what_a_reader_finds_over_surprise():
+    """A latent whose top items nearly all carry a frequent tag is a safer label than one
+    with 3 of 10 on a rare tag: the p-value ranks the rare pair first, expected precision
+    the frequent one; both need to beat chance."""
+    from steercf.concepts.evidence import PairEvidence, judging_depth
+
+    hits = np.array([[9, 0], [0, 3], [4, 0]])  # tag 0 on 50 % of items, tag 1 on 1 %
+    pairs = PairEvidence(
+        hits=hits.astype(np.int32),
+        p_value=np.array([[1e-2, 1.0], [1.0, 1e-5], [0.6, 1.0]]),
+        n_top=np.array([10, 10, 10]),
+        n_concept=np.array([500, 10]),
+        n_items=1000,
+    )
+    expected = pairs.expected_precision(prior_strength=10)
+    assert expected[0, 0] == pytest.approx((9 + 5) / 20)
+    assert expected[1, 1] == pytest.approx((3 + 0.1) / 20)
+    assert pairs.best().tolist() == [0, 1, 0]  # latent 2: its best guess, not above chance
+    evidence = pairs.evidence(pairs.best())
+    assert evidence.labelled(0.1).tolist() == [True, True, False]
+    assert evidence.labelled(0.5).tolist() == [True, False, False]
+    # under the cap a frequent concept may label many latents, a rare one at most 10 %
+    assert pairs.capped(0.1).tolist() == [0, 1, -1]
+    assert judging_depth(10, 600, 200) == 30 and judging_depth(10, 100, 1000) == 10
+
+
+def test_curves_include_the_former_p_value_rule():
+    acts, tags = planted()
+    live = (acts > 0).any(axis=0)
+    curves = held_out_curves(acts, tags, live, seed=0)
+    former = curves["evidence_pvalue"]
+    assert [p["coverage"] for p in former] == sorted(p["coverage"] for p in former)
+    point = held_out_labelling(acts, tags, live, seed=0)["evidence"]
+    assert point["n_labelled"] >= 1 and point["precision@10"] >= 0.6

@@ -201,7 +201,7 @@ def plot_label_curves(
     sources = list(dict.fromkeys(source for source, _, _ in curves))
     fig = _new_figure(4.5 * len(sources), 3.6)
     axes = fig.subplots(1, len(sources), squeeze=False)[0]
-    styles = {"evidence": "-", "best_characterizes": "--"}
+    styles = {"evidence": "-", "best_characterizes": "--", "evidence_pvalue": "-."}
     models = list(dict.fromkeys(model for _, model, _ in curves))
     colours = {model: f"C{i}" for i, model in enumerate(models)}  # one colour per model
     for ax, source in zip(axes, sources, strict=True):

@@ -4,9 +4,10 @@ A live latent (one that fires for at least one single-item history) carries:
 
 * its **evidence label** (:mod:`steercf.concepts.evidence`): the concept its top items
   support best, with how well it holds (hits among the top items, precision, recall,
-  lift over the base rate, hypergeometric p-value). It is *labelled* only when the
-  p-value clears a threshold chosen on held-out items (the loosest one whose labels
-  reach ``target_precision`` precision@10 on validation items); otherwise the text says
+  lift over the base rate, hypergeometric p-value, expected precision). It is
+  *labelled* only when its hits are above chance and its expected precision clears a
+  threshold chosen on held-out items (the loosest one whose labels reach
+  ``target_precision`` precision@10 on validation items); otherwise the text says
   ``unlabelled`` and shows its top items, which is honest and still useful, e.g.
   ``Horror [7/10 top items, lift 6.2] | Scream (1996); Halloween (1978)`` or
   ``unlabelled (top items: Heat (1995); Casino (1995); Sabrina (1995))``. No concept
@@ -38,11 +39,13 @@ from steercf.concepts.evidence import (
     DEFAULT_MIN_HITS,
     DEFAULT_TARGET_PRECISION,
     DEFAULT_TOP_K,
+    LABELLING_OFF,
     MAX_CONCEPT_SHARE,
+    SIGNIFICANCE,
     PairEvidence,
     capped_concepts,
     choose_threshold,
-    concept_evidence,
+    judging_depth,
     labelling_curve,
     pair_evidence,
     reaching_points,
@@ -63,7 +66,7 @@ from steercf.io import read_model_config, resolve_model_dir, update_model_dir
 
 LABELS_FILE = "labels.json"
 LABELS_FORMAT = "steercf-latent-labels"
-LABELS_VERSION = 1
+LABELS_VERSION = 2  # 2: thresholds are expected precisions (1: p-values)
 DEAD_TEXT = "(dead: fires for no single item)"
 MIN_ITEMS_TO_CHOOSE = 100  # fewer items: no held-out split, the strictest threshold
 
@@ -82,7 +85,8 @@ class LatentLabel:
         text: the one-line label.
         evidence: the best-supported concept over all sources and how well it holds:
             ``{"source", "concept", "hits", "n_top", "precision", "recall", "lift",
-            "p_value", "threshold"}`` (None for a dead latent or one without any hit).
+            "p_value", "expected_precision", "threshold"}`` (None for a dead latent or
+            one without any hit).
         labelled: whether that evidence clears its source's threshold (the text then
             names the concept; otherwise it says ``unlabelled``).
         n_users: users whose code has it active (the training users given to
@@ -180,18 +184,19 @@ def evidence_threshold(
     seed: int = 0,
     k: int = DEFAULT_TOP_K,
 ) -> float:
-    """The p-value threshold of one concept source, chosen on held-out items: evidence
-    from 60 % of the items, the loosest threshold whose labels reach
-    ``target_precision`` precision@k on another 20 % (:func:`choose_threshold`).
-    0.0 (labels nothing) when none does, or with fewer than MIN_ITEMS_TO_CHOOSE items:
-    then no latent of this source is labelled, whatever its evidence on all items."""
+    """The expected-precision threshold of one concept source, chosen on held-out items:
+    evidence from 60 % of the items (read at the judge's depth, :func:`judging_depth`),
+    the loosest threshold whose labels reach ``target_precision`` precision@k on
+    another 20 % (:func:`choose_threshold`). ``LABELLING_OFF`` (labels nothing) when
+    none does, or with fewer than MIN_ITEMS_TO_CHOOSE items: then no latent of this
+    source is labelled, whatever its evidence on all items."""
     if acts.shape[0] < MIN_ITEMS_TO_CHOOSE:
-        return 0.0
+        return LABELLING_OFF
     fit, val, _ = split_items(acts.shape[0], seed)
-    evidence = concept_evidence(acts, tags, fit, k)
-    curve = labelling_curve(evidence, acts, tags, val, live, k=k)
+    pairs = pair_evidence(acts, tags, fit, judging_depth(k, len(fit), len(val)))
+    curve = labelling_curve(pairs.evidence(pairs.best()), acts, tags, val, live, k=k)
     if not reaching_points(curve, target_precision, k):
-        return 0.0
+        return LABELLING_OFF
     return choose_threshold(curve, target_precision, k)
 
 
@@ -221,7 +226,8 @@ def label_latents(
         sae_fingerprint: stamped into the labels so that they can be matched to the model.
         target_precision: the held-out precision@10 a labelled latent's source must reach
             (:func:`evidence_threshold`).
-        thresholds: ``source -> p-value threshold`` to use instead of choosing one.
+        thresholds: ``source -> expected-precision threshold`` to use instead of
+            choosing one.
         seed: the item split the thresholds are chosen on.
 
     Returns:
@@ -289,7 +295,7 @@ def _capped_labels(
     sources = list(pairs)
     if not any(pairs[s].hits.shape[1] for s in sources):  # no source or no concept
         return [None] * n_latents
-    score = np.hstack([pairs[s].p_value - 1e-12 * pairs[s].hits for s in sources])
+    score = np.hstack([-pairs[s].expected_precision() for s in sources])
     eligible = np.hstack([pairs[s].eligible(thresholds[s]) for s in sources])
     share = np.concatenate([pairs[s].item_share() for s in sources])
     owner = [(s, c) for s in sources for c in range(pairs[s].hits.shape[1])]
@@ -298,8 +304,12 @@ def _capped_labels(
 
 
 def _clears(entry: Mapping[str, Any]) -> bool:
-    """Whether an evidence entry clears its threshold with enough hits."""
-    return entry["p_value"] <= entry["threshold"] and entry["hits"] >= DEFAULT_MIN_HITS
+    """Whether an evidence entry is above chance and clears its threshold."""
+    return (
+        entry["p_value"] <= SIGNIFICANCE
+        and entry["hits"] >= DEFAULT_MIN_HITS
+        and entry["expected_precision"] >= entry["threshold"]
+    )
 
 
 def _evidence_entry(
@@ -324,6 +334,7 @@ def _evidence_entry(
         "recall": float(hits / n_concept) if n_concept else 0.0,
         "lift": float(precision / base_rate) if base_rate > 0 else 0.0,
         "p_value": float(pairs.p_value[latent, column]),
+        "expected_precision": float(pairs.expected_precision()[latent, column]),
         "threshold": float(thresholds[source]),
     }
 
@@ -334,17 +345,19 @@ def _best_evidence(
     thresholds: Mapping[str, float],
     latent: int,
 ) -> dict[str, Any] | None:
-    """The concept of smallest p-value over all sources for one latent, as a dict."""
-    best = None
+    """The best-supported concept over all sources for one latent (above chance first,
+    then highest expected precision; :meth:`PairEvidence.best`), as a dict."""
+    best, best_key = None, None
     for source, ev in pairs.items():
         if not ev.hits.shape[1] or ev.n_top[latent] == 0:
             continue
-        column = int(np.argmin(ev.p_value[latent] - 1e-12 * ev.hits[latent]))
+        column = int(ev.best()[latent])
         if ev.hits[latent, column] == 0:
             continue
         entry = _evidence_entry(source, ev, column, latent, concept_sets, thresholds)
-        if best is None or entry["p_value"] < best["p_value"]:
-            best = entry
+        key = (bool(ev.above_chance()[latent, column]), entry["expected_precision"])
+        if best_key is None or key > best_key:
+            best, best_key = entry, key
     return best
 
 
@@ -451,9 +464,16 @@ def save_labels(model_dir: str | os.PathLike, labels: LatentLabels) -> Path:
 
 
 def has_labels(model_dir: str | os.PathLike) -> bool:
-    """Whether a saved model carries ``labels.json``."""
+    """Whether a saved model carries ``labels.json`` of this steercf's version (labels of
+    an earlier version are derived data to compute again, not to read)."""
     try:
-        return (resolve_model_dir(model_dir) / LABELS_FILE).is_file()
+        path = resolve_model_dir(model_dir) / LABELS_FILE
+        if not path.is_file():
+            return False
+        try:
+            return json.loads(path.read_text(encoding="utf-8")).get("version") == LABELS_VERSION
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return True  # present but corrupt: load_labels names the problem
     except ModelFileError:
         return False
 
@@ -587,20 +607,28 @@ def format_latent(labels: LatentLabels, latent: int) -> str:
     ev = label.evidence
     if ev:
         if label.labelled:
-            verdict = f"labelled: p-value <= {ev['threshold']:.0e}"
+            verdict = (
+                f"labelled: expected precision {ev['expected_precision']:.2f} >= "
+                f"{ev['threshold']:.2f}, above chance"
+            )
         elif ev.get("capped"):
             verdict = (
                 f"unlabelled: {ev['concept']} already labels {MAX_CONCEPT_SHARE:.0%} of the "
                 "labelled latents (the cap for a concept on fewer of the items), and no "
                 "other concept clears its threshold"
             )
-        elif ev["threshold"] <= 0:
+        elif ev["threshold"] > 1:
             verdict = (
-                f"unlabelled: labelling is off for {ev['source']}, since no p-value threshold "
-                "gave its labels the target precision@10 on held-out items"
+                f"unlabelled: labelling is off for {ev['source']}, since no threshold gave "
+                "its labels the target precision@10 on held-out items"
             )
+        elif ev["p_value"] > SIGNIFICANCE:
+            verdict = f"unlabelled: its hits are within chance (p > {SIGNIFICANCE})"
         else:
-            verdict = f"unlabelled: p-value above the threshold {ev['threshold']:.0e}"
+            verdict = (
+                f"unlabelled: expected precision {ev['expected_precision']:.2f} below the "
+                f"threshold {ev['threshold']:.2f}"
+            )
         lines.append(f"  evidence ({verdict}):")
         lines.append(
             f"    {ev['source']} {ev['concept']}: {ev['hits']} of its {ev['n_top']} top items "
