@@ -39,6 +39,7 @@ from steercf.concepts import (
     tfidf,
     top_item_precision,
 )
+from steercf.concepts.evidence import PRIOR_STRENGTH
 from steercf.concepts.mapping import get_mapping, map_concepts
 from steercf.concepts.report import SPECIFICITY_KEYS, random_orthogonal
 from steercf.data import ItemTags, load_dataset
@@ -455,7 +456,9 @@ def test_label_latents_on_the_toy_case():
     ev = labels[0].evidence
     assert (ev["hits"], ev["n_top"], ev["precision"], ev["recall"]) == (2, 2, 1.0, 1.0)
     assert ev["p_value"] == pytest.approx(1 / 6)  # both action films among 2 of 4 by chance
-    assert ev["expected_precision"] == pytest.approx((2 + 10 * 0.5) / 12)
+    assert ev["expected_precision"] == pytest.approx(
+        (2 + PRIOR_STRENGTH * 0.5) / (2 + PRIOR_STRENGTH)
+    )
     # 10 action films among 40: three of three is no longer chance (p = 0.012)
     many = np.zeros((40, 1))
     many[:3, 0] = [1.0, 0.7, 0.5]
@@ -466,7 +469,8 @@ def test_label_latents_on_the_toy_case():
         big[0].labelled
         and big[0].text == "action [3/3 top items, lift 4.0] | film 0; film 1; film 2"
     )
-    assert "labelled: expected precision 0.42 >= 0.20" in format_latent(big, 0)
+    expected = (3 + PRIOR_STRENGTH * 0.25) / (3 + PRIOR_STRENGTH)
+    assert f"labelled: expected precision {expected:.2f} >= 0.20" in format_latent(big, 0)
     assert labels[1].concepts[0][:2] == ("genres", "drama")
     assert labels[1].top_items[0] == ("7", "Hamlet", 1.0)
     assert not labels[2].live and labels[2].n_items == 0

@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from scipy.stats import hypergeom
 
 from steercf.concepts.evidence import (
+    PRIOR_STRENGTH,
     choose_threshold,
     concept_evidence,
     held_out_curves,
@@ -47,7 +48,9 @@ def test_evidence_is_the_hypergeometric_tail_of_the_top_items():
     assert evidence.p_value[0] == pytest.approx(hypergeom.sf(9, 200, 40, 10))
     assert evidence.lift[0] == pytest.approx(1.0 / (40 / 200))
     assert evidence.recall[0] == pytest.approx(10 / 40)
-    assert evidence.expected_precision[0] == pytest.approx((10 + 10 * 0.2) / 20)
+    assert evidence.expected_precision[0] == pytest.approx(
+        (10 + PRIOR_STRENGTH * 0.2) / (10 + PRIOR_STRENGTH)
+    )
     assert evidence.concept[3] == -1 and evidence.n_top[3] == 0 and evidence.p_value[3] == 1.0
     # a frequent tag needs more than its base rate: all 10 top items carry tag 1, yet
     # its p-value is far weaker than latent 0's for a 20 % tag
@@ -150,3 +153,20 @@ def test_curves_include_the_former_p_value_rule():
     assert [p["coverage"] for p in former] == sorted(p["coverage"] for p in former)
     point = held_out_labelling(acts, tags, live, seed=0)["evidence"]
     assert point["n_labelled"] >= 1 and point["precision@10"] >= 0.6
+
+
+def test_a_latent_without_evidence_shows_its_most_over_represented_concept():
+    """Nothing above chance: the best guess is the smallest p-value, not a near-universal
+    concept (a film's language on 85 % of the items) it has less of than chance."""
+    from steercf.concepts.evidence import PairEvidence
+
+    pairs = PairEvidence(
+        hits=np.array([[6, 1]], dtype=np.int32),  # 6 of 10 English (lift 0.7), 1 Western
+        p_value=np.array([[0.99, 0.4]]),
+        n_top=np.array([10]),
+        n_concept=np.array([850, 50]),
+        n_items=1000,
+    )
+    assert pairs.expected_precision()[0, 0] > pairs.expected_precision()[0, 1]
+    assert pairs.best().tolist() == [1]
+    assert pairs.capped(None).tolist() == [1]  # the benchmark's best guess, same order

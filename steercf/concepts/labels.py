@@ -295,7 +295,7 @@ def _capped_labels(
     sources = list(pairs)
     if not any(pairs[s].hits.shape[1] for s in sources):  # no source or no concept
         return [None] * n_latents
-    score = np.hstack([-pairs[s].expected_precision() for s in sources])
+    score = np.hstack([pairs[s].strength_order() for s in sources])
     eligible = np.hstack([pairs[s].eligible(thresholds[s]) for s in sources])
     share = np.concatenate([pairs[s].item_share() for s in sources])
     owner = [(s, c) for s in sources for c in range(pairs[s].hits.shape[1])]
@@ -345,8 +345,8 @@ def _best_evidence(
     thresholds: Mapping[str, float],
     latent: int,
 ) -> dict[str, Any] | None:
-    """The best-supported concept over all sources for one latent (above chance first,
-    then highest expected precision; :meth:`PairEvidence.best`), as a dict."""
+    """The best-supported concept over all sources for one latent (above chance by
+    expected precision first, then by p-value; :meth:`PairEvidence.best`), as a dict."""
     best, best_key = None, None
     for source, ev in pairs.items():
         if not ev.hits.shape[1] or ev.n_top[latent] == 0:
@@ -355,7 +355,7 @@ def _best_evidence(
         if ev.hits[latent, column] == 0:
             continue
         entry = _evidence_entry(source, ev, column, latent, concept_sets, thresholds)
-        key = (bool(ev.above_chance()[latent, column]), entry["expected_precision"])
+        key = -float(ev.strength_order()[latent, column])  # the order of PairEvidence.best
         if best_key is None or key > best_key:
             best, best_key = entry, key
     return best
