@@ -633,7 +633,8 @@ def format_latent(labels: LatentLabels, latent: int) -> str:
         lines.append(
             f"    {ev['source']} {ev['concept']}: {ev['hits']} of its {ev['n_top']} top items "
             f"(precision {ev['precision']:.2f}, recall {ev['recall']:.3f}, lift "
-            f"{ev['lift']:.1f}, hypergeometric p {ev['p_value']:.1e})"
+            f"{ev['lift']:.1f}, hypergeometric p {ev['p_value']:.1e}, expected precision "
+            f"{ev['expected_precision']:.2f}: the precision shrunk toward the base rate)"
         )
     if label.concepts:
         lines.append(f"  concepts ({labels.mapping}):")
