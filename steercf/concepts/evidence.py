@@ -138,10 +138,7 @@ class PairEvidence:
         language on 85 % of the items); -1 for a latent without top items."""
         if not self.hits.shape[1]:
             return np.full(self.hits.shape[0], -1, dtype=np.int64)
-        above = self.above_chance()
-        by_precision = np.argmax(np.where(above, self.expected_precision(), -1.0), axis=1)
-        by_p_value = np.argmin(self.p_value - 1e-12 * self.hits, axis=1)
-        best = np.where(above.any(axis=1), by_precision, by_p_value)
+        best = np.argmin(self.strength_order(), axis=1)
         return np.where(self.n_top > 0, best, -1).astype(np.int64)
 
     def evidence(self, concept: np.ndarray) -> Evidence:
@@ -293,7 +290,7 @@ def capped_concepts(
     that count, the cap is lowered and the labels handed out again until it holds.
 
     Args:
-        score: (n_latents, n_tags) lower is stronger (minus the expected precision).
+        score: (n_latents, n_tags) lower is stronger (:meth:`PairEvidence.strength_order`).
         eligible: (n_latents, n_tags) bool, the pairs that may label a latent.
         item_share: (n_tags,) share of the items carrying each concept.
         max_share: the cap, a share in (0, 1].
