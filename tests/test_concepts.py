@@ -292,6 +292,8 @@ def test_knowledge_graph_concepts_read_as_roles_of_known_items(ml100k_model):
     kg = concept_tags(data, "kg")
     names = concept_display_names(data, "kg", kg)
     assert len(names) == len(kg.names)
+    # entities of one role sharing their best-known films are told apart
+    assert len(set(names)) == len(names)
     popularity = np.asarray(data.matrix.sum(axis=0)).ravel()
     for raw, shown in zip(kg.names[:20], names[:20], strict=True):
         relation = raw.split(":")[0]

@@ -119,21 +119,40 @@ def concept_display_names(
     A knowledge-graph concept ``relation:entity`` whose entity is a bare identifier
     (``directed_by:m.0bln8``) is named by its role and its best-known items (most
     interactions in ``data``): "director of Pulp Fiction (1994), Reservoir Dogs (1992)".
-    Other names are returned as they are.
+    Two entities of one role with the same best-known items are told apart by more of
+    their items (up to ``titles + 2``), then by their identifier. Other names are
+    returned as they are.
     """
     names = np.asarray(tags.names, dtype=object).copy()
     if source != "kg":
         return names.astype(str)
     popularity = np.asarray(data.matrix.sum(axis=0)).ravel()
     by_tag = sp.csc_matrix(tags.matrix)
+    ranked: dict[int, tuple[str, np.ndarray, str]] = {}  # column -> (role, items, entity)
     for column, name in enumerate(tags.names):
         relation, _, entity = str(name).partition(":")
         if not re.fullmatch(r"[mg]\.[0-9a-z_]+", entity):
             continue
         items = by_tag[:, column].nonzero()[0]
-        best = items[np.argsort(-popularity[items], kind="stable")[:titles]]
         role = KG_ROLES.get(relation, f"{relation.replace('_', ' ')} of")
-        names[column] = f"{role} {', '.join(map(str, data.titles(best)))}"
+        ranked[column] = (role, items[np.argsort(-popularity[items], kind="stable")], entity)
+
+    def named(column: int, n_titles: int) -> str:
+        role, items, _ = ranked[column]
+        return f"{role} {', '.join(map(str, data.titles(items[:n_titles])))}"
+
+    for column in ranked:
+        names[column] = named(column, titles)
+    for extra in (1, 2, None):  # more titles for names still shared, then the identifier
+        shown, counts = np.unique(names.astype(str), return_counts=True)
+        shared = set(shown[counts > 1])
+        for column in ranked:
+            if names[column] in shared:
+                names[column] = (
+                    named(column, titles + extra)
+                    if extra
+                    else f"{named(column, titles + 2)} [{ranked[column][2]}]"
+                )
     return names.astype(str)
 
 
