@@ -31,7 +31,8 @@ stays unlabelled and is shown by its top items.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -86,12 +87,13 @@ class Evidence:
     def labelled(self, threshold: float, min_hits: int = DEFAULT_MIN_HITS) -> np.ndarray:
         """(n_latents,) bool: latents above chance whose expected precision reaches
         ``threshold``."""
-        return (
-            (self.concept >= 0)
-            & (self.hits >= min_hits)
-            & (self.p_value <= SIGNIFICANCE)
-            & (self.expected_precision >= threshold)
-        )
+        above = _above_chance(self.p_value, self.hits, min_hits)
+        return (self.concept >= 0) & above & (self.expected_precision >= threshold)
+
+
+def _above_chance(p_value: np.ndarray, hits: np.ndarray, min_hits: int) -> np.ndarray:
+    """Whether hits beat chance: ``p_value <= SIGNIFICANCE`` with ``min_hits`` hits."""
+    return (p_value <= SIGNIFICANCE) & (hits >= min_hits)
 
 
 def _restrict(acts: np.ndarray, items: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -118,18 +120,23 @@ class PairEvidence:
     n_top: np.ndarray
     n_concept: np.ndarray
     n_items: int
+    # derived (n_latents, n_tags) matrices, computed once: a labeller reads them per latent
+    _derived: dict[Any, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def expected_precision(self, prior_strength: float = PRIOR_STRENGTH) -> np.ndarray:
         """(n_latents, n_tags) ``(hits + a * K / N) / (n + a)`` with ``a = prior_strength``:
         the precision of each latent's top items shrunk toward the concept's base rate."""
-        base_rate = self.n_concept / max(self.n_items, 1)  # (n_tags,)
-        return (self.hits + prior_strength * base_rate[None, :]) / (
-            self.n_top[:, None] + prior_strength
-        )
+        key = ("expected_precision", prior_strength)
+        if key not in self._derived:
+            base_rate = self.n_concept / max(self.n_items, 1)  # (n_tags,)
+            self._derived[key] = (self.hits + prior_strength * base_rate[None, :]) / (
+                self.n_top[:, None] + prior_strength
+            )
+        return self._derived[key]
 
     def above_chance(self, min_hits: int = DEFAULT_MIN_HITS) -> np.ndarray:
         """(n_latents, n_tags) bool: ``p_value <= SIGNIFICANCE`` with ``min_hits`` hits."""
-        return (self.p_value <= SIGNIFICANCE) & (self.hits >= min_hits)
+        return _above_chance(self.p_value, self.hits, min_hits)
 
     def best(self) -> np.ndarray:
         """(n_latents,) each latent's concept of highest expected precision among its pairs
@@ -203,8 +210,17 @@ class PairEvidence:
     def strength_order(self) -> np.ndarray:
         """(n_latents, n_tags) lower is stronger, the order of :meth:`best`: pairs above
         chance by expected precision (-1..0), then the rest by p-value (1..2)."""
-        fallback = 1.0 + self.p_value - 1e-12 * self.hits
-        return np.where(self.above_chance(), -self.expected_precision(), fallback)
+        if "strength_order" not in self._derived:
+            fallback = 1.0 + self.p_value_order()
+            self._derived["strength_order"] = np.where(
+                self.above_chance(), -self.expected_precision(), fallback
+            )
+        return self._derived["strength_order"]
+
+    def p_value_order(self) -> np.ndarray:
+        """(n_latents, n_tags) the p-values, equal ones broken by more hits (lower is
+        stronger): the former labeller's order, and the fallback of :meth:`strength_order`."""
+        return self.p_value - 1e-12 * self.hits
 
 
 def pair_evidence(
@@ -506,7 +522,7 @@ def held_out_curves(
     pairs = pair_evidence(acts, tags, fit, judging_depth(k, len(fit), len(test)))
     evidence = pairs.evidence(pairs.best())  # uncapped, as the threshold choice
     # the former p-value rule, read at the same depth
-    p_score = pairs.p_value - 1e-12 * pairs.hits
+    p_score = pairs.p_value_order()
     p_labels = (
         np.where(pairs.n_top > 0, np.argmin(p_score, axis=1), -1)
         if tags.shape[1]

@@ -351,11 +351,12 @@ def _best_evidence(
     for source, ev in pairs.items():
         if not ev.hits.shape[1] or ev.n_top[latent] == 0:
             continue
-        column = int(ev.best()[latent])
+        order = ev.strength_order()[latent]  # this latent's row of PairEvidence.best
+        column = int(np.argmin(order))
         if ev.hits[latent, column] == 0:
             continue
         entry = _evidence_entry(source, ev, column, latent, concept_sets, thresholds)
-        key = -float(ev.strength_order()[latent, column])  # the order of PairEvidence.best
+        key = -float(order[column])
         if best_key is None or key > best_key:
             best, best_key = entry, key
     return best
