@@ -140,7 +140,7 @@ def explanation_agreement(
     live = (item_acts > 0).any(axis=0)
     # read at the depth the threshold was chosen at (steercf.concepts.evidence_threshold)
     pairs = pair_evidence(item_acts, matrix, fit, judging_depth(DEFAULT_TOP_K, len(fit), len(val)))
-    # the library's own rule (what `steercf latent` shows): 0.0 when no threshold reaches;
+    # the library's own rule (what `steercf latent` shows): LABELLING_OFF when none reaches;
     # both evidence labellers hand out labels under the 10 % concept cap
     threshold = evidence_threshold(item_acts, matrix, live, seed=seed)
     concepts = {

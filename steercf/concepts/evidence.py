@@ -522,13 +522,12 @@ def held_out_curves(
     pairs = pair_evidence(acts, tags, fit, judging_depth(k, len(fit), len(test)))
     evidence = pairs.evidence(pairs.best())  # uncapped, as the threshold choice
     # the former p-value rule, read at the same depth
-    p_score = pairs.p_value_order()
-    p_labels = (
-        np.where(pairs.n_top > 0, np.argmin(p_score, axis=1), -1)
-        if tags.shape[1]
-        else (np.full(acts.shape[1], -1))
-    )
-    p_strength = -np.log(np.maximum(p_score.min(axis=1), 1e-300)) if tags.shape[1] else 0.0
+    if tags.shape[1]:
+        p_score = pairs.p_value_order()
+        p_labels = np.where(pairs.n_top > 0, np.argmin(p_score, axis=1), -1)
+        p_strength = -np.log(np.maximum(p_score.min(axis=1), 1e-300))
+    else:  # no concept: nothing to label
+        p_labels, p_strength = np.full(acts.shape[1], -1), np.zeros(acts.shape[1])
     return {
         "evidence": labelling_curve(evidence, acts, tags, test, live, k=k),
         "evidence_pvalue": _ranked_curve(acts, tags, live, test, p_labels, p_strength, k),
