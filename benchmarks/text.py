@@ -26,7 +26,9 @@ chunk embeddings, label the latents, then
   latent count for both). Records ``planted_pair_rank`` (rank of the first pair of an X-detecting and a
   Y-detecting latent among the NPMI pairs with unrelated labels; 999 if absent),
   ``planted_pair_npmi``, and ``control_pair_npmi`` / ``control_pair_rank`` (the same
-  pair when the X+Y documents are kept apart), setting ``pair=X+Y``, per seed.
+  pair when the X+Y documents are kept apart), setting ``pair=X+Y``, per seed. A
+  latent is on in a document from half its p90 activation (``TextSAE.firing_floor``,
+  ``sae``) and, as the toolkit counts, at any activation (``sae_any_activation``).
 * **Property retrieval**: queries written for classes and categories; a document is
   relevant when its metadata carries the class (arXiv: any of its categories, cross-
   lists included). ``precision@50`` per query and averaged (setting ``mean``) for
@@ -79,10 +81,11 @@ from steercf.text.analysis import (
     targeted_clustering,
 )
 from steercf.text.corpora import load_arxiv, load_bbc
+from steercf.text.correlations import firing
 from steercf.text.diffing import DEFAULT_TEST, fisher_one_sided
 from steercf.text.embed import Embedder, Embeddings
 from steercf.text.labels import label_latents, top_documents
-from steercf.text.model import DEFAULT_MAX_TRAIN_ROWS, TextSAE
+from steercf.text.model import DEFAULT_MAX_TRAIN_ROWS, FIRING_SHARE, TextSAE
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DETECT_TOP, DETECT_SHARE = 10, 0.6
@@ -258,6 +261,7 @@ def planted_correlation(
     seed: int,
     n_single: int = 15,
     n_pair: int = 45,
+    firing_share: float = FIRING_SHARE,
 ) -> dict[str, float]:
     """Rank and NPMI of the planted (x, y) latent pair, and its NPMI without planting.
 
@@ -268,7 +272,8 @@ def planted_correlation(
     for both; the planted pair is the best-ranked NPMI pair of an x- and a y-detecting latent on the
     whole corpus. ``control_pair_npmi`` / ``control_pair_rank``: the same pair on the
     same documents with the X+Y documents kept apart (each of its two documents alone),
-    where x and y never meet.
+    where x and y never meet. Co-occurrence counts a latent from ``firing_share`` of
+    its p90 activation (``TextSAE.firing_floor``, the CLI's default).
     """
     rng = np.random.default_rng(seed)
     others = np.flatnonzero((classes != x) & (classes != y))
@@ -296,6 +301,7 @@ def planted_correlation(
     det_x = set(alive[detecting(all_codes, classes == x, alive)].tolist())
     det_y = set(alive[detecting(all_codes, classes == y, alive)].tolist())
     codes = model.doc_codes(planted)
+    floor = model.firing_floor(firing_share)
 
     def first_match(frame: pd.DataFrame) -> int | None:
         for i, (lx, ly) in enumerate(zip(frame["latent_x"], frame["latent_y"], strict=True)):
@@ -305,7 +311,7 @@ def planted_correlation(
 
     def correlations(c: np.ndarray) -> pd.DataFrame:
         return latent_correlations(
-            c, model.labels, model.terms, top=None, centroids=model.centroids
+            c, model.labels, model.terms, top=None, centroids=model.centroids, floor=floor
         )
 
     results: dict[str, float] = {"n_detect_x": len(det_x), "n_detect_y": len(det_y)}
@@ -323,7 +329,7 @@ def planted_correlation(
         (control["latent_x"].to_numpy() == pair[0]) & (control["latent_y"].to_numpy() == pair[1])
     )
     results["control_pair_rank"] = int(where[0]) + 1 if len(where) else NONE_RANK
-    on = control_codes > 0
+    on = firing(control_codes, floor)
     both = (on[:, pair[0]] & on[:, pair[1]]).mean()
     px, py = on[:, pair[0]].mean(), on[:, pair[1]].mean()
     results["control_pair_npmi"] = (
@@ -464,24 +470,29 @@ def run_corpus(
     if "correlations" in preset["tasks"]:
         # planted correlations
         start = time.perf_counter()
-        for x, y in spec["pairs"]:
-            ranks = {"planted": [], "control": []}
-            for seed in preset["seeds"]:
-                result = planted_correlation(model, sae_emb, classes, x, y, seed)
-                for metric, value in result.items():
-                    rec("sae", metric, value, setting=f"pair={x}+{y}", seed=seed)
-                ranks["planted"].append(result["planted_pair_rank"])
-                ranks["control"].append(result.get("control_pair_rank", NONE_RANK))
-            for which, values in ranks.items():
-                n = len(values)
-                top10 = float(np.mean(np.asarray(values) <= 10))
-                rec("sae", f"{which}_pair_top10_rate", top10, setting=f"pair={x}+{y}", n=n)
-                median = float(np.median(values))
-                rec("sae", f"{which}_pair_median_rank", median, setting=f"pair={x}+{y}", n=n)
+        # the default firing floor, and any activation (the toolkit's rule)
+        for share, pair_model in ((FIRING_SHARE, "sae"), (0.0, "sae_any_activation")):
+            for x, y in spec["pairs"]:
+                pair = f"pair={x}+{y}"
+                ranks = {"planted": [], "control": []}
+                for seed in preset["seeds"]:
+                    result = planted_correlation(
+                        model, sae_emb, classes, x, y, seed, firing_share=share
+                    )
+                    for metric, value in result.items():
+                        rec(pair_model, metric, value, setting=pair, seed=seed)
+                    ranks["planted"].append(result["planted_pair_rank"])
+                    ranks["control"].append(result.get("control_pair_rank", NONE_RANK))
+                for which, values in ranks.items():
+                    n = len(values)
+                    top10 = float(np.mean(np.asarray(values) <= 10))
+                    rec(pair_model, f"{which}_pair_top10_rate", top10, setting=pair, n=n)
+                    median = float(np.median(values))
+                    rec(pair_model, f"{which}_pair_median_rank", median, setting=pair, n=n)
         rec(
             "sae",
             "seconds",
-            (time.perf_counter() - start) / len(spec["pairs"]),
+            (time.perf_counter() - start) / len(spec["pairs"]) / 2,
             setting="correlations (per pair, 2 corpora)",
         )
 

@@ -39,7 +39,7 @@ from steercf.text.embed import (  # noqa: E402
 )
 from steercf.text.families import feature_families  # noqa: E402
 from steercf.text.labels import LatentContext, label_latents, top_documents  # noqa: E402
-from steercf.text.model import TextSAE  # noqa: E402
+from steercf.text.model import FIRING_SHARE, TextSAE  # noqa: E402
 from steercf.text.search import SteerableSearch  # noqa: E402
 
 SPORT = "sport: matches, players and championships"
@@ -365,6 +365,38 @@ def test_npmi_surfaces_planted_cooccurrence(model, emb, corpus):
     control = model.doc_codes(emb.subset(np.concatenate([others, sport[:30], tech[:30]]))) > 0
     together = (control[:, x] & control[:, y]).mean()
     assert together < 0.3 * min(control[:, x].mean(), control[:, y].mean())
+
+
+def test_firing_floor_keeps_strong_cooccurrence_only():
+    # latents 0 and 1 fire strongly together on 20 documents; weak firings of each
+    # elsewhere (half overlapping) are what k-sparse codes add everywhere
+    codes = np.zeros((200, 2), np.float32)
+    codes[:20] = 1.0
+    codes[100:200, 0] = 0.05
+    codes[50:150, 1] = 0.05
+
+    def pair_npmi(floor):
+        pairs = latent_correlations(codes, top=None, unrelated=False, min_npmi=-1, floor=floor)
+        row = pairs.iloc[0]
+        return row["npmi"], row["count_xy"]
+
+    any_npmi, any_count = pair_npmi(None)
+    strong_npmi, strong_count = pair_npmi(np.array([0.5, 0.5]))
+    assert (any_count, strong_count) == (70, 20)
+    assert strong_npmi == pytest.approx(1.0) and any_npmi < 0.5
+    assert pair_npmi(0.5)[1] == 20  # a scalar floor for every latent
+    assert pair_npmi(0.0)[1] == 70  # floor 0 still needs a positive code
+    for bad in (np.array([0.5]), np.array([np.nan, 0.5]), -0.1, np.ones((2, 2))):
+        with pytest.raises(InputError, match="floor"):
+            latent_correlations(codes, floor=bad)
+
+
+def test_text_sae_firing_floor(model):
+    assert model.firing_floor() == pytest.approx(FIRING_SHARE * model.p90)
+    assert model.firing_floor(0.0) == pytest.approx(np.zeros(model.n_latents))
+    for bad in (-0.5, float("nan"), "half"):
+        with pytest.raises(InputError, match="share"):
+            model.firing_floor(bad)
 
 
 def test_correlations_unrelated_filter(codes, model):

@@ -41,7 +41,7 @@ from steercf.text.embed import (
     DEFAULT_OVERLAP,
     LEVELS,
 )
-from steercf.text.model import DEFAULT_MAX_TRAIN_ROWS, DEFAULT_SAE, DEFAULT_TRAIN
+from steercf.text.model import DEFAULT_MAX_TRAIN_ROWS, DEFAULT_SAE, DEFAULT_TRAIN, FIRING_SHARE
 from steercf.text.queries import QUERY_METHODS
 
 # characters shown per table cell, a document's snippet included (the CSV keeps all)
@@ -254,6 +254,13 @@ def _add_correlate(sub: Any) -> None:
     )
     p.add_argument("--top", type=int, default=20, help="pairs shown")
     p.add_argument("--all-pairs", action="store_true", help="keep pairs with related labels")
+    p.add_argument(
+        "--firing-share",
+        type=float,
+        default=FIRING_SHARE,
+        help="a latent is on in a document from this share of its 90th-percentile "
+        "activation (0: any activation, the toolkit's rule)",
+    )
     p.set_defaults(func=cmd_correlate)
 
 
@@ -563,7 +570,14 @@ def cmd_correlate(args: argparse.Namespace) -> None:
     corpus = _model_and_codes(args, args.input)
     model, codes = corpus.model, corpus.codes
     frame = latent_correlations(
-        codes, model.labels, model.terms, args.min_count, top=args.top, unrelated=not args.all_pairs
+        codes,
+        model.labels,
+        model.terms,
+        args.min_count,
+        top=args.top,
+        unrelated=not args.all_pairs,
+        centroids=model.centroids,
+        floor=model.firing_floor(args.firing_share),
     )
     _show(frame, args)
 
