@@ -56,7 +56,8 @@ embedding time; arXiv abstracts are embedded whole (chunked where longer).
   are recorded once per corpus (by the first level run).
 
     python benchmarks/text.py [--quick] [--json out.json] [--corpus bbc-news arxiv-sample]
-        [--level chunk token] [--k K] [--sae-seed S] [--tasks diff correlations retrieval clustering]
+        [--level chunk token] [--k K] [--expansion E] [--sae-seed S] [--rates R ...]
+        [--tasks diff correlations retrieval clustering]
 """
 
 from __future__ import annotations
@@ -606,6 +607,13 @@ def main(argv: list[str] | None = None) -> int:
         "--sae-seed", type=int, default=0, help="the SAE's training seed (rows say it when not 0)"
     )
     parser.add_argument(
+        "--rates",
+        nargs="+",
+        type=float,
+        default=None,
+        help="planted-class shares of A for the diff task (default 0.05 0.1 0.2 0.3)",
+    )
+    parser.add_argument(
         "--tasks",
         nargs="+",
         default=list(TASKS),
@@ -622,6 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     preset["sae"] = {key: value for key, value in overrides.items() if value is not None} or None
     preset["max_train_rows"] = args.max_train_rows
     preset["sae_seed"], preset["tasks"] = args.sae_seed, set(args.tasks)
+    if args.rates:
+        preset["rates"] = args.rates
     records: list[dict[str, Any]] = []
     for name in args.corpus:
         for i, level in enumerate(args.level):
