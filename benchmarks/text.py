@@ -38,7 +38,8 @@ chunk embeddings, label the latents, then
 * **Targeted clustering**: adjusted Rand index against the class labels for
   clustering on latents selected by the class-axis queries (``sae``, setting
   ``filtered``) and on all latents (``unfiltered``), each with the default TF-IDF
-  k-means and the toolkit's Jaccard spectral clustering (setting names it), and
+  k-means, k-means on the decoded axis latents and the toolkit's Jaccard spectral
+  clustering (setting names it), and
   k-means on the mean dense document embeddings (``dense``).
 BBC articles are represented by their first chunk (title + ~190 words) to bound the CPU
 embedding time; arXiv abstracts are embedded whole (chunked where longer).
@@ -81,6 +82,7 @@ from steercf.text.analysis import (
     query_latents,
     targeted_clustering,
 )
+from steercf.text.clustering import REPRESENTATIONS
 from steercf.text.corpora import load_arxiv, load_bbc
 from steercf.text.correlations import firing
 from steercf.text.diffing import DEFAULT_TEST, fisher_one_sided
@@ -535,10 +537,16 @@ def run_corpus(
         latents = query_latents(model, axis, embedder)
         filtered = targeted_clustering(sub_codes, k, latents, model.labels, seed=0)
         rec("sae", "seconds", time.perf_counter() - start, setting="clustering (filtered)")
-        for representation in ("tfidf", "jaccard"):
+        for representation in REPRESENTATIONS:
             for axis_name, axis_latents in (("filtered", latents), ("unfiltered", None)):
                 result = targeted_clustering(
-                    sub_codes, k, axis_latents, model.labels, seed=0, representation=representation
+                    sub_codes,
+                    k,
+                    axis_latents,
+                    model.labels,
+                    seed=0,
+                    representation=representation,
+                    directions=model.directions,
                 )
                 rec(
                     "sae",

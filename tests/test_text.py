@@ -443,9 +443,15 @@ def test_targeted_clustering(model, codes, embedder, corpus):
         "entertainment: films, music and celebrities",
     ]
     axis = query_latents(model, queries, embedder)
-    for representation in ("tfidf", "jaccard"):
+    for representation in ("tfidf", "decoded", "jaccard"):
         result = targeted_clustering(
-            codes, 5, axis, model.labels, seed=0, representation=representation
+            codes,
+            5,
+            axis,
+            model.labels,
+            seed=0,
+            representation=representation,
+            directions=model.directions,
         )
         assert set(result.latents) <= set(axis) and len(result.summary) == 5
         assert result.summary["size"].sum() == len(codes)
@@ -454,6 +460,25 @@ def test_targeted_clustering(model, codes, embedder, corpus):
         targeted_clustering(codes, 1)
     with pytest.raises(InputError, match="representation"):
         targeted_clustering(codes, 5, representation="cosine")
+    with pytest.raises(InputError, match="directions"):
+        targeted_clustering(codes, 5, representation="decoded")
+    with pytest.raises(InputError, match="directions"):
+        targeted_clustering(codes, 5, representation="decoded", directions=model.directions[1:])
+
+
+def test_decoded_clustering_uses_only_the_axis_latents():
+    # two groups of documents that differ on latent 0 vs 1 (the axis) and, crossing
+    # them, on latents 2 vs 3 with larger activations: the axis alone must decide
+    codes = np.zeros((40, 4), np.float32)
+    codes[:20, 0] = codes[20:, 1] = 1.0
+    codes[::2, 2] = codes[1::2, 3] = 5.0
+    directions = np.eye(4, 8, dtype=np.float32)
+    on_axis = targeted_clustering(codes, 2, [0, 1], representation="decoded", directions=directions)
+    everything = targeted_clustering(codes, 2, representation="decoded", directions=directions)
+    truth = np.r_[np.zeros(20), np.ones(20)]
+    crossing = np.arange(40) % 2
+    assert abs(np.corrcoef(on_axis.assignments, truth)[0, 1]) == pytest.approx(1.0)
+    assert abs(np.corrcoef(everything.assignments, crossing)[0, 1]) == pytest.approx(1.0)
 
 
 def test_tfidf_rows_discount_latents_that_fire_everywhere():

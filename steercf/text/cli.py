@@ -24,6 +24,7 @@ from steercf.errors import InputError
 from steercf.io import check_model_path
 from steercf.reporting import LIST_SEPARATOR, HelpFormatter, format_table
 from steercf.sae import SAEConfig, TrainConfig
+from steercf.text.clustering import REPRESENTATIONS
 from steercf.text.diffing import (
     DEFAULT_FDR,
     DEFAULT_MIN_DIFF,
@@ -275,10 +276,10 @@ def _add_cluster(sub: Any) -> None:
     p.add_argument("--axis-latents", type=int, default=64, help="latents per axis query")
     p.add_argument(
         "--representation",
-        choices=("tfidf", "jaccard"),
+        choices=REPRESENTATIONS,
         default="tfidf",
-        help="tfidf: k-means on TF-IDF-weighted activations; jaccard: spectral clustering "
-        "on active latent sets",
+        help="tfidf: k-means on TF-IDF-weighted activations; decoded: k-means on the axis "
+        "latents' decoded vectors; jaccard: spectral clustering on active latent sets",
     )
     p.add_argument("--seed", type=int, default=0, help="clustering random state")
     p.add_argument("--assignments", default=None, help="write document -> cluster CSV here")
@@ -597,6 +598,7 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         model.labels,
         seed=args.seed,
         representation=args.representation,
+        directions=model.directions,
     )
     if args.assignments:
         members = pd.DataFrame({"doc": np.arange(len(codes)), "cluster": result.assignments})

@@ -10,6 +10,11 @@ Two document representations:
   activation, times its inverse document frequency ``log(n_docs / df)``, each document
   L2-normalised; k-means on that (spherical k-means). Like TF-IDF over words, a latent
   that fires on every other document says little about which cluster a document is in.
+* ``"decoded"``: what the code says the document is, back in embedding space: the
+  activations of the axis latents times their decoder directions (``TextSAE.directions``),
+  L2-normalised; k-means on that. Only the axis's concepts shape the vector, and it
+  stays dense when the SAE is very sparse (at k = 8 the TF-IDF rows share too few
+  latents for k-means).
 * ``"jaccard"``: the toolkit's spectral clustering on the Jaccard similarity of the
   binarised codes (kept for reproduction).
 
@@ -30,6 +35,8 @@ import pandas as pd
 
 from steercf.errors import InputError
 from steercf.text.common import check_codes, label_column
+
+REPRESENTATIONS = ("tfidf", "decoded", "jaccard")
 
 
 @dataclass
@@ -132,6 +139,7 @@ def targeted_clustering(
     n_describe: int = 5,
     seed: int = 0,
     representation: str = "tfidf",
+    directions: np.ndarray | None = None,
 ) -> Clusters:
     """Clustering of documents on (a subset of) their latents.
 
@@ -145,15 +153,19 @@ def targeted_clustering(
         n_describe: latents per cluster in the summary.
         seed: random state of k-means (and of the spectral embedding).
         representation: ``"tfidf"`` (k-means on TF-IDF-weighted activations, see the
-            module docstring) or ``"jaccard"`` (spectral clustering on the Jaccard
-            similarity of the active latent sets, plus a tiny constant so that documents
-            with no active latent still form a connected graph).
+            module docstring), ``"decoded"`` (k-means on the axis latents' decoded
+            vectors; needs ``directions``) or ``"jaccard"`` (spectral clustering on the
+            Jaccard similarity of the active latent sets, plus a tiny constant so that
+            documents with no active latent still form a connected graph).
+        directions: (n_latents, d) the latents' decoder directions
+            (``TextSAE.directions``), for ``"decoded"``.
 
     Returns:
         :class:`Clusters`.
 
     Raises:
-        InputError: bad ``n_clusters`` or ``representation``, or no usable latent.
+        InputError: bad ``n_clusters`` or ``representation``, ``"decoded"`` without
+            ``directions`` of one row per latent, or no usable latent.
     """
     from sklearn.cluster import KMeans, SpectralClustering
 
@@ -161,11 +173,25 @@ def targeted_clustering(
     n = codes.shape[0]
     if not isinstance(n_clusters, int) or not 2 <= n_clusters <= n:
         raise InputError(f"n_clusters must be an integer in [2, {n}], got {n_clusters!r}")
-    if representation not in ("tfidf", "jaccard"):
-        raise InputError(f"representation must be 'tfidf' or 'jaccard', got {representation!r}")
+    if representation not in REPRESENTATIONS:
+        raise InputError(
+            f"representation must be one of {', '.join(REPRESENTATIONS)}, got {representation!r}"
+        )
+    if representation == "decoded":
+        if directions is None:
+            raise InputError("representation='decoded' needs the latents' directions")
+        directions = np.asarray(directions, np.float32)
+        if directions.ndim != 2 or directions.shape[0] != codes.shape[1]:
+            raise InputError(
+                f"directions must have shape ({codes.shape[1]}, d), got {directions.shape}"
+            )
     chosen, binary = _axis_latents(codes, latents, min_count)
-    if representation == "tfidf":
-        rows = tfidf_rows(codes[:, chosen])
+    if representation in ("tfidf", "decoded"):
+        if representation == "tfidf":
+            rows = tfidf_rows(codes[:, chosen])
+        else:
+            rows = codes[:, chosen].astype(np.float32) @ directions[chosen]
+            rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
         assignments = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(rows)
     else:
         affinity = jaccard_affinity(binary) + 1e-3

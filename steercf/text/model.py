@@ -224,6 +224,13 @@ class TextSAE:
         norms = np.linalg.norm(centroids, axis=1, keepdims=True)
         self.centroids = (centroids / np.maximum(norms, 1e-12)).astype(np.float32)
 
+    @property
+    def directions(self) -> np.ndarray:
+        """(n_latents, d) the latents' unit decoder directions (in the SAE's
+        standardised embedding space): what :func:`targeted_clustering`'s ``"decoded"``
+        representation sums."""
+        return self.sae.W_dec.detach().cpu().numpy().astype(np.float32)
+
     def firing_floor(self, share: float = FIRING_SHARE) -> np.ndarray:
         """(n_latents,) the activation from which a latent counts as on in a document,
         ``share`` of its :attr:`p90` (the ``floor`` of :func:`latent_correlations`).
