@@ -37,8 +37,8 @@ chunk embeddings, label the latents, then
   vector, best chunk per document).
 * **Targeted clustering**: adjusted Rand index against the class labels for
   clustering on latents selected by the class-axis queries (``sae``, setting
-  ``filtered``) and on all latents (``unfiltered``), each with the default TF-IDF
-  k-means, k-means on the decoded axis latents and the toolkit's Jaccard spectral
+  ``filtered``) and on all latents (``unfiltered``), each with the default k-means on
+  the decoded axis latents, TF-IDF k-means and the toolkit's Jaccard spectral
   clustering (setting names it), and
   k-means on the mean dense document embeddings (``dense``).
 BBC articles are represented by their first chunk (title + ~190 words) to bound the CPU
@@ -535,7 +535,9 @@ def run_corpus(
         axis = [spec["queries"][c] for c in spec["cluster_classes"]]
         start = time.perf_counter()
         latents = query_latents(model, axis, embedder)
-        filtered = targeted_clustering(sub_codes, k, latents, model.labels, seed=0)
+        filtered = targeted_clustering(
+            sub_codes, k, latents, model.labels, seed=0, directions=model.directions
+        )
         rec("sae", "seconds", time.perf_counter() - start, setting="clustering (filtered)")
         for representation in REPRESENTATIONS:
             for axis_name, axis_latents in (("filtered", latents), ("unfiltered", None)):

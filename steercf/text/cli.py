@@ -24,7 +24,7 @@ from steercf.errors import InputError
 from steercf.io import check_model_path
 from steercf.reporting import LIST_SEPARATOR, HelpFormatter, format_table
 from steercf.sae import SAEConfig, TrainConfig
-from steercf.text.clustering import REPRESENTATIONS
+from steercf.text.clustering import DEFAULT_REPRESENTATION, REPRESENTATIONS
 from steercf.text.diffing import (
     DEFAULT_FDR,
     DEFAULT_MIN_DIFF,
@@ -277,9 +277,9 @@ def _add_cluster(sub: Any) -> None:
     p.add_argument(
         "--representation",
         choices=REPRESENTATIONS,
-        default="tfidf",
-        help="tfidf: k-means on TF-IDF-weighted activations; decoded: k-means on the axis "
-        "latents' decoded vectors; jaccard: spectral clustering on active latent sets",
+        default=DEFAULT_REPRESENTATION,
+        help="decoded: k-means on the axis latents' decoded vectors; tfidf: k-means on "
+        "TF-IDF-weighted activations; jaccard: spectral clustering on active latent sets",
     )
     p.add_argument("--seed", type=int, default=0, help="clustering random state")
     p.add_argument("--assignments", default=None, help="write document -> cluster CSV here")
