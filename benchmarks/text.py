@@ -40,7 +40,9 @@ chunk embeddings, label the latents, then
   ``filtered``) and on all latents (``unfiltered``), each with the default k-means on
   the decoded axis latents, TF-IDF k-means and the toolkit's Jaccard spectral
   clustering (setting names it), and
-  k-means on the mean dense document embeddings (``dense``).
+  k-means on the mean dense document embeddings (``dense``); and with the number of
+  clusters chosen by the best silhouette in 2..12 for both (setting ``auto k``,
+  metric ``n_clusters`` the count chosen).
 BBC articles are represented by their first chunk (title + ~190 words) to bound the CPU
 embedding time; arXiv abstracts are embedded whole (chunked where longer).
 
@@ -82,7 +84,7 @@ from steercf.text.analysis import (
     query_latents,
     targeted_clustering,
 )
-from steercf.text.clustering import REPRESENTATIONS
+from steercf.text.clustering import REPRESENTATIONS, SILHOUETTE_SAMPLE, choose_n_clusters
 from steercf.text.corpora import load_arxiv, load_bbc
 from steercf.text.correlations import firing
 from steercf.text.diffing import DEFAULT_TEST, fisher_one_sided
@@ -527,7 +529,7 @@ def run_corpus(
     if "clustering" in preset["tasks"]:
         # targeted clustering
         from sklearn.cluster import KMeans
-        from sklearn.metrics import adjusted_rand_score
+        from sklearn.metrics import adjusted_rand_score, silhouette_score
 
         keep = np.isin(classes, spec["cluster_classes"])
         k = len(spec["cluster_classes"])
@@ -565,6 +567,28 @@ def run_corpus(
             setting="k-means",
             n=int(keep.sum()),
         )
+        # the number of clusters chosen by the silhouette, for both (no class count given)
+        auto = targeted_clustering(sub_codes, None, directions=model.directions)
+        dense_x = doc_vectors[keep]
+        dense_k, dense_auto, _ = choose_n_clusters(
+            lambda c: KMeans(n_clusters=c, n_init=10, random_state=0).fit_predict(dense_x),
+            lambda assigned: float(
+                silhouette_score(
+                    dense_x,
+                    assigned,
+                    metric="cosine",
+                    sample_size=min(SILHOUETTE_SAMPLE, len(dense_x)),
+                    random_state=0,
+                )
+            ),
+            len(dense_x),
+        )
+        for model_name, assigned, chosen_k, setting in (
+            ("sae", auto.assignments, len(auto.summary), "unfiltered,decoded,auto k"),
+            ("dense", dense_auto, dense_k, "k-means,auto k"),
+        ):
+            rec(model_name, "ari", adjusted_rand_score(sub_classes, assigned), setting=setting)
+            rec(model_name, "n_clusters", chosen_k, setting=setting, n=int(keep.sum()))
         if not quiet:
             print(
                 format_table(

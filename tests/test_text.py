@@ -466,6 +466,31 @@ def test_targeted_clustering(model, codes, embedder, corpus):
         targeted_clustering(codes, 5, representation="decoded", directions=model.directions[1:])
 
 
+@pytest.mark.parametrize("representation", ["decoded", "tfidf", "jaccard"])
+def test_clustering_chooses_the_number_of_clusters(representation):
+    # three groups of 20 documents, each firing on its own pair of latents (plus one
+    # latent nearly every document shares): the silhouette must find 3
+    rng = np.random.default_rng(0)
+    codes = np.zeros((60, 7), np.float32)
+    for group in range(3):
+        rows = slice(20 * group, 20 * (group + 1))
+        codes[rows, 2 * group : 2 * group + 2] = rng.uniform(0.5, 1.0, (20, 2))
+    codes[:, 6] = rng.uniform(0.1, 0.3, 60)
+    codes[::20, 6] = 0.0  # not on every document, or the axis would drop it
+    result = targeted_clustering(
+        codes, representation=representation, directions=np.eye(7, dtype=np.float32)
+    )
+    assert sorted(result.silhouettes) == list(range(2, 13))
+    assert max(result.silhouettes, key=result.silhouettes.get) == 3
+    assert len(result.summary) == 3
+    groups = np.repeat(np.arange(3), 20)
+    assert len({(g, c) for g, c in zip(groups, result.assignments, strict=True)}) == 3
+    given = targeted_clustering(codes, 4, directions=np.eye(7, dtype=np.float32))
+    assert given.silhouettes == {} and len(given.summary) == 4
+    with pytest.raises(InputError, match="n_clusters"):
+        targeted_clustering(codes, True, directions=np.eye(7, dtype=np.float32))
+
+
 def test_decoded_clustering_uses_only_the_axis_latents():
     # two groups of documents that differ on latent 0 vs 1 (the axis) and, crossing
     # them, on latents 2 vs 3 with larger activations: the axis alone must decide

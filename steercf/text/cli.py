@@ -24,7 +24,11 @@ from steercf.errors import InputError
 from steercf.io import check_model_path
 from steercf.reporting import LIST_SEPARATOR, HelpFormatter, format_table
 from steercf.sae import SAEConfig, TrainConfig
-from steercf.text.clustering import DEFAULT_REPRESENTATION, REPRESENTATIONS
+from steercf.text.clustering import (
+    DEFAULT_REPRESENTATION,
+    MAX_AUTO_CLUSTERS,
+    REPRESENTATIONS,
+)
 from steercf.text.diffing import (
     DEFAULT_FDR,
     DEFAULT_MIN_DIFF,
@@ -268,7 +272,13 @@ def _add_correlate(sub: Any) -> None:
 def _add_cluster(sub: Any) -> None:
     p = _subcommand(sub, "cluster", "cluster documents on latents along an axis")
     _common(p, ids=True)
-    p.add_argument("--n-clusters", type=int, required=True, help="number of clusters")
+    p.add_argument(
+        "--n-clusters",
+        type=int,
+        default=None,
+        help=f"number of clusters (default: the count in 2..{MAX_AUTO_CLUSTERS} with the best "
+        "silhouette, printed with the others' scores)",
+    )
     p.add_argument("--query", action="append", default=[], help="axis query (repeatable)")
     p.add_argument(
         "--method", choices=QUERY_METHODS, default="semantic", help="how queries pick latents"
@@ -603,6 +613,11 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     if args.assignments:
         members = pd.DataFrame({"doc": np.arange(len(codes)), "cluster": result.assignments})
         with_doc_ids(members, corpus.ids).to_csv(args.assignments, index=False)
+    if result.silhouettes:
+        scores = ", ".join(f"{k}: {v:.3f}" for k, v in result.silhouettes.items())
+        print(
+            f"{len(result.summary)} clusters, the best silhouette of 2..{MAX_AUTO_CLUSTERS} ({scores})"
+        )
     print(f"clustered on {len(result.latents)} latents")
     _show(result.summary, args)
 
