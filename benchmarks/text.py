@@ -56,7 +56,8 @@ embedding time; arXiv abstracts are embedded whole (chunked where longer).
   token rows, a document's code the max over its tokens) and its rows are
   ``sae_token`` / ``sae_token_fdr05``, their ``setting`` ending in
   ``level=token,width=W,k=K``. The dense baselines always read the chunk embeddings and
-  are recorded once per corpus (by the first level run).
+  are recorded once per corpus (by the first level run). With ``--k`` or
+  ``--expansion`` the SAE rows' ``setting`` ends in ``level=...,width=W,k=K`` too.
 
     python benchmarks/text.py [--quick] [--json out.json] [--corpus bbc-news arxiv-sample]
         [--level chunk token] [--k K] [--expansion E] [--sae-seed S] [--rates R ...]
@@ -362,8 +363,11 @@ def run_corpus(
         if model.startswith("dense"):
             if not dense_rows:
                 return
-        elif level != "chunk":  # sae -> sae_token, its setting naming level/width/k
-            model = model.replace("sae", f"sae_{level}", 1)
+        elif level != "chunk" or preset["sae"]:
+            # sae -> sae_token at token level; the setting names level/width/k there and
+            # whenever the SAE's size is not the default
+            if level != "chunk":
+                model = model.replace("sae", f"sae_{level}", 1)
             tag = ",".join(f"{k}={v}" for k, v in sae_name.items())
             extra["setting"] = ",".join(filter(None, [extra.get("setting"), tag]))
         if not model.startswith("dense") and preset["sae_seed"] != 0:
