@@ -28,7 +28,7 @@ from steercf.text.analysis import (  # noqa: E402
 from steercf.text.cli import add_text_commands  # noqa: E402
 from steercf.text.clustering import tfidf_rows  # noqa: E402
 from steercf.text.corpora import bbc_sample  # noqa: E402
-from steercf.text.diffing import benjamini_hochberg  # noqa: E402
+from steercf.text.diffing import DIFF_K, benjamini_hochberg  # noqa: E402
 from steercf.text.embed import (  # noqa: E402
     Embedder,
     Embeddings,
@@ -611,7 +611,7 @@ def test_cli_commands(corpus, tmp_path, capsys):
     assert "fewer documents (300) than latents (384)" in errors[-1]
     out = run("text", "diff", model_dir, str(a), str(b), "--direction", "a", "--top", "5", *common)
     assert "freq_a" in out and "strongest_a" in out
-    assert "trained with --k 8" in errors[-1]  # the model has k=32: diffing advice
+    assert f"trained with --k {DIFF_K}" in errors[-1]  # the model has k=32: diffing advice
     tables = {}
     for test in ("strongest", "frequency"):
         path = tmp_path / f"diff_{test}.csv"
