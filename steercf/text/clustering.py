@@ -44,7 +44,8 @@ DEFAULT_REPRESENTATION = "decoded"
 # With no n_clusters, every count in 2..MAX_AUTO_CLUSTERS is tried and the one with the
 # best mean silhouette kept; it is computed on a seeded sample of SILHOUETTE_SAMPLE docs.
 # On the decoded codes it picks 5 on BBC News (its 5 categories) and 3 on the arXiv
-# sample's 6 archives, as it does on the dense embeddings (benchmarks/text.py).
+# sample's 6 archives (2 for one SAE seed of four), as on the dense embeddings
+# (benchmarks/text.py, rows 'auto k').
 MAX_AUTO_CLUSTERS = 12
 SILHOUETTE_SAMPLE = 2000
 
