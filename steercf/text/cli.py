@@ -247,12 +247,17 @@ def _add_diff(sub: Any) -> None:
         help="a: A's side, b: B's side, both: either (the correction then counts both "
         "sides' tests, so q-values are larger than with a or b)",
     )
-    p.add_argument("--top", type=int, default=20, help="rows shown")
+    p.add_argument("--top", type=int, default=20, help="rows shown (and written by --csv)")
     p.set_defaults(func=cmd_diff)
 
 
 def _add_correlate(sub: Any) -> None:
-    p = _subcommand(sub, "correlate", "co-occurring latents with unrelated labels (NPMI)")
+    p = _subcommand(
+        sub,
+        "correlate",
+        "co-occurring latents (NPMI) whose labels are unrelated: they share no (stemmed) "
+        "word and their centroids' cosine is below 0.5",
+    )
     _common(p)
     p.add_argument(
         "--min-count", type=int, default=5, help="minimum documents per latent and per pair"
@@ -263,14 +268,21 @@ def _add_correlate(sub: Any) -> None:
         "--firing-share",
         type=float,
         default=FIRING_SHARE,
-        help="a latent is on in a document from this share of its 90th-percentile "
-        "activation (0: any activation, the toolkit's rule)",
+        help="a latent is on in a document from this share of its 90th-percentile non-zero "
+        "document activation on the training corpus (TextSAE.p90; 0: any activation, the "
+        "toolkit's rule)",
     )
     p.set_defaults(func=cmd_correlate)
 
 
 def _add_cluster(sub: Any) -> None:
-    p = _subcommand(sub, "cluster", "cluster documents on latents along an axis")
+    p = _subcommand(
+        sub,
+        "cluster",
+        "cluster documents on latents along an axis; each cluster is described by the "
+        "latents whose firing frequency inside it most exceeds that outside (column lift: "
+        "the difference of the two frequencies)",
+    )
     _common(p, ids=True)
     p.add_argument(
         "--n-clusters",
@@ -570,7 +582,8 @@ def cmd_diff(args: argparse.Namespace) -> None:
         print(
             f"note: this model has k={model.sae.config.k} active latents per chunk; a model "
             f"trained with --k {DIFF_K} finds a difference that is a small share of A more "
-            "often (README, 'Text')",
+            "often on corpora of ~2,000 documents (README, 'Text'; on a 400-document "
+            "sample it did not)",
             file=sys.stderr,
         )
 

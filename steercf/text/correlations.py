@@ -133,8 +133,10 @@ def latent_correlations(
             latents' centroids have cosine >= ``related_cosine`` (same topic in
             different words, e.g. "football" and "tennis").
         floor: a latent is on in a document when its code is at least this: a scalar
-            or one value per latent (n_latents,), e.g. ``TextSAE.firing_floor()`` (the
-            CLI's default); None: any activation > 0 (the toolkit's rule).
+            or one value per latent (n_latents,); None: any activation > 0 (the
+            toolkit's rule). ``steercf text correlate`` passes
+            ``floor=model.firing_floor()`` and ``centroids=model.centroids``: pass the
+            same to get its pairs.
 
     Returns:
         DataFrame sorted by NPMI: ``latent_x, latent_y, npmi, count_x, count_y,
