@@ -85,7 +85,7 @@ from steercf.text.analysis import (
     query_latents,
     targeted_clustering,
 )
-from steercf.text.clustering import REPRESENTATIONS, SILHOUETTE_SAMPLE, choose_n_clusters
+from steercf.text.clustering import REPRESENTATIONS, choose_n_clusters, mean_silhouette
 from steercf.text.corpora import load_arxiv, load_bbc
 from steercf.text.correlations import firing
 from steercf.text.diffing import DEFAULT_TEST, fisher_one_sided
@@ -533,7 +533,7 @@ def run_corpus(
     if "clustering" in preset["tasks"]:
         # targeted clustering
         from sklearn.cluster import KMeans
-        from sklearn.metrics import adjusted_rand_score, silhouette_score
+        from sklearn.metrics import adjusted_rand_score
 
         keep = np.isin(classes, spec["cluster_classes"])
         k = len(spec["cluster_classes"])
@@ -576,15 +576,7 @@ def run_corpus(
         dense_x = doc_vectors[keep]
         dense_k, dense_auto, _ = choose_n_clusters(
             lambda c: KMeans(n_clusters=c, n_init=10, random_state=0).fit_predict(dense_x),
-            lambda assigned: float(
-                silhouette_score(
-                    dense_x,
-                    assigned,
-                    metric="cosine",
-                    sample_size=min(SILHOUETTE_SAMPLE, len(dense_x)),
-                    random_state=0,
-                )
-            ),
+            lambda assigned: mean_silhouette(dense_x, assigned),
             len(dense_x),
         )
         for model_name, assigned, chosen_k, setting in (

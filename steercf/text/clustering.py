@@ -144,6 +144,26 @@ def _describe_clusters(
     return pd.DataFrame(rows)
 
 
+def mean_silhouette(
+    features: np.ndarray, assignments: np.ndarray, metric: str = "cosine", seed: int = 0
+) -> float:
+    """Mean silhouette of a clustering: ``features`` (n, m) rows compared by ``metric``,
+    or an (n, n) distance matrix with ``metric="precomputed"``; over a seeded sample of
+    :data:`SILHOUETTE_SAMPLE` documents when there are more."""
+    from sklearn.metrics import silhouette_score
+
+    n = len(assignments)
+    return float(
+        silhouette_score(
+            features,
+            assignments,
+            metric=metric,
+            sample_size=min(SILHOUETTE_SAMPLE, n),
+            random_state=seed,
+        )
+    )
+
+
 def choose_n_clusters(
     fit: Callable[[int], np.ndarray],
     silhouette: Callable[[np.ndarray], float],
@@ -217,7 +237,6 @@ def targeted_clustering(
             ``directions`` of one row per latent, or no usable latent.
     """
     from sklearn.cluster import KMeans, SpectralClustering
-    from sklearn.metrics import silhouette_score
 
     codes = check_codes(codes)
     n = codes.shape[0]
@@ -250,18 +269,6 @@ def targeted_clustering(
             )
             return spectral.fit_predict(affinity)
 
-        def silhouette(assigned: np.ndarray) -> float:
-            distance = np.clip(1.0 - affinity, 0.0, None)
-            np.fill_diagonal(distance, 0.0)
-            return float(
-                silhouette_score(
-                    distance,
-                    assigned,
-                    metric="precomputed",
-                    sample_size=min(SILHOUETTE_SAMPLE, n),
-                    random_state=seed,
-                )
-            )
     else:
         if representation == "tfidf":
             rows = tfidf_rows(codes[:, chosen])
@@ -272,20 +279,16 @@ def targeted_clustering(
         def fit(k: int) -> np.ndarray:
             return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(rows)
 
-        def silhouette(assigned: np.ndarray) -> float:
-            return float(
-                silhouette_score(
-                    rows,
-                    assigned,
-                    metric="cosine",
-                    sample_size=min(SILHOUETTE_SAMPLE, n),
-                    random_state=seed,
-                )
-            )
-
     silhouettes: dict[int, float] = {}
     if n_clusters is None:
-        n_clusters, assignments, silhouettes = choose_n_clusters(fit, silhouette, n)
+        if representation == "jaccard":
+            features, metric = np.clip(1.0 - affinity, 0.0, None), "precomputed"
+            np.fill_diagonal(features, 0.0)
+        else:
+            features, metric = rows, "cosine"
+        n_clusters, assignments, silhouettes = choose_n_clusters(
+            fit, lambda assigned: mean_silhouette(features, assigned, metric, seed), n
+        )
     else:
         assignments = fit(n_clusters)
     summary = _describe_clusters(codes, assignments, n_clusters, labels, n_describe)
