@@ -487,6 +487,7 @@ def test_clustering_chooses_the_number_of_clusters(representation):
     assert len({(g, c) for g, c in zip(groups, result.assignments, strict=True)}) == 3
     given = targeted_clustering(codes, 4, directions=np.eye(7, dtype=np.float32))
     assert given.silhouettes == {} and len(given.summary) == 4
+    assert repr(given) == "Clusters(4 clusters of 60 documents on 7 latents)"
     with pytest.raises(InputError, match="n_clusters"):
         targeted_clustering(codes, True, directions=np.eye(7, dtype=np.float32))
 

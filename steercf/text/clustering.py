@@ -69,6 +69,14 @@ class Clusters:
     latents: np.ndarray
     silhouettes: dict[int, float] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        # the arrays hold one entry per document / latent: too long to print
+        chosen = " (count chosen by silhouette)" if self.silhouettes else ""
+        return (
+            f"Clusters({len(self.summary)} clusters of {len(self.assignments)} documents "
+            f"on {len(self.latents)} latents{chosen})"
+        )
+
 
 def jaccard_affinity(binary: np.ndarray) -> np.ndarray:
     """Jaccard similarity (n, n) between the rows of a binary matrix (n, m)."""
