@@ -391,6 +391,24 @@ def test_firing_floor_keeps_strong_cooccurrence_only():
             latent_correlations(codes, floor=bad)
 
 
+def test_correlations_take_their_defaults_from_the_model(codes, model):
+    explicit = latent_correlations(
+        codes,
+        model.labels,
+        model.terms,
+        top=None,
+        centroids=model.centroids,
+        floor=model.firing_floor(),
+    )
+    pd.testing.assert_frame_equal(latent_correlations(codes, top=None, model=model), explicit)
+    toolkit = latent_correlations(
+        codes, model.labels, model.terms, top=None, centroids=model.centroids
+    )
+    any_activation = latent_correlations(codes, top=None, floor=0, model=model)
+    pd.testing.assert_frame_equal(any_activation, toolkit)
+    assert not explicit.equals(toolkit)  # the floor changes which pairs co-occur
+
+
 def test_text_sae_firing_floor(model):
     assert model.firing_floor() == pytest.approx(FIRING_SHARE * model.p90)
     assert model.firing_floor(0.0) == pytest.approx(np.zeros(model.n_latents))

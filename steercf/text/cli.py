@@ -595,13 +595,11 @@ def cmd_correlate(args: argparse.Namespace) -> None:
     model, codes = corpus.model, corpus.codes
     frame = latent_correlations(
         codes,
-        model.labels,
-        model.terms,
-        args.min_count,
+        min_count=args.min_count,
         top=args.top,
         unrelated=not args.all_pairs,
-        centroids=model.centroids,
         floor=model.firing_floor(args.firing_share),
+        model=model,
     )
     _show(frame, args)
 

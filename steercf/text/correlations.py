@@ -116,6 +116,7 @@ def latent_correlations(
     centroids: np.ndarray | None = None,
     related_cosine: float = 0.5,
     floor: float | np.ndarray | None = None,
+    model: Any = None,
 ) -> pd.DataFrame:
     """Pairs of latents that co-occur in documents more than chance, by NPMI.
 
@@ -134,9 +135,10 @@ def latent_correlations(
             different words, e.g. "football" and "tennis").
         floor: a latent is on in a document when its code is at least this: a scalar
             or one value per latent (n_latents,); None: any activation > 0 (the
-            toolkit's rule). ``steercf text correlate`` passes
-            ``floor=model.firing_floor()`` and ``centroids=model.centroids``: pass the
-            same to get its pairs.
+            toolkit's rule), or with ``model`` its :meth:`TextSAE.firing_floor`.
+        model: the :class:`steercf.text.TextSAE` that made ``codes``: fills
+            ``labels``, ``terms``, ``centroids`` and ``floor`` left as None from it,
+            as ``steercf text correlate`` does (pass ``floor=0`` for any activation).
 
     Returns:
         DataFrame sorted by NPMI: ``latent_x, latent_y, npmi, count_x, count_y,
@@ -145,6 +147,11 @@ def latent_correlations(
     Raises:
         InputError: ``floor`` is not finite and non-negative, or not one per latent.
     """
+    if model is not None:
+        labels = model.labels if labels is None else labels
+        terms = model.terms if terms is None else terms
+        centroids = model.centroids if centroids is None else centroids
+        floor = model.firing_floor() if floor is None else floor
     binary = firing(check_codes(codes), floor)
     counts = binary.sum(0)
     alive = np.flatnonzero(counts >= min_count)
