@@ -87,7 +87,7 @@ from steercf.text.analysis import (
 )
 from steercf.text.clustering import REPRESENTATIONS, choose_n_clusters, mean_silhouette
 from steercf.text.corpora import load_arxiv, load_bbc
-from steercf.text.correlations import firing
+from steercf.text.correlations import firing, npmi
 from steercf.text.diffing import DEFAULT_TEST, fisher_one_sided
 from steercf.text.embed import Embedder, Embeddings
 from steercf.text.labels import label_latents, top_documents
@@ -316,9 +316,8 @@ def planted_correlation(
         return None
 
     def correlations(c: np.ndarray) -> pd.DataFrame:
-        return latent_correlations(
-            c, model.labels, model.terms, top=None, centroids=model.centroids, floor=floor
-        )
+        # the model's labels, terms and centroids, as steercf text correlate reads them
+        return latent_correlations(c, top=None, floor=floor, model=model)
 
     results: dict[str, float] = {"n_detect_x": len(det_x), "n_detect_y": len(det_y)}
     table = correlations(codes)
@@ -335,12 +334,9 @@ def planted_correlation(
         (control["latent_x"].to_numpy() == pair[0]) & (control["latent_y"].to_numpy() == pair[1])
     )
     results["control_pair_rank"] = int(where[0]) + 1 if len(where) else NONE_RANK
-    on = firing(control_codes, floor)
-    both = (on[:, pair[0]] & on[:, pair[1]]).mean()
-    px, py = on[:, pair[0]].mean(), on[:, pair[1]].mean()
-    results["control_pair_npmi"] = (
-        float(np.log(both / (px * py)) / -np.log(both)) if both > 0 else -1.0
-    )
+    # the pair's NPMI where x and y never meet: the library's own npmi (-1 if never both)
+    pair_npmi, _ = npmi(firing(control_codes, floor)[:, list(pair)])
+    results["control_pair_npmi"] = float(pair_npmi[0, 1])
     return results
 
 
