@@ -114,12 +114,29 @@ def test_property_retrieval_gives_latents_and_labels_as_lists(tmp_path, capsys):
         ["film, music"],
     ]
     assert "labels" not in property_retrieval(codes, {0: 1.0}, np.ones(3), top=3)
+
     _show(frame, argparse.Namespace(csv=str(tmp_path / "out.csv")))
     out = capsys.readouterr().out
     assert "goal, match, club | film, music" in out and "[" not in out
     written = pd.read_csv(tmp_path / "out.csv")
     assert written["labels"][0] == "goal, match, club | film, music"
     assert written["latents"][0] == "1 | 2"
+
+
+def test_property_retrieval_scores_the_share_of_the_document_on_the_query():
+    # doc 0 is only about latent 0; doc 1 has more of it but is mostly about the others
+    codes = np.array([[2.0, 0.0, 0.0], [3.0, 3.0, 3.0], [0.0, 0.0, 0.0]])
+    shared = property_retrieval(codes, {0: 1.0}, np.ones(3), top=3)
+    assert shared["doc"].tolist() == [0, 1, 2]
+    np.testing.assert_allclose(shared["score"], [1.0, 1 / 3, 0.0])  # no code: 0, not NaN
+    summed = property_retrieval(codes, {0: 1.0}, np.ones(3), top=3, share=False)
+    assert summed["doc"].tolist() == [1, 0, 2]
+    # p90 rescales each latent before the share is taken
+    rescaled = property_retrieval(codes, {0: 1.0}, np.array([1.0, 6.0, 6.0]), top=3)
+    np.testing.assert_allclose(rescaled["score"], [1.0, 3 / 4, 0.0])  # doc 1: 3 / (3+.5+.5)
+    for bad in (np.ones(2), np.array([1.0, 0.0, 1.0]), np.array([1.0, np.nan, 1.0])):
+        with pytest.raises(InputError, match="p90"):
+            property_retrieval(codes, {0: 1.0}, bad)
 
 
 # --------------------------------------------------------- (c) quiet model load

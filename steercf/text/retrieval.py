@@ -32,12 +32,25 @@ def property_retrieval(
     p90: np.ndarray,
     top: int = 50,
     labels: Sequence[str] | None = None,
+    share: bool = True,
 ) -> pd.DataFrame:
-    """Score documents by a weighted sum of normalised latent activations.
+    """Score documents by how much of their (normalised) code the query's latents carry.
 
-    ``score(doc) = sum_l weights[l] * codes[doc, l] / p90[l]``: each latent is divided
-    by its 90th-percentile non-zero activation so that latents with large activations
-    do not drown the others.
+    Each latent is divided by its 90th-percentile non-zero activation (``p90``) so that
+    latents with large activations do not drown the others:
+    ``mass(doc, l) = codes[doc, l] / p90[l]``. With ``share`` (default) the score is the
+    weighted share of the document's mass on the query's latents,
+    ``sum_l weights[l] * mass(doc, l) / sum_all_l mass(doc, l)``: a document *about* the
+    property outranks a long or many-topic one that merely touches it. Without it the
+    score is the weighted sum alone (this function's score before 2026-12-01).
+
+    Measured with ``benchmarks/text.py --tasks retrieval --sae-seed S`` (precision@50,
+    mean ± sd over SAE seeds 0-3, dense retrieval in brackets): share on / off BBC News
+    0.998 / 0.995 (0.912), arXiv sample 0.687 ± 0.014 / 0.662 ± 0.017 (0.651). The
+    share was found on those arXiv queries; on 11 further arXiv categories whose queries
+    were written afterwards and played no part in it (setting ``held-out queries``) it
+    gives 0.298 ± 0.012 / 0.286 ± 0.011 (0.324: dense retrieval wins on these narrow
+    categories).
 
     Args:
         codes: (n_docs, n_latents) document codes.
@@ -45,6 +58,7 @@ def property_retrieval(
         p90: (n_latents,) normaliser (``TextSAE.p90``).
         top: documents returned.
         labels: (n_latents,) latent labels; with them a ``labels`` column is added.
+        share: score by the share of the document's mass (default) or by the sum.
 
     Returns:
         DataFrame ``rank, doc, score, latents`` and, with ``labels``, ``labels``: per
@@ -59,8 +73,14 @@ def property_retrieval(
     w = np.fromiter(weights.values(), dtype=np.float64)
     if ids.min() < 0 or ids.max() >= codes.shape[1]:
         raise InputError(f"latent ids must lie in 0..{codes.shape[1] - 1}")
-    normalised = codes[:, ids] / np.asarray(p90, np.float64)[ids]
+    p90 = np.asarray(p90, np.float64)
+    if p90.shape != (codes.shape[1],) or not (np.isfinite(p90).all() and (p90 > 0).all()):
+        raise InputError(f"p90 must be ({codes.shape[1]},) finite positive values (TextSAE.p90)")
+    normalised = codes[:, ids] / p90[ids]
     scores = normalised @ w
+    if share:
+        mass = codes @ (1.0 / p90)  # (n_docs,): no (n_docs, n_latents) temporary
+        scores = np.divide(scores, mass, out=np.zeros_like(scores), where=mass > 0)
     order = best_documents(scores, top)
     contributing = [
         [int(ids[i]) for i in np.argsort(-normalised[d] * w)[:3] if normalised[d, i] > 0]
