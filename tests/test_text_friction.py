@@ -291,6 +291,38 @@ def test_steer_mode_prints_before_and_after(small_model, capsys):
     assert "+" in was
 
 
+def test_property_mode_prints_its_query_latents_and_score(small_model, capsys):
+    root, model, *_ = small_model
+    common = [str(root / "model"), str(root / "docs.csv"), "--query", "football match"]
+    common += ["--top", "3", "--cache-dir", str(root / "cache"), "--quiet"]
+    out = _run(capsys, "text", "search", *common)
+    head, _, table = out.partition("\n\nscore: ")
+    assert head.startswith("query latents (")
+    shown = [int(line.split()[0]) for line in head.splitlines()[3:]]
+    assert shown and all(0 <= j < model.n_latents for j in shown)
+    assert table.startswith("the query latents' weighted share of the document's code, 0-1")
+    scores = [float(line.split()[2]) for line in table.splitlines()[3:]]
+    assert len(scores) == 3 and all(0 <= v <= 1 for v in scores)
+    assert scores == sorted(scores, reverse=True)
+    summed = _run(capsys, "text", "search", *common, "--score", "sum")
+    assert "weighted sum of p90-scaled activations" in summed
+    with pytest.raises(InputError, match="--score ranks --mode property only"):
+        _run(capsys, "text", "search", *common, "--mode", "dense", "--score", "sum")
+
+
+def test_property_retrieval_refuses_bad_weights():
+    codes = np.array([[1.0, 0.0], [0.0, 1.0]])
+    for bad in ({0: -1.0}, {0: float("nan")}, {0: 0.0}):
+        with pytest.raises(InputError, match="weights must be finite"):
+            property_retrieval(codes, bad, np.ones(2))
+    with pytest.raises(InputError, match="dict"):
+        property_retrieval(codes, [0, 1], np.ones(2))
+    # weights are relative: scaling them all changes no share
+    a = property_retrieval(codes, {0: 2.0, 1: 1.0}, np.ones(2), top=2)
+    b = property_retrieval(codes, {0: 4.0, 1: 2.0}, np.ones(2), top=2)
+    assert a["score"].tolist() == b["score"].tolist() == [1.0, 0.5]
+
+
 # ------------------------------------------------------ (d) serve --cache-dir
 def test_serve_embeds_into_the_given_cache_dir(small_model, tmp_path, monkeypatch, capfd):
     pytest.importorskip("fastapi")

@@ -51,6 +51,11 @@ from steercf.text.queries import QUERY_METHODS
 
 # characters shown per table cell, a document's snippet included (the CSV keeps all)
 CELL_WIDTH = 60
+QUERY_LATENTS_SHOWN = 8  # of a property search's query latents, the strongest printed
+SCORE_MEANINGS = {
+    "share": "the query latents' weighted share of the document's code, 0-1",
+    "sum": "the query latents' weighted sum of p90-scaled activations",
+}
 HELP_FORMATTER = HelpFormatter  # every default shown, None ones explained in the help
 
 
@@ -327,6 +332,13 @@ def _add_search(sub: Any) -> None:
     p.add_argument("--weaken", action="append", default=[], help="LATENT[=FACTOR], steer mode")
     p.add_argument(
         "--add", action="append", default=[], help="LATENT[=VALUE], steer mode (0 <= value <= 1e6)"
+    )
+    p.add_argument(
+        "--score",
+        choices=("share", "sum"),
+        default=None,
+        help="property mode only (default share): the query latents' share of each "
+        "document's code (0-1) or their weighted sum",
     )
     p.add_argument("--top", type=int, default=10, help="documents shown")
     p.set_defaults(func=cmd_search)
@@ -686,10 +698,19 @@ def cmd_search(args: argparse.Namespace) -> None:
     from steercf.text.search import SteerableSearch
 
     edits = _steer_edits(args)  # before the model loads: a missing edit fails at once
+    if args.score is not None and args.mode != "property":
+        raise InputError(f"--score ranks --mode property only (not {args.mode})")
     model, embedder, embeddings, texts, codes, ids = _model_and_codes(args, args.input)
     if args.mode == "property":
         weights = query_latents(model, args.query, embedder, args.method)
-        frame = property_retrieval(codes, weights, model.p90, args.top, model.labels)
+        strongest = sorted(weights.items(), key=lambda kv: -kv[1])[:QUERY_LATENTS_SHOWN]
+        print(f"query latents ({len(weights)}; the strongest):")
+        rows = [{"latent": j, "weight": w, "label": model.labels[j]} for j, w in strongest]
+        print(format_table(rows))
+        print(f"\nscore: {SCORE_MEANINGS[args.score or 'share']}")
+        frame = property_retrieval(
+            codes, weights, model.p90, args.top, model.labels, share=args.score != "sum"
+        )
     elif args.mode == "dense":
         frame = dense_retrieval(embedder.embed_query(args.query), embeddings, args.top)
     else:

@@ -98,7 +98,8 @@ def query_latents(
     method: str = "semantic",
     top: int | None = None,
 ) -> dict[int, float]:
-    """Latents relevant to a query, with weights in (0, 1].
+    """Latents relevant to a query, with positive weights (per query at most 1.05 for
+    ``"semantic"``, 1 for ``"code"`` and ``"labels"``; summed over several queries).
 
     Args:
         model: :class:`steercf.text.TextSAE`.

@@ -4,7 +4,7 @@ activations, plus the dense-retrieval baseline (cosine to the query embedding).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,10 +39,13 @@ def property_retrieval(
     Each latent is divided by its 90th-percentile non-zero activation (``p90``) so that
     latents with large activations do not drown the others:
     ``mass(doc, l) = codes[doc, l] / p90[l]``. With ``share`` (default) the score is the
-    weighted share of the document's mass on the query's latents,
-    ``sum_l weights[l] * mass(doc, l) / sum_all_l mass(doc, l)``: a document *about* the
+    weighted share of the document's mass on the query's latents, in [0, 1],
+    ``sum_l (weights[l] / max(weights)) * mass(doc, l) / sum_all_l mass(doc, l)``: 1 when
+    the whole code is on the query's most relevant latents, so a document *about* the
     property outranks a long or many-topic one that merely touches it. Without it the
-    score is the weighted sum alone (this function's score before 2026-12-01).
+    score is the weighted sum alone, unbounded (this function's score before
+    2026-12-01). Either ranks by the query's latents only: check them (the CLI prints
+    them) when a query names a sub-topic, e.g. "football" may find rugby latents.
 
     Measured with ``benchmarks/text.py --tasks retrieval --sae-seed S`` (precision@50,
     mean ± sd over SAE seeds 0-3, dense retrieval in brackets): share on / off BBC News
@@ -54,7 +57,8 @@ def property_retrieval(
 
     Args:
         codes: (n_docs, n_latents) document codes.
-        weights: ``{latent: weight}``, e.g. from :func:`query_latents`.
+        weights: ``{latent: weight}``, weights finite, >= 0 and not all 0, e.g. from
+            :func:`query_latents`.
         p90: (n_latents,) normaliser (``TextSAE.p90``).
         top: documents returned.
         labels: (n_latents,) latent labels; with them a ``labels`` column is added.
@@ -67,10 +71,14 @@ def property_retrieval(
         string, itself possibly "word, word, word"; tables show the list joined by " | ").
     """
     codes = check_codes(codes)
+    if not isinstance(weights, Mapping):
+        raise InputError(f"weights must be a {{latent: weight}} dict, got {type(weights).__name__}")
     if not weights:
         raise InputError("no latents to retrieve with: the query matched none")
     ids = np.fromiter(weights.keys(), dtype=np.int64)
     w = np.fromiter(weights.values(), dtype=np.float64)
+    if not np.isfinite(w).all() or (w < 0).any() or not (w > 0).any():
+        raise InputError("weights must be finite, >= 0 and not all 0")
     if ids.min() < 0 or ids.max() >= codes.shape[1]:
         raise InputError(f"latent ids must lie in 0..{codes.shape[1] - 1}")
     p90 = np.asarray(p90, np.float64)
@@ -80,7 +88,7 @@ def property_retrieval(
     scores = normalised @ w
     if share:
         mass = codes @ (1.0 / p90)  # (n_docs,): no (n_docs, n_latents) temporary
-        scores = np.divide(scores, mass, out=np.zeros_like(scores), where=mass > 0)
+        scores = np.divide(scores / w.max(), mass, out=np.zeros_like(scores), where=mass > 0)
     order = best_documents(scores, top)
     contributing = [
         [int(ids[i]) for i in np.argsort(-normalised[d] * w)[:3] if normalised[d, i] > 0]
