@@ -285,8 +285,8 @@ def _add_cluster(sub: Any) -> None:
         sub,
         "cluster",
         "cluster documents on latents along an axis; each cluster is described by the "
-        "latents whose firing frequency inside it most exceeds that outside (column lift: "
-        "the difference of the two frequencies)",
+        "latents whose firing frequency inside it most exceeds that outside (column "
+        "in_minus_out: the difference of the two frequencies)",
     )
     _common(p, ids=True)
     p.add_argument(

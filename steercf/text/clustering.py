@@ -57,7 +57,7 @@ class Clusters:
     Attributes:
         assignments: (n_docs,) cluster id of each document.
         summary: DataFrame, one row per cluster: ``cluster, size, latents`` (top
-            latents by in- minus out-of-cluster frequency), ``lift`` (those
+            latents by in- minus out-of-cluster frequency), ``in_minus_out`` (those
             differences), ``description`` (their labels).
         latents: (m,) the latents the clustering used.
         silhouettes: ``{n_clusters: mean silhouette}`` of each count tried when the
@@ -138,14 +138,14 @@ def _describe_clusters(
         if not inside.any():
             continue
         out_freq = all_binary[~inside].mean(0) if (~inside).any() else np.zeros(codes.shape[1])
-        lift = all_binary[inside].mean(0) - out_freq
-        best = np.argsort(-lift)[:n_describe]
+        gap = all_binary[inside].mean(0) - out_freq
+        best = np.argsort(-gap)[:n_describe]
         rows.append(
             {
                 "cluster": c,
                 "size": int(inside.sum()),
                 "latents": best.tolist(),
-                "lift": [round(float(v), 3) for v in lift[best]],
+                "in_minus_out": [round(float(v), 3) for v in gap[best]],
                 "description": " | ".join(label_column(labels, best)),
             }
         )
