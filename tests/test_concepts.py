@@ -423,9 +423,14 @@ def test_labels_round_trip_and_validation(ml100k_model, tmp_path):
 
     path = resolve_model_dir(model_dir) / "labels.json"
     payload = json.loads(path.read_text())
-    path.write_text(path.read_text()[:100])
-    with pytest.raises(ModelFileError, match="corrupt labels"):
+    path.write_text(json.dumps({**payload, "version": payload["version"] - 1}))
+    assert load_labels(model_dir, missing_ok=True) is None  # earlier version: recompute
+    with pytest.raises(ModelFileError, match="labels version"):
         load_labels(model_dir)
+    path.write_text(path.read_text()[:100])
+    for missing_ok in (False, True):  # corrupt is an error either way
+        with pytest.raises(ModelFileError, match="corrupt labels"):
+            load_labels(model_dir, missing_ok=missing_ok)
     payload["labels"] = payload["labels"][:-1]
     payload["n_latents"] -= 1
     path.write_text(json.dumps(payload))
@@ -434,6 +439,7 @@ def test_labels_round_trip_and_validation(ml100k_model, tmp_path):
     path.unlink()
     with pytest.raises(ModelFileError, match="no latent labels"):
         load_labels(model_dir)
+    assert load_labels(model_dir, missing_ok=True) is None
     # labels of another SAE (same width) are refused
     labels.sae_fingerprint = "0" * 16
     with pytest.raises(ModelFileError, match="another SAE"):

@@ -25,7 +25,6 @@ from steercf.concepts import (
     format_latent,
     format_latents,
     format_reports,
-    has_labels,
     label_model,
     labels_json,
     load_labels,
@@ -159,8 +158,9 @@ def cmd_concepts(args: argparse.Namespace) -> None:
 
 def stored_labels(args: argparse.Namespace, run: Run | None = None):
     """Labels stored with the model, computed and stored on first use."""
-    if has_labels(args.model_dir):
-        return load_labels(args.model_dir)
+    stored = load_labels(args.model_dir, missing_ok=True)
+    if stored is not None:
+        return stored
     run = run or load_saved(args, spliced=True)
     labels = label_model(run.model, run.data, train_users=run.split.train_users)
     save_labels(args.model_dir, labels)

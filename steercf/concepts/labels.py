@@ -31,7 +31,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO, overload
 
 import numpy as np
 
@@ -479,8 +479,16 @@ def has_labels(model_dir: str | os.PathLike) -> bool:
         return False
 
 
-def load_labels(model_dir: str | os.PathLike) -> LatentLabels:
+@overload
+def load_labels(model_dir: str | os.PathLike, missing_ok: Literal[False] = ...) -> LatentLabels: ...
+@overload
+def load_labels(model_dir: str | os.PathLike, missing_ok: bool) -> LatentLabels | None: ...
+def load_labels(model_dir: str | os.PathLike, missing_ok: bool = False) -> LatentLabels | None:
     """Read and validate ``labels.json`` of a spliced model directory.
+
+    With ``missing_ok``, None instead of an error when there is no labels file or one of
+    an earlier version (derived data to compute again): what :func:`has_labels` then
+    :func:`load_labels` would give, reading the file once.
 
     Raises:
         ModelFileError: no labels file (the message says how to make one), corrupt JSON,
@@ -490,6 +498,8 @@ def load_labels(model_dir: str | os.PathLike) -> LatentLabels:
     version_dir = resolve_model_dir(model_dir)  # once: the labels and the configs agree
     path = version_dir / LABELS_FILE
     fingerprint, n_latents = _model_identity(version_dir)
+    if missing_ok and not path.is_file():
+        return None
     if not path.is_file():
         raise ModelFileError(
             f"{model_dir} has no latent labels ({LABELS_FILE}); create them with "
@@ -500,6 +510,8 @@ def load_labels(model_dir: str | os.PathLike) -> LatentLabels:
         if payload.get("format") != LABELS_FORMAT:
             raise ModelFileError(f"{path} is not a steercf latent labels file")
         if payload.get("version") != LABELS_VERSION:
+            if missing_ok:
+                return None
             raise ModelFileError(
                 f"{path} has labels version {payload.get('version')}; "
                 f"this steercf reads version {LABELS_VERSION}"

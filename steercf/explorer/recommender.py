@@ -22,7 +22,6 @@ from steercf.concepts import (
     available_sources,
     concept_display_names,
     concept_tags,
-    has_labels,
     label_model,
     load_labels,
 )
@@ -166,7 +165,7 @@ class RecommenderExplorer(LatentBrowser):
                 "(make one with `steercf train-sae`) or a text model (`steercf text train`)"
             )
         data = resolve_data(model, data)
-        labels = load_labels(model_dir) if has_labels(model_dir) else None
+        labels = load_labels(model_dir, missing_ok=True)
         seed = int((getattr(model, "metadata_", {}) or {}).get("seed", 0))
         return cls(model, data, labels=labels, seed=options.pop("seed", seed), **options)
 
