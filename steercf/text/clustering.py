@@ -22,9 +22,10 @@ Measured with ``benchmarks/text.py --tasks clustering --sae-seed S`` (adjusted R
 index against the classes, all latents, mean over 5 k-means seeds, mean ± sd over SAE
 seeds 0-3; dense k-means on the same documents in brackets): BBC News decoded 0.886 ±
 0.004, tfidf 0.852 ± 0.049, jaccard 0.795 ± 0.013 (0.903); arXiv sample decoded 0.629
-± 0.011, tfidf 0.594 ± 0.054, jaccard 0.587 ± 0.018 (0.660). ``decoded`` is the default because it is better
-and steadier over SAE seeds on both corpora (and at k = 8: 0.88 / 0.62 where tfidf falls
-to 0.31 - 0.58 / 0.33 - 0.58); dense k-means still wins on both.
+± 0.011, tfidf 0.594 ± 0.054, jaccard 0.587 ± 0.018 (0.660). ``decoded`` is the
+default because it is better and steadier over SAE seeds on both corpora (and at k = 8:
+0.88 / 0.62 where tfidf falls to 0.31 - 0.58 / 0.33 - 0.58); dense k-means still wins
+on both.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Task 4, property retrieval: documents ranked by a weighted sum of normalised latent
-activations, plus the dense-retrieval baseline (cosine to the query embedding).
+"""Task 4, property retrieval: documents ranked by the weighted share of their
+(p90-normalised) code on the query's latents, plus the dense-retrieval baseline (cosine
+to the query embedding).
 """
 
 from __future__ import annotations
