@@ -210,25 +210,17 @@ def choose_setting_over_seeds(records: list[dict]) -> list[dict]:
     seeds (the published code's count) and over all."""
     chosen_records = []
     for dataset in dict.fromkeys(r["dataset"] for r in records):
+        spliced = [
+            r
+            for r in records
+            if r["dataset"] == dataset and r["model"] not in ("best_plain", "best_spliced")
+        ]
 
-        def values(setting: str, metric: str, dataset: str = dataset) -> list[float]:
-            mine = [
-                r
-                for r in records
-                if r["dataset"] == dataset
-                and r["setting"] == setting
-                and r["metric"] == metric
-                and r["model"] not in ("best_plain", "best_spliced")
-            ]
+        def values(setting: str, metric: str, spliced: list[dict] = spliced) -> list[float]:
+            mine = [r for r in spliced if r["setting"] == setting and r["metric"] == metric]
             return [r["value"] for r in sorted(mine, key=lambda r: r["seed"])]
 
-        settings = list(
-            dict.fromkeys(
-                r["setting"]
-                for r in records
-                if r["dataset"] == dataset and r["model"] not in ("best_plain", "best_spliced")
-            )
-        )
+        settings = list(dict.fromkeys(r["setting"] for r in spliced))
         if not settings:
             continue
         best = max(settings, key=lambda name: float(np.mean(values(name, "val_recall@20"))))
@@ -237,10 +229,8 @@ def choose_setting_over_seeds(records: list[dict]) -> list[dict]:
         label = f"one setting for all {n_seeds} seeds, best mean validation Recall@20: {best}"
         chosen_records += [
             {**r, "model": "chosen_preset", "setting": label}
-            for r in records
-            if r["dataset"] == dataset
-            and r["setting"] == best
-            and r["model"] not in ("best_plain", "best_spliced")
+            for r in spliced
+            if r["setting"] == best
         ]
         rows = []
         for name in settings:

@@ -222,14 +222,19 @@ def planted_split(
 
 
 def dense_feedback_retrieval(
-    query_vector: np.ndarray, emb: Embeddings, doc_vectors: np.ndarray, top: int
+    query_vector: np.ndarray,
+    first_pass: pd.DataFrame,
+    emb: Embeddings,
+    doc_vectors: np.ndarray,
+    top: int,
 ) -> pd.DataFrame:
     """Dense retrieval with one round of pseudo-relevance feedback (Rocchio): the unit
-    query plus the mean of its first ``FEEDBACK_DOCS`` documents' unit vectors, retrieved
-    again. The textbook setting (10 documents, weight 1), fixed before it was run."""
-    first = dense_retrieval(query_vector, emb, top=FEEDBACK_DOCS)["doc"].to_numpy()
+    query plus the mean unit vector of the first ``FEEDBACK_DOCS`` documents of
+    ``first_pass`` (its :func:`dense_retrieval`), retrieved again. The textbook setting
+    (10 documents, weight 1), fixed before it was run."""
+    fed_back = first_pass["doc"].to_numpy()[:FEEDBACK_DOCS]
     q = np.asarray(query_vector, np.float32).ravel()
-    expanded = q / max(float(np.linalg.norm(q)), 1e-12) + doc_vectors[first].mean(axis=0)
+    expanded = q / max(float(np.linalg.norm(q)), 1e-12) + doc_vectors[fed_back].mean(axis=0)
     return dense_retrieval(expanded, emb, top=top)
 
 
@@ -557,7 +562,7 @@ def run_corpus(
                 query_vector = embedder.embed_query(query)
                 dense = dense_retrieval(query_vector, emb, top=50)
                 dense_s += time.perf_counter() - start
-                feedback = dense_feedback_retrieval(query_vector, emb, doc_vectors, top=50)
+                feedback = dense_feedback_retrieval(query_vector, dense, emb, doc_vectors, top=50)
                 n_q += 1
                 for (model_name, variant), result in (
                     (("sae", ""), hits),

@@ -707,9 +707,10 @@ def cmd_search(args: argparse.Namespace) -> None:
         print(f"query latents ({len(weights)}; the strongest):")
         rows = [{"latent": j, "weight": w, "label": model.labels[j]} for j, w in strongest]
         print(format_table(rows))
-        print(f"\nscore: {SCORE_MEANINGS[args.score or 'share']}")
+        score = args.score or "share"
+        print(f"\nscore: {SCORE_MEANINGS[score]}")
         frame = property_retrieval(
-            codes, weights, model.p90, args.top, model.labels, share=args.score != "sum"
+            codes, weights, model.p90, args.top, model.labels, share=score == "share"
         )
     elif args.mode == "dense":
         frame = dense_retrieval(embedder.embed_query(args.query), embeddings, args.top)
