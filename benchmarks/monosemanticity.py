@@ -21,7 +21,12 @@ over units; KL divided by ln(#units) because the models have different unit coun
 ``label_precision@10``, ``distinct_best_latents``, ``labelled_concepts``, ``coverage``.
 Labels judged on items the labeller did not see (``steercf.concepts.evidence``): the
 items are split 60/20/20; ``label_precision@10_held_out`` and ``label_coverage_held_out``
-(share of live units labelled) with setting ``labeller=evidence`` (expected precision of
+(share of live units labelled), read on two kinds of item activations, the setting
+naming which: ``items=audience`` (what the default labeller reads: each item's mean
+activation over the training users who hold it, shrunk toward the all-user mean,
+``steercf.concepts.audience_activations``; the controls average the split dense user
+embeddings and the split rotated codes the same way) and ``items=one_hot`` (the
+published one-hot item codes above); with setting ``labeller=evidence`` (expected precision of
 the top items above chance on the training items, threshold chosen on the validation
 items for precision@10 >= 0.6) or ``labeller=best_characterizes`` (every live unit
 labelled by its TF-IDF concept from the training items), for the SAE and both controls.
@@ -197,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             model, split = train(data, seed, config, training, args.quick)
             acts = model_activations(model, seed=seed)
+            # what the default labeller reads: each item's mean code over its training users
+            audience = model_activations(model, seed=seed, user_items=split.train)
             setting = (
                 f"{model.base.kind.lower()}{model.base.d_}+sae{model.n_latents}"
                 f"/k{model.sae_.config.k},train={training}"
@@ -210,33 +217,53 @@ def main(argv: list[str] | None = None) -> int:
                     for record in report.records(dataset, seed=seed):
                         record["setting"] = ",".join(filter(None, [record["setting"], setting]))
                         records.append(record)
-                    # labels fitted on training items, judged on held-out items
-                    live = (np.asarray(item_acts) > 0).any(axis=0)
-                    where = {
-                        "dataset": f"{dataset}/{source}",
-                        "model": name,
-                        "seed": seed,
-                        "n": int(live.sum()),
-                    }
-                    for labeller, result in held_out_labelling(
-                        item_acts, tags, live, seed=seed
-                    ).items():
-                        records += held_out_records(result, where, f"labeller={labeller},{setting}")
-                        labelling.append((f"{dataset}/{source}", training, name, labeller, result))
-                    # the coverage-precision curve of each labeller, same split
-                    for labeller, curve in held_out_curves(item_acts, tags, live, seed).items():
-                        if seed == seeds[0] and training == args.train[0]:
-                            label_curves[(source, name, labeller)] = curve
-                        for point in curve:
+                    # labels fitted on training items, judged on held-out items, on
+                    # the audience activations (the default labeller's) and the one-hot
+                    # codes (the published S), every model through the same code
+                    for items, labelled_acts in (
+                        ("audience", audience[name]),
+                        ("one_hot", np.asarray(item_acts)),
+                    ):
+                        live = (labelled_acts > 0).any(axis=0)
+                        where = {
+                            "dataset": f"{dataset}/{source}",
+                            "model": name,
+                            "seed": seed,
+                            "n": int(live.sum()),
+                        }
+                        results = held_out_labelling(labelled_acts, tags, live, seed=seed)
+                        for labeller, result in results.items():
                             records += held_out_records(
-                                point,
-                                where,
-                                f"curve,labeller={labeller},"
-                                f"threshold={point['threshold']:g},{setting}",
+                                result, where, f"labeller={labeller},items={items},{setting}"
                             )
+                            labelling.append(
+                                (
+                                    f"{dataset}/{source}",
+                                    training,
+                                    name,
+                                    f"{labeller},{items}",
+                                    result,
+                                )
+                            )
+                        # the coverage-precision curve of each labeller, same split
+                        curves = held_out_curves(labelled_acts, tags, live, seed)
+                        for labeller, curve in curves.items():
+                            if (
+                                seed == seeds[0]
+                                and training == args.train[0]
+                                and (items == "audience" or labeller == "evidence")
+                            ):
+                                label_curves[(source, name, f"{labeller},{items}")] = curve
+                            for point in curve:
+                                records += held_out_records(
+                                    point,
+                                    where,
+                                    f"curve,labeller={labeller},items={items},"
+                                    f"threshold={point['threshold']:g},{setting}",
+                                )
                     if name == "sae":
                         agreement = explanation_agreement(
-                            model, split.test_input, np.asarray(item_acts), tags, seed
+                            model, split.test_input, audience[name], tags, seed
                         )
                         for labeller, (value, n) in agreement.items():
                             records.append(
@@ -246,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "metric": "explanation_agreement",
                                     "value": value,
                                     "seed": seed,
-                                    "setting": f"labeller={labeller},{setting}",
+                                    "setting": f"labeller={labeller},items=audience,{setting}",
                                     "n": n,
                                 }
                             )

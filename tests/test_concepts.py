@@ -12,9 +12,12 @@ import scipy.sparse as sp
 import torch
 
 from steercf.concepts import (
+    AUDIENCE_PRIOR,
     MAPPINGS,
     activation_auc,
     activation_correlation,
+    audience_activations,
+    audience_means,
     best_characterizes,
     concept_tags,
     concepts_report,
@@ -254,6 +257,58 @@ def test_signed_split_and_rotation_controls():
     np.testing.assert_allclose(split[:, :2] - split[:, 2:], x)  # lossless
     q = random_orthogonal(5, seed=1)
     np.testing.assert_allclose(q @ q.T, np.eye(5), atol=1e-10)
+
+
+def test_audience_means_by_hand():
+    # 3 users x 3 items; user activations over 2 units
+    held = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 0], [0, 2, 0]], dtype=float))
+    acts = np.array([[2.0, 0.0], [4.0, 1.0], [0.0, 3.0]])
+    mean = acts.mean(axis=0)
+    blocks: list[int] = []
+
+    def user_acts(block):  # the rows of ``acts`` of this block of users
+        start = sum(blocks)
+        blocks.append(block.shape[0])
+        return acts[start : start + block.shape[0]]
+
+    out = audience_means(user_acts, held, prior_users=0.0, batch_size=2)
+    assert blocks == [2, 1]  # batched over users
+    # item 0: users 0, 1; item 1: users 0, 2 (a repeated interaction counts once);
+    # item 2: nobody, so the all-user mean
+    np.testing.assert_allclose(out, [[3.0, 0.5], [1.0, 1.5], mean])
+    blocks.clear()
+    shrunk = audience_means(user_acts, held, prior_users=2.0)
+    np.testing.assert_allclose(shrunk[0], ([6.0, 1.0] + 2 * mean) / 4)
+    np.testing.assert_allclose(shrunk[2], mean)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(InputError, match="prior_users"):
+            audience_means(user_acts, held, prior_users=bad)
+    with pytest.raises(InputError, match="at least one user"):
+        audience_means(user_acts, sp.csr_matrix((0, 3)))
+
+
+def test_audience_controls_are_the_same_code_path(ml100k_model):
+    data, split, model = ml100k_model
+    users = split.train[:200]
+    acts = model_activations(model, seed=3, user_items=users)
+    assert all((a >= 0).all() and a.shape[0] == data.n_items for a in acts.values())
+    np.testing.assert_allclose(acts["sae"], audience_activations(model, users), rtol=1e-5)
+    # an item's SAE activation is its users' mean code shrunk toward the mean code
+    item = int(np.argmax(np.asarray((users > 0).sum(axis=0)).ravel()))
+    codes = model.encode(users).codes.numpy().astype(np.float64)
+    holders = np.flatnonzero(users[:, item].toarray().ravel() > 0)
+    expected = (codes[holders].sum(0) + AUDIENCE_PRIOR * codes.mean(0)) / (
+        len(holders) + AUDIENCE_PRIOR
+    )
+    np.testing.assert_allclose(acts["sae"][item], expected, rtol=1e-4, atol=1e-6)
+    # the dense control averages the split user embeddings the same way
+    dense = signed_split(model.user_vectors(users)).astype(np.float64)
+    expected = (dense[holders].sum(0) + AUDIENCE_PRIOR * dense.mean(0)) / (
+        len(holders) + AUDIENCE_PRIOR
+    )
+    np.testing.assert_allclose(acts["dense"][item], expected, rtol=1e-4, atol=1e-6)
+    # latents no user activates stay dead: what users meet, not one-item histories
+    np.testing.assert_array_equal((acts["sae"] > 0).any(axis=0), codes.max(axis=0) > 0)
 
 
 # ---- tag sources ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from conftest import REPO_ROOT  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from steercf.cli import main  # noqa: E402
+from steercf.concepts import audience_activations  # noqa: E402
 from steercf.concepts.report import sae_item_activations  # noqa: E402
 from steercf.explorer import RecommenderExplorer, create_app  # noqa: E402
 from steercf.explorer.server import running  # noqa: E402
@@ -222,10 +223,16 @@ def test_latent_browser(client, explorer):
 
     nid = listing["latents"][0]["latent"]
     detail = client.get(f"/api/latents/{nid}").json()
-    acts = sae_item_activations(explorer.model)[:, nid]
+    # top items as the labels read them: by the mean code of each item's training users
+    train_rows = explorer.data.matrix[explorer.split.train_users]
+    acts = audience_activations(explorer.model, train_rows)[:, nid]
     assert detail["top_items"][0]["index"] == int(np.argmax(acts))
     assert np.isclose(detail["top_items"][0]["activation"], acts.max(), rtol=1e-5)
-    assert detail["n_items"] == int((acts > 0).sum())
+    label_titles = [title for _, title, _ in explorer.labels[nid].top_items]
+    shown = [item["title"] for item in detail["top_items"][: len(label_titles)]]
+    assert shown == label_titles
+    # the item count stays the one-item histories it fires for
+    assert detail["n_items"] == int((sae_item_activations(explorer.model)[:, nid] > 0).sum())
     assert detail["label"] == explorer.labels[nid].text
     # the histogram counts every user of the data set whose code uses the latent
     codes = explorer.model.encode(explorer.data.matrix).codes

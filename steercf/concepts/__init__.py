@@ -13,6 +13,9 @@
 
 from steercf.concepts.arrays import tag_unit_means, tfidf
 from steercf.concepts.controls import (
+    AUDIENCE_PRIOR,
+    audience_activations,
+    audience_means,
     dense_item_embeddings,
     model_activations,
     random_rotation,
@@ -93,6 +96,9 @@ __all__ = [
     "load_labels",
     "map_concepts",
     "model_activations",
+    "AUDIENCE_PRIOR",
+    "audience_activations",
+    "audience_means",
     "monosemanticity_report",
     "most_unique",
     "plot_label_curves",

@@ -195,7 +195,8 @@ def plot_label_curves(
     :func:`steercf.concepts.evidence.held_out_curves`. Written to ``path`` (PNG).
 
     Args:
-        curves: ``{(source, model, labeller): curve points}``.
+        curves: ``{(source, model, labeller): curve points}``; a labeller named
+            ``"NAME,one_hot"`` (read on one-hot item codes) is drawn dotted.
         target_precision: drawn as a dotted line (the evidence labeller's target).
     """
     sources = list(dict.fromkeys(source for source, _, _ in curves))
@@ -213,7 +214,7 @@ def plot_label_curves(
             ax.plot(
                 [p["coverage"] for p in shown],
                 [p[key] for p in shown],
-                styles.get(labeller, ":"),
+                ":" if labeller.endswith(",one_hot") else styles.get(labeller.split(",")[0], ":"),
                 color=colours[model],
                 marker=".",
                 label=f"{model} / {labeller}",

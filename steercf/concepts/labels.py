@@ -1,6 +1,9 @@
 """Human-readable latent labels, stored with the model as ``labels.json``.
 
-A live latent (one that fires for at least one single-item history) carries:
+A latent's top items are, by default, the items whose audience activates it most: each
+item's mean code over the training users who hold it, shrunk toward the mean code
+(:func:`~steercf.concepts.controls.audience_activations`; ``item_activations="one_hot"``
+reads one-item histories, as published). A live latent (one with an active item) carries:
 
 * its **evidence label** (:mod:`steercf.concepts.evidence`): the concept its top items
   support best, with how well it holds (hits among the top items, precision, recall,
@@ -35,6 +38,7 @@ from typing import Any, Literal, TextIO, overload
 
 import numpy as np
 
+from steercf.concepts.controls import audience_activations
 from steercf.concepts.evidence import (
     DEFAULT_MIN_HITS,
     DEFAULT_TARGET_PRECISION,
@@ -66,7 +70,7 @@ from steercf.io import read_model_config, resolve_model_dir, update_model_dir
 
 LABELS_FILE = "labels.json"
 LABELS_FORMAT = "steercf-latent-labels"
-LABELS_VERSION = 2  # 2: thresholds are expected precisions (1: p-values)
+LABELS_VERSION = 3  # 3: audience activations (2: one-hot item codes; 1: p-value thresholds)
 DEAD_TEXT = "(dead: fires for no single item)"
 MIN_ITEMS_TO_CHOOSE = 100  # fewer items: no held-out split, the strictest threshold
 
@@ -368,6 +372,7 @@ def label_model(
     train_users: np.ndarray | None = None,
     sources: Sequence[str] | None = None,
     mapping: str = "best_characterizes",
+    item_activations: str = "audience",
     **options: Any,
 ) -> LatentLabels:
     """Labels for a fitted SplicedRecommender from the concept sources of ``data``.
@@ -375,19 +380,37 @@ def label_model(
     Args:
         model: the spliced model (its ``n_items_`` must match ``data``).
         data: the data set it was trained on.
-        train_users: ``Split.train_users``: user tags are counted from these users only.
+        train_users: ``Split.train_users``: user tags are counted from these users only,
+            and the audience activations read these users.
         sources: concept sources (default: every source ``data`` has).
+        mapping: the published mapping of each label's ``concepts``.
+        item_activations: what a latent's top items are: ``"audience"`` (default; each
+            item's mean code over the users who hold it,
+            :func:`~steercf.concepts.controls.audience_activations`) or
+            ``"one_hot"`` (the code of the item's one-item history, as published).
         options: passed to :func:`label_latents` (top_concepts, top_titles).
+
+    Raises:
+        InputError: another item count, or an unknown ``item_activations``.
     """
     if model.n_items_ != data.n_items:
         raise InputError(f"the model scores {model.n_items_} items but the data has {data.n_items}")
+    users = data.matrix if train_users is None else data.matrix[np.asarray(train_users)]
+    if item_activations == "audience":
+        acts = audience_activations(model, users)
+    elif item_activations == "one_hot":
+        acts = model.item_codes().numpy()
+    else:
+        raise InputError(
+            f"item_activations must be 'audience' or 'one_hot', got {item_activations!r}"
+        )
     concept_sets = {}
     for source in sources or available_sources(data):
         tags = concept_tags(data, source, train_users)
         # labels read "director of Pulp Fiction (1994), ...", not "directed_by:m.0bln8"
         concept_sets[source] = ItemTags(tags.matrix, concept_display_names(data, source, tags))
     labels = label_latents(
-        model.item_codes().numpy(),
+        acts,
         data.titles(np.arange(data.n_items)),
         concept_sets,
         item_ids=data.item_ids,
@@ -395,9 +418,13 @@ def label_model(
         sae_fingerprint=model.sae_fingerprint(),
         **options,
     )
-    users = data.matrix if train_users is None else data.matrix[np.asarray(train_users)]
-    for label, count in zip(labels.labels, model.activation_counts(users), strict=True):
-        label.n_users = int(count)
+    one_hot = acts if item_activations == "one_hot" else model.item_codes().numpy()
+    # what the listings show: training users a latent is active for, and the one-item
+    # histories it fires for (every item has a positive audience activation)
+    for label, n_users, n_items in zip(
+        labels.labels, model.activation_counts(users), (one_hot > 0).sum(axis=0), strict=True
+    ):
+        label.n_users, label.n_items = int(n_users), int(n_items)
     return labels
 
 
