@@ -251,7 +251,12 @@ def main(argv: list[str] | None = None) -> int:
                             if (
                                 seed == seeds[0]
                                 and training == args.train[0]
-                                and (items == "audience" or labeller == "evidence")
+                                # the figure: the evidence labeller on both item
+                                # activations, the published mapping for the SAE
+                                and (
+                                    labeller == "evidence"
+                                    or (labeller == "best_characterizes" and name == "sae")
+                                )
                             ):
                                 label_curves[(source, name, f"{labeller},{items}")] = curve
                             for point in curve:

@@ -140,11 +140,12 @@ def _new_figure(width: float, height: float) -> Any:
     return fig
 
 
-def _save_figure(fig: Any, path: str | Path, title: str) -> Path:
-    """Title, lay out and write ``fig`` to ``path`` (PNG), creating its folder."""
+def _save_figure(fig: Any, path: str | Path, title: str, bottom: float = 0.0) -> Path:
+    """Title, lay out (the bottom ``bottom`` share of the figure left free, e.g. for a
+    legend) and write ``fig`` to ``path`` (PNG), creating its folder."""
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
@@ -200,7 +201,7 @@ def plot_label_curves(
         target_precision: drawn as a dotted line (the evidence labeller's target).
     """
     sources = list(dict.fromkeys(source for source, _, _ in curves))
-    fig = _new_figure(4.5 * len(sources), 3.6)
+    fig = _new_figure(4.5 * len(sources), 4.4)
     axes = fig.subplots(1, len(sources), squeeze=False)[0]
     styles = {"evidence": "-", "best_characterizes": "--", "evidence_pvalue": "-."}
     models = list(dict.fromkeys(model for _, model, _ in curves))
@@ -226,5 +227,7 @@ def plot_label_curves(
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_title(source, fontsize=9)
-        ax.legend(fontsize=7)
-    return _save_figure(fig, path, title)
+    handles, names = axes[0].get_legend_handles_labels()
+    legend_rows = (len(names) + 2) // 3
+    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    return _save_figure(fig, path, title, bottom=min(0.5, 0.045 * legend_rows + 0.02))
