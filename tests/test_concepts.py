@@ -456,6 +456,15 @@ def test_labels_round_trip_and_validation(ml100k_model, tmp_path):
     first = live[0]
     assert first.top_items[0][1] in first.text  # the top item's title is in the label
     assert any(source == "genres" for source, _, _ in first.concepts)
+    # the published concepts read the one-hot codes (the papers' S), the labels the
+    # audience activations
+    genres = concept_tags(data, "genres", train_users=split.train_users)
+    expected = map_concepts(model.item_codes().numpy(), genres, "best_characterizes")
+    assert [name for source, name, _ in first.concepts if source == "genres"] == [
+        name for name, score in expected.concepts_for(first.latent, 3) if score > 0
+    ]
+    audience = audience_activations(model, data.matrix[split.train_users])
+    assert first.top_items[0][1] == data.titles([int(np.argmax(audience[:, first.latent]))])[0]
 
     model_dir = tmp_path / "model"
     model.save(model_dir)

@@ -216,6 +216,7 @@ def label_latents(
     target_precision: float = DEFAULT_TARGET_PRECISION,
     thresholds: Mapping[str, float] | None = None,
     seed: int = 0,
+    mapping_acts: ItemActs | None = None,
 ) -> LatentLabels:
     """Label every latent from the evidence of its top items (see the module docstring).
 
@@ -233,6 +234,9 @@ def label_latents(
         thresholds: ``source -> expected-precision threshold`` to use instead of
             choosing one.
         seed: the item split the thresholds are chosen on.
+        mapping_acts: (n_items, n_latents) the activations the published ``mapping``
+            reads (default: ``item_acts``; :func:`label_model` passes the one-hot codes,
+            the ``S`` of the papers).
 
     Returns:
         :class:`LatentLabels` with one entry per latent; dead latents get
@@ -242,7 +246,14 @@ def label_latents(
     if len(titles) != acts.shape[0]:
         raise InputError(f"{len(titles)} titles for {acts.shape[0]} items")
     ids = [str(i) for i in (item_ids if item_ids is not None else range(acts.shape[0]))]
-    mappings = {source: map_concepts(acts, tags, mapping) for source, tags in concept_sets.items()}
+    published = acts if mapping_acts is None else as_activations(mapping_acts)
+    if published.shape != acts.shape:
+        raise InputError(
+            f"mapping_acts has shape {published.shape}, item_acts {acts.shape}: they must match"
+        )
+    mappings = {
+        source: map_concepts(published, tags, mapping) for source, tags in concept_sets.items()
+    }
     tops = top_items(acts, top_titles)
     active_counts = (acts > 0).sum(axis=0)
     live = active_counts > 0
@@ -383,7 +394,8 @@ def label_model(
         train_users: ``Split.train_users``: user tags are counted from these users only,
             and the audience activations read these users.
         sources: concept sources (default: every source ``data`` has).
-        mapping: the published mapping of each label's ``concepts``.
+        mapping: the published mapping of each label's ``concepts`` (read on the one-hot
+            codes, as published, whatever ``item_activations``).
         item_activations: what a latent's top items are: ``"audience"`` (default; each
             item's mean code over the users who hold it,
             :func:`~steercf.concepts.controls.audience_activations`) or
@@ -395,15 +407,13 @@ def label_model(
     """
     if model.n_items_ != data.n_items:
         raise InputError(f"the model scores {model.n_items_} items but the data has {data.n_items}")
-    users = data.matrix if train_users is None else data.matrix[np.asarray(train_users)]
-    if item_activations == "audience":
-        acts = audience_activations(model, users)
-    elif item_activations == "one_hot":
-        acts = model.item_codes().numpy()
-    else:
+    if item_activations not in ("audience", "one_hot"):
         raise InputError(
             f"item_activations must be 'audience' or 'one_hot', got {item_activations!r}"
         )
+    users = data.matrix if train_users is None else data.matrix[np.asarray(train_users)]
+    one_hot = model.item_codes().numpy()  # the published S: the mapping's input
+    acts = audience_activations(model, users) if item_activations == "audience" else one_hot
     concept_sets = {}
     for source in sources or available_sources(data):
         tags = concept_tags(data, source, train_users)
@@ -416,9 +426,9 @@ def label_model(
         item_ids=data.item_ids,
         mapping=mapping,
         sae_fingerprint=model.sae_fingerprint(),
+        mapping_acts=one_hot,
         **options,
     )
-    one_hot = acts if item_activations == "one_hot" else model.item_codes().numpy()
     # what the listings show: training users a latent is active for, and the one-item
     # histories it fires for (every item has a positive audience activation)
     for label, n_users, n_items in zip(
