@@ -9,7 +9,8 @@ import pytest
 
 from steercf.cli import main
 from steercf.concepts import has_labels
-from steercf.steering import DEFAULT_STRENGTH
+from steercf.runs import load_run
+from steercf.steering import DEFAULT_STRENGTH, explain_items
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +22,21 @@ def ease_dir(
         main(["train", "--model", "ease", "--param", "l2=300", "--out", str(out), "--quiet"]) == 0
     )
     return out
+
+
+def explorer_shares_match(model_dir, out: str) -> bool:
+    """The shares `explain` prints for user 196 are those of ``explain_items(...,
+    shares=True)``, which the explorer shows."""
+    run = load_run(model_dir)
+    history = run.data.matrix[run.data.user_index(["196"])]
+    ids, _ = run.model.recommend(history, N=1)
+    (reasons,) = explain_items(run.model, history, ids[0], shares=True)
+    printed = re.findall(r"\(\s*(\d+)% of what they add\)", out)
+    expected = [100 * share for _, _, share in reasons]
+    shown = [int(p) for p in printed[: len(reasons)]]
+    return len(shown) == len(expected) and all(
+        abs(a - b) <= 0.51 for a, b in zip(expected, shown, strict=True)
+    )
 
 
 def test_train_evaluate_recommend_round_trip(ease_dir, capsys):
@@ -144,19 +160,26 @@ def test_spliced_workflow_end_to_end(tmp_path, capsys):
     assert main(["explain", str(spliced), "--user", "196", "-n", "3", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "active latents" in out and len(re.findall(r" score [-0-9.]+ = ", out)) == 3
-    # each score is split into parts that add up to it; each reason is a labelled latent
-    # with what it adds and that as a share of the score
+    # each score is split into parts that add up to it (the latents' part into what they
+    # add and take away); each reason is a labelled latent with what it adds and its share
+    # of all that the latents add, the explorer's share
+    assert explorer_shares_match(spliced, out)
     for line in out.splitlines():
-        split = re.search(r"score ([-0-9.]+) = latents ([-+0-9.]+), rest ([-+0-9.]+)", line)
+        split = re.search(
+            r"score ([-0-9.]+) = latents ([-+0-9.]+) \(([-+0-9.]+) added, ([-+0-9.]+) taken "
+            r"away\), rest ([-+0-9.]+)",
+            line,
+        )
         if split:
-            score, latents, rest = map(float, split.groups())
+            score, latents, added, taken, rest = map(float, split.groups())
             assert latents + rest == pytest.approx(score, abs=2e-3)
-            current = score
-        reason = re.match(r"\s+([-+0-9.]+) \(\s*(-?\d+)% of the score\): #", line)
+            assert added + taken == pytest.approx(latents, abs=2e-3) and taken <= 0 <= added
+            current = added
+        reason = re.match(r"\s+([-+0-9.]+) \(\s*(\d+)% of what they add\): #", line)
         if reason:
             value, share = float(reason.group(1)), int(reason.group(2))
             assert value > 0 and abs(share - 100 * value / current) <= 1
-    assert "% of the score): #" in out and "latent " not in out.split("recommendations")[1]
+    assert "% of what they add): #" in out and "latent " not in out.split("recommendations")[1]
 
     # explain resolves mappings like steer does, the steering-side one included
     assert (

@@ -465,6 +465,13 @@ def test_labels_round_trip_and_validation(ml100k_model, tmp_path):
     ]
     audience = audience_activations(model, data.matrix[split.train_users])
     assert first.top_items[0][1] == data.titles([int(np.argmax(audience[:, first.latent]))])[0]
+    # all 10 top items the evidence counts are kept; the one-line text names 3
+    assert len(first.top_items) == 10 and first.top_items[3][1] not in first.text
+    # a latent no training user activates is dead, and its text says so
+    dead = [label for label in labels.labels if not label.live]
+    codes = model.encode(data.matrix[split.train_users]).codes.numpy()
+    assert {label.latent for label in dead} == set(np.flatnonzero(codes.max(axis=0) <= 0))
+    assert all(label.text == "(dead: active for no training user)" for label in dead)
 
     model_dir = tmp_path / "model"
     model.save(model_dir)

@@ -236,25 +236,28 @@ def cmd_explain(args: argparse.Namespace) -> None:
         print(f"  {latent:>5}  {value:.3f}  {_latent_text(labels, latent, 90)}")
     ids, scores = model.recommend(history, N=args.n)
     print(
-        "recommendations: each score split into what the user's latents add, "
+        "recommendations: each score split into what the user's latents add and take away, "
         + ("the SAE's error term, " if model.error_term else "")
         + "and the rest (the SAE's decoder bias and the user's mean); then the latents "
-        "adding most, with their share of the score:"
+        "adding most, each with its share of all that the latents add"
+        + (" and the error term adds" if model.error_term else "")
+        + " (as the explorer shows it):"
     )
     parts = score_parts(model, history, ids[0])
-    for j, (item, why) in enumerate(
-        zip(ids[0], explain_items(model, history, ids[0]), strict=True)
-    ):
-        score = float(parts["score"][j])
-        split = f"latents {parts['latents'][j]:+.3f}"
+    reasons = explain_items(model, history, ids[0], shares=True)
+    for j, (item, why) in enumerate(zip(ids[0], reasons, strict=True)):
+        split = (
+            f"latents {parts['latents'][j]:+.3f} ({parts['latents_added'][j]:+.3f} added, "
+            f"{parts['latents_taken'][j]:+.3f} taken away)"
+        )
         if model.error_term:  # what the sparse code does not explain, signed
             split += f", error term {parts['error_term'][j]:+.3f}"
         split += f", rest {parts['rest'][j]:+.3f}"
-        print(f"  {one_line(data.titles([item])[0], 60):<60} score {score:.3f} = {split}")
-        for latent, value in why:
-            share = f"{value / score:>4.0%}" if score > 0 else "   -"
+        title = one_line(data.titles([item])[0], 60)
+        print(f"  {title:<60} score {float(parts['score'][j]):.3f} = {split}")
+        for latent, value, share in why:
             print(
-                f"      {value:+.3f} ({share} of the score): #{latent} "
+                f"      {value:+.3f} ({share:>4.0%} of what they add): #{latent} "
                 f"{_latent_text(labels, latent, 70)}"
             )
 

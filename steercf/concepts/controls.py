@@ -147,6 +147,12 @@ def audience_activations(
     Args:
         model: a fitted :class:`~steercf.models.spliced.SplicedRecommender`.
         user_items: (n_users, n_items) interactions, e.g. the training users' rows.
+        prior_users: pseudo-users at the mean code (>= 0; default chosen on validation
+            items, :data:`AUDIENCE_PRIOR`).
+
+    Returns:
+        (n_items, n_latents) float64, non-negative; zero columns for latents no user of
+        ``user_items`` activates.
 
     Raises:
         InputError: shape or values of ``user_items`` (as ``model.encode``).

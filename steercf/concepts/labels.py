@@ -72,6 +72,8 @@ LABELS_FILE = "labels.json"
 LABELS_FORMAT = "steercf-latent-labels"
 LABELS_VERSION = 3  # 3: audience activations (2: one-hot item codes; 1: p-value thresholds)
 DEAD_TEXT = "(dead: fires for no single item)"
+# what a dead latent's text says, per item activations of label_model
+DEAD_TEXTS = {"audience": "(dead: active for no training user)", "one_hot": DEAD_TEXT}
 MIN_ITEMS_TO_CHOOSE = 100  # fewer items: no held-out split, the strictest threshold
 
 
@@ -81,7 +83,9 @@ class LatentLabel:
 
     Attributes:
         latent: the latent (SAE latent) id.
-        live: whether it fires for at least one single-item history.
+        live: whether an item activates it in the activations labelled: by default
+            (:func:`label_model`), whether any training user does; with one-hot
+            activations, whether any single-item history does.
         n_items: number of items whose one-hot history activates it.
         concepts: ``[(source, concept, score), ...]``, best first within each source.
         top_items: ``[(item id, title, activation), ...]``, strongest first; the item id is
@@ -227,7 +231,7 @@ def label_latents(
         item_ids: (n_items,) original ids (default: the item index).
         mapping: a key of :data:`~steercf.concepts.mapping.MAPPINGS`.
         top_concepts: concepts kept per source per latent.
-        top_titles: top items kept per latent (the text shows them all).
+        top_titles: top items the one-line text names.
         sae_fingerprint: stamped into the labels so that they can be matched to the model.
         target_precision: the held-out precision@10 a labelled latent's source must reach
             (:func:`evidence_threshold`).
@@ -254,7 +258,9 @@ def label_latents(
     mappings = {
         source: map_concepts(published, tags, mapping) for source, tags in concept_sets.items()
     }
-    tops = top_items(acts, top_titles)
+    # the evidence counts the top DEFAULT_TOP_K items: keep them all, so that a reader
+    # can check "9 of its 10 top items"; the one-line text names the first top_titles
+    tops = top_items(acts, max(top_titles, DEFAULT_TOP_K))
     active_counts = (acts > 0).sum(axis=0)
     live = active_counts > 0
     chosen = dict(thresholds or {})
@@ -284,7 +290,7 @@ def label_latents(
             best = _best_evidence(pairs, concept_sets, chosen, latent)
             if best is not None and _clears(best):
                 best["capped"] = True  # its concept had its share of the labels
-        item_titles = [t for _, t, _ in items]
+        item_titles = [t for _, t, _ in items[:top_titles]]
         labels.append(
             LatentLabel(
                 latent=latent,
@@ -392,7 +398,8 @@ def label_model(
         model: the spliced model (its ``n_items_`` must match ``data``).
         data: the data set it was trained on.
         train_users: ``Split.train_users``: user tags are counted from these users only,
-            and the audience activations read these users.
+            and the audience activations read these users (None: every user of
+            ``data``, held-out users included).
         sources: concept sources (default: every source ``data`` has).
         mapping: the published mapping of each label's ``concepts`` (read on the one-hot
             codes, as published, whatever ``item_activations``).
@@ -435,6 +442,8 @@ def label_model(
         labels.labels, model.activation_counts(users), (one_hot > 0).sum(axis=0), strict=True
     ):
         label.n_users, label.n_items = int(n_users), int(n_items)
+        if not label.live:
+            label.text = DEAD_TEXTS[item_activations]
     return labels
 
 
@@ -632,8 +641,9 @@ def format_latents(labels: LatentLabels, top: int | None = None, dead: bool = Fa
     unmet = sum(label.n_users == 0 for label in live)
     counted = any(label.n_users is not None for label in live)
     header = (
-        f"{len(live)} live of {labels.n_latents} latents, {n_labelled} labelled by their "
-        f"evidence (concepts by {labels.mapping}), "
+        f"{len(live)} live of {labels.n_latents} latents, {n_labelled} labelled by the "
+        f"evidence of their top items (`steercf latent` adds the published {labels.mapping} "
+        "concepts), "
         + (
             f"{unmet} live ones active for no training user"
             if counted
@@ -659,7 +669,8 @@ def format_latent(labels: LatentLabels, latent: int) -> str:
         if label.labelled:
             verdict = (
                 f"labelled: expected precision {ev['expected_precision']:.2f} >= "
-                f"{ev['threshold']:.2f}, above chance"
+                f"{ev['threshold']:.2f}, the threshold chosen for {ev['source']} on "
+                "validation items, and above chance"
             )
         elif ev.get("capped"):
             verdict = (

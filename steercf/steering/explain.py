@@ -110,19 +110,25 @@ def score_parts(
     Args: as :func:`explain_items`.
 
     Returns:
-        ``{"score", "latents", "error_term", "rest"}``, each (m,) float, signed.
+        ``{"score", "latents", "error_term", "rest"}``, each (m,) float, signed, and
+        ``"latents_added"`` / ``"latents_taken"``: the sums of the latents' positive and
+        negative contributions (``latents = latents_added + latents_taken``).
     """
     encoding = _steered_user(model, user_items, knobs, rule, encoding)
     items = np.asarray(items)
     with torch.no_grad():
         score = model.decode(encoding)[0, torch.as_tensor(items, dtype=torch.long)]
-    latents = model.latent_contributions(encoding, items).sum(0)
+    contributions = model.latent_contributions(encoding, items)  # (n_latents, m)
+    added = contributions.clamp_min(0).sum(0)
+    taken = contributions.clamp_max(0).sum(0)
     error_term = model.residual_contributions(encoding, items)[0]
     return {
         "score": score.numpy(),
-        "latents": latents.numpy(),
+        "latents": (added + taken).numpy(),
+        "latents_added": added.numpy(),
+        "latents_taken": taken.numpy(),
         "error_term": error_term.numpy(),
-        "rest": (score - latents - error_term).numpy(),
+        "rest": (score - added - taken - error_term).numpy(),
     }
 
 
