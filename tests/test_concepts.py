@@ -358,6 +358,9 @@ def test_knowledge_graph_concepts_read_as_roles_of_known_items(ml100k_model):
         assert best in shown, (raw, shown)
         if relation == "actor":
             assert shown.startswith("actor in ")
+        # a broad entity says how broad it is (its best-known items are the catalogue's)
+        share = len(items) / kg.matrix.shape[0]
+        assert (f"[on {share:.0%} of items]" in shown) == (share >= 0.1), shown
     assert list(concept_display_names(data, "genres", concept_tags(data, "genres"))) == list(
         concept_tags(data, "genres").names
     )

@@ -111,6 +111,10 @@ KG_ROLES = {
 }
 
 
+# an unnamed knowledge-graph entity on this share of the items or more is named with it
+BROAD_ENTITY_SHARE = 0.1
+
+
 def concept_display_names(
     data: InteractionData, source: str, tags: ItemTags, titles: int = 2
 ) -> np.ndarray:
@@ -120,7 +124,9 @@ def concept_display_names(
     (``directed_by:m.0bln8``) is named by its role and its best-known items (most
     interactions in ``data``): "director of Pulp Fiction (1994), Reservoir Dogs (1992)".
     Two entities of one role with the same best-known items are told apart by more of
-    their items (up to ``titles + 2``), then by their identifier. Other names are
+    their items (up to ``titles + 2``), then by their identifier. An entity on at least
+    :data:`BROAD_ENTITY_SHARE` of the items says so ("genre of Fargo (1996), ... [on 56 %
+    of items]"): its best-known items are then mostly the catalogue's. Other names are
     returned as they are.
     """
     names = np.asarray(tags.names, dtype=object).copy()
@@ -137,9 +143,14 @@ def concept_display_names(
         role = KG_ROLES.get(relation, f"{relation.replace('_', ' ')} of")
         ranked[column] = (role, items[np.argsort(-popularity[items], kind="stable")], entity)
 
+    n_items = max(tags.matrix.shape[0], 1)
+
     def named(column: int, n_titles: int) -> str:
         role, items, _ = ranked[column]
-        return f"{role} {', '.join(map(str, data.titles(items[:n_titles])))}"
+        name = f"{role} {', '.join(map(str, data.titles(items[:n_titles])))}"
+        # a broad entity's best-known items are the catalogue's: say how broad it is
+        share = len(items) / n_items
+        return name + (f" [on {share:.0%} of items]" if share >= BROAD_ENTITY_SHARE else "")
 
     for column in ranked:
         names[column] = named(column, titles)
