@@ -19,8 +19,9 @@ better): ``entropy_decrease_mean`` and ``kl_mean`` with setting ``latents`` (eac
 distribution over concepts; KL in nats) or ``concepts`` (each concept's distribution
 over units; KL divided by ln(#units) because the models have different unit counts),
 ``label_precision@10``, ``distinct_best_latents``, ``labelled_concepts``, ``coverage``.
-Labels judged on items the labeller did not see (``steercf.concepts.evidence``): the
-items are split 60/20/20; ``label_precision@10_held_out`` and ``label_coverage_held_out``
+Labels judged on items the labeller did not see (``steercf.concepts.evidence``), on the
+concepts labels may name (``steercf.concepts.label_concepts``: the knowledge graph
+without its unnamed entities on 10 % of the items or more): the items are split 60/20/20; ``label_precision@10_held_out`` and ``label_coverage_held_out``
 (share of live units labelled), read on two kinds of item activations, the setting
 naming which: ``items=audience`` (what the default labeller reads: each item's mean
 activation over the training users who hold it, shrunk toward the all-user mean,
@@ -63,6 +64,7 @@ import scipy.sparse as sp
 from steercf.concepts import (
     concept_tags,
     format_report,
+    label_concepts,
     model_activations,
     monosemanticity_report,
     plot_label_curves,
@@ -211,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
             for source in sources:
                 # user tags from training users only: no held-out user's tags leak in
                 tags = concept_tags(data, source, train_users=split.train_users)
+                # what labels may name (steercf.concepts.label_concepts: no unnamed
+                # knowledge-graph entity on 10 % of the items or more)
+                labelled_tags = label_concepts(data, source, train_users=split.train_users)
                 for name, item_acts in acts.items():
                     report = monosemanticity_report(item_acts, tags, model=name, source=source)
                     reports.append((dataset, seed, training, report))
@@ -231,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                             "seed": seed,
                             "n": int(live.sum()),
                         }
-                        results = held_out_labelling(labelled_acts, tags, live, seed=seed)
+                        results = held_out_labelling(labelled_acts, labelled_tags, live, seed=seed)
                         for labeller, result in results.items():
                             records += held_out_records(
                                 result, where, f"labeller={labeller},items={items},{setting}"
@@ -246,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                                 )
                             )
                         # the coverage-precision curve of each labeller, same split
-                        curves = held_out_curves(labelled_acts, tags, live, seed)
+                        curves = held_out_curves(labelled_acts, labelled_tags, live, seed)
                         for labeller, curve in curves.items():
                             if (
                                 seed == seeds[0]
@@ -268,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                                 )
                     if name == "sae":
                         agreement = explanation_agreement(
-                            model, split.test_input, audience[name], tags, seed
+                            model, split.test_input, audience[name], labelled_tags, seed
                         )
                         for labeller, (value, n) in agreement.items():
                             records.append(

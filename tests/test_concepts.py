@@ -26,6 +26,7 @@ from steercf.concepts import (
     format_latents,
     format_report,
     format_reports,
+    label_concepts,
     label_latents,
     label_model,
     load_labels,
@@ -364,8 +365,17 @@ def test_knowledge_graph_concepts_read_as_roles_of_known_items(ml100k_model):
     assert list(concept_display_names(data, "genres", concept_tags(data, "genres"))) == list(
         concept_tags(data, "genres").names
     )
+    # labels may not name an unnamed entity on 10 % of the items or more (a reader cannot
+    # tell what it is); every other concept stays, under its readable name
+    labelled = label_concepts(data, "kg", split.train_users)
+    full = concept_tags(data, "kg", split.train_users)
+    share = np.asarray((full.matrix > 0).sum(axis=0)).ravel() / full.matrix.shape[0]
+    broad = np.array([":m." in n or ":g." in n for n in full.names]) & (share >= 0.1)
+    assert broad.any() and len(labelled.names) == len(full.names) - broad.sum()
+    assert not any("[on " in name for name in labelled.names)
+    assert list(label_concepts(data, "genres").names) == list(concept_tags(data, "genres").names)
     labels = label_model(model, data, train_users=split.train_users, sources=["kg"])
-    assert not any(":m." in label.text for label in labels.live())
+    assert not any(":m." in label.text or "[on " in label.text for label in labels.live())
 
 
 def test_user_supplied_mapping():

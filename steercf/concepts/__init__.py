@@ -61,6 +61,7 @@ from steercf.concepts.sources import (
     available_sources,
     concept_display_names,
     concept_tags,
+    label_concepts,
     tags_from_applications,
     tags_from_mapping,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "best_characterizes",
     "comparison_rows",
     "concept_display_names",
+    "label_concepts",
     "concept_tags",
     "concepts_report",
     "dense_item_embeddings",

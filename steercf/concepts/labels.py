@@ -59,11 +59,10 @@ from steercf.concepts.mapping import (
     ItemActs,
     as_activations,
     available_sources,
-    concept_tags,
     map_concepts,
     top_items,
 )
-from steercf.concepts.sources import concept_display_names
+from steercf.concepts.sources import label_concepts
 from steercf.data import InteractionData, ItemTags
 from steercf.errors import InputError, ModelFileError
 from steercf.io import read_model_config, resolve_model_dir, update_model_dir
@@ -423,9 +422,8 @@ def label_model(
     acts = audience_activations(model, users) if item_activations == "audience" else one_hot
     concept_sets = {}
     for source in sources or available_sources(data):
-        tags = concept_tags(data, source, train_users)
         # labels read "director of Pulp Fiction (1994), ...", not "directed_by:m.0bln8"
-        concept_sets[source] = ItemTags(tags.matrix, concept_display_names(data, source, tags))
+        concept_sets[source] = label_concepts(data, source, train_users)
     labels = label_latents(
         acts,
         data.titles(np.arange(data.n_items)),
