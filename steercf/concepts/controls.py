@@ -119,15 +119,13 @@ def audience_means(
     held = (sp.csr_matrix(user_items) > 0).astype(np.float64).tocsr()
     if held.shape[0] == 0:
         raise InputError("audience activations need at least one user")
-    totals: np.ndarray | None = None
-    unit_sums: np.ndarray | None = None
+    totals: Any = 0.0  # (n_items, n_units) after the first block
+    unit_sums: Any = 0.0  # (n_units,)
     for start in range(0, held.shape[0], batch_size):
         block = held[start : start + batch_size]
         acts = np.asarray(user_acts(block), dtype=np.float64)
-        part = np.asarray(block.T @ acts)
-        totals = part if totals is None else totals + part
-        unit_sums = acts.sum(axis=0) if unit_sums is None else unit_sums + acts.sum(axis=0)
-    assert totals is not None and unit_sums is not None
+        totals = totals + np.asarray(block.T @ acts)
+        unit_sums = unit_sums + acts.sum(axis=0)
     audience = np.asarray(held.sum(axis=0)).ravel()
     mean = unit_sums / held.shape[0]
     out = totals + prior_users * mean[None, :]
