@@ -57,7 +57,8 @@ class TestReadableConceptNames:
     def knobs(self, specs: list[str]):
         from steercf.steering import parse_knobs
 
-        data = kg_data()
+        # 200 items: each entity on 6 % of them, below the share named with its breadth
+        data = kg_data(n_items=200)
         return parse_knobs(
             FakeSpliced(data), data, specs, source="kg", mapping="best_characterizes", top_latents=1
         )
