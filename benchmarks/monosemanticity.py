@@ -331,7 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.train) == 2:  # side by side: what splice-aware training does to specificity
         print("\nSAE latents, e2e minus recon (mean over seeds):")
         print(format_table(training_deltas(rows)))
-    print("\nLabels fitted on 60 % of the items, judged on 20 % held out (mean over seeds):")
+    print(
+        "\nLabels fitted on 60 % of the items, judged on 20 % held out (mean over seeds; "
+        "nan: nothing labelled; items=audience is what the default labeller reads):"
+    )
     print(format_table(labelling_rows(labelling)))
     worst = min(wins, key=lambda w: w[2])
     print(
@@ -398,9 +401,11 @@ def labelling_rows(labelling: list[tuple[str, str, str, str, dict[str, float]]])
                 "dataset": key[0],
                 "train": key[1],
                 "model": key[2],
-                "labeller": key[3],
+                "labeller,items": key[3],
                 "precision@10 held out": finite_mean([r["precision@10"] for r in results]),
-                "coverage": float(np.mean([r["coverage"] for r in results])),
+                # not the report's "coverage" (a share of concepts): a share of latents
+                "labelled share of live units": float(np.mean([r["coverage"] for r in results])),
+                # expected-precision threshold (1.0 for the TF-IDF labeller, which has none)
                 "threshold": finite_mean([r["threshold"] for r in results]),
             }
         )
