@@ -21,10 +21,11 @@ over units; KL divided by ln(#units) because the models have different unit coun
 ``label_precision@10``, ``distinct_best_latents``, ``labelled_concepts``, ``coverage``.
 Labels judged on items the labeller did not see (``steercf.concepts.evidence``), on the
 concepts labels may name (``steercf.concepts.label_concepts``: the knowledge graph
-without its unnamed entities on 10 % of the items or more): the items are split 60/20/20; ``label_precision@10_held_out`` and ``label_coverage_held_out``
-(share of live units labelled), read on two kinds of item activations, the setting
-naming which: ``items=audience`` (what the default labeller reads: each item's mean
-activation over the training users who hold it, shrunk toward the all-user mean,
+without its unnamed entities on 10 % of the items or more): the items are split
+60/20/20; ``label_precision@10_held_out`` and ``label_coverage_held_out`` (share of live
+units labelled), read on two kinds of item activations, the setting naming which:
+``items=audience`` (what the default labeller reads: each item's mean activation over
+the training users who hold it, shrunk toward the all-user mean,
 ``steercf.concepts.audience_activations``; the controls average the split dense user
 embeddings and the split rotated codes the same way) and ``items=one_hot`` (the
 published one-hot item codes above); with setting ``labeller=evidence`` (expected precision of

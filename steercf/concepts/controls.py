@@ -170,19 +170,21 @@ def model_activations(
     randomly rotated SAE codes, every model through the same averaging.
     """
     if user_items is not None:
-        rotation = random_orthogonal(model.n_latents, seed).astype(np.float32)
+        n_latents = model.n_latents
+        rotation = random_orthogonal(n_latents, seed).astype(np.float32)
 
-        def codes(block: sp.csr_matrix) -> np.ndarray:
-            return model.encode(block).codes.numpy()
+        def all_units(block: sp.csr_matrix) -> np.ndarray:  # each user encoded once
+            codes = model.encode(block).codes.numpy()
+            dense = signed_split(model.user_vectors(block))
+            return np.concatenate([codes, dense, signed_split(codes @ rotation)], axis=1)
 
+        means = audience_means(all_units, user_items, prior_users)
+        # columns: n_latents SAE codes, 2d dense halves, 2 * n_latents rotated halves
+        n_dense = means.shape[1] - 3 * n_latents
         return {
-            "sae": audience_means(codes, user_items, prior_users),
-            "dense": audience_means(
-                lambda block: signed_split(model.user_vectors(block)), user_items, prior_users
-            ),
-            "random_rotation": audience_means(
-                lambda block: signed_split(codes(block) @ rotation), user_items, prior_users
-            ),
+            "sae": means[:, :n_latents],
+            "dense": means[:, n_latents : n_latents + n_dense],
+            "random_rotation": means[:, n_latents + n_dense :],
         }
     sae = sae_item_activations(model)
     return {

@@ -126,6 +126,16 @@ def unnamed_entities(source: str, tags: ItemTags) -> np.ndarray:
     )
 
 
+def broad_entities(source: str, tags: ItemTags) -> tuple[np.ndarray, np.ndarray]:
+    """``(broad, share)``: (n_tags,) bool, the unnamed entities (:func:`unnamed_entities`)
+    on :data:`BROAD_ENTITY_SHARE` of the items or more, and (n_tags,) each concept's share
+    of the items."""
+    share = np.asarray((sp.csr_matrix(tags.matrix) > 0).sum(axis=0)).ravel() / max(
+        tags.matrix.shape[0], 1
+    )
+    return unnamed_entities(source, tags) & (share >= BROAD_ENTITY_SHARE), share
+
+
 def label_concepts(
     data: InteractionData, source: str, train_users: np.ndarray | None = None
 ) -> ItemTags:
@@ -139,10 +149,7 @@ def label_concepts(
     """
     tags = concept_tags(data, source, train_users)
     names = concept_display_names(data, source, tags)
-    share = np.asarray((sp.csr_matrix(tags.matrix) > 0).sum(axis=0)).ravel() / max(
-        tags.matrix.shape[0], 1
-    )
-    keep = ~(unnamed_entities(source, tags) & (share >= BROAD_ENTITY_SHARE))
+    keep = ~broad_entities(source, tags)[0]
     return ItemTags(sp.csr_matrix(tags.matrix)[:, keep], names[keep])
 
 
@@ -172,14 +179,13 @@ def concept_display_names(
         role = KG_ROLES.get(relation, f"{relation.replace('_', ' ')} of")
         ranked[column] = (role, items[np.argsort(-popularity[items], kind="stable")], entity)
 
-    n_items = max(tags.matrix.shape[0], 1)
+    broad, share = broad_entities(source, tags)
 
     def named(column: int, n_titles: int) -> str:
         role, items, _ = ranked[column]
         name = f"{role} {', '.join(map(str, data.titles(items[:n_titles])))}"
         # a broad entity's best-known items are the catalogue's: say how broad it is
-        share = len(items) / n_items
-        return name + (f" [on {share:.0%} of items]" if share >= BROAD_ENTITY_SHARE else "")
+        return name + (f" [on {share[column]:.0%} of items]" if broad[column] else "")
 
     for column in ranked:
         names[column] = named(column, titles)
