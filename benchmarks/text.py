@@ -43,7 +43,10 @@ chunk embeddings, label the latents, then
   ``filtered``) and on all latents (``unfiltered``), each with the default k-means on
   the decoded axis latents, TF-IDF k-means and the toolkit's Jaccard spectral
   clustering (setting names it), and
-  k-means on the mean dense document embeddings (``dense``); and with the number of
+  k-means on the mean dense document embeddings (``dense``); *anchored* (setting
+  ``anchored``): one cluster per class query, k-means started once from the mean of
+  each query's top 50 documents (``sae``: property retrieval, all latents, decoded;
+  ``dense``: cosine to the query vector); and with the number of
   clusters chosen by the best silhouette in 2..12 for both (setting ``auto k``,
   metric ``n_clusters`` the count chosen). With the class count given, each ARI is the
   mean over the trial seeds (k-means / spectral random states); ``auto k`` uses seed 0.
@@ -89,13 +92,20 @@ from steercf.text.analysis import (
     query_latents,
     targeted_clustering,
 )
-from steercf.text.clustering import REPRESENTATIONS, choose_n_clusters, mean_silhouette
+from steercf.text.clustering import (
+    ANCHOR_DOCS,
+    REPRESENTATIONS,
+    choose_n_clusters,
+    mean_silhouette,
+    query_anchors,
+)
 from steercf.text.corpora import load_arxiv, load_bbc
 from steercf.text.correlations import firing, npmi
 from steercf.text.diffing import DEFAULT_TEST, fisher_one_sided
 from steercf.text.embed import Embedder, Embeddings
 from steercf.text.labels import label_latents, top_documents
 from steercf.text.model import DEFAULT_MAX_TRAIN_ROWS, FIRING_SHARE, TextSAE
+from steercf.text.retrieval import best_documents
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DETECT_TOP, DETECT_SHARE = 10, 0.6
@@ -628,18 +638,46 @@ def run_corpus(
                     setting=f"{axis_name},{representation}",
                     n=int(keep.sum()),
                 )
+        # anchored: one cluster per class query, k-means started from each query's top
+        # documents; the dense side anchored the same way on dense retrieval's top ones
+        anchors = query_anchors(model, sub_codes, axis, embedder)
         aris = [
             adjusted_rand_score(
                 sub_classes,
-                KMeans(n_clusters=k, n_init=10, random_state=trial).fit_predict(doc_vectors[keep]),
+                targeted_clustering(
+                    sub_codes, seed=trial, directions=model.directions, anchors=anchors
+                ).assignments,
             )
             for trial in preset["seeds"]
         ]
-        rec("dense", "ari", float(np.mean(aris)), setting="k-means", n=int(keep.sum()))
+        rec(
+            "sae",
+            "ari",
+            float(np.mean(aris)),
+            setting="unfiltered,decoded,anchored",
+            n=int(keep.sum()),
+        )
+        dense_x = doc_vectors[keep]
+        query_vectors = np.stack([embedder.embed_query(q) for q in axis])
+        similarity = dense_x @ query_vectors.T  # (docs, queries), unit vectors: cosine
+        dense_starts = np.stack(
+            [dense_x[best_documents(similarity[:, c], ANCHOR_DOCS)].mean(0) for c in range(k)]
+        )
+        for setting, make in (
+            ("k-means", lambda trial: KMeans(n_clusters=k, n_init=10, random_state=trial)),
+            (
+                "k-means,anchored",
+                lambda trial: KMeans(n_clusters=k, init=dense_starts, n_init=1, random_state=trial),
+            ),
+        ):
+            aris = [
+                adjusted_rand_score(sub_classes, make(trial).fit_predict(dense_x))
+                for trial in preset["seeds"]
+            ]
+            rec("dense", "ari", float(np.mean(aris)), setting=setting, n=int(keep.sum()))
         # the number of clusters chosen by the silhouette, for both (no class count given;
         # one k-means seed: each count's fit is a full k-means)
         auto = targeted_clustering(sub_codes, None, directions=model.directions)
-        dense_x = doc_vectors[keep]
         dense_k, dense_auto, _ = choose_n_clusters(
             lambda c: KMeans(n_clusters=c, n_init=10, random_state=0).fit_predict(dense_x),
             lambda assigned: mean_silhouette(dense_x, assigned),

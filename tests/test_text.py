@@ -22,13 +22,14 @@ from steercf.text.analysis import (  # noqa: E402
     latent_correlations,
     npmi,
     property_retrieval,
+    query_anchors,
     query_latents,
     targeted_clustering,
 )
 from steercf.text.cli import add_text_commands  # noqa: E402
 from steercf.text.clustering import tfidf_rows  # noqa: E402
 from steercf.text.corpora import bbc_sample  # noqa: E402
-from steercf.text.diffing import DIFF_K, benjamini_hochberg  # noqa: E402
+from steercf.text.diffing import benjamini_hochberg  # noqa: E402
 from steercf.text.embed import (  # noqa: E402
     Embedder,
     Embeddings,
@@ -39,7 +40,7 @@ from steercf.text.embed import (  # noqa: E402
 )
 from steercf.text.families import feature_families  # noqa: E402
 from steercf.text.labels import LatentContext, label_latents, top_documents  # noqa: E402
-from steercf.text.model import FIRING_SHARE, TextSAE  # noqa: E402
+from steercf.text.model import FIRING_SHARE, SPARSE_K, TextSAE  # noqa: E402
 from steercf.text.search import SteerableSearch  # noqa: E402
 
 SPORT = "sport: matches, players and championships"
@@ -510,6 +511,49 @@ def test_clustering_chooses_the_number_of_clusters(representation):
         targeted_clustering(codes, True, directions=np.eye(7, dtype=np.float32))
 
 
+def test_anchored_clustering_gives_each_anchor_its_cluster():
+    # two well-separated groups; k-means from random starts is free to number them either
+    # way, anchors fix cluster c to the group anchor c points into, whatever the order
+    rng = np.random.default_rng(0)
+    codes = np.zeros((40, 4), np.float32)
+    codes[:20, 0] = rng.uniform(0.5, 1.0, 20)
+    codes[20:, 1] = rng.uniform(0.5, 1.0, 20)
+    codes[:, 2] = rng.uniform(0.0, 0.2, 40)
+    directions = np.eye(4, 6, dtype=np.float32)
+    truth = np.r_[np.zeros(20), np.ones(20)].astype(int)
+    for order in ([[25, 30], [1, 2, 3]], [[1, 2, 3], [25, 30]]):
+        result = targeted_clustering(codes, anchors=order, directions=directions)
+        expected = truth if order[0][0] < 20 else 1 - truth
+        np.testing.assert_array_equal(result.assignments, expected)
+        assert result.silhouettes == {} and len(result.summary) == 2
+    tfidf = targeted_clustering(codes, 2, anchors=[[0], [39]], representation="tfidf")
+    np.testing.assert_array_equal(tfidf.assignments, truth)
+    for bad, match in (
+        ([[0]], "2..40 anchors"),
+        ([[0], []], "anchor 1 has no documents"),
+        ([[0], [40]], "integers in 0..39"),
+        ([[0], [0.5]], "integers in 0..39"),
+    ):
+        with pytest.raises(InputError, match=match):
+            targeted_clustering(codes, anchors=bad, directions=directions)
+    with pytest.raises(InputError, match="one cluster per anchor"):
+        targeted_clustering(codes, 3, anchors=[[0], [39]], directions=directions)
+    with pytest.raises(InputError, match="use representation"):
+        targeted_clustering(codes, anchors=[[0], [39]], representation="jaccard")
+
+
+def test_query_anchors_are_each_querys_top_documents(model, codes, embedder):
+    anchors = query_anchors(model, codes, [SPORT, TECH], embedder, top=7)
+    assert [len(a) for a in anchors] == [7, 7]
+    for query, docs in zip((SPORT, TECH), anchors, strict=True):
+        best = property_retrieval(codes, query_latents(model, query, embedder), model.p90, top=7)
+        np.testing.assert_array_equal(docs, best["doc"].to_numpy())
+    with pytest.raises(InputError, match="at least 2 queries"):
+        query_anchors(model, codes, [SPORT], embedder)
+    with pytest.raises(InputError, match="at least 2 queries"):
+        query_anchors(model, codes, SPORT, embedder)
+
+
 def test_decoded_clustering_uses_only_the_axis_latents():
     # two groups of documents that differ on latent 0 vs 1 (the axis) and, crossing
     # them, on latents 2 vs 3 with larger activations: the axis alone must decide
@@ -630,7 +674,7 @@ def test_cli_commands(corpus, tmp_path, capsys):
     assert "fewer documents (300) than latents (384)" in errors[-1]
     out = run("text", "diff", model_dir, str(a), str(b), "--direction", "a", "--top", "5", *common)
     assert "freq_a" in out and "strongest_a" in out
-    assert f"trained with --k {DIFF_K}" in errors[-1]  # the model has k=32: diffing advice
+    assert f"trained with --k {SPARSE_K}" in errors[-1]  # the model has k=32: diffing advice
     tables = {}
     for test in ("strongest", "frequency"):
         path = tmp_path / f"diff_{test}.csv"
@@ -668,9 +712,26 @@ def test_cli_commands(corpus, tmp_path, capsys):
         *common,
     )
     assert "clustered on" in out
+    anchored = tmp_path / "anchored.csv"
+    run(
+        "text",
+        "cluster",
+        model_dir,
+        str(data),
+        "--anchor",
+        SPORT,
+        "--anchor",
+        TECH,
+        "--csv",
+        str(anchored),
+        *common,
+    )
+    summary = pd.read_csv(anchored)  # one cluster per anchor, named by it
+    assert summary["anchor"].tolist() == [SPORT, TECH][: len(summary)] and len(summary) == 2
     csv = tmp_path / "hits.csv"
     run("text", "search", model_dir, str(data), "--query", SPORT, "--csv", str(csv), *common)
     assert (pd.read_csv(csv)["text"].notna()).all()
+    assert f"trained with --k {SPARSE_K}" in errors[-1]  # property search: same advice
     out = run(
         "text",
         "search",

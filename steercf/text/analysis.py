@@ -10,12 +10,18 @@ are re-exported here:
 - :mod:`steercf.text.correlations`: 2. :func:`latent_correlations`, :func:`npmi`;
 - :mod:`steercf.text.queries`: the latents of a query (:func:`query_latents`,
   :func:`match_labels`, :func:`semantic_latents`), the axis of 3. and weights of 4.;
-- :mod:`steercf.text.clustering`: 3. :func:`targeted_clustering`;
+- :mod:`steercf.text.clustering`: 3. :func:`targeted_clustering` (anchors from
+  :func:`query_anchors`);
 - :mod:`steercf.text.retrieval`: 4. :func:`property_retrieval`, and
   :func:`dense_retrieval`.
 """
 
-from steercf.text.clustering import Clusters, jaccard_affinity, targeted_clustering
+from steercf.text.clustering import (
+    Clusters,
+    jaccard_affinity,
+    query_anchors,
+    targeted_clustering,
+)
 from steercf.text.correlations import labels_related, latent_correlations, npmi
 from steercf.text.diffing import DEFAULT_FDR, DEFAULT_MIN_DIFF, diff_datasets
 from steercf.text.queries import (
@@ -44,5 +50,6 @@ __all__ = [
     "property_retrieval",
     "query_latents",
     "semantic_latents",
+    "query_anchors",
     "targeted_clustering",
 ]

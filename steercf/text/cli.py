@@ -25,6 +25,7 @@ from steercf.io import check_model_path
 from steercf.reporting import LIST_SEPARATOR, HelpFormatter, format_table
 from steercf.sae import SAEConfig, TrainConfig
 from steercf.text.clustering import (
+    ANCHOR_DOCS,
     DEFAULT_REPRESENTATION,
     MAX_AUTO_CLUSTERS,
     REPRESENTATIONS,
@@ -34,7 +35,6 @@ from steercf.text.diffing import (
     DEFAULT_MIN_DIFF,
     DEFAULT_N_STRONGEST,
     DEFAULT_TEST,
-    DIFF_K,
     TESTS,
 )
 from steercf.text.documents import DEFAULT_ID_COLUMN, with_doc_ids
@@ -46,7 +46,13 @@ from steercf.text.embed import (
     DEFAULT_OVERLAP,
     LEVELS,
 )
-from steercf.text.model import DEFAULT_MAX_TRAIN_ROWS, DEFAULT_SAE, DEFAULT_TRAIN, FIRING_SHARE
+from steercf.text.model import (
+    DEFAULT_MAX_TRAIN_ROWS,
+    DEFAULT_SAE,
+    DEFAULT_TRAIN,
+    FIRING_SHARE,
+    SPARSE_K,
+)
 from steercf.text.queries import QUERY_METHODS
 
 # characters shown per table cell, a document's snippet included (the CSV keeps all)
@@ -296,7 +302,19 @@ def _add_cluster(sub: Any) -> None:
         help=f"number of clusters (default: the count in 2..{MAX_AUTO_CLUSTERS} with the best "
         "silhouette, printed with the others' scores)",
     )
-    p.add_argument("--query", action="append", default=[], help="axis query (repeatable)")
+    p.add_argument(
+        "--query",
+        action="append",
+        default=[],
+        help="axis query (repeatable): cluster on the latents closest to it only",
+    )
+    p.add_argument(
+        "--anchor",
+        action="append",
+        default=[],
+        help="anchor query (repeatable, at least 2): one cluster per anchor, k-means "
+        f"started from its top {ANCHOR_DOCS} documents by property retrieval",
+    )
     p.add_argument(
         "--method", choices=QUERY_METHODS, default="semantic", help="how queries pick latents"
     )
@@ -590,12 +608,17 @@ def cmd_diff(args: argparse.Namespace) -> None:
             )
         )
     _show(frame, args, scientific=("p_value", "q_value"))
-    if model.sae.config.k > DIFF_K:  # advice, not progress: --quiet keeps it
+    _sparse_model_advice(model, "finds a difference that is a small share of A more often")
+
+
+def _sparse_model_advice(model: Any, gain: str) -> None:
+    """On stderr (advice, not progress: ``--quiet`` keeps it), when ``model`` is denser
+    than the sparse model (:data:`SPARSE_K`) that diffing and property search prefer."""
+    if model.sae.config.k > SPARSE_K:
         print(
             f"note: this model has k={model.sae.config.k} active latents per chunk; a model "
-            f"trained with --k {DIFF_K} finds a difference that is a small share of A more "
-            "often on corpora of ~2,000 documents (README, 'Text'; on a 400-document "
-            "sample it did not)",
+            f"trained with --k {SPARSE_K} {gain} on corpora of ~2,000 documents (README, "
+            "'Text'; on a 400-document sample it did not)",
             file=sys.stderr,
         )
 
@@ -617,13 +640,14 @@ def cmd_correlate(args: argparse.Namespace) -> None:
 
 
 def cmd_cluster(args: argparse.Namespace) -> None:
-    from steercf.text.analysis import query_latents, targeted_clustering
+    from steercf.text.analysis import query_anchors, query_latents, targeted_clustering
 
     corpus = _model_and_codes(args, args.input)
     model, embedder, codes = corpus.model, corpus.embedder, corpus.codes
     latents = None
     if args.query:
         latents = query_latents(model, args.query, embedder, args.method, top=args.axis_latents)
+    anchors = query_anchors(model, codes, args.anchor, embedder) if args.anchor else None
     result = targeted_clustering(
         codes,
         args.n_clusters,
@@ -632,7 +656,10 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         seed=args.seed,
         representation=args.representation,
         directions=model.directions,
+        anchors=anchors,
     )
+    if args.anchor:  # cluster c is anchor c's
+        result.summary.insert(1, "anchor", [args.anchor[c] for c in result.summary["cluster"]])
     if args.assignments:
         members = pd.DataFrame({"doc": np.arange(len(codes)), "cluster": result.assignments})
         with_doc_ids(members, corpus.ids).to_csv(args.assignments, index=False)
@@ -712,6 +739,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         frame = property_retrieval(
             codes, weights, model.p90, args.top, model.labels, share=score == "share"
         )
+        _sparse_model_advice(model, "ranks documents of the property higher")
     elif args.mode == "dense":
         frame = dense_retrieval(embedder.embed_query(args.query), embeddings, args.top)
     else:

@@ -51,12 +51,6 @@ DEFAULT_FDR = None  # keep every latent (ranked, q-values shown); e.g. 0.05 to f
 DEFAULT_MIN_DIFF = 0.0  # optional extra floor on |freq_a - freq_b| (the toolkit used 0.03)
 TESTS = ("strongest", "frequency")
 DEFAULT_TEST = "strongest"  # chosen on the planted-difference benchmark (module docstring)
-# SAE sparsity (active latents per chunk) at which planted small differences (5 % of A)
-# were found most often: BBC News ties k 2 / 4 / 8 over 8 SAE seeds (0.88 / 0.89 / 0.89
-# in the top 5); the arXiv sample prefers 4 (0.83 against 0.78 / 0.74, 4 seeds), so the
-# choice saw both corpora (README, "Text"). The text SAE's default k (32) serves the
-# correlations better.
-DIFF_K = 4
 DEFAULT_N_STRONGEST = 10  # chosen on BBC News over 25 and 50; the arXiv sample agreed
 DIFF_COLUMNS = [
     "rank",
