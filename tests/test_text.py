@@ -528,8 +528,11 @@ def test_anchored_clustering_gives_each_anchor_its_cluster():
         assert result.silhouettes == {} and len(result.summary) == 2
     tfidf = targeted_clustering(codes, 2, anchors=[[0], [39]], representation="tfidf")
     np.testing.assert_array_equal(tfidf.assignments, truth)
+    kept = targeted_clustering(codes, anchors=[[0, 1, 25], [30]], directions=directions)
+    assert kept.summary["anchor_kept"].tolist() == [pytest.approx(2 / 3), 1.0]
     for bad, match in (
         ([[0]], "2..40 anchors"),
+        ([[0, 1], [1, 0]], "anchors 0 and 1 hold the same documents"),
         ([[0], []], "anchor 1 has no documents"),
         ([[0], [40]], "integers in 0..39"),
         ([[0], [0.5]], "integers in 0..39"),
@@ -552,6 +555,10 @@ def test_query_anchors_are_each_querys_top_documents(model, codes, embedder):
         query_anchors(model, codes, [SPORT], embedder)
     with pytest.raises(InputError, match="at least 2 queries"):
         query_anchors(model, codes, SPORT, embedder)
+    with pytest.raises(InputError, match="anchor query 1 is empty"):
+        query_anchors(model, codes, [SPORT, " "], embedder)
+    with pytest.raises(InputError, match="anchor queries 0 and 1 are the same"):
+        query_anchors(model, codes, [SPORT, " " + SPORT.upper()], embedder)
 
 
 def test_decoded_clustering_uses_only_the_axis_latents():
@@ -728,6 +735,10 @@ def test_cli_commands(corpus, tmp_path, capsys):
     )
     summary = pd.read_csv(anchored)  # one cluster per anchor, named by it
     assert summary["anchor"].tolist() == [SPORT, TECH][: len(summary)] and len(summary) == 2
+    assert (summary["anchor_kept"] > 0.5).all()
+    assert "no longer what the anchor names" not in errors[-1]  # both kept their anchors
+    with pytest.raises(InputError, match="anchor queries 0 and 1 are the same"):
+        run("text", "cluster", model_dir, str(data), "--anchor", SPORT, "--anchor", SPORT, *common)
     csv = tmp_path / "hits.csv"
     run("text", "search", model_dir, str(data), "--query", SPORT, "--csv", str(csv), *common)
     assert (pd.read_csv(csv)["text"].notna()).all()

@@ -297,9 +297,10 @@ def test_property_mode_prints_its_query_latents_and_score(small_model, capsys):
     common += ["--top", "3", "--cache-dir", str(root / "cache"), "--quiet"]
     out = _run(capsys, "text", "search", *common)
     head, _, table = out.partition("\n\nscore: ")
-    assert head.startswith("query latents (")
+    assert head.startswith("query latents: the ")
     shown = [int(line.split()[0]) for line in head.splitlines()[3:]]
     assert shown and all(0 <= j < model.n_latents for j in shown)
+    assert f"the {len(shown)} strongest of " in head.splitlines()[0]
     assert table.startswith("the query latents' weighted share of the document's code, 0-1")
     scores = [float(line.split()[2]) for line in table.splitlines()[3:]]
     assert len(scores) == 3 and all(0 <= v <= 1 for v in scores)

@@ -313,7 +313,8 @@ def _add_cluster(sub: Any) -> None:
         action="append",
         default=[],
         help="anchor query (repeatable, at least 2): one cluster per anchor, k-means "
-        f"started from its top {ANCHOR_DOCS} documents by property retrieval",
+        f"started from its top {ANCHOR_DOCS} documents by property retrieval; every "
+        "document goes to some anchor's cluster, so name every group you expect",
     )
     p.add_argument(
         "--method", choices=QUERY_METHODS, default="semantic", help="how queries pick latents"
@@ -660,8 +661,19 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     )
     if args.anchor:  # cluster c is anchor c's
         result.summary.insert(1, "anchor", [args.anchor[c] for c in result.summary["cluster"]])
+        lost = result.summary.loc[result.summary["anchor_kept"] < 0.5, "anchor"].tolist()
+        if lost:  # advice, not progress: --quiet keeps it
+            print(
+                f"note: the clusters of {', '.join(map(repr, lost))} kept under half of "
+                "their anchor's documents: they are no longer what the anchor names "
+                "(every document goes to some anchor's cluster: name every group you "
+                "expect, and anchor on all latents, without --query)",
+                file=sys.stderr,
+            )
     if args.assignments:
         members = pd.DataFrame({"doc": np.arange(len(codes)), "cluster": result.assignments})
+        if args.anchor:
+            members["anchor"] = [args.anchor[c] for c in result.assignments]
         with_doc_ids(members, corpus.ids).to_csv(args.assignments, index=False)
     if result.silhouettes:
         scores = ", ".join(f"{k}: {v:.3f}" for k, v in result.silhouettes.items())
@@ -731,7 +743,11 @@ def cmd_search(args: argparse.Namespace) -> None:
     if args.mode == "property":
         weights = query_latents(model, args.query, embedder, args.method)
         strongest = sorted(weights.items(), key=lambda kv: -kv[1])[:QUERY_LATENTS_SHOWN]
-        print(f"query latents ({len(weights)}; the strongest):")
+        shown = min(len(weights), QUERY_LATENTS_SHOWN)
+        print(
+            f"query latents: the {shown} strongest of {len(weights)} (weight: how close the "
+            "latent is to the query, the closest ~1)"
+        )
         rows = [{"latent": j, "weight": w, "label": model.labels[j]} for j, w in strongest]
         print(format_table(rows))
         score = args.score or "share"

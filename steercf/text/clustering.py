@@ -73,7 +73,8 @@ class Clusters:
         assignments: (n_docs,) cluster id of each document.
         summary: DataFrame, one row per cluster: ``cluster, size, latents`` (top
             latents by in- minus out-of-cluster frequency), ``in_minus_out`` (those
-            differences), ``description`` (their labels).
+            differences), ``description`` (their labels); anchored, also
+            ``anchor_kept`` (share of anchor ``c``'s documents in cluster ``c``).
         latents: (m,) the latents the clustering used.
         silhouettes: ``{n_clusters: mean silhouette}`` of each count tried when the
             count was chosen (empty when it was given).
@@ -234,11 +235,15 @@ def _check_anchors(
         raise InputError(f"anchored clustering needs 2..{n_docs} anchors, got {len(out)}")
     if n_clusters is not None and n_clusters != len(out):
         raise InputError(f"n_clusters={n_clusters} but {len(out)} anchors: one cluster per anchor")
+    seen: dict[frozenset[int], int] = {}
     for c, docs in enumerate(out):
         if docs.size == 0:
             raise InputError(f"anchor {c} has no documents")
         if not np.issubdtype(docs.dtype, np.integer) or docs.min() < 0 or docs.max() >= n_docs:
             raise InputError(f"anchor {c}: document ids must be integers in 0..{n_docs - 1}")
+        same = seen.setdefault(frozenset(docs.tolist()), c)
+        if same != c:  # two equal starts: one of the two clusters takes whatever is left
+            raise InputError(f"anchors {same} and {c} hold the same documents")
     return out
 
 
@@ -263,13 +268,21 @@ def query_anchors(
         ``len(queries)`` arrays of ``top`` row ids of ``codes``, best first.
 
     Raises:
-        InputError: fewer than 2 queries, or a query as :func:`query_latents` refuses it.
+        InputError: fewer than 2 queries, an empty or repeated one, or a query
+            :func:`query_latents` refuses.
     """
     from steercf.text.queries import query_latents
     from steercf.text.retrieval import property_retrieval
 
     if isinstance(queries, str) or len(queries) < 2:
         raise InputError("anchored clustering needs at least 2 queries (one cluster each)")
+    first: dict[str, int] = {}
+    for c, query in enumerate(queries):
+        if not isinstance(query, str) or not query.strip():
+            raise InputError(f"anchor query {c} is empty: {query!r}")
+        same = first.setdefault(" ".join(query.lower().split()), c)
+        if same != c:
+            raise InputError(f"anchor queries {same} and {c} are the same: {query!r}")
     return [
         property_retrieval(codes, query_latents(model, q, embedder), model.p90, top=top)[
             "doc"
@@ -314,7 +327,10 @@ def targeted_clustering(
             e.g. each query's top documents (:func:`query_anchors`): k-means starts once
             from each anchor set's mean row, so cluster ``c`` is the one anchored by
             ``anchors[c]``. ``n_clusters`` is then ``len(anchors)`` (None, or that
-            count). Not with ``"jaccard"``.
+            count). Not with ``"jaccard"``. Every document goes to one of these clusters,
+            so name every group you expect; the summary's ``anchor_kept`` (the share of
+            anchor ``c``'s documents that cluster ``c`` kept) says whether a cluster is
+            still its anchor's (below 0.5 it is not).
 
     Returns:
         :class:`Clusters`.
@@ -322,8 +338,8 @@ def targeted_clustering(
     Raises:
         InputError: bad ``n_clusters`` or ``representation``, ``"decoded"`` without
             ``directions`` of one row per latent, no usable latent, or bad ``anchors``
-            (fewer than 2, an empty one, an id out of range, a count other than
-            ``n_clusters``, or with ``"jaccard"``).
+            (fewer than 2, an empty one, an id out of range, two with the same
+            documents, a count other than ``n_clusters``, or with ``"jaccard"``).
     """
     from sklearn.cluster import KMeans, SpectralClustering
 
@@ -389,4 +405,7 @@ def targeted_clustering(
     else:
         assignments = fit(n_clusters)
     summary = _describe_clusters(codes, assignments, n_clusters, labels, n_describe)
+    if anchors is not None:  # does cluster c still hold anchor c's documents?
+        kept = [float(np.mean(assignments[anchors[c]] == c)) for c in summary["cluster"]]
+        summary.insert(2, "anchor_kept", kept)
     return Clusters(assignments, summary, chosen, silhouettes)
