@@ -504,6 +504,9 @@ def test_labels_round_trip_and_validation(ml100k_model, tmp_path):
     assert users == sorted(users, reverse=True) and users[0] > 0
     with pytest.raises(InputError, match="out of range"):
         format_latent(loaded, model.n_latents)
+    for bad in (-3, 0, 2.5):  # -3 once listed all but the last 3
+        with pytest.raises(InputError, match="top must be a whole number >= 1"):
+            format_latents(loaded, top=bad)
 
     path = resolve_model_dir(model_dir) / "labels.json"
     payload = json.loads(path.read_text())

@@ -66,6 +66,7 @@ from steercf.concepts.sources import label_concepts
 from steercf.data import InteractionData, ItemTags
 from steercf.errors import InputError, ModelFileError
 from steercf.io import read_model_config, resolve_model_dir, update_model_dir
+from steercf.ranking import whole_number
 
 LABELS_FILE = "labels.json"
 LABELS_FORMAT = "steercf-latent-labels"
@@ -623,6 +624,7 @@ def format_latents(labels: LatentLabels, top: int | None = None, dead: bool = Fa
     after all the others; else in id order."""
     chosen = labels.labels if dead else labels.live()
     if top is not None:
+        top = whole_number(top, "top", minimum=1)  # -3 would silently list all but 3
         chosen = sorted(
             chosen, key=lambda label: (-(label.n_users or 0), -label.n_items, label.latent)
         )
