@@ -530,7 +530,18 @@ def test_anchored_clustering_gives_each_anchor_its_cluster():
     np.testing.assert_array_equal(tfidf.assignments, truth)
     kept = targeted_clustering(codes, anchors=[[0, 1, 25], [30]], directions=directions)
     assert kept.summary["anchor_kept"].tolist() == [pytest.approx(2 / 3), 1.0]
+    # two distinct rows, three anchors: k-means empties one cluster, which stays listed
+    # (size 0, kept 0) instead of vanishing from the summary
+    two_rows = np.repeat(np.eye(2, 4, dtype=np.float32), 6, axis=0)
+    with pytest.warns(Warning, match="distinct clusters"):  # sklearn says so too
+        emptied = targeted_clustering(
+            two_rows, anchors=[[0, 1], [6, 7], [0, 6]], directions=np.eye(4, dtype=np.float32)
+        )
+    assert emptied.summary["cluster"].tolist() == [0, 1, 2]
+    assert emptied.summary["size"].tolist() == [6, 6, 0]
+    assert emptied.summary["anchor_kept"].tolist() == [1.0, 1.0, 0.0]
     for bad, match in (
+        ([0, 1, 2], "list of lists"),
         ([[0]], "2..40 anchors"),
         ([[0, 1], [1, 0]], "anchors 0 and 1 hold the same documents"),
         ([[0], []], "anchor 1 has no documents"),
@@ -559,6 +570,17 @@ def test_query_anchors_are_each_querys_top_documents(model, codes, embedder):
         query_anchors(model, codes, [SPORT, " "], embedder)
     with pytest.raises(InputError, match="anchor queries 0 and 1 are the same"):
         query_anchors(model, codes, [SPORT, " " + SPORT.upper()], embedder)
+    # a query whose latents fire on few documents anchors on those only, never on
+    # documents it scores 0 (best_documents would fill the top with them)
+    weights = query_latents(model, TECH, embedder)
+    rare = codes.copy()
+    rare[:, list(weights)] = 0.0
+    rare[[5, 9], next(iter(weights))] = 1.0
+    tech = query_anchors(model, rare, [SPORT, TECH], embedder)[1]
+    assert sorted(tech.tolist()) == [5, 9]
+    rare[[5, 9], next(iter(weights))] = 0.0
+    with pytest.raises(InputError, match="anchor query 1 .* fire on no document"):
+        query_anchors(model, rare, [SPORT, TECH], embedder)
 
 
 def test_decoded_clustering_uses_only_the_axis_latents():
@@ -734,11 +756,25 @@ def test_cli_commands(corpus, tmp_path, capsys):
         *common,
     )
     summary = pd.read_csv(anchored)  # one cluster per anchor, named by it
-    assert summary["anchor"].tolist() == [SPORT, TECH][: len(summary)] and len(summary) == 2
+    assert summary["anchor"].tolist() == [SPORT, TECH]
     assert (summary["anchor_kept"] > 0.5).all()
     assert "no longer what the anchor names" not in errors[-1]  # both kept their anchors
     with pytest.raises(InputError, match="anchor queries 0 and 1 are the same"):
         run("text", "cluster", model_dir, str(data), "--anchor", SPORT, "--anchor", SPORT, *common)
+    with pytest.raises(InputError, match="--n-clusters 3 but 2 --anchor queries"):
+        run(
+            "text",
+            "cluster",
+            model_dir,
+            str(data),
+            "--anchor",
+            SPORT,
+            "--anchor",
+            TECH,
+            "--n-clusters",
+            "3",
+            *common,
+        )
     csv = tmp_path / "hits.csv"
     run("text", "search", model_dir, str(data), "--query", SPORT, "--csv", str(csv), *common)
     assert (pd.read_csv(csv)["text"].notna()).all()

@@ -18,7 +18,9 @@ import pytest
 from steercf.errors import InputError
 from steercf.reporting import format_table, one_line
 from steercf.text import embed as embed_module
+from steercf.text.cli import WEIGHT_MEANINGS
 from steercf.text.embed import Embedder, Embeddings, embedding_cache_dir
+from steercf.text.queries import QUERY_METHODS
 from steercf.text.retrieval import property_retrieval
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -301,6 +303,8 @@ def test_property_mode_prints_its_query_latents_and_score(small_model, capsys):
     shown = [int(line.split()[0]) for line in head.splitlines()[3:]]
     assert shown and all(0 <= j < model.n_latents for j in shown)
     assert f"the {len(shown)} strongest of " in head.splitlines()[0]
+    assert WEIGHT_MEANINGS["semantic"] in head.splitlines()[0]
+    assert set(WEIGHT_MEANINGS) == set(QUERY_METHODS)  # every --method says what weight is
     assert table.startswith("the query latents' weighted share of the document's code, 0-1")
     scores = [float(line.split()[2]) for line in table.splitlines()[3:]]
     assert len(scores) == 3 and all(0 <= v <= 1 for v in scores)

@@ -57,6 +57,13 @@ from steercf.text.queries import QUERY_METHODS
 
 # characters shown per table cell, a document's snippet included (the CSV keeps all)
 CELL_WIDTH = 60
+# what a query latent's weight is, per --method (steercf.text.queries.query_latents)
+WEIGHT_MEANINGS = {
+    "semantic": "how close the latent is to the query, the closest ~1",
+    "code": "the latent's activation on the query, the largest 1",
+    "labels": "how high the query's words rank in the latent's terms, the best 1",
+    "both": "label match plus the query's own activation, each up to 1",
+}
 QUERY_LATENTS_SHOWN = 8  # of a property search's query latents, the strongest printed
 SCORE_MEANINGS = {
     "share": "the query latents' weighted share of the document's code, 0-1",
@@ -314,7 +321,9 @@ def _add_cluster(sub: Any) -> None:
         default=[],
         help="anchor query (repeatable, at least 2): one cluster per anchor, k-means "
         f"started from its top {ANCHOR_DOCS} documents by property retrieval; every "
-        "document goes to some anchor's cluster, so name every group you expect",
+        "document goes to some anchor's cluster, so name every group you expect (with "
+        "--query too, the clusters read the axis latents only: on BBC News that lowered "
+        "the agreement with the categories)",
     )
     p.add_argument(
         "--method", choices=QUERY_METHODS, default="semantic", help="how queries pick latents"
@@ -609,17 +618,21 @@ def cmd_diff(args: argparse.Namespace) -> None:
             )
         )
     _show(frame, args, scientific=("p_value", "q_value"))
-    _sparse_model_advice(model, "finds a difference that is a small share of A more often")
+    _sparse_model_advice(
+        model,
+        "finds a difference that is a small share of A more often on corpora of ~2,000 "
+        "documents (on a 400-document sample it did not)",
+    )
 
 
 def _sparse_model_advice(model: Any, gain: str) -> None:
     """On stderr (advice, not progress: ``--quiet`` keeps it), when ``model`` is denser
-    than the sparse model (:data:`SPARSE_K`) that diffing and property search prefer."""
+    than the sparse model (:data:`SPARSE_K`) that diffing and property search prefer;
+    ``gain`` completes "a model trained with --k 4 ..." with what it measured."""
     if model.sae.config.k > SPARSE_K:
         print(
             f"note: this model has k={model.sae.config.k} active latents per chunk; a model "
-            f"trained with --k {SPARSE_K} {gain} on corpora of ~2,000 documents (README, "
-            "'Text'; on a 400-document sample it did not)",
+            f"trained with --k {SPARSE_K} {gain} (README, 'Text')",
             file=sys.stderr,
         )
 
@@ -648,7 +661,14 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     latents = None
     if args.query:
         latents = query_latents(model, args.query, embedder, args.method, top=args.axis_latents)
-    anchors = query_anchors(model, codes, args.anchor, embedder) if args.anchor else None
+    anchors = None
+    if args.anchor:
+        if args.n_clusters is not None and args.n_clusters != len(args.anchor):
+            raise InputError(
+                f"--n-clusters {args.n_clusters} but {len(args.anchor)} --anchor queries: "
+                "anchored clustering makes one cluster per anchor"
+            )
+        anchors = query_anchors(model, codes, args.anchor, embedder, method=args.method)
     result = targeted_clustering(
         codes,
         args.n_clusters,
@@ -745,8 +765,8 @@ def cmd_search(args: argparse.Namespace) -> None:
         strongest = sorted(weights.items(), key=lambda kv: -kv[1])[:QUERY_LATENTS_SHOWN]
         shown = min(len(weights), QUERY_LATENTS_SHOWN)
         print(
-            f"query latents: the {shown} strongest of {len(weights)} (weight: how close the "
-            "latent is to the query, the closest ~1)"
+            f"query latents: the {shown} strongest of {len(weights)} (weight: "
+            f"{WEIGHT_MEANINGS[args.method]})"
         )
         rows = [{"latent": j, "weight": w, "label": model.labels[j]} for j, w in strongest]
         print(format_table(rows))
@@ -755,7 +775,11 @@ def cmd_search(args: argparse.Namespace) -> None:
         frame = property_retrieval(
             codes, weights, model.p90, args.top, model.labels, share=score == "share"
         )
-        _sparse_model_advice(model, "ranks documents of the property higher")
+        _sparse_model_advice(
+            model,
+            "found narrow properties better (arXiv categories: precision@50 0.330 "
+            "against 0.299 at k 32; broad ones alike)",
+        )
     elif args.mode == "dense":
         frame = dense_retrieval(embedder.embed_query(args.query), embeddings, args.top)
     else:

@@ -18,16 +18,17 @@ Three document representations:
 * ``"jaccard"``: the toolkit's spectral clustering on the Jaccard similarity of the
   binarised codes (kept for reproduction).
 
-*Anchored* clustering (``anchors``, e.g. :func:`query_anchors`): one cluster per query
-of the axis, k-means started from the mean row of each query's top documents (property
-retrieval) instead of 10 random starts. Cluster ``c`` then belongs to query ``c``, and on
-the arXiv sample k-means no longer falls into a split that merges archives: decoded,
-all latents, SAE seeds 0-3, ARI 0.780 ± 0.019 anchored against 0.629 ± 0.011 (dense
-k-means 0.660; dense k-means anchored the same way on dense retrieval's top documents
-reaches 0.812, so the gain is the anchoring's, not the codes'). On BBC News it changes
-little (0.887 ± 0.003 vs 0.886; dense 0.903, anchored 0.901). Restricting the anchored clustering to the queries' axis latents lowers BBC
-News to 0.77 - 0.84 (32 - 64 latents per query), so anchors and the axis filter are
-separate choices.
+*Anchored* clustering (``anchors``, e.g. :func:`query_anchors`): one cluster per query,
+k-means started once from the mean row of each query's top documents (by property
+retrieval) instead of from 10 random starts, so cluster ``c`` belongs to query ``c``. On
+the arXiv sample this avoids the split that merges archives (decoded, all latents, ARI
+0.780 ± 0.019 over SAE seeds 0-3, against 0.629 ± 0.011 from random starts and 0.660
+for dense k-means), but dense k-means anchored the same way (each query's top documents
+by cosine to the vectors it clusters) reaches 0.812: the gain is the anchoring's, not
+the codes'. On BBC News it changes little (0.887 ± 0.003 against 0.886; dense 0.903,
+anchored 0.901). Anchored clustering restricted to the queries' axis latents fell to
+0.77 - 0.84 on BBC News (32 - 64 latents per query), so anchors read all latents unless
+an axis is given too.
 
 Measured with ``benchmarks/text.py --tasks clustering --sae-seed S`` (adjusted Rand
 index against the classes, all latents, mean over 5 k-means seeds, mean ± sd over SAE
@@ -144,14 +145,20 @@ def _describe_clusters(
     n_clusters: int,
     labels: Sequence[str] | None,
     n_describe: int,
+    keep_empty: bool = False,
 ) -> pd.DataFrame:
-    """:attr:`Clusters.summary`: per non-empty cluster, the ``n_describe`` latents (over
-    all latents) with the largest in- minus out-of-cluster firing frequency."""
+    """:attr:`Clusters.summary`: per non-empty cluster (every cluster with
+    ``keep_empty``), the ``n_describe`` latents (over all latents) with the largest in-
+    minus out-of-cluster firing frequency."""
     all_binary = codes > 0
-    rows = []
+    rows: list[dict[str, Any]] = []
     for c in range(n_clusters):
         inside = assignments == c
         if not inside.any():
+            if keep_empty:  # an anchor whose cluster k-means emptied: shown, not dropped
+                rows.append(
+                    {"cluster": c, "size": 0, "latents": [], "in_minus_out": [], "description": ""}
+                )
             continue
         out_freq = all_binary[~inside].mean(0) if (~inside).any() else np.zeros(codes.shape[1])
         gap = all_binary[inside].mean(0) - out_freq
@@ -230,7 +237,9 @@ def _check_anchors(
     """``anchors`` as a list of (m_c,) int arrays, checked (see :func:`targeted_clustering`)."""
     if representation == "jaccard":
         raise InputError("anchors start k-means: use representation 'decoded' or 'tfidf'")
-    out = [np.asarray(docs).reshape(-1) for docs in anchors]
+    out = [np.asarray(docs) for docs in anchors]
+    if any(docs.ndim != 1 for docs in out):  # [1, 2, 3] is not three one-document anchors
+        raise InputError("anchors must be a list of lists of document ids, one list per cluster")
     if not 2 <= len(out) <= n_docs:
         raise InputError(f"anchored clustering needs 2..{n_docs} anchors, got {len(out)}")
     if n_clusters is not None and n_clusters != len(out):
@@ -243,8 +252,21 @@ def _check_anchors(
             raise InputError(f"anchor {c}: document ids must be integers in 0..{n_docs - 1}")
         same = seen.setdefault(frozenset(docs.tolist()), c)
         if same != c:  # two equal starts: one of the two clusters takes whatever is left
-            raise InputError(f"anchors {same} and {c} hold the same documents")
+            raise InputError(
+                f"anchors {same} and {c} hold the same documents (anchor queries that find "
+                "the same top documents cannot tell their clusters apart)"
+            )
     return out
+
+
+def anchored_kmeans(rows: np.ndarray, anchors: Sequence[np.ndarray]) -> np.ndarray:
+    """k-means on ``rows`` (n, d) with one cluster per anchor, started once from each
+    anchor's mean row (a fixed start: no random state) -> (n,) cluster ids; ``anchors``
+    as checked by :func:`targeted_clustering`."""
+    from sklearn.cluster import KMeans
+
+    starts = np.stack([rows[docs].mean(0) for docs in anchors])
+    return KMeans(n_clusters=len(anchors), init=starts, n_init=1, random_state=0).fit_predict(rows)
 
 
 def query_anchors(
@@ -253,8 +275,9 @@ def query_anchors(
     queries: Sequence[str],
     embedder: Any = None,
     top: int = ANCHOR_DOCS,
+    method: str = "semantic",
 ) -> list[np.ndarray]:
-    """Each query's ``top`` documents by property retrieval, the ``anchors`` of
+    """Each query's best documents by property retrieval, the ``anchors`` of
     :func:`targeted_clustering` (one cluster per query).
 
     Args:
@@ -262,14 +285,16 @@ def query_anchors(
         codes: (n_docs, n_latents) document codes of ``model``.
         queries: at least 2 queries, e.g. "sport: matches, players and championships".
         embedder: :class:`Embedder` (default ``model.embedder()``).
-        top: documents per query (:data:`ANCHOR_DOCS`).
+        top: documents per query at most (:data:`ANCHOR_DOCS`); documents the query's
+            latents do not fire on are left out.
+        method: how a query picks its latents (:func:`query_latents`).
 
     Returns:
-        ``len(queries)`` arrays of ``top`` row ids of ``codes``, best first.
+        ``len(queries)`` arrays of row ids of ``codes`` (at most ``top``), best first.
 
     Raises:
-        InputError: fewer than 2 queries, an empty or repeated one, or a query
-            :func:`query_latents` refuses.
+        InputError: fewer than 2 queries, an empty or repeated one, a query
+            :func:`query_latents` refuses, or one whose latents fire on no document.
     """
     from steercf.text.queries import query_latents
     from steercf.text.retrieval import property_retrieval
@@ -283,12 +308,15 @@ def query_anchors(
         same = first.setdefault(" ".join(query.lower().split()), c)
         if same != c:
             raise InputError(f"anchor queries {same} and {c} are the same: {query!r}")
-    return [
-        property_retrieval(codes, query_latents(model, q, embedder), model.p90, top=top)[
-            "doc"
-        ].to_numpy()
-        for q in queries
-    ]
+    anchors = []
+    for c, query in enumerate(queries):
+        weights = query_latents(model, query, embedder, method)
+        found = property_retrieval(codes, weights, model.p90, top=top)
+        docs = found.loc[found["score"] > 0, "doc"].to_numpy()  # not filler at score 0
+        if docs.size == 0:
+            raise InputError(f"anchor query {c} ({query!r}): its latents fire on no document")
+        anchors.append(docs)
+    return anchors
 
 
 def targeted_clustering(
@@ -386,10 +414,7 @@ def targeted_clustering(
 
         def fit(k: int) -> np.ndarray:
             if anchors is not None:
-                starts = np.stack([rows[docs].mean(0) for docs in anchors])
-                return KMeans(n_clusters=k, init=starts, n_init=1, random_state=seed).fit_predict(
-                    rows
-                )
+                return anchored_kmeans(rows, anchors)
             return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(rows)
 
     silhouettes: dict[int, float] = {}
@@ -404,7 +429,9 @@ def targeted_clustering(
         )
     else:
         assignments = fit(n_clusters)
-    summary = _describe_clusters(codes, assignments, n_clusters, labels, n_describe)
+    summary = _describe_clusters(
+        codes, assignments, n_clusters, labels, n_describe, keep_empty=anchors is not None
+    )
     if anchors is not None:  # does cluster c still hold anchor c's documents?
         kept = [float(np.mean(assignments[anchors[c]] == c)) for c in summary["cluster"]]
         summary.insert(2, "anchor_kept", kept)
