@@ -742,19 +742,8 @@ def test_cli_commands(corpus, tmp_path, capsys):
     )
     assert "clustered on" in out
     anchored = tmp_path / "anchored.csv"
-    run(
-        "text",
-        "cluster",
-        model_dir,
-        str(data),
-        "--anchor",
-        SPORT,
-        "--anchor",
-        TECH,
-        "--csv",
-        str(anchored),
-        *common,
-    )
+    by_anchor = ["text", "cluster", model_dir, str(data), "--anchor", SPORT, "--anchor", TECH]
+    run(*by_anchor, "--csv", str(anchored), *common)
     summary = pd.read_csv(anchored)  # one cluster per anchor, named by it
     assert summary["anchor"].tolist() == [SPORT, TECH]
     assert (summary["anchor_kept"] > 0.5).all()
@@ -762,19 +751,7 @@ def test_cli_commands(corpus, tmp_path, capsys):
     with pytest.raises(InputError, match="anchor queries 0 and 1 are the same"):
         run("text", "cluster", model_dir, str(data), "--anchor", SPORT, "--anchor", SPORT, *common)
     with pytest.raises(InputError, match="--n-clusters 3 but 2 --anchor queries"):
-        run(
-            "text",
-            "cluster",
-            model_dir,
-            str(data),
-            "--anchor",
-            SPORT,
-            "--anchor",
-            TECH,
-            "--n-clusters",
-            "3",
-            *common,
-        )
+        run(*by_anchor, "--n-clusters", "3", *common)
     csv = tmp_path / "hits.csv"
     run("text", "search", model_dir, str(data), "--query", SPORT, "--csv", str(csv), *common)
     assert (pd.read_csv(csv)["text"].notna()).all()
