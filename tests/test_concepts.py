@@ -478,6 +478,13 @@ def test_labels_round_trip_and_validation(ml100k_model, tmp_path):
     ]
     audience = audience_activations(model, data.matrix[split.train_users])
     assert first.top_items[0][1] == data.titles([int(np.argmax(audience[:, first.latent]))])[0]
+    # the caller's audience activations (the explorer computes them once) give the same
+    given = label_model(
+        model, data, train_users=split.train_users, sources=["genres", "kg"], audience=audience
+    )
+    assert [label.text for label in given.labels] == [label.text for label in labels.labels]
+    with pytest.raises(InputError, match="audience has shape"):
+        label_model(model, data, train_users=split.train_users, audience=audience[1:])
     # all 10 top items the evidence counts are kept; the one-line text names 3
     assert len(first.top_items) == 10 and first.top_items[3][1] not in first.text
     # a latent no training user activates is dead, and its text says so

@@ -390,6 +390,7 @@ def label_model(
     sources: Sequence[str] | None = None,
     mapping: str = "best_characterizes",
     item_activations: str = "audience",
+    audience: np.ndarray | None = None,
     **options: Any,
 ) -> LatentLabels:
     """Labels for a fitted SplicedRecommender from the concept sources of ``data``.
@@ -407,10 +408,14 @@ def label_model(
             item's mean code over the users who hold it,
             :func:`~steercf.concepts.controls.audience_activations`) or
             ``"one_hot"`` (the code of the item's one-item history, as published).
+        audience: (n_items, n_latents) the audience activations of ``train_users``,
+            when the caller has them already (the explorer shows them too); computed
+            here otherwise.
         options: passed to :func:`label_latents` (top_concepts, top_titles).
 
     Raises:
-        InputError: another item count, or an unknown ``item_activations``.
+        InputError: another item count, an unknown ``item_activations``, or
+            ``audience`` of another shape.
     """
     if model.n_items_ != data.n_items:
         raise InputError(f"the model scores {model.n_items_} items but the data has {data.n_items}")
@@ -420,7 +425,14 @@ def label_model(
         )
     users = data.matrix if train_users is None else data.matrix[np.asarray(train_users)]
     one_hot = model.item_codes().numpy()  # the published S: the mapping's input
-    acts = audience_activations(model, users) if item_activations == "audience" else one_hot
+    if item_activations == "one_hot":
+        acts = one_hot
+    elif audience is None:
+        acts = audience_activations(model, users)
+    else:
+        acts = np.asarray(audience)
+        if acts.shape != one_hot.shape:
+            raise InputError(f"audience has shape {acts.shape}, expected {one_hot.shape}")
     concept_sets = {}
     for source in sources or available_sources(data):
         # labels read "director of Pulp Fiction (1994), ...", not "directed_by:m.0bln8"

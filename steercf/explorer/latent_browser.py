@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from steercf.concepts.controls import audience_activations
 from steercf.concepts.mapping import top_items
 from steercf.explorer.latents import activation_histogram, nearest_latents, unit_directions
 
@@ -24,11 +23,11 @@ TOP_ITEMS_KEPT = 20
 class LatentBrowser:
     """``latents`` (a searchable list) and ``latent`` (one latent in detail)."""
 
-    def _precompute(self) -> None:
+    def _precompute(self, item_acts: np.ndarray) -> None:
+        """``item_acts``: (n_items, n_latents) the top items the labels were read from,
+        each item's mean code over the training users who hold it
+        (:func:`steercf.concepts.audience_activations`)."""
         model = self.model
-        # the top items the labels were read from: each item's mean code over the
-        # training users who hold it (steercf.concepts.audience_activations)
-        item_acts = audience_activations(model, self.data.matrix[self.split.train_users])
         self._top_items = top_items(item_acts, TOP_ITEMS_KEPT)  # (n_latents, k), -1 padded
         self._top_item_values = np.take_along_axis(
             item_acts.T, np.maximum(self._top_items, 0), axis=1

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from steercf.concepts import (
     LatentLabels,
+    audience_activations,
     available_sources,
     concept_display_names,
     concept_tags,
@@ -120,7 +121,12 @@ class RecommenderExplorer(LatentBrowser):
         self.source = source or self.sources[0]
         self._check_options(self.source, mapping, top_latents)
         self.mapping, self.top_latents = mapping, top_latents
-        self.labels = labels or label_model(model, data, train_users=self.split.train_users)
+        # each item's mean code over its training users: the top items of the labels and
+        # of the latent browser, computed once for both
+        audience = audience_activations(model, data.matrix[self.split.train_users])
+        self.labels = labels or label_model(
+            model, data, train_users=self.split.train_users, audience=audience
+        )
         if self.labels.n_latents != model.n_latents:
             raise InputError(
                 f"labels describe {self.labels.n_latents} latents, the model has {model.n_latents}"
@@ -146,7 +152,7 @@ class RecommenderExplorer(LatentBrowser):
         # per source: its (n_items, n_tags) training-user tags and readable concept names
         self._sources: BuildCache[tuple[ItemTags, list[str]]] = BuildCache(len(self.sources))
         self._plain_cache: BuildCache[_Plain] = BuildCache(PLAIN_CACHE)
-        self._precompute()
+        self._precompute(audience)
         self.knobs_for(self.source, self.mapping, self.top_latents)  # fail early, warm cache
 
     # ---- construction ----------------------------------------------------------------
