@@ -40,15 +40,16 @@ chunk embeddings, label the latents, then
   categories whose queries played no part in any choice (setting ``held-out queries``).
 * **Targeted clustering**: adjusted Rand index against the class labels for
   clustering on latents selected by the class-axis queries (``sae``, setting
-  ``filtered``) and on all latents (``unfiltered``), each with the default k-means on
-  the decoded axis latents, TF-IDF k-means and the toolkit's Jaccard spectral
-  clustering (setting names it), and
-  k-means on the mean dense document embeddings (``dense``); *anchored* (setting
-  ``anchored``): one cluster per class query, k-means started once from the mean of
-  each query's top 50 documents (``sae``: property retrieval, all latents, decoded;
-  ``dense``: cosine to the query vector), one run (a fixed start); and with the number of
-  clusters chosen by the best silhouette in 2..12 for both (setting ``auto k``,
-  metric ``n_clusters`` the count chosen). With the class count given, each ARI is the
+  ``filtered``) and on all latents (``unfiltered``), each with k-means on the decoded
+  axis latents, TF-IDF k-means and the toolkit's Jaccard spectral clustering (setting
+  names it), and k-means on the mean dense document embeddings (``dense``); *anchored*
+  (setting ``anchored``): one cluster per class query, k-means started once from the
+  mean of each query's top 50 documents, one run (a fixed start): ``sae``: anchors by
+  property retrieval, k-means on the decoded codes (``decoded``) or on the dense
+  document embeddings (``embedding``, the library's default); ``dense``: anchors by
+  cosine to the query vector; and with the number of clusters chosen by the best
+  silhouette in 2..12 for both (setting ``auto k``, metric ``n_clusters`` the count
+  chosen). With the class count given, each ARI is the
   mean over the trial seeds (k-means / spectral random states); ``auto k`` uses seed 0.
 BBC articles are represented by their first chunk (title + ~190 words) to bound the CPU
 embedding time; arXiv abstracts are embedded whole (chunked where longer).
@@ -94,7 +95,7 @@ from steercf.text.analysis import (
 )
 from steercf.text.clustering import (
     ANCHOR_DOCS,
-    REPRESENTATIONS,
+    CODE_REPRESENTATIONS,
     anchored_kmeans,
     choose_n_clusters,
     mean_silhouette,
@@ -205,14 +206,6 @@ def detecting(codes: np.ndarray, has: np.ndarray, latents: np.ndarray) -> np.nda
         docs = top_documents(codes, int(j), DETECT_TOP)
         out[i] = docs.size >= min(DETECT_TOP, 5) and has[docs].mean() >= DETECT_SHARE
     return out
-
-
-def dense_doc_vectors(emb: Embeddings) -> np.ndarray:
-    """(n_docs, d) unit-norm mean chunk embedding of each document: what the dense
-    baselines see."""
-    vectors = np.zeros((emb.n_docs, emb.dim), np.float32)
-    np.add.at(vectors, emb.doc_index, emb.vectors)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def planted_split(
@@ -493,7 +486,7 @@ def run_corpus(
             )
         )
 
-    doc_vectors = dense_doc_vectors(emb)  # what the dense baselines read
+    doc_vectors = emb.doc_vectors()  # what the dense baselines read
     if "diff" in preset["tasks"]:
         # planted differences
         start = time.perf_counter()
@@ -615,7 +608,7 @@ def run_corpus(
         rec("sae", "seconds", time.perf_counter() - start, setting="clustering (filtered)")
         # k-means (and spectral) results move with their random state by +-0.02 ARI on
         # the arXiv sample: each ARI is the mean over the trial seeds, for both sides
-        for representation in REPRESENTATIONS:
+        for representation in CODE_REPRESENTATIONS:
             for axis_name, axis_latents in (("filtered", latents), ("unfiltered", None)):
                 aris = [
                     adjusted_rand_score(
@@ -642,16 +635,23 @@ def run_corpus(
         # anchored: one cluster per class query, k-means started once from each query's
         # top documents (a fixed start: one run, no trial seeds); the dense side anchored
         # the same way, on cosine to the document vectors it clusters
-        anchors = query_anchors(model, sub_codes, axis, embedder)
-        anchored = targeted_clustering(sub_codes, directions=model.directions, anchors=anchors)
-        rec(
-            "sae",
-            "ari",
-            adjusted_rand_score(sub_classes, anchored.assignments),
-            setting="unfiltered,decoded,anchored",
-            n=int(keep.sum()),
-        )
         dense_x = doc_vectors[keep]
+        anchors = query_anchors(model, sub_codes, axis, embedder)
+        for representation in ("decoded", "embedding"):  # the latter: the library default
+            anchored = targeted_clustering(
+                sub_codes,
+                anchors=anchors,
+                representation=representation,
+                directions=model.directions,
+                vectors=dense_x,
+            )
+            rec(
+                "sae",
+                "ari",
+                adjusted_rand_score(sub_classes, anchored.assignments),
+                setting=f"unfiltered,{representation},anchored",
+                n=int(keep.sum()),
+            )
         similarity = dense_x @ np.stack([embedder.embed_query(q) for q in axis]).T
         dense_anchors = [best_documents(similarity[:, c], ANCHOR_DOCS) for c in range(k)]
         rec(
@@ -671,7 +671,9 @@ def run_corpus(
         rec("dense", "ari", float(np.mean(aris)), setting="k-means", n=int(keep.sum()))
         # the number of clusters chosen by the silhouette, for both (no class count given;
         # one k-means seed: each count's fit is a full k-means)
-        auto = targeted_clustering(sub_codes, None, directions=model.directions)
+        auto = targeted_clustering(
+            sub_codes, None, representation="decoded", directions=model.directions
+        )
         dense_k, dense_auto, _ = choose_n_clusters(
             lambda c: KMeans(n_clusters=c, n_init=10, random_state=0).fit_predict(dense_x),
             lambda assigned: mean_silhouette(dense_x, assigned),

@@ -5,6 +5,7 @@ MiniLM embedder; embeddings are cached on disk, so only a cold first run pays fo
 from __future__ import annotations
 
 import argparse
+import re
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ from steercf.text.analysis import (  # noqa: E402
     targeted_clustering,
 )
 from steercf.text.cli import add_text_commands  # noqa: E402
-from steercf.text.clustering import tfidf_rows  # noqa: E402
+from steercf.text.clustering import REPRESENTATIONS, tfidf_rows  # noqa: E402
 from steercf.text.corpora import bbc_sample  # noqa: E402
 from steercf.text.diffing import benjamini_hochberg  # noqa: E402
 from steercf.text.embed import (  # noqa: E402
@@ -167,6 +168,14 @@ def test_long_document_is_chunked_and_maxed(model, embedder, corpus):
     doc_codes = model.doc_codes(emb)
     np.testing.assert_allclose(doc_codes[0], chunk_codes[emb.doc_index == 0].max(0))
     np.testing.assert_allclose(doc_codes[1], chunk_codes[emb.doc_index == 1].max(0))
+
+
+def test_doc_vectors_average_each_documents_rows():
+    rows = np.array([[3.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]], np.float32)
+    emb = Embeddings.from_array(rows, doc_index=[0, 0, 1, 2])
+    means = np.array([[1.5, 0.5], [1.0, 1.0], [2.0, 0.0]])  # each document's rows averaged
+    expected = means / np.linalg.norm(means, axis=1, keepdims=True)
+    np.testing.assert_allclose(emb.doc_vectors(), expected, rtol=1e-6)
 
 
 def test_precomputed_arrays(emb):
@@ -450,7 +459,7 @@ def test_query_that_matches_no_latent(model, embedder, codes):
     assert query_latents(model, "football", embedder, method="labels")  # labels do match words
 
 
-def test_targeted_clustering(model, codes, embedder, corpus):
+def test_targeted_clustering(model, codes, emb, embedder, corpus):
     from sklearn.metrics import adjusted_rand_score
 
     classes = corpus["category"].to_numpy()
@@ -475,17 +484,39 @@ def test_targeted_clustering(model, codes, embedder, corpus):
         assert set(result.latents) <= set(axis) and len(result.summary) == 5
         assert result.summary["size"].sum() == len(codes)
         assert adjusted_rand_score(classes, result.assignments) > 0.3, representation
+    # the default: anchors by property retrieval, k-means on the documents' embeddings
+    vectors = emb.doc_vectors()
+    anchored = targeted_clustering(
+        codes, anchors=query_anchors(model, codes, queries, embedder), vectors=vectors
+    )
+    assert len(anchored.latents) == 0 and len(anchored.summary) == 5
+    assert adjusted_rand_score(classes, anchored.assignments) > 0.5
+    assert (anchored.summary["anchor_kept"] > 0.5).all()
+    # with an axis the default is decoded: only the codes can be restricted to latents
+    with_axis = targeted_clustering(codes, 5, axis, directions=model.directions, vectors=vectors)
+    decoded = targeted_clustering(
+        codes, 5, axis, representation="decoded", directions=model.directions
+    )
+    np.testing.assert_array_equal(with_axis.assignments, decoded.assignments)
     with pytest.raises(InputError, match="n_clusters"):
-        targeted_clustering(codes, 1)
+        targeted_clustering(codes, 1, vectors=vectors)
     with pytest.raises(InputError, match="representation"):
         targeted_clustering(codes, 5, representation="cosine")
+    with pytest.raises(InputError, match="needs the documents' embeddings"):
+        targeted_clustering(codes, 5)
+    with pytest.raises(InputError, match="restricts the codes"):
+        targeted_clustering(codes, 5, axis, representation="embedding", vectors=vectors)
+    with pytest.raises(InputError, match="one row per document"):
+        targeted_clustering(codes, 5, vectors=vectors[1:])
+    with pytest.raises(InputError, match="NaN"):
+        targeted_clustering(codes, 5, vectors=np.full_like(vectors, np.nan))
     with pytest.raises(InputError, match="directions"):
         targeted_clustering(codes, 5, representation="decoded")
     with pytest.raises(InputError, match="directions"):
         targeted_clustering(codes, 5, representation="decoded", directions=model.directions[1:])
 
 
-@pytest.mark.parametrize("representation", ["decoded", "tfidf", "jaccard"])
+@pytest.mark.parametrize("representation", REPRESENTATIONS)
 def test_clustering_chooses_the_number_of_clusters(representation):
     # three groups of 20 documents, each firing on its own pair of latents (plus one
     # latent nearly every document shares): the silhouette must find 3
@@ -497,18 +528,20 @@ def test_clustering_chooses_the_number_of_clusters(representation):
     codes[:, 6] = rng.uniform(0.1, 0.3, 60)
     codes[::20, 6] = 0.0  # not on every document, or the axis would drop it
     result = targeted_clustering(
-        codes, representation=representation, directions=np.eye(7, dtype=np.float32)
+        codes, representation=representation, directions=np.eye(7, dtype=np.float32), vectors=codes
     )
     assert sorted(result.silhouettes) == list(range(2, 13))
     assert max(result.silhouettes, key=result.silhouettes.get) == 3
     assert len(result.summary) == 3
     groups = np.repeat(np.arange(3), 20)
     assert len({(g, c) for g, c in zip(groups, result.assignments, strict=True)}) == 3
-    given = targeted_clustering(codes, 4, directions=np.eye(7, dtype=np.float32))
+    given = targeted_clustering(
+        codes, 4, representation="decoded", directions=np.eye(7, dtype=np.float32)
+    )
     assert given.silhouettes == {} and len(given.summary) == 4
     assert repr(given) == "Clusters(4 clusters of 60 documents on 7 latents)"
     with pytest.raises(InputError, match="n_clusters"):
-        targeted_clustering(codes, True, directions=np.eye(7, dtype=np.float32))
+        targeted_clustering(codes, True, representation="decoded", directions=np.eye(7))
 
 
 def test_anchored_clustering_gives_each_anchor_its_cluster():
@@ -522,21 +555,26 @@ def test_anchored_clustering_gives_each_anchor_its_cluster():
     directions = np.eye(4, 6, dtype=np.float32)
     truth = np.r_[np.zeros(20), np.ones(20)].astype(int)
     for order in ([[25, 30], [1, 2, 3]], [[1, 2, 3], [25, 30]]):
-        result = targeted_clustering(codes, anchors=order, directions=directions)
         expected = truth if order[0][0] < 20 else 1 - truth
-        np.testing.assert_array_equal(result.assignments, expected)
-        assert result.silhouettes == {} and len(result.summary) == 2
+        for representation in ("decoded", "embedding"):  # embedding: the decoded vectors
+            result = targeted_clustering(
+                codes,
+                anchors=order,
+                representation=representation,
+                directions=directions,
+                vectors=codes @ directions,
+            )
+            np.testing.assert_array_equal(result.assignments, expected)
+            assert result.silhouettes == {} and len(result.summary) == 2
     tfidf = targeted_clustering(codes, 2, anchors=[[0], [39]], representation="tfidf")
     np.testing.assert_array_equal(tfidf.assignments, truth)
-    kept = targeted_clustering(codes, anchors=[[0, 1, 25], [30]], directions=directions)
+    kept = targeted_clustering(codes, anchors=[[0, 1, 25], [30]], vectors=codes @ directions)
     assert kept.summary["anchor_kept"].tolist() == [pytest.approx(2 / 3), 1.0]
     # two distinct rows, three anchors: k-means empties one cluster, which stays listed
     # (size 0, kept 0) instead of vanishing from the summary
     two_rows = np.repeat(np.eye(2, 4, dtype=np.float32), 6, axis=0)
     with pytest.warns(Warning, match="distinct clusters"):  # sklearn says so too
-        emptied = targeted_clustering(
-            two_rows, anchors=[[0, 1], [6, 7], [0, 6]], directions=np.eye(4, dtype=np.float32)
-        )
+        emptied = targeted_clustering(two_rows, anchors=[[0, 1], [6, 7], [0, 6]], vectors=two_rows)
     assert emptied.summary["cluster"].tolist() == [0, 1, 2]
     assert emptied.summary["size"].tolist() == [6, 6, 0]
     assert emptied.summary["anchor_kept"].tolist() == [1.0, 1.0, 0.0]
@@ -549,9 +587,9 @@ def test_anchored_clustering_gives_each_anchor_its_cluster():
         ([[0], [0.5]], "integers in 0..39"),
     ):
         with pytest.raises(InputError, match=match):
-            targeted_clustering(codes, anchors=bad, directions=directions)
+            targeted_clustering(codes, anchors=bad, vectors=codes)
     with pytest.raises(InputError, match="one cluster per anchor"):
-        targeted_clustering(codes, 3, anchors=[[0], [39]], directions=directions)
+        targeted_clustering(codes, 3, anchors=[[0], [39]], vectors=codes)
     with pytest.raises(InputError, match="use representation"):
         targeted_clustering(codes, anchors=[[0], [39]], representation="jaccard")
 
@@ -740,10 +778,11 @@ def test_cli_commands(corpus, tmp_path, capsys):
         TECH,
         *common,
     )
-    assert "clustered on" in out
+    assert re.search(r"clustered on \d+ latents", out)  # an axis: decoded codes
     anchored = tmp_path / "anchored.csv"
     by_anchor = ["text", "cluster", model_dir, str(data), "--anchor", SPORT, "--anchor", TECH]
-    run(*by_anchor, "--csv", str(anchored), *common)
+    out = run(*by_anchor, "--csv", str(anchored), *common)
+    assert "clustered on the documents' embeddings" in out  # the default without an axis
     summary = pd.read_csv(anchored)  # one cluster per anchor, named by it
     assert summary["anchor"].tolist() == [SPORT, TECH]
     assert (summary["anchor_kept"] > 0.5).all()

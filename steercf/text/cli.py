@@ -26,7 +26,6 @@ from steercf.reporting import LIST_SEPARATOR, HelpFormatter, format_table
 from steercf.sae import SAEConfig, TrainConfig
 from steercf.text.clustering import (
     ANCHOR_DOCS,
-    DEFAULT_REPRESENTATION,
     MAX_AUTO_CLUSTERS,
     REPRESENTATIONS,
 )
@@ -319,8 +318,9 @@ def _add_cluster(sub: Any) -> None:
         "--anchor",
         action="append",
         default=[],
-        help="anchor query (repeatable, at least 2): one cluster per anchor, k-means "
-        f"started from its top {ANCHOR_DOCS} documents by property retrieval; every "
+        help="anchor query (repeatable, at least 2): one cluster per anchor, k-means on "
+        f"the documents' embeddings started from its top {ANCHOR_DOCS} documents by "
+        "property retrieval; every "
         "document goes to some anchor's cluster, so name every group you expect (with "
         "--query too, the clusters read the axis latents only: on BBC News that lowered "
         "the agreement with the categories)",
@@ -332,9 +332,11 @@ def _add_cluster(sub: Any) -> None:
     p.add_argument(
         "--representation",
         choices=REPRESENTATIONS,
-        default=DEFAULT_REPRESENTATION,
-        help="decoded: k-means on the axis latents' decoded vectors; tfidf: k-means on "
-        "TF-IDF-weighted activations; jaccard: spectral clustering on active latent sets",
+        default=None,
+        help="what k-means reads: embedding (default without --query): the documents' "
+        "embeddings; decoded (default with --query): the axis latents' decoded vectors; "
+        "tfidf: TF-IDF-weighted activations; jaccard: spectral clustering on active "
+        "latent sets",
     )
     p.add_argument("--seed", type=int, default=0, help="clustering random state")
     p.add_argument("--assignments", default=None, help="write document -> cluster CSV here")
@@ -678,6 +680,7 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         representation=args.representation,
         directions=model.directions,
         anchors=anchors,
+        vectors=corpus.embeddings.doc_vectors(),
     )
     if args.anchor:  # cluster c is anchor c's
         result.summary.insert(1, "anchor", [args.anchor[c] for c in result.summary["cluster"]])
@@ -700,7 +703,10 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         print(
             f"{len(result.summary)} clusters, the best silhouette of 2..{MAX_AUTO_CLUSTERS} ({scores})"
         )
-    print(f"clustered on {len(result.latents)} latents")
+    if len(result.latents):
+        print(f"clustered on {len(result.latents)} latents")
+    else:
+        print("clustered on the documents' embeddings; the latents describe the clusters")
     _show(result.summary, args)
 
 

@@ -78,6 +78,14 @@ class Embeddings:
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
+    def doc_vectors(self) -> np.ndarray:
+        """(n_docs, d) float32: each document's rows (chunks, or word pieces at token
+        level) averaged and L2-normalised: one dense vector per document, what dense
+        k-means and the clustering's ``"embedding"`` representation read."""
+        vectors = np.zeros((self.n_docs, self.dim), np.float32)
+        np.add.at(vectors, self.doc_index, self.vectors)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
     def subset(self, docs: Sequence[int] | np.ndarray) -> Embeddings:
         """The chunks of documents ``docs`` (in that order), renumbered 0..len(docs)-1."""
         docs = np.asarray(docs, dtype=np.int64)
