@@ -36,7 +36,12 @@ Their coverage-precision curves on the same held-out items (``steercf.concepts.e
 held_out_curves``), with the former p-value rule as ``evidence_pvalue``: the same metrics
 with setting ``curve,labeller=...,threshold=T`` (the expected-precision threshold, or the
 share of live units labelled by p-value or TF-IDF strength), and with ``--plots`` a
-figure per data set (``DATASET_label_curves.png``).
+figure per data set (``DATASET_label_curves.png``). ``label_precision@10_ceiling``
+(setting ``coverage=C,items=...``; table rows ``ceiling@C``): the held-out precision@10
+no labeller can beat at coverage C (``steercf.concepts.evidence.precision_ceiling``:
+each live unit labelled by the concept that holds best on its own held-out top 10, the
+best C of them kept), for every model: where it is below a target, no labeller reaches
+the target there.
 The full run adds the same records over units active on >= 10 items (setting suffix
 ``,min_items=10``), since units firing on one or two items are trivially specific.
 ``explanation_agreement`` (SAE only: controls explain nothing): each test user's top 10
@@ -78,6 +83,7 @@ from steercf.concepts.evidence import (
     held_out_labelling,
     judging_depth,
     pair_evidence,
+    precision_ceiling,
     split_items,
 )
 from steercf.concepts.labels import evidence_threshold
@@ -249,6 +255,31 @@ def main(argv: list[str] | None = None) -> int:
                                     name,
                                     f"{labeller},{items}",
                                     result,
+                                )
+                            )
+                        # what no labeller can beat on these activations (each latent
+                        # labelled by the concept best on its own held-out top 10)
+                        ceiling = precision_ceiling(labelled_acts, labelled_tags, live, seed)
+                        for coverage, value in ceiling.items():
+                            records.append(
+                                {
+                                    **where,
+                                    "metric": "label_precision@10_ceiling",
+                                    "value": value,
+                                    "setting": f"coverage={coverage:g},items={items},{setting}",
+                                }
+                            )
+                            labelling.append(
+                                (
+                                    f"{dataset}/{source}",
+                                    training,
+                                    name,
+                                    f"ceiling@{coverage:g},{items}",
+                                    {
+                                        "precision@10": value,
+                                        "coverage": coverage,
+                                        "threshold": np.nan,
+                                    },
                                 )
                             )
                         # the coverage-precision curve of each labeller, same split

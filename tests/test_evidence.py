@@ -16,6 +16,7 @@ from steercf.concepts.evidence import (
     held_out_labelling,
     held_out_precision,
     labelling_curve,
+    precision_ceiling,
     split_items,
 )
 from steercf.concepts.mapping import best_characterizes
@@ -107,6 +108,32 @@ def test_coverage_precision_curves_share_the_split_and_end_at_the_single_points(
     evidence = curves["evidence"]
     chosen = points["evidence"]
     assert any(p["threshold"] == chosen["threshold"] and p == chosen for p in evidence)
+
+
+def test_precision_ceiling_bounds_every_labeller():
+    acts, tags = planted()
+    live = (acts > 0).any(axis=0)  # latents 0-2
+    _, _, test = split_items(200, seed=0)
+    # by hand: each live latent's best concept share on its own top 10 test items
+    best = []
+    for latent in np.flatnonzero(live):
+        order = np.argsort(-acts[test, latent], kind="stable")[:10]
+        top = test[order][acts[test[order], latent] > 0]
+        best.append(tags[top].toarray().mean(axis=0).max())
+    best = sorted(best, reverse=True)
+    ceiling = precision_ceiling(acts, tags, live, seed=0, coverages=(1 / 3, 2 / 3, 1.0))
+    assert ceiling[1 / 3] == pytest.approx(best[0]) and best[0] == 1.0  # latent 0, tag 0
+    assert ceiling[2 / 3] == pytest.approx(np.mean(best[:2]))
+    assert ceiling[1.0] == pytest.approx(np.mean(best))
+    # no labeller fitted on other items beats it at its own coverage
+    for result in held_out_labelling(acts, tags, live, seed=0).values():
+        if result["coverage"] > 0:
+            bound = precision_ceiling(acts, tags, live, 0, (result["coverage"],))
+            assert result["precision@10"] <= bound[result["coverage"]] + 1e-12
+    # latent 3 fires on nothing: counting it as live leaves a third of coverage unreachable
+    assert np.isnan(precision_ceiling(acts, tags, np.ones(4, bool), 0, (1.0,))[1.0])
+    with pytest.raises(InputError, match="coverages"):
+        precision_ceiling(acts, tags, live, coverages=(0.0,))
 
 
 def test_bad_inputs_are_named():

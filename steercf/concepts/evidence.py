@@ -57,6 +57,7 @@ SIGNIFICANCE = 0.05  # the hypergeometric p-value a label's hits must beat (abov
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 20))  # expected precision 0.1-0.95
 LABELLING_OFF = 2.0  # a threshold no expected precision reaches: nothing is labelled
 SHARES = tuple(round(0.05 * i, 2) for i in range(1, 21))  # labelled shares of ranked curves
+CEILING_COVERAGES = (0.2, 0.3)  # where the label bars are set (share of live latents)
 
 
 @dataclass
@@ -533,6 +534,55 @@ def held_out_curves(
         "evidence_pvalue": _ranked_curve(acts, tags, live, test, p_labels, p_strength, k),
         "best_characterizes": _tfidf_curve(acts, tags, live, fit, test, SHARES, k),
     }
+
+
+def precision_ceiling(
+    item_acts: ItemActs,
+    item_tags: ItemTags | sp.spmatrix,
+    live: np.ndarray,
+    seed: int = 0,
+    coverages: Sequence[float] = CEILING_COVERAGES,
+    k: int = DEFAULT_TOP_K,
+) -> dict[float, float]:
+    """The held-out precision@k that no labeller can beat at each coverage.
+
+    Every live latent is labelled by the concept that holds best on its own top-``k``
+    test items (the judge's items, which a real labeller never sees), and the
+    ``coverage`` share of the live latents where that holds best is kept: the mean of
+    their precisions is the ceiling of :func:`held_out_labelling`'s precision@k at that
+    coverage, on the same seeded 60/20/20 item split. It ignores the concept cap, which
+    can only lower it. Where the ceiling is below a target, no labeller reading these
+    activations reaches the target at that coverage.
+
+    Args:
+        item_acts: (n_items, n_latents) non-negative item activations.
+        item_tags: (n_items, n_tags) tags (counts or 0/1).
+        live: (n_latents,) bool, the latents that count for coverage.
+        seed: the item split's seed (:func:`split_items`).
+        coverages: shares of the live latents, each in (0, 1].
+        k: top items per latent.
+
+    Returns:
+        ``{coverage: ceiling}``; nan where fewer live latents fire on a test item than
+        the coverage needs.
+
+    Raises:
+        InputError: shapes disagree, ``k < 1``, or a coverage outside (0, 1].
+    """
+    if any(not 0 < c <= 1 for c in coverages):
+        raise InputError(f"coverages must lie in (0, 1], got {list(coverages)}")
+    acts, tags, live, (_, _, test) = _labelling_inputs(item_acts, item_tags, live, seed)
+    pairs = pair_evidence(acts, tags, test, k)
+    if tags.shape[1]:
+        best = (pairs.hits / np.maximum(pairs.n_top, 1)[:, None]).max(axis=1)
+    else:
+        best = np.zeros(acts.shape[1])
+    best = np.sort(best[live & (pairs.n_top > 0)])[::-1]
+    out = {}
+    for coverage in coverages:
+        m = max(1, int(round(coverage * live.sum())))
+        out[coverage] = float(best[:m].mean()) if len(best) >= m else float("nan")
+    return out
 
 
 def _labelling_inputs(item_acts, item_tags, live, seed: int):
