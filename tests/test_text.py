@@ -457,6 +457,9 @@ def test_query_that_matches_no_latent(model, embedder, codes):
     with pytest.raises(InputError, match="matched none"):
         property_retrieval(codes, {}, model.p90)
     assert query_latents(model, "football", embedder, method="labels")  # labels do match words
+    for top in (0, -5, True, 2.5):
+        with pytest.raises(InputError, match="top must be a positive integer"):
+            query_latents(model, SPORT, embedder, top=top)
 
 
 def test_targeted_clustering(model, codes, emb, embedder, corpus):
@@ -590,7 +593,7 @@ def test_anchored_clustering_gives_each_anchor_its_cluster():
             targeted_clustering(codes, anchors=bad, vectors=codes)
     with pytest.raises(InputError, match="one cluster per anchor"):
         targeted_clustering(codes, 3, anchors=[[0], [39]], vectors=codes)
-    with pytest.raises(InputError, match="use representation"):
+    with pytest.raises(InputError, match="use representation 'embedding' \\(the default\\)"):
         targeted_clustering(codes, anchors=[[0], [39]], representation="jaccard")
 
 
@@ -791,6 +794,11 @@ def test_cli_commands(corpus, tmp_path, capsys):
         run("text", "cluster", model_dir, str(data), "--anchor", SPORT, "--anchor", SPORT, *common)
     with pytest.raises(InputError, match="--n-clusters 3 but 2 --anchor queries"):
         run(*by_anchor, "--n-clusters", "3", *common)
+    by_query = ["text", "cluster", model_dir, str(data), "--query", SPORT, *common]
+    with pytest.raises(InputError, match="--representation embedding cannot be combined"):
+        run(*by_query, "--representation", "embedding")
+    with pytest.raises(InputError, match="--axis-latents must be at least 1"):
+        run(*by_query, "--axis-latents", "0")
     csv = tmp_path / "hits.csv"
     run("text", "search", model_dir, str(data), "--query", SPORT, "--csv", str(csv), *common)
     assert (pd.read_csv(csv)["text"].notna()).all()

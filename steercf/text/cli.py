@@ -660,6 +660,13 @@ def cmd_cluster(args: argparse.Namespace) -> None:
 
     corpus = _model_and_codes(args, args.input)
     model, embedder, codes = corpus.model, corpus.embedder, corpus.codes
+    if args.axis_latents < 1:
+        raise InputError(f"--axis-latents must be at least 1, got {args.axis_latents}")
+    if args.query and args.representation == "embedding":
+        raise InputError(
+            "--representation embedding cannot be combined with --query: an axis selects "
+            "latents, so it clusters their decoded codes (--representation decoded)"
+        )
     latents = None
     if args.query:
         latents = query_latents(model, args.query, embedder, args.method, top=args.axis_latents)
@@ -688,9 +695,12 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         if lost:  # advice, not progress: --quiet keeps it
             print(
                 f"note: the clusters of {', '.join(map(repr, lost))} kept under half of "
-                "their anchor's documents: they are no longer what the anchor names "
-                "(every document goes to some anchor's cluster: name every group you "
-                "expect, and anchor on all latents, without --query)",
+                "their anchor's documents: either the anchor query found documents of "
+                "another group (one-word queries often do: describe the group, e.g. "
+                "'entertainment: films, music and celebrities', and check what it finds "
+                "with text search --mode property), or the cluster is no longer what "
+                "the anchor names (every document goes to some anchor's cluster: name "
+                "every group you expect, and anchor without --query)",
                 file=sys.stderr,
             )
     if args.assignments:
@@ -703,6 +713,12 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         print(
             f"{len(result.summary)} clusters, the best silhouette of 2..{MAX_AUTO_CLUSTERS} ({scores})"
         )
+        if len(result.summary) == max(result.silhouettes):  # advice: --quiet keeps it
+            print(
+                "note: the best silhouette is the largest count tried: these documents "
+                "show no clear number of clusters on this axis; give --n-clusters",
+                file=sys.stderr,
+            )
     if len(result.latents):
         print(f"clustered on {len(result.latents)} latents")
     else:

@@ -249,7 +249,10 @@ def _check_anchors(
 ) -> list[np.ndarray]:
     """``anchors`` as a list of (m_c,) int arrays, checked (see :func:`targeted_clustering`)."""
     if representation == "jaccard":
-        raise InputError("anchors start k-means: use representation 'decoded' or 'tfidf'")
+        raise InputError(
+            "anchors start k-means: use representation 'embedding' (the default), "
+            "'decoded' or 'tfidf'"
+        )
     out = [np.asarray(docs) for docs in anchors]
     if any(docs.ndim != 1 for docs in out):  # [1, 2, 3] is not three one-document anchors
         raise InputError("anchors must be a list of lists of document ids, one list per cluster")

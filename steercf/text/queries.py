@@ -119,13 +119,16 @@ def query_latents(
         ``{latent: weight}``, summed over the queries.
 
     Raises:
-        InputError: an empty query, an unknown method, or no latent matches.
+        InputError: an empty query, an unknown method, ``top`` not a positive integer,
+            or no latent matches.
     """
     queries = [query] if isinstance(query, str) else list(query)
     if not queries or any(not isinstance(q, str) or not q.strip() for q in queries):
         raise InputError(f"a query must be a non-empty string, got {query!r}")
     if method not in QUERY_METHODS:
         raise InputError(f"method must be 'semantic', 'code', 'labels' or 'both', got {method!r}")
+    if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
+        raise InputError(f"top must be a positive integer or None, got {top!r}")
     total: dict[int, float] = {}
     for q in queries:
         weights: dict[int, float] = {}
