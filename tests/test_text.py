@@ -493,6 +493,7 @@ def test_targeted_clustering(model, codes, emb, embedder, corpus):
         codes, anchors=query_anchors(model, codes, queries, embedder), vectors=vectors
     )
     assert len(anchored.latents) == 0 and len(anchored.summary) == 5
+    assert repr(anchored) == f"Clusters(5 clusters of {len(codes)} documents on their embeddings)"
     assert adjusted_rand_score(classes, anchored.assignments) > 0.5
     assert (anchored.summary["anchor_kept"] > 0.5).all()
     # with an axis the default is decoded: only the codes can be restricted to latents

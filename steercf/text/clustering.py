@@ -102,9 +102,10 @@ class Clusters:
     def __repr__(self) -> str:
         # the arrays hold one entry per document / latent: too long to print
         chosen = " (count chosen by silhouette)" if self.silhouettes else ""
+        read = f"{len(self.latents)} latents" if len(self.latents) else "their embeddings"
         return (
             f"Clusters({len(self.summary)} clusters of {len(self.assignments)} documents "
-            f"on {len(self.latents)} latents{chosen})"
+            f"on {read}{chosen})"
         )
 
 
