@@ -47,7 +47,9 @@ chunk embeddings, label the latents, then
   mean of each query's top 50 documents, one run (a fixed start): ``sae``: anchors by
   property retrieval, k-means on the decoded codes (``decoded``) or on the dense
   document embeddings (``embedding``, the library's default); ``dense``: anchors by
-  cosine to the query vector; and with the number of clusters chosen by the best
+  cosine to the query vector (metric ``anchor_purity``: the share of each side's anchor
+  documents in their query's class, mean over queries); and with the number of clusters
+  chosen by the best
   silhouette in 2..12 for both (setting ``auto k``, metric ``n_clusters`` the count
   chosen). With the class count given, each ARI is the
   mean over the trial seeds (k-means / spectral random states); ``auto k`` uses seed 0.
@@ -637,6 +639,15 @@ def run_corpus(
         # the same way, on cosine to the document vectors it clusters
         dense_x = doc_vectors[keep]
         anchors = query_anchors(model, sub_codes, axis, embedder)
+        similarity = dense_x @ np.stack([embedder.embed_query(q) for q in axis]).T
+        dense_anchors = [best_documents(similarity[:, c], ANCHOR_DOCS) for c in range(k)]
+        # how pure each side's anchors are: the share of their documents in the query's class
+        for model_name, found in (("sae", anchors), ("dense", dense_anchors)):
+            purity = [
+                np.mean(sub_classes[d] == c)
+                for d, c in zip(found, spec["cluster_classes"], strict=True)
+            ]
+            rec(model_name, "anchor_purity", float(np.mean(purity)), setting="anchored", n=k)
         for representation in ("decoded", "embedding"):  # the latter: the library default
             anchored = targeted_clustering(
                 sub_codes,
@@ -652,8 +663,6 @@ def run_corpus(
                 setting=f"unfiltered,{representation},anchored",
                 n=int(keep.sum()),
             )
-        similarity = dense_x @ np.stack([embedder.embed_query(q) for q in axis]).T
-        dense_anchors = [best_documents(similarity[:, c], ANCHOR_DOCS) for c in range(k)]
         rec(
             "dense",
             "ari",

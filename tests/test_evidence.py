@@ -130,8 +130,13 @@ def test_precision_ceiling_bounds_every_labeller():
         if result["coverage"] > 0:
             bound = precision_ceiling(acts, tags, live, 0, (result["coverage"],))
             assert result["precision@10"] <= bound[result["coverage"]] + 1e-12
-    # latent 3 fires on nothing: counting it as live leaves a third of coverage unreachable
-    assert np.isnan(precision_ceiling(acts, tags, np.ones(4, bool), 0, (1.0,))[1.0])
+    # latent 3 fires on nothing: counted live, a labeller may label it for coverage
+    # without the judge reading it, so it takes one of the labels at no cost
+    silent = precision_ceiling(acts, tags, np.ones(4, bool), 0, (0.5, 1.0))
+    assert silent[0.5] == pytest.approx(best[0]) and silent[1.0] == pytest.approx(np.mean(best))
+    alone = held_out_precision(acts, tags, np.array([0, -1, -1, 2]), test)  # 0 and 3 labelled
+    assert np.nanmean(alone) == 1.0 <= silent[0.5]
+    assert np.isnan(precision_ceiling(acts[:, 3:], tags, np.ones(1, bool), 0)[0.2])
     with pytest.raises(InputError, match="coverages"):
         precision_ceiling(acts, tags, live, coverages=(0.0,))
 

@@ -594,7 +594,7 @@ def test_anchored_clustering_gives_each_anchor_its_cluster():
             targeted_clustering(codes, anchors=bad, vectors=codes)
     with pytest.raises(InputError, match="one cluster per anchor"):
         targeted_clustering(codes, 3, anchors=[[0], [39]], vectors=codes)
-    with pytest.raises(InputError, match="use representation 'embedding' \\(the default\\)"):
+    with pytest.raises(InputError, match="use representation 'embedding', 'decoded'"):
         targeted_clustering(codes, anchors=[[0], [39]], representation="jaccard")
 
 
@@ -623,6 +623,24 @@ def test_query_anchors_are_each_querys_top_documents(model, codes, embedder):
     rare[[5, 9], next(iter(weights))] = 0.0
     with pytest.raises(InputError, match="anchor query 1 .* fire on no document"):
         query_anchors(model, rare, [SPORT, TECH], embedder)
+
+
+def test_embedding_clustering_follows_the_vectors_not_the_codes():
+    # the codes split the documents into halves, the embeddings into even and odd ones:
+    # the default representation must follow the embeddings
+    codes = np.zeros((40, 4), np.float32)
+    codes[:20, 0] = codes[20:, 1] = 1.0
+    vectors = np.zeros((40, 3), np.float32)
+    vectors[::2, 0] = vectors[1::2, 1] = 1.0
+    parity = np.arange(40) % 2
+    plain = targeted_clustering(codes, 2, vectors=vectors)
+    assert abs(np.corrcoef(plain.assignments, parity)[0, 1]) == pytest.approx(1.0)
+    anchored = targeted_clustering(codes, anchors=[[0, 2], [1, 3]], vectors=vectors)
+    np.testing.assert_array_equal(anchored.assignments, parity)
+    decoded = targeted_clustering(
+        codes, 2, representation="decoded", directions=np.eye(4, dtype=np.float32)
+    )
+    assert abs(np.corrcoef(decoded.assignments, np.arange(40) >= 20)[0, 1]) == pytest.approx(1.0)
 
 
 def test_decoded_clustering_uses_only_the_axis_latents():

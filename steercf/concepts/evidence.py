@@ -547,11 +547,14 @@ def precision_ceiling(
     """The held-out precision@k that no labeller can beat at each coverage.
 
     Every live latent is labelled by the concept that holds best on its own top-``k``
-    test items (the judge's items, which a real labeller never sees), and the
-    ``coverage`` share of the live latents where that holds best is kept: the mean of
-    their precisions is the ceiling of :func:`held_out_labelling`'s precision@k at that
-    coverage, on the same seeded 60/20/20 item split. It ignores the concept cap, which
-    can only lower it. Where the ceiling is below a target, no labeller reading these
+    test items (the judge's items, which a real labeller never sees), and the latents
+    where that holds best are kept: the mean of their precisions bounds
+    :func:`held_out_labelling`'s precision@k at that coverage, on the same seeded
+    60/20/20 item split. The judge counts a labelled live latent that fires on no test
+    item toward coverage but not toward precision, so of ``m = coverage * n_live``
+    labels, those ``n_silent`` latents may take up to ``n_silent`` and the ceiling is the
+    mean of the best ``max(1, m - n_silent)``. It ignores the concept cap, which can
+    only lower it. Where the ceiling is below a target, no labeller reading these
     activations reaches the target at that coverage.
 
     Args:
@@ -563,8 +566,7 @@ def precision_ceiling(
         k: top items per latent.
 
     Returns:
-        ``{coverage: ceiling}``; nan where fewer live latents fire on a test item than
-        the coverage needs.
+        ``{coverage: ceiling}``; nan when no live latent fires on a test item.
 
     Raises:
         InputError: shapes disagree, ``k < 1``, or a coverage outside (0, 1].
@@ -577,11 +579,13 @@ def precision_ceiling(
         best = (pairs.hits / np.maximum(pairs.n_top, 1)[:, None]).max(axis=1)
     else:
         best = np.zeros(acts.shape[1])
-    best = np.sort(best[live & (pairs.n_top > 0)])[::-1]
+    judged = live & (pairs.n_top > 0)
+    best = np.sort(best[judged])[::-1]
+    n_silent = int(live.sum() - judged.sum())
     out = {}
     for coverage in coverages:
-        m = max(1, int(round(coverage * live.sum())))
-        out[coverage] = float(best[:m].mean()) if len(best) >= m else float("nan")
+        m = max(1, int(round(coverage * live.sum())) - n_silent)
+        out[coverage] = float(best[:m].mean()) if len(best) else float("nan")
     return out
 
 

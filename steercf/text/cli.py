@@ -658,8 +658,7 @@ def cmd_correlate(args: argparse.Namespace) -> None:
 def cmd_cluster(args: argparse.Namespace) -> None:
     from steercf.text.analysis import query_anchors, query_latents, targeted_clustering
 
-    corpus = _model_and_codes(args, args.input)
-    model, embedder, codes = corpus.model, corpus.embedder, corpus.codes
+    # flag checks before the corpus is embedded (the library repeats them in its terms)
     if args.axis_latents < 1:
         raise InputError(f"--axis-latents must be at least 1, got {args.axis_latents}")
     if args.query and args.representation == "embedding":
@@ -667,16 +666,18 @@ def cmd_cluster(args: argparse.Namespace) -> None:
             "--representation embedding cannot be combined with --query: an axis selects "
             "latents, so it clusters their decoded codes (--representation decoded)"
         )
+    if args.anchor and args.n_clusters is not None and args.n_clusters != len(args.anchor):
+        raise InputError(
+            f"--n-clusters {args.n_clusters} but {len(args.anchor)} --anchor queries: "
+            "anchored clustering makes one cluster per anchor"
+        )
+    corpus = _model_and_codes(args, args.input)
+    model, embedder, codes = corpus.model, corpus.embedder, corpus.codes
     latents = None
     if args.query:
         latents = query_latents(model, args.query, embedder, args.method, top=args.axis_latents)
     anchors = None
     if args.anchor:
-        if args.n_clusters is not None and args.n_clusters != len(args.anchor):
-            raise InputError(
-                f"--n-clusters {args.n_clusters} but {len(args.anchor)} --anchor queries: "
-                "anchored clustering makes one cluster per anchor"
-            )
         anchors = query_anchors(model, codes, args.anchor, embedder, method=args.method)
     result = targeted_clustering(
         codes,
@@ -713,10 +714,11 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         print(
             f"{len(result.summary)} clusters, the best silhouette of 2..{MAX_AUTO_CLUSTERS} ({scores})"
         )
-        if len(result.summary) == max(result.silhouettes):  # advice: --quiet keeps it
+        scores_by_count = result.silhouettes
+        if max(scores_by_count, key=scores_by_count.get) == max(scores_by_count):  # advice
             print(
-                "note: the best silhouette is the largest count tried: these documents "
-                "show no clear number of clusters on this axis; give --n-clusters",
+                "note: the best silhouette is at the largest count tried: these documents "
+                "show no clear number of clusters; give --n-clusters",
                 file=sys.stderr,
             )
     if len(result.latents):

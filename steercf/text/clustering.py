@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from steercf.errors import InputError
-from steercf.text.common import check_codes, label_column
+from steercf.text.common import check_codes, label_column, unit_rows
 
 # what k-means reads: the documents' embeddings or one of the code representations
 CODE_REPRESENTATIONS = ("decoded", "tfidf", "jaccard")
@@ -149,8 +149,7 @@ def tfidf_rows(codes: np.ndarray) -> np.ndarray:
     x = np.asarray(codes, dtype=np.float32)
     df = (x > 0).sum(0)
     idf = np.log(x.shape[0] / np.maximum(df, 1)).astype(np.float32)
-    weights = x / np.maximum(x.max(0), 1e-12) * idf
-    return weights / np.maximum(np.linalg.norm(weights, axis=1, keepdims=True), 1e-12)
+    return unit_rows(x / np.maximum(x.max(0), 1e-12) * idf)
 
 
 def _describe_clusters(
@@ -251,8 +250,7 @@ def _check_anchors(
     """``anchors`` as a list of (m_c,) int arrays, checked (see :func:`targeted_clustering`)."""
     if representation == "jaccard":
         raise InputError(
-            "anchors start k-means: use representation 'embedding' (the default), "
-            "'decoded' or 'tfidf'"
+            "anchors start k-means: use representation 'embedding', 'decoded' or 'tfidf'"
         )
     out = [np.asarray(docs) for docs in anchors]
     if any(docs.ndim != 1 for docs in out):  # [1, 2, 3] is not three one-document anchors
@@ -396,7 +394,8 @@ def targeted_clustering(
     anchors: Sequence[Sequence[int] | np.ndarray] | None = None,
     vectors: np.ndarray | None = None,
 ) -> Clusters:
-    """Clustering of documents on (a subset of) their latents.
+    """Clustering of documents along an axis: one cluster per anchor (k-means on their
+    embeddings by default), or on (a subset of) their latents.
 
     Args:
         codes: (n_docs, n_latents) document codes.
@@ -469,12 +468,11 @@ def targeted_clustering(
 
     else:
         if representation == "embedding":
-            rows = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            rows = unit_rows(vectors)  # k-means on unit rows: cosine geometry, as the others
         elif representation == "tfidf":
             rows = tfidf_rows(codes[:, chosen])
         else:
-            rows = codes[:, chosen].astype(np.float32) @ directions[chosen]
-            rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+            rows = unit_rows(codes[:, chosen].astype(np.float32) @ directions[chosen])
 
         def fit(k: int) -> np.ndarray:
             if anchors is not None:

@@ -32,6 +32,11 @@ def check_codes(codes: Any, name: str = "codes", n_latents: int | None = None) -
     return codes
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """(n, d) ``x`` with each row L2-normalised (an all-zero row stays zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def label_column(labels: Sequence[str] | None, latents: np.ndarray) -> list[str]:
     """Labels (len(latents),) of ``latents``; empty strings when there are no labels."""
     if labels is None:

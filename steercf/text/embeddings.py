@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from steercf.errors import InputError
+from steercf.text.common import unit_rows
 
 LEVELS = ("chunk", "token")  # what one row of an Embeddings is
 
@@ -84,7 +85,7 @@ class Embeddings:
         k-means and the clustering's ``"embedding"`` representation read."""
         vectors = np.zeros((self.n_docs, self.dim), np.float32)
         np.add.at(vectors, self.doc_index, self.vectors)
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return unit_rows(vectors)
 
     def subset(self, docs: Sequence[int] | np.ndarray) -> Embeddings:
         """The chunks of documents ``docs`` (in that order), renumbered 0..len(docs)-1."""
