@@ -458,7 +458,7 @@ def test_query_that_matches_no_latent(model, embedder, codes):
         property_retrieval(codes, {}, model.p90)
     assert query_latents(model, "football", embedder, method="labels")  # labels do match words
     for top in (0, -5, True, 2.5):
-        with pytest.raises(InputError, match="top must be a positive integer"):
+        with pytest.raises(InputError, match="top must be a whole number >= 1"):
             query_latents(model, SPORT, embedder, top=top)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from steercf.errors import InputError
+from steercf.ranking import whole_number
 from steercf.text.common import label_words
 
 # Latents within SEMANTIC_MARGIN cosine of the best-matching one are relevant, at most
@@ -119,7 +120,7 @@ def query_latents(
         ``{latent: weight}``, summed over the queries.
 
     Raises:
-        InputError: an empty query, an unknown method, ``top`` not a positive integer,
+        InputError: an empty query, an unknown method, ``top`` not a whole number >= 1,
             or no latent matches.
     """
     queries = [query] if isinstance(query, str) else list(query)
@@ -127,8 +128,8 @@ def query_latents(
         raise InputError(f"a query must be a non-empty string, got {query!r}")
     if method not in QUERY_METHODS:
         raise InputError(f"method must be 'semantic', 'code', 'labels' or 'both', got {method!r}")
-    if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
-        raise InputError(f"top must be a positive integer or None, got {top!r}")
+    if top is not None:
+        top = whole_number(top, "top", minimum=1)
     total: dict[int, float] = {}
     for q in queries:
         weights: dict[int, float] = {}
